@@ -1,0 +1,1 @@
+"""Prefect blocks: the cluster spec and the cluster's passwords."""

@@ -1,0 +1,49 @@
+"""Cluster passwords kept in Prefect Secret blocks, created on first provision and reused after."""
+
+from __future__ import annotations
+
+from prefect.blocks.system import Secret
+
+from dbtier.errors import SecretError
+from dbtier.secrets import ROLES, Passwords, block_name, new_password
+from dbtier.spec import ClusterSpec
+
+
+def _load(name: str) -> str | None:
+    try:
+        block = Secret.load(name)
+    except ValueError:
+        return None
+    value = block.get()
+    return str(value)
+
+
+def ensure_passwords(spec: ClusterSpec) -> list[str]:
+    """Create the Secret blocks that are missing; return which were made and which reused (never values)."""
+    made, kept = [], []
+    for role in ROLES:
+        name = block_name(spec, role)
+        if _load(name) is None:
+            Secret(value=new_password()).save(name)
+            made.append(role)
+        else:
+            kept.append(role)
+    parts = []
+    if made:
+        parts.append(f"generated {', '.join(made)}")
+    if kept:
+        parts.append(f"reused {', '.join(kept)}")
+    return [f"passwords for {spec.name}: {'; '.join(parts)} (Secret blocks dbtier-{spec.name}-*-password)"]
+
+
+def load_passwords(spec: ClusterSpec) -> Passwords:
+    """The cluster's passwords from their Secret blocks."""
+    values = {}
+    for role in ROLES:
+        value = _load(block_name(spec, role))
+        if value is None:
+            raise SecretError(
+                f"Secret block {block_name(spec, role)} is missing; run 'python -m flows.provision' to create it"
+            )
+        values[role] = value
+    return Passwords(**values)

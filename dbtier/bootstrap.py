@@ -1,0 +1,173 @@
+"""The provision and teardown steps as plain functions: runner in, sentence out.
+
+Tasks in ``tasks/`` wrap these one to one; nothing here imports Prefect, and
+nothing here knows which provider runs the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from dbtier import procs
+from dbtier.engines.base import Engine
+from dbtier.errors import PreflightError, ProvisionError
+from dbtier.procs import Service
+from dbtier.providers.base import Provider, Runner
+from dbtier.secrets import Passwords
+from dbtier.spec import ClusterSpec
+
+MARKER = "dbtier-cluster.json"
+
+
+def all_services(engine: Engine, spec: ClusterSpec) -> list[Service]:
+    return engine.consensus_services(spec) + engine.member_services(spec)
+
+
+def cluster_hosts(engine: Engine, spec: ClusterSpec) -> list[str]:
+    return sorted({s.host for s in all_services(engine, spec)})
+
+
+def _marker_owner(runner: Runner, spec: ClusterSpec) -> str | None:
+    raw = runner.read_file(f"{spec.cluster_dir}/{MARKER}")
+    if raw is None:
+        return None
+    try:
+        return str(json.loads(raw)["name"])
+    except (ValueError, KeyError, TypeError):
+        return "(unreadable marker)"
+
+
+def check_data_dir(runner: Runner, spec: ClusterSpec) -> str:
+    """Refuse a non-empty cluster directory that another cluster (or nobody) owns."""
+    entries = runner.list_dir(spec.cluster_dir)
+    if not entries:
+        return f"{spec.cluster_dir} is free"
+    owner = _marker_owner(runner, spec)
+    if owner == spec.name:
+        return f"{spec.cluster_dir} belongs to cluster {spec.name}"
+    whose = f"cluster {owner!r}" if owner else "no dbtier cluster"
+    raise PreflightError(
+        f"data_root: {spec.cluster_dir} is not empty and belongs to {whose}; "
+        "choose another data_root or name, or move that directory away (dbtier will not initialise over it)"
+    )
+
+
+def check_ports(engine: Engine, runner: Runner, spec: ClusterSpec, service: Service) -> None:
+    """Every port of a service that is not running must be free (our own orphan postmaster excepted)."""
+    if procs.running_pid(runner, service) is not None:
+        return
+    for field, port in service.ports:
+        if not runner.port_in_use(port):
+            continue
+        owner_dir = engine.owned_port(spec, service, port)
+        if owner_dir and procs.read_pid(runner, f"{owner_dir}/postmaster.pid") is not None:
+            pid = procs.read_pid(runner, f"{owner_dir}/postmaster.pid")
+            if pid is not None and procs.pid_matches(runner, pid, owner_dir):
+                continue
+        raise PreflightError(
+            f"{field}: {runner.host}:{port} (for {service.name}) is already in use by another process; "
+            f"stop that process or choose other ports (e.g. DBTIER_{field.upper().replace('.', '__')}=...)"
+        )
+
+
+def preflight(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
+    """Everything that must hold before a single process starts. Touches nothing."""
+    problems: list[str] = []
+    for host in cluster_hosts(engine, spec):
+        problems += provider.check_host(spec, host)
+    if problems:
+        raise PreflightError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    sentences = []
+    for host in cluster_hosts(engine, spec):
+        runner = provider.runner(spec, host)
+        sentences.append(check_data_dir(runner, spec))
+        for service in all_services(engine, spec):
+            if service.host == host:
+                check_ports(engine, runner, spec, service)
+    sentences.append(f"ports of {len(all_services(engine, spec))} services are free or already ours")
+    return sentences
+
+
+def prepare_dirs(engine: Engine, provider: Provider, spec: ClusterSpec) -> str:
+    """Create the cluster directory, its ownership marker and one directory per service."""
+    for host in cluster_hosts(engine, spec):
+        runner = provider.runner(spec, host)
+        check_data_dir(runner, spec)
+        runner.make_dirs(spec.cluster_dir, 0o750)
+        if _marker_owner(runner, spec) is None:
+            marker = {"name": spec.name, "engine": spec.engine, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            runner.write_file(f"{spec.cluster_dir}/{MARKER}", json.dumps(marker).encode(), 0o644)
+        for service in all_services(engine, spec):
+            if service.host == host:
+                runner.make_dirs(service.pidfile.rsplit("/", 1)[0], 0o700)
+    return f"data directories ready under {spec.cluster_dir}"
+
+
+def write_member_files(engine: Engine, provider: Provider, spec: ClusterSpec, service: Service, passwords: Passwords) -> str:
+    """Write a member's configuration files when their content changed."""
+    runner = provider.runner(spec, service.host)
+    changed = []
+    for path, content in engine.member_files(spec, service, passwords).items():
+        if runner.read_file(path) != content:
+            runner.make_dirs(path.rsplit("/", 1)[0], 0o700)
+            runner.write_file(path, content, 0o600)
+            changed.append(path.rsplit("/", 1)[-1])
+    return f"{service.name}: wrote {', '.join(changed)}" if changed else f"{service.name}: configuration unchanged"
+
+
+def ensure_running(provider: Provider, spec: ClusterSpec, service: Service) -> str:
+    """Start ``service`` unless it already runs; return what happened."""
+    runner = provider.runner(spec, service.host)
+    pid = procs.running_pid(runner, service)
+    if pid is not None:
+        return f"{service.name} already running (pid {pid})"
+    pid = procs.start(runner, service)
+    return f"{service.name} started (pid {pid})"
+
+
+def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
+    """Stop members first (Patroni stops its postmaster), then the consensus store; by pid only."""
+    sentences = []
+    for service in engine.member_services(spec) + engine.consensus_services(spec):
+        runner = provider.runner(spec, service.host)
+        sentences.append(procs.stop(runner, service, timeout=60))
+        for port_field, port in service.ports:
+            owner_dir = engine.owned_port(spec, service, port)
+            if owner_dir:
+                sentences.append(_stop_orphan_postmaster(runner, spec, owner_dir, service.name))
+    return [s for s in sentences if s]
+
+
+def _stop_orphan_postmaster(runner: Runner, spec: ClusterSpec, data_dir: str, name: str) -> str:
+    pid = procs.read_pid(runner, f"{data_dir}/postmaster.pid")
+    if pid is None or not procs.pid_matches(runner, pid, data_dir):
+        return ""
+    return procs.stop_pid(runner, pid, data_dir, f"{name} postmaster", timeout=60)
+
+
+def wipe(engine: Engine, provider: Provider, spec: ClusterSpec) -> str:
+    """Remove the cluster directory, only when it is ours and nothing of it runs."""
+    for host in cluster_hosts(engine, spec):
+        runner = provider.runner(spec, host)
+        if runner.list_dir(spec.cluster_dir) is None:
+            continue
+        owner = _marker_owner(runner, spec)
+        if owner != spec.name:
+            raise ProvisionError(
+                f"data_root: {spec.cluster_dir} does not carry cluster {spec.name}'s marker; not wiping it"
+            )
+        still = [s.name for s in all_services(engine, spec) if s.host == host and procs.running_pid(runner, s)]
+        if still:
+            raise ProvisionError(f"not wiping {spec.cluster_dir}: {', '.join(still)} still running")
+        runner.remove_tree(spec.cluster_dir)
+    return f"wiped {spec.cluster_dir}"
+
+
+def running_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
+    """Names of the services whose pid file points at a live process of theirs."""
+    names = []
+    for service in all_services(engine, spec):
+        if procs.running_pid(provider.runner(spec, service.host), service) is not None:
+            names.append(service.name)
+    return names

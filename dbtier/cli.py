@@ -1,0 +1,77 @@
+"""The ``dbtier`` command: fast answers for operators, without starting a flow run.
+
+    dbtier status [--spec FILE] [--json]     exit 0 only when healthy
+    dbtier dsn [--spec FILE]                 the read-write connection string (no password)
+    dbtier password [--role app] [--spec FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dbtier.errors import DbtierError
+from dbtier.health import format_table
+from dbtier.secrets import ROLES
+from dbtier.spec import load_spec
+from dbtier.topology import client_dsn
+
+
+def _status(args: argparse.Namespace) -> int:
+    from dbtier.engines.base import get_engine
+
+    spec = load_spec(args.spec)
+    current = get_engine(spec).status(spec)
+    if args.json:
+        print(json.dumps({"cluster": spec.name, "healthy": current.health.healthy,
+                          "leader": current.health.leader, "problems": current.health.problems,
+                          "members": current.rows}, indent=2))
+    else:
+        print(format_table(current.rows))
+        print(f"{spec.name}: {current.health.sentence}")
+    return 0 if current.health.healthy else 1
+
+
+def _dsn(args: argparse.Namespace) -> int:
+    print(client_dsn(load_spec(args.spec)))
+    return 0
+
+
+def _password(args: argparse.Namespace) -> int:
+    from blocks.passwords import load_passwords
+
+    print(getattr(load_passwords(load_spec(args.spec)), args.role))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbtier", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, text in (
+        ("status", _status, "member table and health; exit 0 only when healthy"),
+        ("dsn", _dsn, "the read-write DSN (no password in it)"),
+        ("password", _password, "print one of the cluster's passwords (from its Prefect Secret block)"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--spec", help="cluster spec YAML (default: the built-in default spec)")
+        cmd.set_defaults(func=func)
+        if name == "status":
+            cmd.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "password":
+            cmd.add_argument("--role", choices=ROLES, default="app")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except DbtierError as err:
+        print(f"dbtier: error: {err.one_line()}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

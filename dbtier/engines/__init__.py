@@ -1,0 +1,1 @@
+"""Database engines: one module per engine behind :class:`dbtier.engines.base.Engine`."""

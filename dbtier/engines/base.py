@@ -1,0 +1,91 @@
+"""The engine interface: what a database engine must tell bootstrap, status and teardown.
+
+Bootstrap is the same runbook for every engine: start the consensus services
+(etcd for PostgreSQL; none for a MongoDB replica set), write each member's
+configuration, start the members, wait until healthy, create the application
+user, verify. An engine supplies the data (services, files) and the checks.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from dbtier.errors import ClusterUnhealthy
+from dbtier.health import Health
+from dbtier.procs import Service
+from dbtier.secrets import Passwords
+from dbtier.spec import ClusterSpec
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What ``status`` reports: the verdict and one row per member."""
+
+    health: Health
+    rows: list[dict[str, Any]]
+
+
+class Engine(ABC):
+    name: str
+
+    @abstractmethod
+    def consensus_services(self, spec: ClusterSpec) -> list[Service]:
+        """Services that must form a quorum before any member starts (may be empty)."""
+
+    @abstractmethod
+    def member_services(self, spec: ClusterSpec) -> list[Service]:
+        """The database members, one service each."""
+
+    @abstractmethod
+    def member_files(self, spec: ClusterSpec, service: Service, passwords: Passwords) -> dict[str, bytes]:
+        """Configuration files a member needs before it starts: path -> content (written mode 0600)."""
+
+    @abstractmethod
+    def owned_port(self, spec: ClusterSpec, service: Service, port: int) -> str | None:
+        """The data dir whose live postmaster/mongod may legitimately hold ``port`` for ``service``."""
+
+    @abstractmethod
+    def wait_consensus(self, spec: ClusterSpec, timeout: float) -> str:
+        """Block until the consensus store has quorum; return a sentence."""
+
+    @abstractmethod
+    def status(self, spec: ClusterSpec) -> ClusterStatus:
+        """The cluster's health and member table, read from the running members."""
+
+    def wait_healthy(self, spec: ClusterSpec, timeout: float) -> ClusterStatus:
+        """Poll :meth:`status` until healthy; raise :class:`ClusterUnhealthy` with the reasons after ``timeout``."""
+        started = time.monotonic()
+        while True:
+            status = self.status(spec)
+            if status.health.healthy:
+                return status
+            if time.monotonic() - started > timeout:
+                raise ClusterUnhealthy(
+                    f"cluster {spec.name} not healthy after {timeout:.0f} s ({status.health.sentence}); "
+                    f"see the member log files under {spec.cluster_dir}"
+                )
+            time.sleep(0.5)
+
+    @abstractmethod
+    def app_database_present(self, spec: ClusterSpec, passwords: Passwords) -> bool:
+        """True when the application user and database exist."""
+
+    @abstractmethod
+    def create_app_database(self, spec: ClusterSpec, passwords: Passwords) -> str:
+        """Create (or update) the application user and database; return a sentence."""
+
+    @abstractmethod
+    def verify_replication(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
+        """Write on the primary and read it back on every replica; return a sentence."""
+
+
+def get_engine(spec: ClusterSpec) -> Engine:
+    """The engine the spec names."""
+    if spec.engine == "postgres":
+        from dbtier.engines.postgres import PostgresEngine
+
+        return PostgresEngine()
+    raise NotImplementedError(f"engine {spec.engine!r}")  # pragma: no cover - the spec admits only known names

@@ -1,0 +1,103 @@
+"""patroni.yml and pg_hba rendering for one member (pure: data in, data out)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from dbtier.secrets import Passwords
+from dbtier.spec import ClusterSpec
+from dbtier.topology import PgMember, etcd_members, pg_members
+
+SUPERUSER = "postgres"
+REPLICATION_USER = "replicator"
+REWIND_USER = "rewind_user"
+
+#: Parameters dbtier sets so that replication, slots and pg_rewind work; the spec may add, not remove.
+BASE_PARAMETERS: dict[str, Any] = {
+    "wal_level": "replica",
+    "hot_standby": "on",
+    "wal_log_hints": "on",
+    "max_wal_senders": 10,
+    "max_replication_slots": 10,
+    "wal_keep_size": "128MB",
+    "password_encryption": "scram-sha-256",
+    "max_connections": 100,
+}
+
+
+def _cidr(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{32 if ip.version == 4 else 128}"
+
+
+def pg_hba(spec: ClusterSpec) -> list[str]:
+    """pg_hba lines: scram-sha-256 on every TCP line, never ``trust``.
+
+    >>> pg_hba(ClusterSpec())[:2]
+    ['local all all scram-sha-256', 'host replication replicator 127.0.0.1/32 scram-sha-256']
+    """
+    member_nets = sorted({_cidr(m.host) for m in pg_members(spec)} | {"127.0.0.1/32"})
+    lines = ["local all all scram-sha-256"]
+    lines += [f"host replication {REPLICATION_USER} {net} scram-sha-256" for net in member_nets]
+    lines += [f"host all all {net} scram-sha-256" for net in member_nets]
+    lines += [f"host all all {net} scram-sha-256" for net in spec.allowed_client_networks]
+    lines.append("host all all ::1/128 scram-sha-256")
+    return lines
+
+
+def postgresql_parameters(spec: ClusterSpec) -> dict[str, Any]:
+    params = dict(BASE_PARAMETERS)
+    params.update(spec.postgresql_parameters)
+    return params
+
+
+def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwords) -> dict[str, Any]:
+    """The whole patroni.yml of ``member`` as a dict, ready for ``yaml.safe_dump``."""
+    timing = spec.patroni
+    return {
+        "scope": spec.name,
+        "namespace": "/dbtier/",
+        "name": member.name,
+        "log": {"level": "INFO"},
+        "restapi": {
+            "listen": f"{member.host}:{member.rest_port}",
+            "connect_address": f"{member.host}:{member.rest_port}",
+        },
+        "etcd3": {"hosts": [f"{m.host}:{m.client_port}" for m in etcd_members(spec)]},
+        "bootstrap": {
+            "dcs": {
+                "ttl": timing.ttl,
+                "loop_wait": timing.loop_wait,
+                "retry_timeout": timing.retry_timeout,
+                "maximum_lag_on_failover": timing.maximum_lag_on_failover,
+                "failsafe_mode": True,
+                "synchronous_mode": spec.synchronous_mode,
+                "postgresql": {
+                    "use_pg_rewind": True,
+                    "use_slots": True,
+                    "parameters": postgresql_parameters(spec),
+                },
+            },
+            "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
+        },
+        "postgresql": {
+            "listen": f"{member.host}:{member.pg_port}",
+            "connect_address": f"{member.host}:{member.pg_port}",
+            "data_dir": member.data_dir,
+            "bin_dir": spec.binaries.pg_bin_dir,
+            "pgpass": f"{member.dir}/pgpass",
+            "authentication": {
+                "superuser": {"username": SUPERUSER, "password": passwords.superuser},
+                "replication": {"username": REPLICATION_USER, "password": passwords.replication},
+                "rewind": {"username": REWIND_USER, "password": passwords.rewind},
+            },
+            "parameters": {"unix_socket_directories": member.socket_dir},
+            "pg_hba": pg_hba(spec),
+        },
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
+    }
+
+
+def patroni_argv(spec: ClusterSpec, member: PgMember) -> list[str]:
+    return [spec.binaries.patroni, member.config]

@@ -1,0 +1,148 @@
+"""PostgreSQL managed by Patroni, with etcd as its consensus store."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import requests
+import yaml
+
+from dbtier.engines import etcd
+from dbtier.engines.base import ClusterStatus, Engine
+from dbtier.engines.patroni_config import SUPERUSER, patroni_argv, render_patroni_config
+from dbtier.errors import ClusterUnhealthy
+from dbtier.health import Health, assess, member_rows
+from dbtier.procs import Service
+from dbtier.secrets import Passwords
+from dbtier.spec import ClusterSpec
+from dbtier.topology import PgMember, client_dsn, pg_members
+
+
+def _member(spec: ClusterSpec, name: str) -> PgMember:
+    return next(m for m in pg_members(spec) if m.name == name)
+
+
+def fetch_cluster(spec: ClusterSpec, timeout: float = 2.0) -> dict[str, Any] | None:
+    """Patroni's ``/cluster`` document from the first member that answers."""
+    for member in pg_members(spec):
+        try:
+            response = requests.get(f"{member.rest_url}/cluster", timeout=timeout)
+            if response.ok:
+                doc: dict[str, Any] = response.json()
+                return doc
+        except (requests.RequestException, ValueError):
+            continue
+    return None
+
+
+def connect(conninfo: str, password: str, **kwargs: Any) -> Any:
+    """A psycopg connection; the password goes as a keyword, never into the conninfo or a message."""
+    import psycopg
+
+    return psycopg.connect(conninfo, password=password, autocommit=True, **kwargs)
+
+
+class PostgresEngine(Engine):
+    name = "postgres"
+
+    def consensus_services(self, spec: ClusterSpec) -> list[Service]:
+        return etcd.etcd_services(spec)
+
+    def member_services(self, spec: ClusterSpec) -> list[Service]:
+        return [
+            Service(
+                name=m.name,
+                kind="patroni",
+                host=m.host,
+                argv=patroni_argv(spec, m),
+                pidfile=f"{m.dir}/patroni.pid",
+                logfile=f"{m.dir}/patroni.log",
+                marker=m.config,
+                ports=[("ports.postgres", m.pg_port), ("ports.patroni", m.rest_port)],
+            )
+            for m in pg_members(spec)
+        ]
+
+    def member_files(self, spec: ClusterSpec, service: Service, passwords: Passwords) -> dict[str, bytes]:
+        member = _member(spec, service.name)
+        config = render_patroni_config(spec, member, passwords)
+        return {member.config: yaml.safe_dump(config, sort_keys=False).encode()}
+
+    def owned_port(self, spec: ClusterSpec, service: Service, port: int) -> str | None:
+        member = _member(spec, service.name)
+        return member.data_dir if port == member.pg_port else None
+
+    def wait_consensus(self, spec: ClusterSpec, timeout: float) -> str:
+        return etcd.wait_for_quorum(spec, timeout)
+
+    def status(self, spec: ClusterSpec) -> ClusterStatus:
+        cluster = fetch_cluster(spec)
+        health = assess(cluster, [m.name for m in pg_members(spec)])
+        states = etcd.member_states(spec)
+        quorum_ok, quorum_sentence = etcd.judge_quorum(states)
+        if not quorum_ok:
+            health = Health(False, health.leader, [*health.problems, quorum_sentence])
+        return ClusterStatus(health=health, rows=member_rows(spec, cluster, states))
+
+    def _superuser(self, spec: ClusterSpec, passwords: Passwords) -> Any:
+        return connect(client_dsn(spec, SUPERUSER, "postgres"), passwords.superuser)
+
+    def app_database_present(self, spec: ClusterSpec, passwords: Passwords) -> bool:
+        with self._superuser(spec, passwords) as conn:
+            role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (spec.app.user,)).fetchone()
+            db = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (spec.app.database,)).fetchone()
+        return role is not None and db is not None
+
+    def create_app_database(self, spec: ClusterSpec, passwords: Passwords) -> str:
+        from psycopg import sql
+
+        user, database = spec.app.user, spec.app.database
+        with self._superuser(spec, passwords) as conn:
+            # Send a SCRAM verifier, never the password itself, so no server log can show it.
+            verifier = conn.pgconn.encrypt_password(passwords.app.encode(), user.encode(), b"scram-sha-256").decode()
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
+            verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
+            conn.execute(
+                sql.SQL("{} {} WITH LOGIN PASSWORD {}").format(verb, sql.Identifier(user), sql.Literal(verifier))
+            )
+            have_db = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+            if not have_db:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(user))
+                )
+        made = "exists" if have_db else "created"
+        return f"application role {user} {'updated' if exists else 'created'}, database {database} {made}"
+
+    def verify_replication(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
+        token = uuid.uuid4().hex
+        started = time.monotonic()
+        with connect(client_dsn(spec), passwords.app) as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS dbtier_verify (token text PRIMARY KEY, written_at timestamptz DEFAULT now())"
+            )
+            conn.execute("INSERT INTO dbtier_verify (token) VALUES (%s)", (token,))
+            primary_port = conn.info.port
+        replicas = [m for m in pg_members(spec) if m.pg_port != primary_port]
+        for member in replicas:
+            self._wait_for_row(spec, member, passwords, token, started + timeout)
+        return (
+            f"verified: a row written on the primary (port {primary_port}) was read on "
+            f"{len(replicas)} replica(s) within {time.monotonic() - started:.1f} s"
+        )
+
+    def _wait_for_row(self, spec: ClusterSpec, member: PgMember, passwords: Passwords, token: str, deadline: float) -> None:
+        conninfo = f"host={member.host} port={member.pg_port} user={spec.app.user} dbname={spec.app.database} connect_timeout=3"
+        while True:
+            try:
+                with connect(conninfo, passwords.app) as conn:
+                    if conn.execute("SELECT 1 FROM dbtier_verify WHERE token = %s", (token,)).fetchone():
+                        return
+            except Exception as err:  # noqa: BLE001 - the table may not have replicated yet
+                last = type(err).__name__
+            else:
+                last = "row not there yet"
+            if time.monotonic() > deadline:
+                raise ClusterUnhealthy(f"{member.name}: the verification row never arrived ({last}); replication is broken")
+            time.sleep(0.2)

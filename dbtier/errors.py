@@ -1,0 +1,57 @@
+"""The one exception root of dbtier and its few children.
+
+Every error a user can meet carries a message that fits on one line, names the
+field or the thing at fault, and says what to do about it. Command failures
+carry their evidence (argv, exit code, stdout, stderr) the way Barman's do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class DbtierError(Exception):
+    """Root of every error dbtier raises on purpose."""
+
+    exit_code = 1
+
+    def one_line(self) -> str:
+        """The message folded onto one line, as the command-line edge prints it."""
+        return " ".join(str(self).split())
+
+
+class SpecError(DbtierError):
+    """The cluster spec is invalid: raised before any process starts."""
+
+    exit_code = 2
+
+
+class PreflightError(DbtierError):
+    """The host refuses the spec: port in use, foreign data dir, missing binary."""
+
+    exit_code = 2
+
+
+class ProvisionError(DbtierError):
+    """A provisioning or bootstrap step failed."""
+
+
+class ClusterUnhealthy(DbtierError):
+    """The cluster did not reach (or lost) the healthy state."""
+
+
+class SecretError(DbtierError):
+    """A secret could not be read or stored."""
+
+
+class CommandFailed(DbtierError):
+    """A command exited non-zero. The argv never holds a secret by construction."""
+
+    def __init__(self, argv: Sequence[str], rc: int, out: str = "", err: str = "") -> None:
+        self.argv = list(argv)
+        self.rc = rc
+        self.out = out
+        self.err = err
+        tail = (err or out).strip().splitlines()
+        detail = f": {tail[-1]}" if tail else ""
+        super().__init__(f"command {self.argv[0]!r} exited {rc}{detail}")

@@ -1,0 +1,113 @@
+"""Cluster health from Patroni's ``/cluster`` document (pure), and the member table.
+
+Healthy means: every expected member is listed, exactly one is the leader and
+running, and every other member is streaming from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbtier.spec import ClusterSpec
+from dbtier.topology import etcd_members, pg_members
+
+REPLICA_ROLES = frozenset({"replica", "sync_standby", "quorum_standby"})
+
+
+@dataclass(frozen=True)
+class Health:
+    """The verdict on a cluster, with a reason per problem."""
+
+    healthy: bool
+    leader: str | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def sentence(self) -> str:
+        if self.healthy:
+            return f"healthy: leader {self.leader}, every replica streaming"
+        return "unhealthy: " + "; ".join(self.problems)
+
+
+def assess(cluster: dict[str, Any] | None, expected: list[str]) -> Health:
+    """Judge a Patroni ``/cluster`` document against the member names we expect.
+
+    >>> doc = {"members": [{"name": "pg0", "role": "leader", "state": "running"},
+    ...                    {"name": "pg1", "role": "replica", "state": "streaming"}]}
+    >>> assess(doc, ["pg0", "pg1"]).healthy
+    True
+    >>> assess(doc, ["pg0", "pg1", "pg2"]).problems
+    ['pg2 is not in the cluster']
+    """
+    if cluster is None:
+        return Health(False, None, ["no Patroni member answers its REST API"])
+    members = {m.get("name"): m for m in cluster.get("members", [])}
+    problems = [f"{name} is not in the cluster" for name in expected if name not in members]
+    leaders = [m for m in members.values() if m.get("role") in ("leader", "standby_leader")]
+    if not leaders:
+        problems.append("no leader")
+    elif len(leaders) > 1:
+        problems.append("more than one leader: " + ", ".join(str(m.get("name")) for m in leaders))
+    leader = leaders[0] if len(leaders) == 1 else None
+    if leader is not None and leader.get("state") != "running":
+        problems.append(f"leader {leader.get('name')} is {leader.get('state')}")
+    for name, member in members.items():
+        if member is leader or member.get("role") in ("leader", "standby_leader"):
+            continue
+        if member.get("role") not in REPLICA_ROLES:
+            problems.append(f"{name} has role {member.get('role')}")
+        elif member.get("state") != "streaming":
+            problems.append(f"{name} is {member.get('state')}, not streaming")
+    return Health(not problems, leader.get("name") if leader else None, problems)
+
+
+def member_rows(
+    spec: ClusterSpec, cluster: dict[str, Any] | None, etcd_states: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The member table: one row per PostgreSQL member, with its ports, then one per etcd member."""
+    listed = {m.get("name"): m for m in (cluster or {}).get("members", [])}
+    rows: list[dict[str, Any]] = []
+    for member in pg_members(spec):
+        info = listed.get(member.name, {})
+        lag = info.get("lag", info.get("receive_lag", ""))
+        rows.append(
+            {
+                "name": member.name,
+                "role": info.get("role", "down"),
+                "state": info.get("state", "not answering"),
+                "timeline": info.get("timeline", ""),
+                "lag": "" if info.get("role") == "leader" else lag,
+                "ports": f"pg {member.pg_port} / rest {member.rest_port}",
+            }
+        )
+    for etcd in etcd_members(spec):
+        rows.append(
+            {
+                "name": etcd.name,
+                "role": "etcd",
+                "state": (etcd_states or {}).get(etcd.name, ""),
+                "timeline": "",
+                "lag": "",
+                "ports": f"client {etcd.client_port} / peer {etcd.peer_port}",
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table for terminals.
+
+    >>> print(format_table([{"name": "pg0", "role": "leader"}]))
+    name  role
+    ----  ------
+    pg0   leader
+    """
+    if not rows:
+        return "(no members)"
+    headers = list(rows[0])
+    widths = {h: max(len(h), *(len(str(r.get(h, ""))) for r in rows)) for h in headers}
+    lines = ["  ".join(h.ljust(widths[h]) for h in headers).rstrip()]
+    lines.append("  ".join("-" * widths[h] for h in headers))
+    lines += ["  ".join(str(r.get(h, "")).ljust(widths[h]) for h in headers).rstrip() for r in rows]
+    return "\n".join(lines)

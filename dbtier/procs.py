@@ -1,0 +1,105 @@
+"""Detached processes tracked by pid files, through any :class:`Runner`.
+
+A service is started as ``setsid -f sh -c 'echo $$ > PIDFILE; exec ARGV'`` so
+that it outlives the flow run, is re-parented to init, and its pid file holds
+the real program's pid. Liveness is checked against ``/proc/PID/cmdline`` so a
+recycled pid is never mistaken for (or killed as) ours.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from dbtier.errors import ProvisionError
+from dbtier.providers.base import Runner
+
+LAUNCH_SCRIPT = 'pidfile=$1; log=$2; shift 2; echo $$ > "$pidfile"; exec "$@" >>"$log" 2>&1 </dev/null'
+
+
+@dataclass(frozen=True)
+class Service:
+    """One long-running process of the cluster, as data."""
+
+    name: str
+    kind: str
+    host: str
+    argv: list[str]
+    pidfile: str
+    logfile: str
+    marker: str
+    ports: list[tuple[str, int]]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def launch_argv(argv: Sequence[str], pidfile: str, logfile: str) -> list[str]:
+    """The argv that starts ``argv`` detached, writing its pid and log.
+
+    >>> launch_argv(["etcd", "--name", "e0"], "/d/e0.pid", "/d/e0.log")[:3]
+    ['setsid', '-f', 'sh']
+    """
+    return ["setsid", "-f", "sh", "-c", LAUNCH_SCRIPT, "sh", pidfile, logfile, *argv]
+
+
+def read_pid(runner: Runner, pidfile: str) -> int | None:
+    raw = runner.read_file(pidfile)
+    if raw is None:
+        return None
+    text = raw.decode(errors="replace").strip().splitlines()
+    return int(text[0]) if text and text[0].isdigit() else None
+
+
+def pid_matches(runner: Runner, pid: int, marker: str) -> bool:
+    """True when ``pid`` is a live (not zombie) process whose command line holds ``marker``."""
+    stat = runner.read_file(f"/proc/{pid}/stat")
+    if stat is None:
+        return False
+    state = stat.rsplit(b")", 1)[-1].split()[:1]
+    if state == [b"Z"]:
+        return False
+    cmdline = runner.read_file(f"/proc/{pid}/cmdline") or b""
+    return marker.encode() in cmdline
+
+
+def running_pid(runner: Runner, service: Service) -> int | None:
+    """The pid of ``service`` when it runs, else None."""
+    pid = read_pid(runner, service.pidfile)
+    if pid is not None and pid_matches(runner, pid, service.marker):
+        return pid
+    return None
+
+
+def start(runner: Runner, service: Service, env: Mapping[str, str] | None = None, wait: float = 10.0) -> int:
+    """Start ``service`` detached and return its pid (the one in its pid file)."""
+    runner.run(["rm", "-f", service.pidfile])
+    runner.run(launch_argv(service.argv, service.pidfile, service.logfile), env={**service.env, **(env or {})})
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        pid = running_pid(runner, service)
+        if pid is not None:
+            return pid
+        time.sleep(0.05)
+    tail = (runner.read_file(service.logfile) or b"").decode(errors="replace").strip().splitlines()[-3:]
+    raise ProvisionError(f"{service.name} did not start; last log lines: {' | '.join(tail) or '(empty)'}")
+
+
+def stop(runner: Runner, service: Service, timeout: float = 30.0) -> str:
+    """Stop ``service`` by its pid: SIGTERM, then SIGKILL after ``timeout``. Returns a sentence."""
+    pid = running_pid(runner, service)
+    if pid is None:
+        return f"{service.name} was not running"
+    return stop_pid(runner, pid, service.marker, service.name, timeout)
+
+
+def stop_pid(runner: Runner, pid: int, marker: str, name: str, timeout: float = 30.0) -> str:
+    started = time.monotonic()
+    runner.run(["kill", "-TERM", str(pid)], check=False)
+    while time.monotonic() - started < timeout:
+        if not pid_matches(runner, pid, marker):
+            return f"{name} (pid {pid}) stopped after {time.monotonic() - started:.1f} s"
+        time.sleep(0.1)
+    runner.run(["kill", "-KILL", str(pid)], check=False)
+    while pid_matches(runner, pid, marker):
+        time.sleep(0.05)
+    return f"{name} (pid {pid}) did not stop within {timeout:.0f} s and was killed"

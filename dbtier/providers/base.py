@@ -1,0 +1,88 @@
+"""The provider interface: where members live and how a command reaches them.
+
+Bootstrap code only ever talks to a :class:`Runner`; it never knows whether the
+command runs in a local subprocess, over SSH, or inside an LXC container.
+A runner runs everything as the cluster's unprivileged OS user.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from dbtier.spec import ClusterSpec
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished command left behind."""
+
+    argv: list[str]
+    rc: int
+    out: str
+    err: str
+
+
+class Runner(ABC):
+    """Runs commands and moves files on one host, as the cluster's OS user."""
+
+    host: str
+
+    @abstractmethod
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+        check: bool = True,
+    ) -> Completed:
+        """Run ``argv`` to completion; raise ``CommandFailed`` on a non-zero exit when ``check``."""
+
+    @abstractmethod
+    def read_file(self, path: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist or cannot be read."""
+
+    @abstractmethod
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        """Write ``data`` atomically, owned by the OS user, with ``mode``."""
+
+    @abstractmethod
+    def make_dirs(self, path: str, mode: int = 0o700) -> None:
+        """Create ``path`` and its parents; the leaf is owned by the OS user."""
+
+    @abstractmethod
+    def list_dir(self, path: str) -> list[str] | None:
+        """Names in a directory, or None when it does not exist."""
+
+    @abstractmethod
+    def remove_tree(self, path: str) -> None:
+        """Remove ``path`` and everything below it (no error when absent)."""
+
+    @abstractmethod
+    def port_in_use(self, port: int) -> bool:
+        """True when something listens on this host's ``port``."""
+
+
+class Provider(ABC):
+    """Places members on hosts and hands out a runner per host."""
+
+    name: str
+
+    @abstractmethod
+    def runner(self, spec: ClusterSpec, host: str) -> Runner:
+        """A runner for ``host``, acting as ``spec.os_user``."""
+
+    @abstractmethod
+    def check_host(self, spec: ClusterSpec, host: str) -> list[str]:
+        """Problems that stop the cluster from running on ``host`` (missing user, binary...), one line each."""
+
+
+def get_provider(spec: ClusterSpec) -> Provider:
+    """The provider the spec names; its SDK is imported only when chosen."""
+    if spec.provider == "local":
+        from dbtier.providers.local import LocalProvider
+
+        return LocalProvider()
+    raise NotImplementedError(f"provider {spec.provider!r}")  # pragma: no cover - the spec admits only known names

@@ -1,0 +1,257 @@
+"""The cluster spec: one pydantic model, layered like Patroni's configuration.
+
+Defaults, then a YAML file, then ``DBTIER_*`` environment variables
+(``DBTIER_MEMBERS=5``, ``DBTIER_PATRONI__TTL=30``: a double underscore goes one
+level down). Everything is validated before any process starts, and a bad value
+becomes one line naming the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dbtier.errors import SpecError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SPEC_PATH = REPO_ROOT / "deployments" / "clusters" / "default.yaml"
+
+#: Environment variables with the DBTIER_ prefix that are settings of the tool, not of the spec.
+NON_SPEC_ENV = frozenset({"DBTIER_SPEC", "DBTIER_WIPE"})
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Ports(_Model):
+    """Base ports; member ``i`` gets ``base + i`` (etcd: client ``base + 2i``, peer ``base + 2i + 1``)."""
+
+    postgres: int = Field(5432, ge=1024, le=65000)
+    patroni: int = Field(8008, ge=1024, le=65000)
+    etcd: int = Field(2379, ge=1024, le=65000)
+
+
+class PatroniTiming(_Model):
+    """Patroni's DCS timing, in seconds."""
+
+    ttl: int = Field(30, le=3600)
+    loop_wait: int = Field(10, ge=1, le=600)
+    retry_timeout: int = Field(10, ge=1, le=600)
+    maximum_lag_on_failover: int = Field(1048576, ge=0)
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl_floor(cls, ttl: int) -> int:
+        if ttl < 20:
+            raise ValueError(f"must be at least 20 (Patroni 4 silently raises {ttl} to 20); use 20 or more")
+        return ttl
+
+    @model_validator(mode="after")
+    def _timing_fits(self) -> PatroniTiming:
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            raise ValueError(
+                f"loop_wait + 2 * retry_timeout ({self.loop_wait} + 2 * {self.retry_timeout}) "
+                f"must not exceed ttl ({self.ttl}); lower them or raise ttl"
+            )
+        return self
+
+
+class AppDatabase(_Model):
+    """The application role and database that provision creates."""
+
+    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class Binaries(_Model):
+    """Where the programs live on each host (``make setup`` installs them here)."""
+
+    patroni: str = "/opt/dbtier/venv/bin/patroni"
+    etcd: str = "/usr/bin/etcd"
+    pg_bin_dir: str = "/usr/lib/postgresql/15/bin"
+
+
+class Timeouts(_Model):
+    """How long provision waits for each phase, in seconds."""
+
+    etcd_quorum: int = Field(60, ge=1)
+    healthy: int = Field(180, ge=1)
+    replica_read: int = Field(60, ge=1)
+
+
+class ClusterSpec(_Model):
+    """Everything dbtier needs to know about one cluster."""
+
+    name: str = "dbtier"
+    engine: Literal["postgres"] = "postgres"
+    provider: Literal["local"] = "local"
+    members: int = Field(3, ge=1, le=7)
+    etcd_members: int | None = Field(None, ge=1, le=7)
+    host: str = "127.0.0.1"
+    ports: Ports = Ports()
+    data_root: str = "/var/lib/dbtier"
+    os_user: str = Field("dbtier", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    patroni: PatroniTiming = PatroniTiming()
+    synchronous_mode: bool = False
+    postgresql_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    allowed_client_networks: list[str] = Field(default_factory=list)
+    app: AppDatabase = AppDatabase()
+    binaries: Binaries = Binaries()
+    timeouts: Timeouts = Timeouts()
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, name: str) -> str:
+        if not NAME_RE.match(name):
+            raise ValueError("must be 2-32 characters of lowercase letters, digits and dashes, starting with a letter")
+        return name
+
+    @field_validator("data_root")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError(f"must be an absolute path (got {path!r})")
+        return path.rstrip("/") or "/"
+
+    @field_validator("allowed_client_networks")
+    @classmethod
+    def _cidrs(cls, nets: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network; write it as CIDR, e.g. 10.0.0.0/24") from None
+        return nets
+
+    @model_validator(mode="after")
+    def _etcd_size(self) -> ClusterSpec:
+        size = self.etcd_size
+        if size % 2 == 0:
+            raise ValueError(
+                f"etcd_members: {size} is even; etcd needs an odd member count (1, 3, 5 or 7): "
+                "set etcd_members to an odd number"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> ClusterSpec:
+        seen: dict[int, str] = {}
+        for field, port in port_plan(self):
+            if port > 65535:
+                raise ValueError(f"{field}: {port} is past 65535; choose a lower base port")
+            if port in seen:
+                raise ValueError(
+                    f"{field}: port {port} is also {seen[port]}; move one base port so the ranges do not overlap"
+                )
+            seen[port] = field
+        return self
+
+    @property
+    def etcd_size(self) -> int:
+        return self.etcd_members if self.etcd_members is not None else self.members
+
+    @property
+    def cluster_dir(self) -> str:
+        return f"{self.data_root}/{self.name}"
+
+
+def port_plan(spec: ClusterSpec) -> list[tuple[str, int]]:
+    """Every port the cluster uses, named by the spec field it comes from.
+
+    >>> [p for _, p in port_plan(ClusterSpec(members=1))]
+    [5432, 8008, 2379, 2380]
+    """
+    plan: list[tuple[str, int]] = []
+    for i in range(spec.members):
+        plan.append((f"ports.postgres (member {i})", spec.ports.postgres + i))
+        plan.append((f"ports.patroni (member {i})", spec.ports.patroni + i))
+    for i in range(spec.etcd_size):
+        plan.append((f"ports.etcd (etcd member {i} client)", spec.ports.etcd + 2 * i))
+        plan.append((f"ports.etcd (etcd member {i} peer)", spec.ports.etcd + 2 * i + 1))
+    return plan
+
+
+def apply_env_overrides(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return ``data`` with every ``DBTIER_*`` variable laid over it.
+
+    >>> apply_env_overrides({"ports": {"postgres": 5432}}, {"DBTIER_PORTS__POSTGRES": "6432", "HOME": "/"})
+    {'ports': {'postgres': 6432}}
+    >>> apply_env_overrides({}, {"DBTIER_SYNCHRONOUS_MODE": "true"})
+    {'synchronous_mode': True}
+    """
+    merged: dict[str, Any] = _deep_copy(data)
+    for key in sorted(environ):
+        if not key.startswith("DBTIER_") or key in NON_SPEC_ENV:
+            continue
+        path = key[len("DBTIER_"):].lower().split("__")
+        node = merged
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = yaml.safe_load(environ[key]) if environ[key] != "" else ""
+    return merged
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem, the first problem first: ``field.path: what is wrong``."""
+    problems = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        msg = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "is not a known field; check its spelling against deployments/clusters/default.yaml"
+        elif item["type"] == "literal_error":
+            msg = msg.replace("Input should be", "must be")
+        elif "input" in item and item["type"] not in ("missing",) and not isinstance(item["input"], dict):
+            msg = f"{msg} (got {item['input']!r})"
+        if not loc:
+            problems.append(msg)
+        else:
+            problems.append(f"{loc}: {msg}")
+    return "; ".join(problems)
+
+
+def build_spec(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> ClusterSpec:
+    """Validate layered data into a spec, or raise a one-line :class:`SpecError`."""
+    layered = apply_env_overrides(data, os.environ if environ is None else environ)
+    try:
+        return ClusterSpec.model_validate(layered)
+    except ValidationError as err:
+        raise SpecError(f"invalid cluster spec: {format_validation_error(err)}") from None
+
+
+def load_spec(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> ClusterSpec:
+    """Load a YAML spec (the default one when ``path`` is None), apply ``DBTIER_*`` overrides, validate."""
+    env = os.environ if environ is None else environ
+    chosen = Path(path or env.get("DBTIER_SPEC") or DEFAULT_SPEC_PATH)
+    try:
+        text = chosen.read_text()
+    except OSError as err:
+        raise SpecError(f"spec: cannot read {chosen}: {err.strerror}; pass an existing YAML file with --spec") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"spec: {chosen} is not valid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: {chosen} must hold a mapping of fields (name:, members:, ...)")
+    return build_spec(data, env)

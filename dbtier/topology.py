@@ -1,0 +1,113 @@
+"""Where each member lives: names, hosts, ports and paths, derived from the spec (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dbtier.spec import ClusterSpec
+
+
+@dataclass(frozen=True)
+class PgMember:
+    """One PostgreSQL member, run by its own Patroni."""
+
+    index: int
+    name: str
+    host: str
+    pg_port: int
+    rest_port: int
+    dir: str
+
+    @property
+    def data_dir(self) -> str:
+        return f"{self.dir}/pgdata"
+
+    @property
+    def config(self) -> str:
+        return f"{self.dir}/patroni.yml"
+
+    @property
+    def socket_dir(self) -> str:
+        return f"{self.dir}/run"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.rest_port}"
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    """One etcd member of the consensus store."""
+
+    index: int
+    name: str
+    host: str
+    client_port: int
+    peer_port: int
+    dir: str
+
+    @property
+    def data_dir(self) -> str:
+        return f"{self.dir}/data"
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.host}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+
+def member_host(spec: ClusterSpec, index: int) -> str:
+    """The address of member ``index`` (every member shares ``spec.host`` on the local provider)."""
+    return spec.host
+
+
+def pg_members(spec: ClusterSpec) -> list[PgMember]:
+    """
+    >>> [(m.name, m.pg_port, m.rest_port) for m in pg_members(ClusterSpec(members=2))]
+    [('pg0', 5432, 8008), ('pg1', 5433, 8009)]
+    """
+    return [
+        PgMember(
+            index=i,
+            name=f"pg{i}",
+            host=member_host(spec, i),
+            pg_port=spec.ports.postgres + i,
+            rest_port=spec.ports.patroni + i,
+            dir=f"{spec.cluster_dir}/pg{i}",
+        )
+        for i in range(spec.members)
+    ]
+
+
+def etcd_members(spec: ClusterSpec) -> list[EtcdMember]:
+    """
+    >>> [(m.name, m.client_port, m.peer_port) for m in etcd_members(ClusterSpec())]
+    [('etcd0', 2379, 2380), ('etcd1', 2381, 2382), ('etcd2', 2383, 2384)]
+    """
+    return [
+        EtcdMember(
+            index=i,
+            name=f"etcd{i}",
+            host=member_host(spec, i % spec.members),
+            client_port=spec.ports.etcd + 2 * i,
+            peer_port=spec.ports.etcd + 2 * i + 1,
+            dir=f"{spec.cluster_dir}/etcd{i}",
+        )
+        for i in range(spec.etcd_size)
+    ]
+
+
+def client_dsn(spec: ClusterSpec, user: str | None = None, database: str | None = None) -> str:
+    """A libpq multi-host URI that always reaches the writable primary. It never holds a password.
+
+    >>> client_dsn(ClusterSpec(members=2))
+    'postgresql://app@127.0.0.1:5432,127.0.0.1:5433/app?target_session_attrs=read-write&connect_timeout=3'
+    """
+    hosts = ",".join(f"{m.host}:{m.pg_port}" for m in pg_members(spec))
+    return (
+        f"postgresql://{user or spec.app.user}@{hosts}/{database or spec.app.database}"
+        "?target_session_attrs=read-write&connect_timeout=3"
+    )

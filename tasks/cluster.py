@@ -1,0 +1,136 @@
+"""Tasks of the provision, status and teardown flows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NONE
+
+from blocks.passwords import ensure_passwords, load_passwords
+from dbtier import bootstrap
+from dbtier.engines.base import ClusterStatus, Engine, get_engine
+from dbtier.procs import Service
+from dbtier.providers.base import Provider, get_provider
+from dbtier.spec import ClusterSpec
+from dbtier.topology import client_dsn
+
+
+def _parts(spec: ClusterSpec) -> tuple[Engine, Provider]:
+    return get_engine(spec), get_provider(spec)
+
+
+def _service(spec: ClusterSpec, name: str) -> Service:
+    return next(s for s in bootstrap.all_services(get_engine(spec), spec) if s.name == name)
+
+
+def _log(*sentences: str) -> None:
+    logger = get_run_logger()
+    for sentence in sentences:
+        logger.info("%s", sentence)
+
+
+@task(cache_policy=NONE)
+def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
+    """Is everything already running, healthy and provisioned? Changes nothing."""
+    engine, provider = _parts(spec)
+    running = bootstrap.running_services(engine, provider, spec)
+    status = engine.status(spec)
+    done = status.health.healthy and len(running) == len(bootstrap.all_services(engine, spec))
+    if done:
+        done = engine.app_database_present(spec, load_passwords(spec))
+    _log(f"{len(running)} of {len(bootstrap.all_services(engine, spec))} services running; {status.health.sentence}")
+    return {"provisioned": done, "rows": status.rows, "leader": status.health.leader}
+
+
+@task(cache_policy=NONE)
+def preflight_checks(spec: ClusterSpec) -> None:
+    engine, provider = _parts(spec)
+    _log(*bootstrap.preflight(engine, provider, spec))
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
+def prepare_data_dirs(spec: ClusterSpec) -> None:
+    engine, provider = _parts(spec)
+    _log(bootstrap.prepare_dirs(engine, provider, spec))
+
+
+@task(cache_policy=NONE)
+def ensure_cluster_passwords(spec: ClusterSpec) -> None:
+    _log(*ensure_passwords(spec))
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3], task_run_name="start {name}")
+def start_service(spec: ClusterSpec, name: str) -> str:
+    """Start one service unless it runs (safe to repeat)."""
+    _, provider = _parts(spec)
+    sentence = bootstrap.ensure_running(provider, spec, _service(spec, name))
+    _log(sentence)
+    return sentence
+
+
+@task(cache_policy=NONE)
+def wait_for_consensus(spec: ClusterSpec) -> None:
+    engine, _ = _parts(spec)
+    _log(engine.wait_consensus(spec, spec.timeouts.etcd_quorum))
+
+
+@task(cache_policy=NONE, task_run_name="configure {name}")
+def write_member_config(spec: ClusterSpec, name: str) -> None:
+    engine, provider = _parts(spec)
+    _log(bootstrap.write_member_files(engine, provider, spec, _service(spec, name), load_passwords(spec)))
+
+
+@task(cache_policy=NONE)
+def wait_until_healthy(spec: ClusterSpec) -> ClusterStatus:
+    engine, _ = _parts(spec)
+    status = engine.wait_healthy(spec, spec.timeouts.healthy)
+    _log(status.health.sentence)
+    return status
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
+def create_app_database(spec: ClusterSpec) -> None:
+    engine, _ = _parts(spec)
+    _log(engine.create_app_database(spec, load_passwords(spec)))
+
+
+@task(cache_policy=NONE)
+def verify_replication(spec: ClusterSpec) -> str:
+    engine, _ = _parts(spec)
+    sentence = engine.verify_replication(spec, load_passwords(spec), spec.timeouts.replica_read)
+    _log(sentence)
+    return sentence
+
+
+@task(cache_policy=NONE)
+def read_status(spec: ClusterSpec) -> ClusterStatus:
+    engine, _ = _parts(spec)
+    status = engine.status(spec)
+    _log(status.health.sentence)
+    return status
+
+
+@task(cache_policy=NONE)
+def publish_member_table(spec: ClusterSpec, rows: list[dict[str, Any]], headline: str) -> None:
+    """The member table as a Prefect table artifact (key ``<cluster>-members``)."""
+    create_table_artifact(
+        key=f"{spec.name}-members",
+        table=rows,
+        description=f"**{spec.name}**: {headline}\n\nRead-write DSN: `{client_dsn(spec)}`",
+    )
+
+
+@task(cache_policy=NONE)
+def stop_cluster(spec: ClusterSpec) -> list[str]:
+    engine, provider = _parts(spec)
+    sentences = bootstrap.stop_services(engine, provider, spec)
+    _log(*sentences)
+    return sentences
+
+
+@task(cache_policy=NONE)
+def wipe_cluster(spec: ClusterSpec) -> None:
+    engine, provider = _parts(spec)
+    _log(bootstrap.wipe(engine, provider, spec))
