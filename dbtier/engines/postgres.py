@@ -71,6 +71,8 @@ class PostgresEngine(Engine):
         return {member.config: yaml.safe_dump(config, sort_keys=False).encode()}
 
     def owned_port(self, spec: ClusterSpec, service: Service, port: int) -> str | None:
+        if service.kind != "patroni":
+            return None
         member = _member(spec, service.name)
         return member.data_dir if port == member.pg_port else None
 

@@ -1,0 +1,65 @@
+"""Helpers for tests that run real clusters: their own port range and data roots, teardown by PID."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dbtier.spec import ClusterSpec, build_spec
+
+#: Tests use ports from 20000 up, never a user's defaults (5432, 8008, 2379...). Each suite takes a block of 100.
+TEST_PORT_BASE = 20000
+
+FAST_TIMING = {"ttl": 20, "loop_wait": 2, "retry_timeout": 5}
+
+
+def spec_for_tests(name: str, block: int, data_root: str, **fields: Any) -> ClusterSpec:
+    """A spec on the test port block ``block`` (0-99) with tuned Patroni timing."""
+    base = TEST_PORT_BASE + 100 * block
+    data: dict[str, Any] = {
+        "name": name,
+        "ports": {"postgres": base, "patroni": base + 20, "etcd": base + 40},
+        "data_root": data_root,
+        "patroni": FAST_TIMING,
+    }
+    data.update(fields)
+    return build_spec(data, environ={})
+
+
+def shared_tmpdir(prefix: str) -> str:
+    """A temporary directory the database OS user can traverse (mkdtemp makes 0700 ones)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(path, 0o755)
+    return path
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@contextmanager
+def stopped_at_exit(spec: ClusterSpec) -> Iterator[None]:
+    """Whatever happens in the block, stop every process of the cluster by its pid file."""
+    from dbtier import bootstrap
+    from dbtier.engines.base import get_engine
+    from dbtier.providers.base import get_provider
+
+    try:
+        yield
+    finally:
+        bootstrap.stop_services(get_engine(spec), get_provider(spec), spec)
+
+
+def write_spec(spec: ClusterSpec, path: str) -> str:
+    """Save ``spec`` as a YAML file a CLI run can take with --spec."""
+    import yaml
+
+    with open(path, "w") as fh:
+        yaml.safe_dump(spec.model_dump(mode="json"), fh)
+    return path

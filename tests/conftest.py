@@ -1,0 +1,35 @@
+"""Session-wide test set-up: an isolated Prefect (temporary home, results, no telemetry).
+
+The environment is set before Prefect is imported anywhere, so cached results and
+blocks never leak between runs and no temporary server logs telemetry errors.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="dbtier-test-prefect-")
+os.environ.update(
+    {
+        "PREFECT_HOME": _PREFECT_HOME,
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": os.path.join(_PREFECT_HOME, "results"),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    }
+)
+for _key in [k for k in os.environ if k.startswith("DBTIER_")]:
+    del os.environ[_key]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test harness (a temporary API on SQLite) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
