@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from prefect.blocks.system import Secret
+from pydantic import SecretStr
 
 from dbtier.errors import SecretError
 from dbtier.secrets import ROLES, Passwords, block_name, new_password
@@ -11,7 +14,7 @@ from dbtier.spec import ClusterSpec
 
 def _load(name: str) -> str | None:
     try:
-        block = Secret.load(name)
+        block = cast(Secret, Secret.load(name))
     except ValueError:
         return None
     value = block.get()
@@ -24,7 +27,7 @@ def ensure_passwords(spec: ClusterSpec) -> list[str]:
     for role in ROLES:
         name = block_name(spec, role)
         if _load(name) is None:
-            Secret(value=new_password()).save(name)
+            Secret(value=SecretStr(new_password())).save(name)
             made.append(role)
         else:
             kept.append(role)

@@ -66,7 +66,7 @@ def member_host(spec: ClusterSpec, index: int) -> str:
 
 def pg_members(spec: ClusterSpec) -> list[PgMember]:
     """
-    >>> [(m.name, m.pg_port, m.rest_port) for m in pg_members(ClusterSpec(members=2))]
+    >>> [(m.name, m.pg_port, m.rest_port) for m in pg_members(ClusterSpec(members=2, etcd_members=1))]
     [('pg0', 5432, 8008), ('pg1', 5433, 8009)]
     """
     return [
@@ -103,7 +103,7 @@ def etcd_members(spec: ClusterSpec) -> list[EtcdMember]:
 def client_dsn(spec: ClusterSpec, user: str | None = None, database: str | None = None) -> str:
     """A libpq multi-host URI that always reaches the writable primary. It never holds a password.
 
-    >>> client_dsn(ClusterSpec(members=2))
+    >>> client_dsn(ClusterSpec(members=2, etcd_members=1))
     'postgresql://app@127.0.0.1:5432,127.0.0.1:5433/app?target_session_attrs=read-write&connect_timeout=3'
     """
     hosts = ",".join(f"{m.host}:{m.pg_port}" for m in pg_members(spec))

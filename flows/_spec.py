@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from dbtier.spec import ClusterSpec, load_spec
 
 
@@ -9,5 +11,6 @@ def resolve_spec(spec_path: str | None, spec_block: str | None) -> ClusterSpec:
     if spec_block:
         from blocks.cluster_spec import ClusterSpecBlock
 
-        return ClusterSpecBlock.load(spec_block).get_spec()
+        block = cast(ClusterSpecBlock, ClusterSpecBlock.load(spec_block))
+        return block.get_spec()
     return load_spec(spec_path)

@@ -153,6 +153,34 @@ def test_provision_restarts_what_is_missing(provisioned: dict[str, Any], spec: C
     assert get_engine(spec).status(spec).health.healthy
 
 
+def test_secrets_stay_out_of_logs_parameters_and_artifacts(provisioned: dict[str, Any], spec: ClusterSpec) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    secrets = load_passwords(spec).values()
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(limit=200)
+        runs = client.read_flow_runs(limit=50)
+        artifacts = client.read_artifacts(limit=50)
+    assert len(logs) > 10, "the flow runs should have logged their steps"
+    table = next(a for a in artifacts if a.key == f"{spec.name}-members")
+    assert "pg0" in str(table.data) and "etcd2" in str(table.data)
+    published = " ".join(
+        [log.message for log in logs]
+        + [repr(run.parameters) for run in runs]
+        + [f"{a.data} {a.description}" for a in artifacts]
+        + [repr(provisioned["result"])]
+    )
+    for name in ("pg0", "pg1", "pg2", "etcd0"):
+        member_dir = f"{spec.cluster_dir}/{name}"
+        for log_file in os.listdir(member_dir):
+            if log_file.endswith(".log"):
+                published += open(os.path.join(member_dir, log_file), errors="replace").read()
+    leaked = [i for i, secret in enumerate(secrets) if secret in published]
+    assert leaked == []
+
+
 def test_teardown_leaves_no_process_and_no_port_but_keeps_data(provisioned: dict[str, Any], spec: ClusterSpec) -> None:
     from flows.teardown import teardown
 
@@ -164,3 +192,10 @@ def test_teardown_leaves_no_process_and_no_port_but_keeps_data(provisioned: dict
     ports += [p for m in etcd_members(spec) for p in (m.client_port, m.peer_port)]
     assert [p for p in ports if listening(p)] == []
     assert os.path.isdir(pg_members(spec)[0].data_dir)
+
+
+def test_teardown_with_wipe_deletes_the_data(provisioned: dict[str, Any], spec: ClusterSpec) -> None:
+    from flows.teardown import teardown
+
+    teardown(spec_path=provisioned["spec_file"], wipe=True)
+    assert not os.path.exists(spec.cluster_dir)

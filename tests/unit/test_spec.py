@@ -1,0 +1,97 @@
+"""The cluster spec: defaults, layering, and one-line refusals naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbtier.errors import SpecError
+from dbtier.spec import DEFAULT_SPEC_PATH, ClusterSpec, apply_env_overrides, build_spec, load_spec, port_plan
+
+
+def test_default_spec_file_is_the_seed_layout() -> None:
+    spec = load_spec(DEFAULT_SPEC_PATH, environ={})
+    assert (spec.name, spec.engine, spec.provider, spec.members, spec.etcd_size) == ("dbtier", "postgres", "local", 3, 3)
+    ports = dict(port_plan(spec))
+    assert [p for f, p in port_plan(spec) if f.startswith("ports.postgres")] == [5432, 5433, 5434]
+    assert [p for f, p in port_plan(spec) if f.startswith("ports.patroni")] == [8008, 8009, 8010]
+    assert [p for f, p in port_plan(spec) if f.startswith("ports.etcd")] == [2379, 2380, 2381, 2382, 2383, 2384]
+    assert len(ports) == 12
+    assert spec == ClusterSpec.model_validate(spec.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "hint"),
+    [
+        ({"members": 9}, "members:", "less than or equal to 7"),
+        ({"members": 0}, "members:", "greater than or equal to 1"),
+        ({"members": 4}, "etcd_members: 4 is even", "set etcd_members"),
+        ({"members": 3, "etcd_members": 2}, "etcd_members: 2 is even", "odd"),
+        ({"engine": "mysql"}, "engine:", "postgres"),
+        ({"provider": "cloud"}, "provider:", "local"),
+        ({"name": "Bad_Name"}, "name:", "lowercase"),
+        ({"data_root": "relative/dir"}, "data_root:", "absolute"),
+        ({"patroni": {"ttl": 10}}, "patroni.ttl:", "at least 20"),
+        ({"patroni": {"ttl": 20, "loop_wait": 10, "retry_timeout": 10}}, "patroni:", "must not exceed ttl"),
+        ({"ports": {"postgres": 8008}}, "ports.patroni (member 0): port 8008", "do not overlap"),
+        ({"ports": {"etcd": 65535}}, "ports.etcd:", "less than or equal to 65000"),
+        ({"ports": {"postgres": 80}}, "ports.postgres:", "greater than or equal to 1024"),
+        ({"memebers": 3}, "memebers:", "not a known field"),
+        ({"allowed_client_networks": ["nonsense"]}, "allowed_client_networks:", "CIDR"),
+        ({"os_user": "Root User"}, "os_user:", "pattern"),
+    ],
+)
+def test_bad_specs_are_refused_in_one_line_naming_the_field(data: dict[str, Any], field: str, hint: str) -> None:
+    with pytest.raises(SpecError) as err:
+        build_spec(data, environ={})
+    message = err.value.one_line()
+    assert "\n" not in str(err.value)
+    assert field in message and hint in message, message
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, {"members": 3}),
+        ({"DBTIER_MEMBERS": "5"}, {"members": 5}),
+        ({"DBTIER_PATRONI__TTL": "40"}, {"members": 3, "patroni": {"ttl": 40}}),
+        ({"DBTIER_SYNCHRONOUS_MODE": "true"}, {"members": 3, "synchronous_mode": True}),
+        ({"DBTIER_SPEC": "/x.yaml", "HOME": "/root"}, {"members": 3}),
+        ({"DBTIER_POSTGRESQL_PARAMETERS__WORK_MEM": "64MB"}, {"members": 3, "postgresql_parameters": {"work_mem": "64MB"}}),
+    ],
+)
+def test_environment_overrides_lay_over_the_file(environ: dict[str, str], expected: dict[str, Any]) -> None:
+    assert apply_env_overrides({"members": 3}, environ) == expected
+
+
+def test_environment_wins_over_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: orders\nmembers: 3\npatroni: {ttl: 30}\n")
+    spec = load_spec(path, environ={"DBTIER_MEMBERS": "5", "DBTIER_PATRONI__LOOP_WAIT": "5"})
+    assert (spec.name, spec.members, spec.patroni.ttl, spec.patroni.loop_wait) == ("orders", 5, 30, 5)
+
+
+def test_bad_environment_value_names_the_field() -> None:
+    with pytest.raises(SpecError, match="members: .*less than or equal to 7"):
+        build_spec({}, environ={"DBTIER_MEMBERS": "11"})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("name: [unclosed", "is not valid YAML at line 1"),
+        ("- just\n- a list\n", "must hold a mapping"),
+    ],
+)
+def test_unreadable_spec_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(SpecError, match=message):
+        load_spec(path, environ={})
+
+
+def test_missing_spec_file_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read .*pass an existing YAML file with --spec"):
+        load_spec(tmp_path / "nope.yaml", environ={})
