@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_ENV = "DBTIER_PVE_SCHEMA"
+SCHEMA_ENV = "PVE_API_SCHEMA"
 
 UNKNOWN = "property is not defined in schema and the schema does not allow additional properties"
 MISSING = "property is missing and it is not optional"
@@ -26,7 +26,7 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def schema_path() -> Path:
-    """``$DBTIER_PVE_SCHEMA``, else ``shared/pve-api/apidata.json`` beside the repository."""
+    """``$PVE_API_SCHEMA``, else ``shared/pve-api/apidata.json`` beside the repository."""
     override = os.environ.get(SCHEMA_ENV)
     return Path(override) if override else REPO_ROOT.parent / "shared" / "pve-api" / "apidata.json"
 

@@ -8,6 +8,7 @@ message. Tasks finish lazily: whoever looks at the state after a task's deadline
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import threading
 import time
@@ -106,7 +107,7 @@ class PveState:
         self.containers: dict[int, Container] = {}
         self.tasks: dict[str, Task] = {}
         self.requests: list[tuple[str, str]] = []
-        self._hosts = ipaddress.ip_network(subnet).hosts()
+        self._hosts = itertools.islice(ipaddress.ip_network(subnet).hosts(), 99, None)  # .100 up
         self._pid = 4000
 
     # -- tasks ---------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ class PveState:
 
 def mac_for(vmid: int) -> str:
     """A stable locally administered MAC address for a container."""
-    return "BC:24:11:{:02X}:{:02X}:{:02X}".format(vmid >> 16 & 255, vmid >> 8 & 255, vmid & 255)
+    return f"BC:24:11:{vmid >> 16 & 255:02X}:{vmid >> 8 & 255:02X}:{vmid & 255:02X}"
 
 
 def new_digest() -> str:

@@ -1,0 +1,26 @@
+"""A test double of the Proxmox VE REST API that follows the published schema.
+
+>>> from tests.pve_double import running_pve_double
+>>> with running_pve_double(nodes=("pve1",)) as pve:
+...     pve.url.startswith("https://127.0.0.1:")
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tests.pve_double.server import PveDouble
+
+
+@contextmanager
+def running_pve_double(**kwargs: Any) -> Iterator[PveDouble]:
+    """A started double, stopped (thread joined, temp dir removed) on exit."""
+    double = PveDouble(**kwargs)
+    with double:
+        yield double
+
+
+__all__ = ["PveDouble", "running_pve_double"]
