@@ -127,6 +127,18 @@ def test_status_cli_exit_code_follows_health(provisioned: dict[str, Any], spec: 
     assert "healthy: leader" in healthy.stdout
 
 
+def test_spec_stored_as_a_block_drives_the_status_flow(provisioned: dict[str, Any], spec: ClusterSpec) -> None:
+    from blocks.cluster_spec import ClusterSpecBlock
+    from flows.status import status
+
+    ClusterSpecBlock.from_spec(spec).save("itest-spec", overwrite=True)
+    loaded = ClusterSpecBlock.load("itest-spec")
+    assert loaded.get_spec() == spec
+    result = status(spec_block="itest-spec")
+    assert result["healthy"] is True and result["problems"] == []
+    assert [row["name"] for row in result["members"]][:3] == ["pg0", "pg1", "pg2"]
+
+
 def test_provision_restarts_what_is_missing(provisioned: dict[str, Any], spec: ClusterSpec) -> None:
     """Stop one etcd member and one replica's Patroni (by PID), then provision starts just those."""
     from flows.provision import provision
