@@ -56,6 +56,7 @@ def bare(spec: ClusterSpec) -> float:
     for service in engine.member_services(spec):
         bootstrap.write_member_files(engine, provider, spec, service, passwords)
         bootstrap.ensure_running(provider, spec, service)
+    engine.prepare_replicas(spec, passwords, 300)
     engine.wait_healthy(spec, 300)
     engine.create_app_database(spec, passwords)
     engine.verify_replication(spec, passwords, 60)

@@ -62,6 +62,34 @@ def assess(cluster: dict[str, Any] | None, expected: list[str]) -> Health:
     return Health(not problems, leader.get("name") if leader else None, problems)
 
 
+def merge_live(cluster: dict[str, Any] | None, live: dict[str, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Lay each member's own ``GET /patroni`` answer over the DCS view of ``/cluster``.
+
+    The DCS view lags by up to a ``loop_wait`` (a replica reports "streaming" on its next loop) and
+    keeps a dead member listed until its key expires (``ttl``). A member's own answer is live.
+
+    >>> doc = {"members": [{"name": "pg0", "role": "leader", "state": "running"},
+    ...                    {"name": "pg1", "role": "replica", "state": "running"},
+    ...                    {"name": "pg2", "role": "replica", "state": "streaming"}]}
+    >>> live = {"pg0": {"role": "primary", "state": "running"},
+    ...         "pg1": {"role": "replica", "state": "running", "replication_state": "streaming"}, "pg2": None}
+    >>> [(m["name"], m["state"]) for m in merge_live(doc, live)["members"]]
+    [('pg0', 'running'), ('pg1', 'streaming'), ('pg2', 'not answering')]
+    """
+    if cluster is None:
+        return None
+    members = []
+    for member in cluster.get("members", []):
+        merged = dict(member)
+        own = live.get(str(member.get("name")), {})
+        if own is None:
+            merged["state"] = "not answering"
+        elif own.get("role") == "replica" and member.get("role") in REPLICA_ROLES:
+            merged["state"] = own.get("replication_state") or own.get("state", member.get("state"))
+        members.append(merged)
+    return {**cluster, "members": members}
+
+
 def member_rows(
     spec: ClusterSpec, cluster: dict[str, Any] | None, etcd_states: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from tasks.cluster import (
     inspect_cluster,
     preflight_checks,
     prepare_data_dirs,
+    prepare_replicas,
     publish_member_table,
     start_service,
     verify_replication,
@@ -58,6 +59,7 @@ def provision(spec_path: str | None = None, spec_block: str | None = None) -> di
     wait_for_consensus(spec)
     write_member_config.map(unmapped(spec), members).result()
     start_service.map(unmapped(spec), members).result()
+    prepare_replicas(spec)
     wait_until_healthy(spec)
     create_app_database(spec)
     verify_replication(spec)

@@ -83,6 +83,12 @@ def write_member_config(spec: ClusterSpec, name: str) -> None:
 
 
 @task(cache_policy=NONE)
+def prepare_replicas(spec: ClusterSpec) -> None:
+    engine, _ = _parts(spec)
+    _log(engine.prepare_replicas(spec, load_passwords(spec), spec.timeouts.healthy))
+
+
+@task(cache_policy=NONE)
 def wait_until_healthy(spec: ClusterSpec) -> ClusterStatus:
     engine, _ = _parts(spec)
     status = engine.wait_healthy(spec, spec.timeouts.healthy)

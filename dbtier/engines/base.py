@@ -70,6 +70,10 @@ class Engine(ABC):
             time.sleep(0.5)
 
     @abstractmethod
+    def prepare_replicas(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
+        """Once a primary accepts writes, do what lets replicas catch up at once; return a sentence."""
+
+    @abstractmethod
     def app_database_present(self, spec: ClusterSpec, passwords: Passwords) -> bool:
         """True when the application user and database exist."""
 

@@ -23,7 +23,7 @@ BASE_PARAMETERS: dict[str, Any] = {
     "wal_keep_size": "128MB",
     "password_encryption": "scram-sha-256",
     "max_connections": 100,
-    # Permanent member slots keep WAL for a member that is away; this caps how much.
+    # Member slots keep WAL for a replica that is away; this caps how much (the replica re-clones past it).
     "max_slot_wal_keep_size": "2GB",
 }
 
@@ -75,10 +75,6 @@ def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwo
                 "maximum_lag_on_failover": timing.maximum_lag_on_failover,
                 "failsafe_mode": True,
                 "synchronous_mode": spec.synchronous_mode,
-                # A permanent physical slot per member: the first leader creates them right after
-                # initdb, so replicas stream as soon as they are cloned instead of waiting a
-                # loop_wait for the leader to notice them (7-22 s with loop_wait 10, measured).
-                "slots": {m.name: {"type": "physical"} for m in pg_members(spec)},
                 "postgresql": {
                     "use_pg_rewind": True,
                     "use_slots": True,

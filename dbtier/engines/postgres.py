@@ -13,7 +13,7 @@ from dbtier.engines import etcd
 from dbtier.engines.base import ClusterStatus, Engine
 from dbtier.engines.patroni_config import SUPERUSER, patroni_argv, render_patroni_config
 from dbtier.errors import ClusterUnhealthy
-from dbtier.health import Health, assess, member_rows
+from dbtier.health import Health, assess, member_rows, merge_live
 from dbtier.procs import Service
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
@@ -35,6 +35,18 @@ def fetch_cluster(spec: ClusterSpec, timeout: float = 2.0) -> dict[str, Any] | N
         except (requests.RequestException, ValueError):
             continue
     return None
+
+
+def fetch_live(spec: ClusterSpec, timeout: float = 2.0) -> dict[str, dict[str, Any] | None]:
+    """Each member's own ``GET /patroni`` answer (None for a member that does not answer)."""
+    live: dict[str, dict[str, Any] | None] = {}
+    for member in pg_members(spec):
+        try:
+            response = requests.get(f"{member.rest_url}/patroni", timeout=timeout)
+            live[member.name] = response.json()
+        except (requests.RequestException, ValueError):
+            live[member.name] = None
+    return live
 
 
 def connect(conninfo: str, password: str, **kwargs: Any) -> Any:
@@ -80,13 +92,46 @@ class PostgresEngine(Engine):
         return etcd.wait_for_quorum(spec, timeout)
 
     def status(self, spec: ClusterSpec) -> ClusterStatus:
-        cluster = fetch_cluster(spec)
+        cluster = merge_live(fetch_cluster(spec), fetch_live(spec))
         health = assess(cluster, [m.name for m in pg_members(spec)])
         states = etcd.member_states(spec)
         quorum_ok, quorum_sentence = etcd.judge_quorum(states)
         if not quorum_ok:
             health = Health(False, health.leader, [*health.problems, quorum_sentence])
         return ClusterStatus(health=health, rows=member_rows(spec, cluster, states))
+
+    def prepare_replicas(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
+        """Once the leader accepts writes, create each replica's replication slot on it.
+
+        Patroni would create them on the leader's next HA loop (up to ``loop_wait`` later) and
+        the replicas, already cloned, would wait that long to stream. Patroni adopts these slots:
+        they carry the names it expects (one per member).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self._superuser(spec, passwords) as conn:
+                    leader_port = conn.info.port
+                    existing = {row[0] for row in conn.execute("SELECT slot_name FROM pg_replication_slots")}
+                    wanted = [m.name for m in pg_members(spec) if m.pg_port != leader_port]
+                    for slot in wanted:
+                        if slot not in existing:
+                            conn.execute(
+                                "SELECT pg_create_physical_replication_slot(%s) "
+                                "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+                                (slot, slot),
+                            )
+                made = [slot for slot in wanted if slot not in existing]
+                return f"replication slots ready on the leader (port {leader_port}): " + (
+                    f"created {', '.join(made)}" if made else "all present"
+                )
+            except Exception as err:  # noqa: BLE001 - the leader may still be bootstrapping
+                if time.monotonic() > deadline:
+                    raise ClusterUnhealthy(
+                        f"no leader accepted writes within {timeout:.0f} s ({type(err).__name__}); "
+                        f"see the patroni.log files under {spec.cluster_dir}"
+                    ) from None
+                time.sleep(0.3)
 
     def _superuser(self, spec: ClusterSpec, passwords: Passwords) -> Any:
         return connect(client_dsn(spec, SUPERUSER, "postgres"), passwords.superuser)
