@@ -132,7 +132,7 @@ def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list
     for service in engine.member_services(spec) + engine.consensus_services(spec):
         runner = provider.runner(spec, service.host)
         sentences.append(procs.stop(runner, service, timeout=60))
-        for port_field, port in service.ports:
+        for _field, port in service.ports:
             owner_dir = engine.owned_port(spec, service, port)
             if owner_dir:
                 sentences.append(_stop_orphan_postmaster(runner, spec, owner_dir, service.name))

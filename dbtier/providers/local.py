@@ -62,7 +62,7 @@ class LocalRunner(Runner):
         if self._switch:
             extra = {"user": self.uid, "group": self.gid, "extra_groups": []}
         try:
-            proc = subprocess.run(  # noqa: S603 - argv is built by dbtier, never a shell string
+            proc = subprocess.run(  # argv is built by dbtier, never a shell string
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
