@@ -21,12 +21,23 @@ def _load(name: str) -> str | None:
     return str(value)
 
 
-def ensure_passwords(spec: ClusterSpec) -> list[str]:
-    """Create the Secret blocks that are missing; return which were made and which reused (never values)."""
+def ensure_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
+    """Create the Secret blocks that are missing; return which were made and which reused (never values).
+
+    A cluster that was ``initialised`` with passwords keeps them: a missing block is then an error
+    (new passwords would lock Patroni out of its own cluster at the next restart).
+    """
+    missing = [block_name(spec, role) for role in ROLES if _load(block_name(spec, role)) is None]
+    if missing and initialised:
+        raise SecretError(
+            f"Secret block {missing[0]} is missing but cluster {spec.name} under {spec.cluster_dir} was "
+            "initialised with it; restore the block in this Prefect API (PREFECT_HOME/PREFECT_API_URL) "
+            "or remove the cluster with 'make teardown WIPE=1'"
+        )
     made, kept = [], []
     for role in ROLES:
         name = block_name(spec, role)
-        if _load(name) is None:
+        if name in missing:
             Secret(value=SecretStr(new_password())).save(name)
             made.append(role)
         else:

@@ -53,6 +53,11 @@ def check_data_dir(runner: Runner, spec: ClusterSpec) -> str:
     )
 
 
+def is_initialised(engine: Engine, provider: Provider, spec: ClusterSpec) -> bool:
+    """True when any host already holds this cluster's directory with its marker."""
+    return any(_marker_owner(provider.runner(spec, h), spec) == spec.name for h in cluster_hosts(engine, spec))
+
+
 def check_ports(engine: Engine, runner: Runner, spec: ClusterSpec, service: Service) -> None:
     """Every port of a service that is not running must be free (our own orphan postmaster excepted)."""
     if procs.running_pid(runner, service) is not None:
@@ -61,10 +66,8 @@ def check_ports(engine: Engine, runner: Runner, spec: ClusterSpec, service: Serv
         if not runner.port_in_use(port):
             continue
         owner_dir = engine.owned_port(spec, service, port)
-        if owner_dir and procs.read_pid(runner, f"{owner_dir}/postmaster.pid") is not None:
-            pid = procs.read_pid(runner, f"{owner_dir}/postmaster.pid")
-            if pid is not None and procs.pid_matches(runner, pid, owner_dir):
-                continue
+        if owner_dir and _live_postmaster(runner, owner_dir) is not None:
+            continue
         raise PreflightError(
             f"{field}: {runner.host}:{port} (for {service.name}) is already in use by another process; "
             f"stop that process or choose other ports (e.g. DBTIER_{field.upper().replace('.', '__')}=...)"
@@ -139,9 +142,15 @@ def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list
     return [s for s in sentences if s]
 
 
-def _stop_orphan_postmaster(runner: Runner, spec: ClusterSpec, data_dir: str, name: str) -> str:
+def _live_postmaster(runner: Runner, data_dir: str) -> int | None:
+    """The pid of a postmaster running on ``data_dir`` (one Patroni left behind when it died), else None."""
     pid = procs.read_pid(runner, f"{data_dir}/postmaster.pid")
-    if pid is None or not procs.pid_matches(runner, pid, data_dir):
+    return pid if pid is not None and procs.pid_matches(runner, pid, data_dir) else None
+
+
+def _stop_orphan_postmaster(runner: Runner, spec: ClusterSpec, data_dir: str, name: str) -> str:
+    pid = _live_postmaster(runner, data_dir)
+    if pid is None:
         return ""
     return procs.stop_pid(runner, pid, data_dir, f"{name} postmaster", timeout=60)
 

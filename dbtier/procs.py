@@ -100,6 +100,9 @@ def stop_pid(runner: Runner, pid: int, marker: str, name: str, timeout: float = 
             return f"{name} (pid {pid}) stopped after {time.monotonic() - started:.1f} s"
         time.sleep(0.1)
     runner.run(["kill", "-KILL", str(pid)], check=False)
+    deadline = time.monotonic() + 10
     while pid_matches(runner, pid, marker):
+        if time.monotonic() > deadline:
+            raise ProvisionError(f"{name} (pid {pid}) survived SIGKILL for 10 s; check it by hand")
         time.sleep(0.05)
     return f"{name} (pid {pid}) did not stop within {timeout:.0f} s and was killed"

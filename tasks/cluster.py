@@ -10,6 +10,7 @@ from prefect.cache_policies import NONE
 
 from blocks.passwords import ensure_passwords, load_passwords
 from dbtier import bootstrap
+from dbtier.errors import SecretError
 from dbtier.engines.base import ClusterStatus, Engine, get_engine
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, get_provider
@@ -39,7 +40,12 @@ def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
     status = engine.status(spec)
     done = status.health.healthy and len(running) == len(bootstrap.all_services(engine, spec))
     if done:
-        done = engine.app_database_present(spec, load_passwords(spec))
+        try:
+            passwords = load_passwords(spec)
+        except SecretError:
+            done = False  # ensure_cluster_passwords says what is wrong, in one line
+        else:
+            done = engine.app_database_present(spec, passwords)
     _log(f"{len(running)} of {len(bootstrap.all_services(engine, spec))} services running; {status.health.sentence}")
     return {"provisioned": done, "rows": status.rows, "leader": status.health.leader}
 
@@ -58,7 +64,8 @@ def prepare_data_dirs(spec: ClusterSpec) -> None:
 
 @task(cache_policy=NONE)
 def ensure_cluster_passwords(spec: ClusterSpec) -> None:
-    _log(*ensure_passwords(spec))
+    engine, provider = _parts(spec)
+    _log(*ensure_passwords(spec, initialised=bootstrap.is_initialised(engine, provider, spec)))
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3], task_run_name="start {name}")

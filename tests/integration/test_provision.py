@@ -139,6 +139,28 @@ def test_spec_stored_as_a_block_drives_the_status_flow(provisioned: dict[str, An
     assert [row["name"] for row in result["members"]][:3] == ["pg0", "pg1", "pg2"]
 
 
+def test_lost_secret_block_is_refused_not_regenerated(provisioned: dict[str, Any], spec: ClusterSpec) -> None:
+    """New passwords would lock Patroni out of its own cluster: provision says so and changes nothing."""
+    from prefect.blocks.system import Secret
+    from pydantic import SecretStr
+
+    from dbtier.errors import SecretError
+    from dbtier.secrets import block_name
+    from flows.provision import provision
+
+    name = block_name(spec, "replication")
+    kept = load_passwords(spec).replication
+    before = _pids(spec)
+    Secret.delete(name)
+    try:
+        with pytest.raises(SecretError, match=f"Secret block {name} is missing but cluster itest .* was initialised"):
+            provision(spec_path=provisioned["spec_file"])
+        assert _pids(spec) == before
+    finally:
+        Secret(value=SecretStr(kept)).save(name, overwrite=True)
+    assert load_passwords(spec).replication == kept
+
+
 def test_provision_restarts_what_is_missing(provisioned: dict[str, Any], spec: ClusterSpec) -> None:
     """Stop one etcd member and one replica's Patroni (by PID), then provision starts just those."""
     from flows.provision import provision
