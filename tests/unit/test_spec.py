@@ -95,3 +95,9 @@ def test_unreadable_spec_files(tmp_path: Path, content: str, message: str) -> No
 def test_missing_spec_file_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="cannot read .*pass an existing YAML file with --spec"):
         load_spec(tmp_path / "nope.yaml", environ={})
+
+
+@pytest.mark.parametrize("path", sorted((Path(DEFAULT_SPEC_PATH).parent).glob("*.yaml")), ids=lambda p: p.name)
+def test_every_sample_spec_is_valid(path: Path) -> None:
+    spec = load_spec(path, environ={})
+    assert spec.name and spec.members in (1, 3, 5, 7)
