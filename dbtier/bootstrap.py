@@ -74,16 +74,43 @@ def check_ports(engine: Engine, runner: Runner, spec: ClusterSpec, service: Serv
         )
 
 
-def preflight(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
-    """Everything that must hold before a single process starts. Touches nothing."""
+def missing_binaries(runner: Runner, spec: ClusterSpec) -> list[str]:
+    """The programs a member host lacks, one line each, naming the spec field and the fix."""
+    wanted = {
+        "binaries.patroni": spec.binaries.patroni,
+        "binaries.etcd": spec.binaries.etcd,
+        "binaries.pg_bin_dir": f"{spec.binaries.pg_bin_dir}/postgres",
+    }
+    return [
+        f"{field}: {path} is missing on {runner.host} or not executable by {spec.os_user!r}; "
+        "run 'make setup' there (or let the provider install it)"
+        for field, path in wanted.items()
+        if runner.run(["test", "-x", path], check=False).rc != 0
+    ]
+
+
+def prepare_hosts(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
+    """Let the provider install what each host needs (a no-op for the local provider)."""
+    return [provider.prepare_host(spec, host) for host in cluster_hosts(engine, spec)]
+
+
+def preflight(engine: Engine, provider: Provider, spec: ClusterSpec, before_install: bool = False) -> list[str]:
+    """Everything that must hold before a single process starts. Touches nothing.
+
+    ``before_install``: the provider will install packages next, so missing programs are not an error yet.
+    """
     problems: list[str] = []
     for host in cluster_hosts(engine, spec):
         problems += provider.check_host(spec, host)
+        if not (before_install and provider.installs_packages(spec)):
+            problems += missing_binaries(provider.runner(spec, host), spec)
     if problems:
         raise PreflightError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     sentences = []
     for host in cluster_hosts(engine, spec):
         runner = provider.runner(spec, host)
+        if before_install and provider.installs_packages(spec) and runner.list_dir(spec.cluster_dir) is None:
+            continue  # a fresh host: nothing runs there and nothing can be in the way yet
         sentences.append(check_data_dir(runner, spec))
         for service in all_services(engine, spec):
             if service.host == host:

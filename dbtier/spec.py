@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC_PATH = REPO_ROOT / "deployments" / "clusters" / "default.yaml"
 
 #: Environment variables with the DBTIER_ prefix that are settings of the tool, not of the spec.
-NON_SPEC_ENV = frozenset({"DBTIER_SPEC", "DBTIER_WIPE"})
+NON_SPEC_ENV = frozenset({"DBTIER_SPEC", "DBTIER_WIPE", "DBTIER_RUNTIME_VENV"})
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 
@@ -88,12 +88,64 @@ class Timeouts(_Model):
     replica_read: int = Field(60, ge=1)
 
 
+class SSHHost(_Model):
+    """One existing host reached over SSH."""
+
+    address: str
+    port: int = Field(22, ge=1, le=65535)
+
+
+class SSHSettings(_Model):
+    """How to reach the hosts of ``provider: ssh``; members are placed on them round-robin."""
+
+    hosts: list[SSHHost] = Field(min_length=1)
+    user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    credentials_block: str | None = None
+    key_file: str | None = None
+    connect_timeout: int = Field(10, ge=1, le=300)
+    install_packages: bool = True
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SSHSettings:
+        if not self.credentials_block and not self.key_file:
+            raise ValueError(
+                "ssh: name the private key: credentials_block (an SSHCredentials block) or key_file (a path)"
+            )
+        return self
+
+
+class DrillSettings(_Model):
+    """How hard a drill pushes and what it must achieve (seconds unless named otherwise)."""
+
+    rto_budget_s: float = Field(60.0, gt=0, description="fault to first acknowledged write")
+    rejoin_budget_s: float = Field(120.0, gt=0, description="restart of the failed member to streaming again")
+    etcd_member_loss_max_gap_s: float = Field(1.0, gt=0, description="longest write outage allowed when one etcd member dies")
+    quorum_loss_max_gap_s: float = Field(3.0, gt=0, description="longest write outage allowed without etcd quorum (failsafe mode)")
+    settle_s: float = Field(2.0, ge=0, description="writes before the fault")
+    tail_s: float = Field(1.0, ge=0, description="writes after the cluster is healthy again")
+    replica_loss_hold_s: float = Field(8.0, ge=0, description="how long a lost replica stays down")
+    etcd_member_loss_hold_s: float = Field(5.0, ge=0, description="how long a lost etcd member stays down")
+    quorum_loss_hold_s: float | None = Field(None, ge=0, description="default: ttl + 2 * loop_wait")
+    write_interval_ms: tuple[int, int] = (20, 50)
+    write_timeout_s: float = Field(2.0, gt=0, description="the writer gives up on one statement after this")
+    healthy_timeout_s: float = Field(180.0, gt=0)
+    production: bool = Field(False, description="the cluster serves production traffic")
+    allow_in_production: bool = Field(False, description="run drills even on a production cluster")
+
+    @model_validator(mode="after")
+    def _interval_order(self) -> DrillSettings:
+        low, high = self.write_interval_ms
+        if not 1 <= low <= high:
+            raise ValueError(f"write_interval_ms: need 1 <= low <= high (got {low}, {high})")
+        return self
+
+
 class ClusterSpec(_Model):
     """Everything dbtier needs to know about one cluster."""
 
     name: str = "dbtier"
     engine: Literal["postgres"] = "postgres"
-    provider: Literal["local"] = "local"
+    provider: Literal["local", "ssh"] = "local"
     members: int = Field(3, ge=1, le=7)
     etcd_members: int | None = Field(None, ge=1, le=7)
     host: str = "127.0.0.1"
@@ -104,6 +156,9 @@ class ClusterSpec(_Model):
     synchronous_mode: bool = False
     postgresql_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     allowed_client_networks: list[str] = Field(default_factory=list)
+    ssh: SSHSettings | None = None
+    production: bool = False
+    drills: DrillSettings = DrillSettings()
     app: AppDatabase = AppDatabase()
     binaries: Binaries = Binaries()
     timeouts: Timeouts = Timeouts()
@@ -133,6 +188,12 @@ class ClusterSpec(_Model):
             except ValueError:
                 raise ValueError(f"{net!r} is not a network; write it as CIDR, e.g. 10.0.0.0/24") from None
         return nets
+
+    @model_validator(mode="after")
+    def _provider_settings(self) -> ClusterSpec:
+        if self.provider == "ssh" and self.ssh is None:
+            raise ValueError("ssh: provider 'ssh' needs an ssh: section with hosts and a key (see deployments/clusters/ssh.yaml)")
+        return self
 
     @model_validator(mode="after")
     def _etcd_size(self) -> ClusterSpec:

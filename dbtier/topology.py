@@ -60,7 +60,9 @@ class EtcdMember:
 
 
 def member_host(spec: ClusterSpec, index: int) -> str:
-    """The address of member ``index`` (every member shares ``spec.host`` on the local provider)."""
+    """The address of member ``index``: round-robin over the SSH hosts, else ``spec.host`` for all."""
+    if spec.provider == "ssh" and spec.ssh is not None:
+        return spec.ssh.hosts[index % len(spec.ssh.hosts)].address
     return spec.host
 
 

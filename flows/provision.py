@@ -24,6 +24,7 @@ from tasks.cluster import (
     inspect_cluster,
     preflight_checks,
     prepare_data_dirs,
+    prepare_hosts,
     prepare_replicas,
     publish_member_table,
     start_service,
@@ -50,6 +51,7 @@ def provision(spec_path: str | None = None, spec_block: str | None = None) -> di
         publish_member_table(spec, current["rows"], "already healthy; nothing changed")
         return _summary(spec, current["rows"], current["leader"], changed=False)
 
+    prepare_hosts(spec)
     preflight_checks(spec)
     ensure_cluster_passwords(spec)
     prepare_data_dirs(spec)
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(spec: ClusterSpec) -> int:
         # Refuse bad hosts, busy ports and foreign data dirs before Prefect or any process starts.
-        bootstrap.preflight(get_engine(spec), get_provider(spec), spec)
+        bootstrap.preflight(get_engine(spec), get_provider(spec), spec, before_install=True)
         result = provision(spec_path=args.spec)
         print()
         print(format_table(result["members"]))

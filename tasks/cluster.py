@@ -50,6 +50,13 @@ def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
     return {"provisioned": done, "rows": status.rows, "leader": status.health.leader}
 
 
+@task(cache_policy=NONE, retries=1, retry_delay_seconds=5)
+def prepare_hosts(spec: ClusterSpec) -> None:
+    """Install what the hosts need (packages, OS user, runtime venv); idempotent."""
+    engine, provider = _parts(spec)
+    _log(*bootstrap.prepare_hosts(engine, provider, spec))
+
+
 @task(cache_policy=NONE)
 def preflight_checks(spec: ClusterSpec) -> None:
     engine, provider = _parts(spec)

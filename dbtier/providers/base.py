@@ -37,8 +37,9 @@ class Runner(ABC):
         env: Mapping[str, str] | None = None,
         timeout: float = 120,
         check: bool = True,
+        input: bytes | None = None,
     ) -> Completed:
-        """Run ``argv`` to completion; raise ``CommandFailed`` on a non-zero exit when ``check``."""
+        """Run ``argv`` to completion (``input`` on its stdin); raise ``CommandFailed`` on a non-zero exit when ``check``."""
 
     @abstractmethod
     def read_file(self, path: str) -> bytes | None:
@@ -76,7 +77,15 @@ class Provider(ABC):
 
     @abstractmethod
     def check_host(self, spec: ClusterSpec, host: str) -> list[str]:
-        """Problems that stop the cluster from running on ``host`` (missing user, binary...), one line each."""
+        """Problems that stop the cluster from running on ``host`` (unreachable, missing user...), one line each."""
+
+    def installs_packages(self, spec: ClusterSpec) -> bool:
+        """True when :meth:`prepare_host` installs what the hosts need (so a missing binary is not yet an error)."""
+        return False
+
+    def prepare_host(self, spec: ClusterSpec, host: str) -> str:
+        """Install what ``host`` needs (packages, OS user, runtime venv); return a sentence."""
+        return f"{host}: nothing to install (the {self.name} provider's hosts are set up by 'make setup')"
 
 
 def get_provider(spec: ClusterSpec) -> Provider:
@@ -85,4 +94,8 @@ def get_provider(spec: ClusterSpec) -> Provider:
         from dbtier.providers.local import LocalProvider
 
         return LocalProvider()
+    if spec.provider == "ssh" and spec.ssh is not None:
+        from dbtier.providers.ssh import shared_provider
+
+        return shared_provider(spec.ssh)
     raise NotImplementedError(f"provider {spec.provider!r}")  # pragma: no cover - the spec admits only known names

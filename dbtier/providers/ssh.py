@@ -1,0 +1,246 @@
+"""The SSH provider: members on existing hosts, reached with fabric.
+
+Every file operation is a command (``cat``, ``mkdir``, ``install``...), so the same
+bootstrap code serves this provider and the local one. Commands that act on the
+cluster run as ``spec.os_user`` (``runuser`` when logged in as root, else ``sudo -n``);
+the few that need root (host set-up, creating ``data_root``, wiping) run as root.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dbtier.errors import CommandFailed, PreflightError, ProvisionError
+from dbtier.providers.base import Completed, Provider, Runner
+from dbtier.spec import ClusterSpec, SSHSettings
+
+HOST_SETUP = Path(__file__).resolve().parent.parent.parent / "scripts" / "host-setup.sh"
+# Move an uploaded file into place, owned by the OS user, atomically; always remove the upload.
+PLACE_SCRIPT = (
+    'install -o "$1" -g "$1" -m "$2" "$3" "$4.dbtier-tmp" && mv -f "$4.dbtier-tmp" "$4"; rc=$?; rm -f "$3"; exit $rc'
+)
+LIST_SCRIPT = 'test -d "$1" || exit 3; ls -A1 -- "$1"'
+
+
+def as_user_argv(argv: Sequence[str], login_user: str, os_user: str, env: Mapping[str, str]) -> list[str]:
+    """The argv that runs ``argv`` as ``os_user`` with ``env``, given who logged in.
+
+    >>> as_user_argv(["id"], "root", "dbtier", {"LANG": "C.UTF-8"})
+    ['runuser', '-u', 'dbtier', '--', 'env', '-C', '/', 'LANG=C.UTF-8', 'id']
+    >>> as_user_argv(["id"], "admin", "dbtier", {})
+    ['sudo', '-n', '-H', '-u', 'dbtier', '--', 'env', '-C', '/', 'id']
+    >>> as_user_argv(["id"], "dbtier", "dbtier", {})
+    ['env', '-C', '/', 'id']
+    """
+    # Start in / : the login user's home (often /root) is not readable by os_user.
+    command = ["env", "-C", "/", *(f"{k}={v}" for k, v in env.items()), *argv]
+    if login_user == os_user:
+        return command
+    if login_user == "root":
+        return ["runuser", "-u", os_user, "--", *command]
+    return ["sudo", "-n", "-H", "-u", os_user, "--", *command]
+
+
+def as_root_argv(argv: Sequence[str], login_user: str) -> list[str]:
+    """
+    >>> as_root_argv(["mkdir", "-p", "/x"], "admin")
+    ['sudo', '-n', '--', 'mkdir', '-p', '/x']
+    """
+    return list(argv) if login_user == "root" else ["sudo", "-n", "--", *argv]
+
+
+class SSHRunner(Runner):
+    """Runs commands on one host over an SSH connection (fabric), as the cluster's OS user."""
+
+    def __init__(self, host: str, port: int, settings: SSHSettings, os_user: str, connect_kwargs: dict[str, Any]) -> None:
+        from fabric import Connection
+
+        self.host = host
+        self.port = port
+        self.login_user = settings.user
+        self.os_user = os_user
+        self.conn = Connection(
+            host=host, port=port, user=settings.user, connect_timeout=settings.connect_timeout,
+            connect_kwargs={**connect_kwargs, "allow_agent": False, "look_for_keys": False},
+        )
+        self._lock = threading.Lock()  # one command at a time on this connection (tasks run in threads)
+
+    def _exec(self, argv: Sequence[str], *, input: bytes | None, timeout: float, check: bool) -> Completed:
+        command = shlex.join(argv)
+        try:
+            with self._lock:
+                result = self.conn.run(
+                    command, hide=True, warn=True, timeout=timeout, pty=False,
+                    in_stream=io.StringIO(input.decode()) if input is not None else False,
+                )
+        except Exception as err:  # noqa: BLE001 - paramiko/invoke raise many types; keep the evidence
+            raise describe_connect_error(self.host, self.port, self.login_user, err) from None
+        done = Completed(list(argv), result.exited, result.stdout, result.stderr)
+        if check and result.exited != 0:
+            raise CommandFailed(argv, result.exited, result.stdout, result.stderr)
+        return done
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+        check: bool = True,
+        input: bytes | None = None,
+    ) -> Completed:
+        full_env = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", **(env or {})}
+        return self._exec(as_user_argv(argv, self.login_user, self.os_user, full_env), input=input, timeout=timeout, check=check)
+
+    def run_as_root(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 900) -> Completed:
+        return self._exec(as_root_argv(argv, self.login_user), input=input, timeout=timeout, check=True)
+
+    def read_file(self, path: str) -> bytes | None:
+        done = self.run(["cat", "--", path], check=False)
+        return done.out.encode() if done.rc == 0 else None
+
+    def upload(self, data: bytes) -> str:
+        """Copy ``data`` over SFTP to a fresh file only the login user can read; return its path."""
+        remote = f"/tmp/.dbtier-upload-{uuid.uuid4().hex}"
+        try:
+            with self._lock:
+                sftp = self.conn.sftp()
+                with sftp.open(remote, "wb") as fh:
+                    fh.chmod(0o600)  # before any byte is written: configs hold passwords
+                    fh.write(data)
+        except Exception as err:  # noqa: BLE001 - paramiko raises many types; keep the evidence
+            raise describe_connect_error(self.host, self.port, self.login_user, err) from None
+        return remote
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        remote = self.upload(data)
+        self.run_as_root(["sh", "-c", PLACE_SCRIPT, "sh", self.os_user, f"{mode:o}", remote, path])
+
+    def make_dirs(self, path: str, mode: int = 0o700) -> None:
+        parent = path.rsplit("/", 1)[0] or "/"
+        self.run_as_root(["mkdir", "-p", "-m", "755", parent])
+        self.run_as_root(["install", "-d", "-o", self.os_user, "-g", self.os_user, "-m", f"{mode:o}", path])
+
+    def list_dir(self, path: str) -> list[str] | None:
+        done = self.run(["sh", "-c", LIST_SCRIPT, "sh", path], check=False)
+        if done.rc == 3:
+            return None
+        if done.rc != 0:
+            raise CommandFailed(done.argv, done.rc, done.out, done.err)
+        return sorted(done.out.split())
+
+    def remove_tree(self, path: str) -> None:
+        if path.count("/") < 2:
+            raise ProvisionError(f"refusing to remove {path!r}: too close to /")
+        self.run_as_root(["rm", "-rf", "--", path])
+
+    def port_in_use(self, port: int) -> bool:
+        done = self.run(["ss", "-Hltn", f"sport = :{port}"])
+        return bool(done.out.strip())
+
+
+def describe_connect_error(host: str, port: int, user: str, err: Exception) -> PreflightError:
+    """One line that says what failed reaching a host and what to check."""
+    import paramiko
+
+    where = f"ssh.hosts: {host}:{port}"
+    if isinstance(err, paramiko.AuthenticationException):
+        return PreflightError(
+            f"{where} refused the key for user {user!r}; check ssh.credentials_block or ssh.key_file "
+            "and the host's authorized_keys"
+        )
+    if isinstance(err, (socket.timeout, TimeoutError)):
+        return PreflightError(f"{where} did not answer within the connect timeout; check the address and firewall")
+    if isinstance(err, (OSError, paramiko.SSHException)):
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        return PreflightError(f"{where} cannot be reached ({reason}); check the address, port and that sshd runs")
+    return PreflightError(f"{where}: {type(err).__name__}: {err}")
+
+
+class SSHProvider(Provider):
+    """Members on the hosts listed in ``spec.ssh``, round-robin."""
+
+    name = "ssh"
+
+    def __init__(self, key_loader: Callable[[SSHSettings], dict[str, Any]]) -> None:
+        self._key_loader = key_loader
+        self._runners: dict[tuple[str, int, str], SSHRunner] = {}
+        self._lock = threading.Lock()
+
+    def _settings(self, spec: ClusterSpec) -> SSHSettings:
+        if spec.ssh is None:  # pragma: no cover - the spec refuses provider ssh without it
+            raise PreflightError("ssh: missing")
+        return spec.ssh
+
+    def runner(self, spec: ClusterSpec, host: str) -> SSHRunner:
+        settings = self._settings(spec)
+        port = next(h.port for h in settings.hosts if h.address == host)
+        key = (host, port, spec.os_user)
+        with self._lock:
+            if key not in self._runners:
+                self._runners[key] = SSHRunner(host, port, settings, spec.os_user, self._key_loader(settings))
+            return self._runners[key]
+
+    def check_host(self, spec: ClusterSpec, host: str) -> list[str]:
+        runner = self.runner(spec, host)
+        runner.run_as_root(["true"], timeout=30)  # reachable, key accepted, root (or sudo -n) works
+        if self.installs_packages(spec):
+            return []
+        try:
+            runner.run_as_root(["id", "-u", spec.os_user])
+        except CommandFailed:
+            return [f"os_user: no OS user {spec.os_user!r} on {host}; create it or set ssh.install_packages: true"]
+        return []
+
+    def installs_packages(self, spec: ClusterSpec) -> bool:
+        return self._settings(spec).install_packages
+
+    def prepare_host(self, spec: ClusterSpec, host: str) -> str:
+        runner = self.runner(spec, host)
+        if not self._settings(spec).install_packages:
+            return f"{host}: package installation skipped (ssh.install_packages is false)"
+        script = runner.upload(HOST_SETUP.read_bytes())
+        try:
+            done = runner.run_as_root(["env", f"DBTIER_OS_USER={spec.os_user}", "bash", script], timeout=1800)
+        finally:
+            runner.run_as_root(["rm", "-f", script])
+        last = (done.out.strip().splitlines() or ["set up"])[-1]
+        return f"{host}: {last}"
+
+
+_PROVIDERS: dict[str, SSHProvider] = {}
+_PROVIDERS_LOCK = threading.Lock()
+
+
+def shared_provider(settings: SSHSettings) -> SSHProvider:
+    """One provider (so one connection per host) per SSH settings, for the life of the process."""
+    key = settings.model_dump_json()
+    with _PROVIDERS_LOCK:
+        if key not in _PROVIDERS:
+            _PROVIDERS[key] = SSHProvider(load_key)
+        return _PROVIDERS[key]
+
+
+def load_key(settings: SSHSettings) -> dict[str, Any]:
+    """Connect arguments for the key the settings name: a Prefect block, else a key file."""
+    if settings.credentials_block:
+        from blocks.ssh import SSHCredentials
+
+        return SSHCredentials.load_connect_kwargs(settings.credentials_block)
+    return key_from_file(settings)
+
+
+def key_from_file(settings: SSHSettings) -> dict[str, Any]:
+    """Connect arguments for a private key file on the machine that runs dbtier."""
+    if not settings.key_file:
+        raise PreflightError("ssh.key_file: not set")
+    if not Path(settings.key_file).is_file():
+        raise PreflightError(f"ssh.key_file: {settings.key_file} does not exist; give the path of the private key")
+    return {"key_filename": settings.key_file}

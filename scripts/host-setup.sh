@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The host part of dbtier's set-up, run as root on every host that runs members: this machine
+# (scripts/setup.sh calls it) or a host reached over SSH (the ssh provider sends it on stdin).
+# Idempotent: a second run only checks.
+#   - Debian packages: PostgreSQL 15, etcd, pgBackRest, Python venv support
+#   - the unprivileged OS user that runs the database processes (PostgreSQL refuses root)
+#   - a runtime venv for that user (Patroni), built from Debian's python3 so that user can read it
+set -euo pipefail
+
+OS_USER="${DBTIER_OS_USER:-dbtier}"
+RUNTIME_VENV="${DBTIER_RUNTIME_VENV:-/opt/dbtier/venv}"
+PACKAGES=(postgresql-15 etcd-server etcd-client pgbackrest python3-venv procps util-linux iproute2)
+
+say() { printf 'host-setup: %s\n' "$*"; }
+quietly() {
+  local log; log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then cat "$log" >&2; rm -f "$log"; say "failed: $*"; return 1; fi
+  rm -f "$log"
+}
+if [ "$(id -u)" != 0 ]; then say "must run as root"; exit 1; fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  # Do not let the packages create Debian's own cluster on 5432 or start etcd on 2379/2380.
+  mkdir -p /etc/postgresql-common
+  if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+  fi
+  policy_added=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
+  apt-get update -qq
+  quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+
+# Debian's etcd unit would hold 2379/2380; dbtier runs its own members.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+  say "stopping and disabling Debian's etcd service (it holds 2379/2380)"
+  systemctl disable --now etcd >/dev/null 2>&1 || true
+fi
+
+if ! id "$OS_USER" >/dev/null 2>&1; then
+  say "creating OS user $OS_USER"
+  useradd --system --user-group --create-home --home-dir "/home/$OS_USER" --shell /bin/sh "$OS_USER"
+fi
+
+runtime_stamp="$RUNTIME_VENV/.dbtier-runtime-1"
+if [ ! -e "$runtime_stamp" ]; then
+  say "building the runtime venv $RUNTIME_VENV (Patroni) from /usr/bin/python3"
+  mkdir -p "$(dirname "$RUNTIME_VENV")"
+  /usr/bin/python3 -m venv "$RUNTIME_VENV"
+  quietly "$RUNTIME_VENV/bin/pip" install 'patroni[etcd3,psycopg3]>=4.0' 'psycopg[binary]>=3.1'
+  chmod -R a+rX "$RUNTIME_VENV"
+  touch "$runtime_stamp"
+fi
+say "ready ($("$RUNTIME_VENV/bin/patroni" --version 2>/dev/null), $(/usr/bin/etcd --version 2>/dev/null | head -1), PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}'))"

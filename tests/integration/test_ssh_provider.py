@@ -1,0 +1,129 @@
+"""A 3-member cluster brought up through the ssh provider against a real sshd on loopback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from dbtier import procs
+from dbtier.bootstrap import all_services
+from dbtier.engines.base import get_engine
+from dbtier.errors import PreflightError
+from dbtier.providers.base import get_provider
+from dbtier.spec import ClusterSpec
+from dbtier.topology import pg_members
+from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.sshd import SSHServer, running_sshd
+
+pytestmark = pytest.mark.cluster
+BLOCK = 4
+SSHD_PORT = TEST_PORT_BASE + 100 * BLOCK + 90
+
+
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[SSHServer]:
+    with running_sshd(SSHD_PORT) as server:
+        yield server
+
+
+def _ssh_spec(sshd: SSHServer, data_root: str, **ssh: Any) -> ClusterSpec:
+    settings = {"hosts": [{"address": "127.0.0.1", "port": ssh.pop("port", sshd.port)}], "user": "root", **ssh}
+    if "key_file" not in settings:
+        settings["credentials_block"] = "itest-ssh-key"
+    return spec_for_tests("sshtest", block=BLOCK, data_root=data_root, provider="ssh", ssh=settings)
+
+
+@pytest.fixture(scope="module")
+def spec(sshd: SSHServer) -> ClusterSpec:
+    return _ssh_spec(sshd, shared_tmpdir("dbtier-ssh-"))
+
+
+@pytest.fixture(scope="module")
+def provisioned(prefect_harness: None, sshd: SSHServer, spec: ClusterSpec) -> Iterator[str]:
+    """three_node_cluster_over_ssh, its key in an SSHCredentials block."""
+    from pydantic import SecretStr
+
+    from blocks.ssh import SSHCredentials
+    from flows.provision import provision
+
+    SSHCredentials(private_key=SecretStr(sshd.private_key)).save("itest-ssh-key", overwrite=True)
+    with stopped_at_exit(spec):
+        spec_file = write_spec(spec, os.path.join(spec.data_root, "spec.yaml"))
+        provision(spec_path=spec_file)
+        yield spec_file
+
+
+def test_cluster_over_ssh_has_one_leader_and_streaming_replicas(provisioned: str, spec: ClusterSpec) -> None:
+    members = requests.get(f"{pg_members(spec)[0].rest_url}/cluster", timeout=5).json()["members"]
+    assert sorted(m["role"] for m in members) == ["leader", "replica", "replica"]
+    assert all(m["state"] == "streaming" for m in members if m["role"] == "replica")
+    assert get_engine(spec).status(spec).health.healthy
+
+
+def test_processes_started_over_ssh_run_as_the_database_user(provisioned: str, spec: ClusterSpec) -> None:
+    provider = get_provider(spec)
+    for service in all_services(get_engine(spec), spec):
+        pid = procs.running_pid(provider.runner(spec, service.host), service)
+        assert pid is not None, service.name
+        assert os.stat(f"/proc/{pid}").st_uid != 0
+    assert os.stat(f"{spec.cluster_dir}/pg0/patroni.yml").st_mode & 0o777 == 0o600
+
+
+def test_second_provision_over_ssh_changes_nothing(provisioned: str, spec: ClusterSpec) -> None:
+    from flows.provision import provision
+
+    assert provision(spec_path=provisioned)["changed"] is False
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"port": SSHD_PORT + 1}, "ssh.hosts: 127.0.0.1:{port} cannot be reached"),
+        ({"key_file": "WRONG"}, "ssh.hosts: 127.0.0.1:{sshd} refused the key for user 'root'"),
+        ({"key_file": "/nonexistent/id_ed25519"}, "ssh.key_file: /nonexistent/id_ed25519 does not exist"),
+        ({"key_file": "GOOD", "install_packages": False, "binaries": "/nonexistent/etcd"},
+         "binaries.etcd: /nonexistent/etcd is missing on 127.0.0.1"),
+    ],
+)
+def test_bad_hosts_give_one_line_and_start_nothing(
+    provisioned: str, sshd: SSHServer, settings: dict[str, Any], words: str
+) -> None:
+    """Unreachable host, wrong key, missing key file, a missing program: refused before anything starts."""
+    from dbtier import bootstrap
+    from dbtier.spec import build_spec
+
+    settings = dict(settings)
+    if settings.get("key_file") == "WRONG":
+        settings["key_file"] = sshd.other_key_file
+    elif settings.get("key_file") == "GOOD":
+        settings["key_file"] = sshd.key_file
+    etcd_bin = settings.pop("binaries", None)
+    root = shared_tmpdir("dbtier-ssh-bad-")
+    base = _ssh_spec(sshd, root, **settings)
+    data = base.model_dump(mode="json")
+    data["name"] = "sshbad"
+    data["ports"] = {"postgres": 20450, "patroni": 20460, "etcd": 20470}
+    if etcd_bin:
+        data["binaries"]["etcd"] = etcd_bin
+    bad = build_spec(data, environ={})
+    with pytest.raises(PreflightError) as err:
+        bootstrap.preflight(get_engine(bad), get_provider(bad), bad, before_install=True)
+        bootstrap.prepare_hosts(get_engine(bad), get_provider(bad), bad)
+        bootstrap.preflight(get_engine(bad), get_provider(bad), bad)
+    message = err.value.one_line()
+    assert words.format(port=SSHD_PORT + 1, sshd=sshd.port) in message, message
+    assert "\n" not in str(err.value)
+    assert not os.path.exists(bad.cluster_dir)
+    assert not [p for p in (20450, 20451, 20452, 20460, 20461, 20462, 20470, 20471) if listening(p)]
+
+
+def test_teardown_over_ssh_stops_everything(provisioned: str, spec: ClusterSpec) -> None:
+    from flows.teardown import teardown
+
+    teardown(spec_path=provisioned, wipe=True)
+    assert not os.path.exists(spec.cluster_dir)
+    assert not [m.pg_port for m in pg_members(spec) if listening(m.pg_port)]

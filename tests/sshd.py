@@ -1,0 +1,66 @@
+"""A real OpenSSH server on a loopback port, with a key pair made for the test; stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tests.clusters import listening
+
+SSHD = "/usr/sbin/sshd"
+
+
+@dataclass(frozen=True)
+class SSHServer:
+    port: int
+    key_file: str
+    public_key: str
+    other_key_file: str  # a key the server does not accept
+
+    @property
+    def private_key(self) -> str:
+        with open(self.key_file) as fh:
+            return fh.read()
+
+
+def _keygen(path: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+
+
+@contextmanager
+def running_sshd(port: int) -> Iterator[SSHServer]:
+    """sshd -D on 127.0.0.1:``port`` accepting one generated key for root."""
+    work = tempfile.mkdtemp(prefix="dbtier-sshd-")
+    host_key, client_key, stranger = (os.path.join(work, n) for n in ("host_key", "client_key", "stranger_key"))
+    for path in (host_key, client_key, stranger):
+        _keygen(path)
+    authorized = os.path.join(work, "authorized_keys")
+    with open(f"{client_key}.pub") as fh:
+        public = fh.read()
+    with open(authorized, "w") as fh:
+        fh.write(public)
+    config = os.path.join(work, "sshd_config")
+    with open(config, "w") as fh:
+        fh.write(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {authorized}\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "Subsystem sftp internal-sftp\n"
+            f"UsePAM no\nStrictModes no\nPidFile {work}/sshd.pid\nLogLevel ERROR\nMaxStartups 50\nMaxSessions 50\n"
+        )
+    os.makedirs("/run/sshd", exist_ok=True)
+    server = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while not listening(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sshd did not start: {server.stderr.read().decode() if server.stderr else ''}")
+            time.sleep(0.05)
+        yield SSHServer(port=port, key_file=client_key, public_key=public, other_key_file=stranger)
+    finally:
+        server.terminate()
+        server.wait(15)
