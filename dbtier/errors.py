@@ -55,3 +55,7 @@ class CommandFailed(DbtierError):
         tail = (err or out).strip().splitlines()
         detail = f": {tail[-1]}" if tail else ""
         super().__init__(f"command {self.argv[0]!r} exited {rc}{detail}")
+
+
+class DrillFailed(DbtierError):
+    """A failover drill's verdict failed: lost writes, split brain, RTO over budget, no rejoin."""

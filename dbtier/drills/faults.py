@@ -1,0 +1,242 @@
+"""Fault injection: break one thing, by pid through the Runner or through Patroni's REST API.
+
+Every pid is checked before it gets a signal (pid file plus ``/proc/PID/cmdline``,
+or parentage from our own postmaster), so a drill can only ever touch its own
+cluster's processes. Each function returns a sentence saying what it did.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+from dbtier import bootstrap, procs
+from dbtier.engines.base import get_engine
+from dbtier.errors import DbtierError
+from dbtier.procs import Service
+from dbtier.providers.base import Provider, Runner
+from dbtier.spec import ClusterSpec
+from dbtier.topology import PgMember, pg_members
+
+# -- reading the cluster -----------------------------------------------------------------------
+
+
+def cluster_doc(spec: ClusterSpec, avoid: str | None = None, timeout: float = 1.0) -> dict[str, Any] | None:
+    """Patroni's ``/cluster`` from the first member that answers, skipping ``avoid`` (a frozen one)."""
+    for member in pg_members(spec):
+        if member.name == avoid:
+            continue
+        try:
+            response = requests.get(f"{member.rest_url}/cluster", timeout=timeout)
+            if response.ok:
+                doc: dict[str, Any] = response.json()
+                return doc
+        except (requests.RequestException, ValueError):
+            continue
+    return None
+
+
+def member_status(spec: ClusterSpec, name: str, timeout: float = 1.0) -> dict[str, Any]:
+    """Member ``name``'s own ``/patroni`` document (empty when it does not answer)."""
+    try:
+        response = requests.get(f"{pg_member(spec, name).rest_url}/patroni", timeout=timeout)
+        doc: dict[str, Any] = response.json() if response.ok else {}
+        return doc
+    except (requests.RequestException, ValueError):
+        return {}
+
+
+def streaming_replica(status: dict[str, Any]) -> bool:
+    """True when a member's own ``/patroni`` says it runs as a replica and streams.
+
+    >>> streaming_replica({"state": "running", "role": "replica", "replication_state": "streaming"})
+    True
+    >>> streaming_replica({"state": "starting", "role": "replica"})
+    False
+    """
+    return (status.get("state") == "running" and status.get("role") in ("replica", "sync_standby", "quorum_standby")
+            and status.get("replication_state") == "streaming")
+
+
+def replica_lag(leader_status: dict[str, Any], replica_status: dict[str, Any]) -> int | None:
+    """Bytes the replica has yet to receive, from both members' ``/patroni`` documents.
+
+    >>> replica_lag({"xlog": {"location": 500}}, {"xlog": {"received_location": 420}})
+    80
+    """
+    leader_at = leader_status.get("xlog", {}).get("location")
+    replica_at = replica_status.get("xlog", {}).get("received_location")
+    if not isinstance(leader_at, int) or not isinstance(replica_at, int):
+        return None
+    return max(0, leader_at - replica_at)
+
+
+def role_holder(doc: dict[str, Any] | None, role: str) -> str | None:
+    """The name of the member with ``role`` (``leader``, ``sync_standby``) in a ``/cluster`` document.
+
+    >>> role_holder({"members": [{"name": "pg1", "role": "leader"}]}, "leader")
+    'pg1'
+    """
+    return next((str(m["name"]) for m in (doc or {}).get("members", []) if m.get("role") == role), None)
+
+
+def member_entry(doc: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """The ``/cluster`` entry of member ``name`` (empty when it is not listed)."""
+    return next((m for m in (doc or {}).get("members", []) if m.get("name") == name), {})
+
+
+def pg_member(spec: ClusterSpec, name: str) -> PgMember:
+    return next(m for m in pg_members(spec) if m.name == name)
+
+
+def service_named(spec: ClusterSpec, name: str) -> Service:
+    return next(s for s in bootstrap.all_services(get_engine(spec), spec) if s.name == name)
+
+
+# -- finding our processes ---------------------------------------------------------------------
+
+
+def _ppid(runner: Runner, pid: int) -> int | None:
+    stat = runner.read_file(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    fields = stat.rsplit(b")", 1)[-1].split()
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def child_pids(runner: Runner, parent: int) -> list[int]:
+    """The live children of ``parent``."""
+    entries = runner.list_dir("/proc") or []
+    return [int(e) for e in entries if e.isdigit() and _ppid(runner, int(e)) == parent]
+
+
+def postmaster_pid(runner: Runner, member: PgMember) -> int | None:
+    """The member's postmaster, when its ``postmaster.pid`` points at a live postgres of that data dir."""
+    pid = procs.read_pid(runner, f"{member.data_dir}/postmaster.pid")
+    if pid is not None and procs.pid_matches(runner, pid, member.data_dir):
+        return pid
+    return None
+
+
+def member_pids(provider: Provider, spec: ClusterSpec, name: str) -> list[int]:
+    """Patroni, the postmaster and the postmaster's children of member ``name``."""
+    member, service = pg_member(spec, name), service_named(spec, name)
+    runner = provider.runner(spec, member.host)
+    pids = [p for p in (procs.running_pid(runner, service),) if p is not None]
+    postmaster = postmaster_pid(runner, member)
+    if postmaster is not None:
+        pids += [postmaster, *child_pids(runner, postmaster)]
+    return pids
+
+
+def wal_sender_pids(provider: Provider, spec: ClusterSpec, name: str) -> list[int]:
+    """The WAL sender processes of member ``name``'s postmaster."""
+    member = pg_member(spec, name)
+    runner = provider.runner(spec, member.host)
+    postmaster = postmaster_pid(runner, member)
+    if postmaster is None:
+        return []
+    return [p for p in child_pids(runner, postmaster) if b"walsender" in (runner.read_file(f"/proc/{p}/cmdline") or b"")]
+
+
+def signal_pids(runner: Runner, pids: list[int], signame: str) -> None:
+    if pids:
+        runner.run(["kill", f"-{signame}", *map(str, pids)], check=False)
+
+
+def _gone(runner: Runner, pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(_ppid(runner, p) is None for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# -- the faults --------------------------------------------------------------------------------
+
+
+def crash_member(provider: Provider, spec: ClusterSpec, name: str) -> str:
+    """SIGKILL member ``name``'s Patroni, postmaster and backends, as a host crash would."""
+    member = pg_member(spec, name)
+    runner = provider.runner(spec, member.host)
+    pids = member_pids(provider, spec, name)
+    if not pids:
+        raise DbtierError(f"crash: {name} has no running process to kill")
+    signal_pids(runner, pids, "KILL")
+    state = "all gone" if _gone(runner, pids, 10.0) else "some still exiting"
+    return f"SIGKILL sent to {len(pids)} processes of {name} (Patroni, postmaster, its children): {state}"
+
+
+def freeze_member(provider: Provider, spec: ClusterSpec, name: str) -> list[int]:
+    """SIGSTOP member ``name``'s Patroni, postmaster and backends; return the pids to thaw."""
+    member = pg_member(spec, name)
+    pids = member_pids(provider, spec, name)
+    signal_pids(provider.runner(spec, member.host), pids, "STOP")
+    return pids
+
+
+def thaw(provider: Provider, spec: ClusterSpec, name: str, pids: list[int]) -> str:
+    """SIGCONT the processes :func:`freeze_member` (or :func:`pause_wal_senders`) stopped."""
+    signal_pids(provider.runner(spec, pg_member(spec, name).host), pids, "CONT")
+    return f"SIGCONT sent to {len(pids)} process(es) of {name}"
+
+
+def pause_wal_senders(provider: Provider, spec: ClusterSpec, name: str) -> list[int]:
+    """SIGSTOP the WAL senders of ``name`` so replicas stop receiving; return their pids."""
+    pids = wal_sender_pids(provider, spec, name)
+    signal_pids(provider.runner(spec, pg_member(spec, name).host), pids, "STOP")
+    return pids
+
+
+def kill_service(provider: Provider, spec: ClusterSpec, name: str) -> str:
+    """SIGKILL one service (an etcd member, a replica's Patroni) by its pid file."""
+    service = service_named(spec, name)
+    runner = provider.runner(spec, service.host)
+    pid = procs.running_pid(runner, service)
+    if pid is None:
+        return f"{name} was not running"
+    signal_pids(runner, [pid], "KILL")
+    _gone(runner, [pid], 10.0)
+    return f"SIGKILL sent to {name} (pid {pid})"
+
+
+def restart_service(provider: Provider, spec: ClusterSpec, name: str) -> str:
+    """Start a stopped service again, exactly as provision would."""
+    return bootstrap.ensure_running(provider, spec, service_named(spec, name))
+
+
+def switchover(spec: ClusterSpec, leader: str, candidate: str) -> str:
+    """Ask Patroni for a planned switchover from ``leader`` to ``candidate``."""
+    url = f"{pg_member(spec, leader).rest_url}/switchover"
+    response = requests.post(url, json={"leader": leader, "candidate": candidate}, timeout=60)
+    if response.status_code != 200:
+        text = " ".join(response.text.split())[:200]
+        raise DbtierError(f"switchover {leader} -> {candidate}: Patroni answered {response.status_code}: {text}")
+    return f"switchover {leader} -> {candidate} accepted: {' '.join(response.text.split())[:120]}"
+
+
+def set_synchronous_mode(spec: ClusterSpec, enabled: bool) -> str:
+    """Turn Patroni's ``synchronous_mode`` on or off in the DCS (a dynamic setting)."""
+    for member in pg_members(spec):
+        try:
+            response = requests.patch(f"{member.rest_url}/config", json={"synchronous_mode": enabled}, timeout=10)
+        except requests.RequestException:
+            continue
+        if response.ok:
+            return f"synchronous_mode set to {str(enabled).lower()} through {member.name}"
+    raise DbtierError(f"could not set synchronous_mode to {enabled}: no Patroni member accepted PATCH /config")
+
+
+def synchronous_mode(spec: ClusterSpec) -> bool:
+    """Patroni's current ``synchronous_mode`` (from the DCS through any member)."""
+    for member in pg_members(spec):
+        try:
+            response = requests.get(f"{member.rest_url}/config", timeout=2)
+            if response.ok:
+                return bool(response.json().get("synchronous_mode", False))
+        except (requests.RequestException, ValueError):
+            continue
+    return spec.synchronous_mode

@@ -1,0 +1,77 @@
+"""Failover drill: break the cluster on purpose under a real write load, and judge how it recovered.
+
+    python -m flows.failover_drill --scenario crash [--spec FILE]
+    python -m flows.failover_drill --scenario drill-all [--spec FILE]
+
+Scenarios: crash, freeze, switchover, replica-loss, etcd-member-loss, etcd-quorum-loss.
+Each leaves the cluster healthy; the flow fails when any verdict fails.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from dbtier.drills.settings import SCENARIOS, DrillSettings, drill_settings
+from dbtier.drills.verdict import Verdict
+from dbtier.errors import DrillFailed
+from dbtier.spec import ClusterSpec
+from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._spec import resolve_spec
+from tasks.drills import check_drill_allowed, publish_drill_report, run_drill
+
+ALL = "drill-all"
+
+
+def chosen_scenarios(scenario: str) -> list[str]:
+    """
+    >>> chosen_scenarios("crash")
+    ['crash']
+    >>> len(chosen_scenarios("drill-all")) == len(SCENARIOS)
+    True
+    """
+    if scenario == ALL:
+        return list(SCENARIOS)
+    if scenario not in SCENARIOS:
+        raise DrillFailed(f"scenario: unknown {scenario!r}; choose one of {', '.join(SCENARIOS)} or {ALL}")
+    return [scenario]
+
+
+@flow(name="failover-drill")
+def failover_drill(
+    scenario: str = ALL,
+    spec_path: str | None = None,
+    spec_block: str | None = None,
+    settings: DrillSettings | None = None,
+) -> list[dict[str, Any]]:
+    """Run one scenario (or every one) under write load, publish the report, fail on a failed verdict."""
+    spec = resolve_spec(spec_path, spec_block)
+    chosen = drill_settings(spec, settings)
+    names = chosen_scenarios(scenario)
+    check_drill_allowed(spec, chosen)
+    verdicts: list[Verdict] = [run_drill(spec, name, chosen) for name in names]
+    publish_drill_report(spec, verdicts)
+    failed = [v for v in verdicts if not v.passed]
+    if failed:
+        raise DrillFailed("; ".join(v.sentence for v in failed))
+    get_run_logger().info("cluster %s passed %d drill(s)", spec.name, len(verdicts))
+    return [v.to_dict() for v in verdicts]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = spec_parser("Run a failover drill under write load (exit 1 when the verdict fails).")
+    parser.add_argument("--scenario", required=True, choices=[*SCENARIOS, ALL])
+    args = parser.parse_args(argv)
+
+    def body(spec: ClusterSpec) -> int:
+        for verdict in failover_drill(scenario=args.scenario, spec_path=args.spec):
+            print(f"{verdict['scenario']}: passed (RTO {verdict['rto_s']} s, lost writes {verdict['lost_writes']})")
+        return EXIT_OK
+
+    return run_edge(body, args.spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

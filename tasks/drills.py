@@ -1,0 +1,63 @@
+"""Tasks of the failover drill flow: thin wrappers over :mod:`dbtier.drills`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from blocks.passwords import load_passwords
+from dbtier.drills import scenarios
+from dbtier.drills.settings import DrillSettings, refusal
+from dbtier.drills.verdict import Verdict, markdown_report
+from dbtier.errors import DrillFailed
+from dbtier.spec import ClusterSpec
+
+
+@task(cache_policy=NONE)
+def check_drill_allowed(spec: ClusterSpec, settings: DrillSettings) -> None:
+    """Refuse to drill a production cluster that does not opt in."""
+    why = refusal(settings)
+    if why:
+        raise DrillFailed(f"cluster {spec.name}: {why}")
+    get_run_logger().info("cluster %s may be drilled (production: %s)", spec.name, settings.production)
+
+
+@task(cache_policy=NONE, task_run_name="drill {scenario}")
+def run_drill(spec: ClusterSpec, scenario: str, settings: DrillSettings) -> Verdict:
+    """Run one scenario (never retried: a drill breaks things on purpose) and return its verdict."""
+    result = scenarios.run(spec, scenario, settings, load_passwords(spec).app)
+    logger = get_run_logger()
+    logger.info("%s", result.verdict.sentence)
+    logger.info("evidence (verdict.json, writes.jsonl) saved under %s", result.report_dir)
+    return result.verdict
+
+
+@task(cache_policy=NONE)
+def publish_drill_report(spec: ClusterSpec, verdicts: Sequence[Verdict]) -> None:
+    """The summary table and each drill's timeline as Prefect artifacts."""
+    create_markdown_artifact(
+        key=f"{spec.name}-failover-drill",
+        markdown=markdown_report(spec.name, verdicts),
+        description=f"failover drills on {spec.name}",
+    )
+    create_table_artifact(
+        key=f"{spec.name}-failover-drill-summary",
+        table=[_row(v) for v in verdicts],
+        description=f"failover drill summary for {spec.name}",
+    )
+
+
+def _row(v: Verdict) -> dict[str, object]:
+    return {
+        "scenario": v.scenario,
+        "result": "pass" if v.passed else "FAIL",
+        "rto_s": v.rto_s,
+        "gap_s": v.gap_s,
+        "lost_writes": v.lost_writes,
+        "split_brain": bool(v.split_brain),
+        "leader": f"{v.leader_before} -> {v.leader_after}",
+        "rejoin_s": v.rejoin_s,
+    }
