@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common import provision_plain  # noqa: E402
 from dbtier import bootstrap  # noqa: E402
 from dbtier.drills import scenarios  # noqa: E402
 from dbtier.drills.settings import DrillSettings  # noqa: E402
@@ -47,29 +48,13 @@ def bench_spec(profile: str, synchronous: bool, port_base: int) -> ClusterSpec:
     )
 
 
-def provision(spec: ClusterSpec, passwords: Passwords) -> None:
-    """The provision runbook as plain calls (the flow's steps without Prefect)."""
-    engine, provider = get_engine(spec), get_provider(spec)
-    bootstrap.preflight(engine, provider, spec)
-    bootstrap.prepare_dirs(engine, provider, spec)
-    for service in engine.consensus_services(spec):
-        bootstrap.ensure_running(provider, spec, service)
-    engine.wait_consensus(spec, 60)
-    for service in engine.member_services(spec):
-        bootstrap.write_member_files(engine, provider, spec, service, passwords)
-        bootstrap.ensure_running(provider, spec, service)
-    engine.wait_healthy(spec, 300)
-    engine.create_app_database(spec, passwords)
-    engine.wait_healthy(spec, 300)
-
-
 def run_profile(profile: str, synchronous: bool, crashes: int, switchovers: int, port_base: int) -> list[Verdict]:
     spec = bench_spec(profile, synchronous, port_base)
     engine, provider = get_engine(spec), get_provider(spec)
     passwords = Passwords(*(new_password() for _ in range(4)))
     verdicts: list[Verdict] = []
     try:
-        provision(spec, passwords)
+        provision_plain(spec, passwords)
         for scenario in ["crash"] * crashes + ["switchover"] * switchovers:
             verdict = scenarios.run(spec, scenario, SETTINGS, passwords.app).verdict
             print(f"  {profile:7} {'sync' if synchronous else 'async':5} {verdict.sentence}", flush=True)

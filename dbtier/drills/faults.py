@@ -14,6 +14,7 @@ import requests
 
 from dbtier import bootstrap, procs
 from dbtier.engines.base import get_engine
+from dbtier.engines.postgres import fetch_cluster
 from dbtier.errors import DbtierError
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
@@ -25,17 +26,7 @@ from dbtier.topology import PgMember, pg_members
 
 def cluster_doc(spec: ClusterSpec, avoid: str | None = None, timeout: float = 1.0) -> dict[str, Any] | None:
     """Patroni's ``/cluster`` from the first member that answers, skipping ``avoid`` (a frozen one)."""
-    for member in pg_members(spec):
-        if member.name == avoid:
-            continue
-        try:
-            response = requests.get(f"{member.rest_url}/cluster", timeout=timeout)
-            if response.ok:
-                doc: dict[str, Any] = response.json()
-                return doc
-        except (requests.RequestException, ValueError):
-            continue
-    return None
+    return fetch_cluster(spec, timeout=timeout, avoid=avoid)
 
 
 def member_status(spec: ClusterSpec, name: str, timeout: float = 1.0) -> dict[str, Any]:

@@ -24,9 +24,11 @@ def _member(spec: ClusterSpec, name: str) -> PgMember:
     return next(m for m in pg_members(spec) if m.name == name)
 
 
-def fetch_cluster(spec: ClusterSpec, timeout: float = 2.0) -> dict[str, Any] | None:
-    """Patroni's ``/cluster`` document from the first member that answers."""
+def fetch_cluster(spec: ClusterSpec, timeout: float = 2.0, avoid: str | None = None) -> dict[str, Any] | None:
+    """Patroni's ``/cluster`` document from the first member that answers, skipping ``avoid`` (a frozen one)."""
     for member in pg_members(spec):
+        if member.name == avoid:
+            continue
         try:
             response = requests.get(f"{member.rest_url}/cluster", timeout=timeout)
             if response.ok:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +29,7 @@ from dbtier.spec import ClusterSpec
 from tests.clusters import shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 
 pytestmark = pytest.mark.cluster
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: Short holds so the module stays fast; the Patroni timing is the tests' (ttl 20, loop_wait 2, retry_timeout 5).
 FAST = DrillSettings(rto_budget_s=40, rejoin_budget_s=60, settle_s=1.0, tail_s=0.5, replica_loss_hold_s=4.0,
@@ -149,6 +152,20 @@ def test_a_failed_verdict_fails_the_flow_and_keeps_the_evidence(synchronous_clus
     with open(f"{latest}/writes.jsonl") as fh:
         first = json.loads(fh.readline())
     assert {"id", "sent", "done", "ok"} <= set(first)
+
+
+def test_cli_exits_1_with_one_line_when_the_verdict_fails(synchronous_cluster_under_drill: str) -> None:
+    """An operator's drill by hand: the budget comes from the spec's drills: section via DBTIER_* overrides."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "DBTIER_DRILLS__RTO_BUDGET_S": "0.001"}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.failover_drill", "--scenario", "switchover", "--spec", synchronous_cluster_under_drill],
+        env=env, capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("dbtier: error: ") and "above the budget" in last, last
 
 
 def test_the_report_is_published_and_no_secret_leaks(synchronous_cluster_under_drill: str, spec: ClusterSpec) -> None:

@@ -1,0 +1,33 @@
+"""What the benchmarks share: the provision runbook as plain function calls (no Prefect)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from dbtier import bootstrap  # noqa: E402
+from dbtier.engines.base import get_engine  # noqa: E402
+from dbtier.providers.base import get_provider  # noqa: E402
+from dbtier.secrets import Passwords  # noqa: E402
+from dbtier.spec import ClusterSpec  # noqa: E402
+
+
+def provision_plain(spec: ClusterSpec, passwords: Passwords) -> None:
+    """The provision flow's steps, in its order, as plain calls: the baseline the flow is measured against."""
+    engine, provider = get_engine(spec), get_provider(spec)
+    bootstrap.preflight(engine, provider, spec)
+    bootstrap.prepare_dirs(engine, provider, spec)
+    for service in engine.consensus_services(spec):
+        bootstrap.ensure_running(provider, spec, service)
+    engine.wait_consensus(spec, 60)
+    for service in engine.member_services(spec):
+        bootstrap.write_member_files(engine, provider, spec, service, passwords)
+        bootstrap.ensure_running(provider, spec, service)
+    engine.prepare_replicas(spec, passwords, 300)
+    engine.wait_healthy(spec, 300)
+    engine.create_app_database(spec, passwords)
+    engine.verify_replication(spec, passwords, 60)
