@@ -7,7 +7,7 @@ ttl 20, loop_wait 2, retry_timeout 5) and each replication mode, it provisions a
 three-member cluster (plain function calls, passwords kept in memory, no Prefect), runs N
 crash drills and M switchovers under the drill writer, prints the median and worst RTO and
 the total of lost acknowledged writes, then stops the cluster by pid and wipes it.
-Ports: --port-base (default 20300) to +99.
+Ports: --port-base (default 30100) to +99 (the tests use 20000-20999).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> int:
     parser.add_argument("--switchovers", type=int, default=3)
     parser.add_argument("--profiles", nargs="+", choices=sorted(TIMINGS), default=["default", "tuned"])
     parser.add_argument("--modes", nargs="+", choices=["async", "sync"], default=["async", "sync"])
-    parser.add_argument("--port-base", type=int, default=20300)
+    parser.add_argument("--port-base", type=int, default=30100)
     args = parser.parse_args()
     lines = []
     started = time.monotonic()
