@@ -114,6 +114,83 @@ class SSHSettings(_Model):
         return self
 
 
+class ProxmoxContainer(_Model):
+    """One LXC container of ``provider: proxmox``, with the static IPv4 address it is given."""
+
+    vmid: int = Field(ge=100, le=999_999_999)
+    node: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+    address: str = Field(description="static IPv4 in CIDR form, e.g. 10.0.0.21/24")
+    gateway: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _cidr(cls, address: str) -> str:
+        import ipaddress
+
+        try:
+            iface = ipaddress.IPv4Interface(address)
+        except ValueError:
+            raise ValueError(f"{address!r} is not IPv4 CIDR; write it like 10.0.0.21/24") from None
+        if "/" not in address:
+            raise ValueError(f"{address!r} has no prefix length; write it like {address}/24")
+        return iface.with_prefixlen
+
+    @model_validator(mode="after")
+    def _gateway_on_network(self) -> ProxmoxContainer:
+        import ipaddress
+
+        if self.gateway is None:
+            return self
+        try:
+            gateway = ipaddress.IPv4Address(self.gateway)
+        except ValueError:
+            raise ValueError(f"gateway: {self.gateway!r} is not an IPv4 address; write it like 10.0.0.1") from None
+        network = ipaddress.IPv4Interface(self.address).network
+        if gateway not in network:
+            raise ValueError(f"gateway: {gateway} is outside {network}; use a gateway on the container's network")
+        return self
+
+    @property
+    def ip(self) -> str:
+        """The address without its prefix length: where SSH and the members are reached."""
+        return self.address.split("/")[0]
+
+
+class ProxmoxSettings(_Model):
+    """Where ``provider: proxmox`` creates its LXC containers and how it reaches them over SSH.
+
+    ``layout: single`` puts every member in one container (the seed's layout: one point of
+    failure); ``per-member`` gives member ``i`` the container ``containers[i]``.
+    ``storage``, ``bridge`` and ``template`` default to those of the credentials block.
+    """
+
+    credentials_block: str = Field(description="name of a ProxmoxCredentials block")
+    layout: Literal["single", "per-member"] = "single"
+    containers: list[ProxmoxContainer] = Field(min_length=1)
+    cores: int = Field(4, ge=1, le=8192)
+    memory_mb: int = Field(4096, ge=16)
+    swap_mb: int = Field(512, ge=0)
+    rootfs_gb: int = Field(100, ge=1)
+    storage: str | None = None
+    bridge: str | None = None
+    template: str | None = None
+    ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_credentials_block: str = Field(description="an SSHCredentials block: its public key goes into the containers")
+    ssh_port: int = Field(22, ge=1, le=65535)
+    connect_timeout: int = Field(10, ge=1, le=300)
+    ssh_wait_s: float = Field(120.0, gt=0, description="how long a started container may take to answer SSH")
+    task_timeout_s: float = Field(300.0, gt=0, description="how long one Proxmox task (create, start, destroy) may take")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ProxmoxSettings:
+        for field in ("vmid", "ip"):
+            values = [getattr(ct, field) for ct in self.containers]
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(f"containers: {field} {twice[0]} is given to two containers; each needs its own")
+        return self
+
+
 class DrillSettings(_Model):
     """How hard a drill pushes and what it must achieve (seconds unless named otherwise)."""
 
@@ -145,7 +222,7 @@ class ClusterSpec(_Model):
 
     name: str = "dbtier"
     engine: Literal["postgres"] = "postgres"
-    provider: Literal["local", "ssh"] = "local"
+    provider: Literal["local", "ssh", "proxmox"] = "local"
     members: int = Field(3, ge=1, le=7)
     etcd_members: int | None = Field(None, ge=1, le=7)
     host: str = "127.0.0.1"
@@ -157,6 +234,7 @@ class ClusterSpec(_Model):
     postgresql_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     allowed_client_networks: list[str] = Field(default_factory=list)
     ssh: SSHSettings | None = None
+    proxmox: ProxmoxSettings | None = None
     production: bool = False
     drills: DrillSettings = DrillSettings()
     app: AppDatabase = AppDatabase()
@@ -193,6 +271,14 @@ class ClusterSpec(_Model):
     def _provider_settings(self) -> ClusterSpec:
         if self.provider == "ssh" and self.ssh is None:
             raise ValueError("ssh: provider 'ssh' needs an ssh: section with hosts and a key (see deployments/clusters/ssh.yaml)")
+        if self.provider == "proxmox":
+            if self.proxmox is None:
+                raise ValueError("proxmox: provider 'proxmox' needs a proxmox: section with blocks and containers "
+                                 "(see deployments/clusters/proxmox.yaml)")
+            wanted = 1 if self.proxmox.layout == "single" else self.members
+            if len(self.proxmox.containers) != wanted:
+                raise ValueError(f"proxmox.containers: layout {self.proxmox.layout!r} needs {wanted} container(s) "
+                                 f"for {self.members} members, got {len(self.proxmox.containers)}")
         return self
 
     @model_validator(mode="after")

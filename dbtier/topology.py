@@ -60,9 +60,15 @@ class EtcdMember:
 
 
 def member_host(spec: ClusterSpec, index: int) -> str:
-    """The address of member ``index``: round-robin over the SSH hosts, else ``spec.host`` for all."""
+    """The address of member ``index``: round-robin over the SSH hosts; the static address of its
+    Proxmox container (``containers[index]`` per member, ``containers[0]`` for the single layout);
+    else ``spec.host`` for all.
+    """
     if spec.provider == "ssh" and spec.ssh is not None:
         return spec.ssh.hosts[index % len(spec.ssh.hosts)].address
+    if spec.provider == "proxmox" and spec.proxmox is not None:
+        containers = spec.proxmox.containers
+        return containers[index % len(containers) if spec.proxmox.layout == "per-member" else 0].ip
     return spec.host
 
 

@@ -1,6 +1,9 @@
 """Teardown: stop every process of the cluster by its pid file; keep the data unless --wipe.
 
-    python -m flows.teardown [--spec FILE] [--wipe]
+    python -m flows.teardown [--spec FILE] [--wipe] [--destroy-hosts]
+
+``--destroy-hosts`` (provider proxmox) then stops and destroys the containers dbtier created
+for the cluster, and only those: each carries the tags ``dbtier`` and ``dbtier-<cluster>``.
 """
 
 from __future__ import annotations
@@ -13,19 +16,25 @@ from prefect import flow, get_run_logger
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._spec import resolve_spec
+from tasks.cluster import destroy_hosts as destroy_cluster_hosts
 from tasks.cluster import stop_cluster, wipe_cluster
 
 
 @flow(name="teardown")
-def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: bool = False) -> list[str]:
-    """Stop members, then etcd; with ``wipe`` also delete the cluster's data directory."""
+def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: bool = False,
+             destroy_hosts: bool = False) -> list[str]:
+    """Stop members, then etcd; with ``wipe`` also delete the cluster's data directory; with
+    ``destroy_hosts`` also destroy the containers the proxmox provider created."""
     spec = resolve_spec(spec_path, spec_block)
+    logger = get_run_logger()
     sentences = stop_cluster(spec)
     if wipe:
         wipe_cluster(spec)
         sentences.append(f"wiped {spec.cluster_dir}")
-    else:
-        get_run_logger().info("data kept under %s (pass --wipe to delete it)", spec.cluster_dir)
+    elif not (destroy_hosts and spec.provider == "proxmox"):  # a destroyed container takes its data along
+        logger.info("data kept under %s (pass --wipe to delete it)", spec.cluster_dir)
+    if destroy_hosts:
+        sentences += destroy_cluster_hosts(spec)
     return sentences
 
 
@@ -33,10 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = spec_parser("Stop a dbtier cluster's processes (data kept unless --wipe).")
     parser.add_argument("--wipe", action="store_true", default=os.environ.get("DBTIER_WIPE") == "1",
                         help="also delete the cluster's data directory (or DBTIER_WIPE=1)")
+    parser.add_argument("--destroy-hosts", action="store_true",
+                        help="provider proxmox: also stop and destroy the containers dbtier created (data included)")
     args = parser.parse_args(argv)
 
     def body(spec: ClusterSpec) -> int:
-        for sentence in teardown(spec_path=args.spec, wipe=args.wipe):
+        for sentence in teardown(spec_path=args.spec, wipe=args.wipe, destroy_hosts=args.destroy_hosts):
             print(sentence)
         return EXIT_OK
 

@@ -10,7 +10,7 @@ from prefect.cache_policies import NONE
 
 from blocks.passwords import ensure_passwords, load_passwords
 from dbtier import bootstrap
-from dbtier.errors import SecretError
+from dbtier.errors import ProvisionError, SecretError
 from dbtier.engines.base import ClusterStatus, Engine, get_engine
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, get_provider
@@ -154,3 +154,22 @@ def stop_cluster(spec: ClusterSpec) -> list[str]:
 def wipe_cluster(spec: ClusterSpec) -> None:
     engine, provider = _parts(spec)
     _log(bootstrap.wipe(engine, provider, spec))
+
+
+@task(cache_policy=NONE)
+def destroy_hosts(spec: ClusterSpec) -> list[str]:
+    """Destroy the containers the proxmox provider created for this cluster (only those carrying its tags).
+
+    Not retried: destroying is not a step to repeat blindly.
+    """
+    if spec.provider != "proxmox":
+        sentences = [f"provider {spec.provider}: dbtier did not create these hosts; nothing to destroy"]
+    else:
+        from dbtier.providers.proxmox import ProxmoxProvider
+
+        provider = get_provider(spec)
+        if not isinstance(provider, ProxmoxProvider):  # pragma: no cover - get_provider maps proxmox to it
+            raise ProvisionError(f"provider {provider.name}: cannot destroy hosts")
+        sentences = provider.destroy_hosts(spec)
+    _log(*sentences)
+    return sentences

@@ -98,4 +98,8 @@ def get_provider(spec: ClusterSpec) -> Provider:
         from dbtier.providers.ssh import shared_provider
 
         return shared_provider(spec.ssh)
+    if spec.provider == "proxmox" and spec.proxmox is not None:
+        from dbtier.providers.proxmox import ProxmoxProvider
+
+        return ProxmoxProvider(spec.proxmox)
     raise NotImplementedError(f"provider {spec.provider!r}")  # pragma: no cover - the spec admits only known names

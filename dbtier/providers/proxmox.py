@@ -1,0 +1,266 @@
+"""The Proxmox provider: members in LXC containers that dbtier creates, reached over SSH.
+
+The Proxmox API (:mod:`dbtier.providers.proxmox_api`, proxmoxer) only finds, creates, starts
+and destroys containers. Everything inside a container goes through the SSH provider, so the
+same bootstrap code serves every provider. Containers get static addresses from the spec, so
+where a member lives is known before any container exists (:func:`dbtier.topology.member_host`).
+
+Known LXC traps: an unprivileged container cannot change transparent huge pages, the I/O
+scheduler of a block device or the ``kernel.shm*`` sysctls (they belong to the PVE host's
+kernel). dbtier sets none of them; tune them on the host if a workload needs it.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from dbtier.errors import PreflightError, ProvisionError
+from dbtier.providers import proxmox_api as pve
+from dbtier.providers.base import Completed, Provider, Runner
+from dbtier.providers.ssh import SSHProvider, shared_provider
+from dbtier.spec import ClusterSpec, ProxmoxContainer, ProxmoxSettings, SSHHost, SSHSettings
+
+# -- pure helpers ----------------------------------------------------------------------------------
+
+
+def container_hostname(cluster: str, layout: str, index: int) -> str:
+    """The hostname of container ``index``: the cluster's name, numbered when there is one per member.
+
+    >>> container_hostname("orders", "single", 0), container_hostname("orders", "per-member", 2)
+    ('orders', 'orders-2')
+    """
+    return cluster if layout == "single" else f"{cluster}-{index}"
+
+
+def ssh_settings(settings: ProxmoxSettings) -> SSHSettings:
+    """How the SSH provider reaches the containers: their addresses, the user and key of the spec."""
+    return SSHSettings(
+        hosts=[SSHHost(address=ct.ip, port=settings.ssh_port) for ct in settings.containers],
+        user=settings.ssh_user,
+        credentials_block=settings.ssh_credentials_block,
+        connect_timeout=settings.connect_timeout,
+        install_packages=True,
+    )
+
+
+def container_plan(spec: ClusterSpec, index: int, public_key: str, *, storage: str, bridge: str,
+                   template: str) -> pve.ContainerPlan:
+    """The container ``containers[index]`` as the API creates it; the spec's storage, bridge and
+    template win over the ones given (those of the credentials block)."""
+    settings = _settings(spec)
+    ct = settings.containers[index]
+    return pve.ContainerPlan(
+        hostname=container_hostname(spec.name, settings.layout, index),
+        cluster=spec.name,
+        ostemplate=settings.template or template,
+        ssh_public_key=public_key,
+        vmid=ct.vmid,
+        storage=settings.storage or storage,
+        bridge=settings.bridge or bridge,
+        cores=settings.cores,
+        memory_mb=settings.memory_mb,
+        swap_mb=settings.swap_mb,
+        rootfs_gb=settings.rootfs_gb,
+        ipv4=pve.StaticIPv4(ct.address, ct.gateway),
+    )
+
+
+def container_of(spec: ClusterSpec, host: str) -> tuple[int, ProxmoxContainer]:
+    """The index and entry of the container at address ``host``."""
+    for index, ct in enumerate(_settings(spec).containers):
+        if ct.ip == host:
+            return index, ct
+    raise ProvisionError(f"proxmox.containers: no container has the address {host}")
+
+
+def _settings(spec: ClusterSpec) -> ProxmoxSettings:
+    if spec.proxmox is None:  # pragma: no cover - the spec refuses provider proxmox without it
+        raise PreflightError("proxmox: missing")
+    return spec.proxmox
+
+
+def wait_for_ssh(host: str, port: int, timeout: float, poll: float = 1.0) -> float:
+    """Wait until ``host:port`` greets with an SSH banner; return the seconds it took."""
+    began = time.monotonic()
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(5.0, timeout)) as sock:
+                if sock.recv(64).startswith(b"SSH-"):
+                    return time.monotonic() - began
+        except OSError:
+            pass
+        if time.monotonic() - began >= timeout:
+            raise ProvisionError(f"proxmox: {host}:{port} did not answer SSH within {timeout:g} s of the container "
+                                 "starting; check its address, its bridge and that the template runs sshd")
+        time.sleep(poll)
+
+
+# -- a container that does not run yet --------------------------------------------------------------
+
+
+class AbsentHost(Runner):
+    """The runner of a container that does not exist or run yet: nothing is there to read or stop.
+
+    It lets the flows look before they create (inspect, preflight, teardown); any change fails.
+    """
+
+    def __init__(self, host: str, why: str) -> None:
+        self.host = host
+        self.why = why
+
+    def _refuse(self) -> ProvisionError:
+        return ProvisionError(f"{self.host}: {self.why}; provision creates and starts it first")
+
+    def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120,
+            check: bool = True, input: bytes | None = None) -> Completed:
+        if check:
+            raise self._refuse()
+        return Completed(list(argv), 255, "", self.why)
+
+    def read_file(self, path: str) -> bytes | None:
+        return None
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        raise self._refuse()
+
+    def make_dirs(self, path: str, mode: int = 0o700) -> None:
+        raise self._refuse()
+
+    def list_dir(self, path: str) -> list[str] | None:
+        return None
+
+    def remove_tree(self, path: str) -> None:
+        return None
+
+    def port_in_use(self, port: int) -> bool:
+        return False
+
+
+# -- the provider ----------------------------------------------------------------------------------
+
+
+class ProxmoxProvider(Provider):
+    """Members in the containers listed in ``spec.proxmox``; inside them, the SSH provider does the work."""
+
+    name = "proxmox"
+
+    def __init__(self, settings: ProxmoxSettings) -> None:
+        self.settings = settings
+        self.ssh: SSHProvider = shared_provider(ssh_settings(settings))
+        self._block: Any = None
+        self._client: pve.Client = None
+        self._running: set[str] = set()  # addresses whose container is known to run
+
+    # blocks and clients, loaded once per provider (a provider lives for one task)
+
+    def credentials(self) -> Any:
+        if self._block is None:
+            self._block = load_credentials(self.settings.credentials_block)
+        return self._block
+
+    def client(self) -> pve.Client:
+        if self._client is None:
+            self._client = self.credentials().get_client()
+        return self._client
+
+    def inner(self, spec: ClusterSpec) -> ClusterSpec:
+        """``spec`` as the SSH provider reads it: its ``ssh`` section points at the containers."""
+        return spec.model_copy(update={"ssh": self.ssh_settings})
+
+    @property
+    def ssh_settings(self) -> SSHSettings:
+        return ssh_settings(self.settings)
+
+    def _found(self, spec: ClusterSpec, host: str) -> pve.ContainerRef | None:
+        index, ct = container_of(spec, host)
+        hostname = container_hostname(spec.name, self.settings.layout, index)
+        return pve.find_container(self.client(), vmid=ct.vmid, hostname=hostname)
+
+    def _is_running(self, spec: ClusterSpec, host: str) -> bool:
+        if host not in self._running:
+            found = self._found(spec, host)
+            if found is not None and found.status == "running" and pve.owned_by(found.tags, spec.name):
+                self._running.add(host)
+        return host in self._running
+
+    # the Provider interface
+
+    def runner(self, spec: ClusterSpec, host: str) -> Runner:
+        if self._is_running(spec, host):
+            return self.ssh.runner(self.inner(spec), host)
+        _, ct = container_of(spec, host)
+        return AbsentHost(host, f"CT {ct.vmid} on {ct.node} does not run yet")
+
+    def check_host(self, spec: ClusterSpec, host: str) -> list[str]:
+        """API reachable with this token, the node exists, the vmid is free or ours; then SSH when it runs."""
+        index, ct = container_of(spec, host)
+        where = f"proxmox.containers[{index}]"
+        try:
+            pve.check_node(self.client(), ct.node)
+            found = self._found(spec, host)
+        except pve.ProxmoxError as err:
+            said = err.one_line()
+            if err.status is None and said.startswith("node: "):  # not a node of the cluster: the spec names it
+                return [f"{where}.{said.split('; fix')[0]}; use one of those nodes"]
+            return [said]
+        if found is None or found.status != "running":
+            return []  # prepare_host creates or starts it
+        if not pve.owned_by(found.tags, spec.name):
+            return [f"{where}: CT {found.vmid} ({found.hostname!r} on {found.node}) already exists and dbtier did not "
+                    f"create it for cluster {spec.name}; choose another vmid"]
+        self._running.add(host)
+        return self.ssh.check_host(self.inner(spec), host)
+
+    def installs_packages(self, spec: ClusterSpec) -> bool:
+        return True
+
+    def prepare_host(self, spec: ClusterSpec, host: str) -> str:
+        """Find or create the container, start it, wait for SSH, then set it up like any SSH host."""
+        index, ct = container_of(spec, host)
+        block = self.credentials()
+        plan = container_plan(spec, index, load_public_key(self.settings.ssh_credentials_block),
+                              storage=block.storage, bridge=block.bridge, template=block.template)
+        _, said = pve.ensure_container(self.client(), ct.node, plan, timeout=self.settings.task_timeout_s)
+        waited = wait_for_ssh(ct.ip, self.settings.ssh_port, self.settings.ssh_wait_s)
+        self._running.add(host)
+        done = self.ssh.prepare_host(self.inner(spec), host)
+        return f"{said}; SSH answered after {waited:.1f} s; {done}"
+
+    def destroy_hosts(self, spec: ClusterSpec) -> list[str]:
+        """Stop and destroy every container tagged for this cluster (never one without the tags)."""
+        said = pve.destroy_cluster_containers(self.client(), spec.name, timeout=self.settings.task_timeout_s)
+        self._running.clear()
+        return said or [f"no container tagged {pve.owner_tags(spec.name)[1]} is left to destroy"]
+
+
+# -- blocks ----------------------------------------------------------------------------------------
+
+
+def load_credentials(name: str) -> Any:
+    """The ProxmoxCredentials block ``name``, or a one-line error saying how to create it."""
+    from blocks.proxmox import ProxmoxCredentials
+
+    try:
+        return ProxmoxCredentials.load(name)
+    except ValueError:
+        raise PreflightError(f"proxmox.credentials_block: no ProxmoxCredentials block named {name!r}; save one "
+                             "first (ProxmoxCredentials(api_url=..., token_id=..., token_secret=...).save(name))") from None
+
+
+def load_public_key(name: str) -> str:
+    """The OpenSSH public key line of the private key in the SSHCredentials block ``name``."""
+    from blocks.ssh import SSHCredentials
+
+    pkey = SSHCredentials.load_connect_kwargs(name)["pkey"]
+    return public_key_line(cast(str, pkey.get_name()), cast(str, pkey.get_base64()))
+
+
+def public_key_line(kind: str, base64: str, comment: str = "dbtier") -> str:
+    """
+    >>> public_key_line("ssh-ed25519", "AAAAC3Nz")
+    'ssh-ed25519 AAAAC3Nz dbtier'
+    """
+    return f"{kind} {base64} {comment}"

@@ -1,0 +1,137 @@
+"""Where the proxmox provider puts members and what it asks PVE for, as tables (no network)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dbtier.errors import ProvisionError, SpecError
+from dbtier.providers.proxmox import AbsentHost, container_hostname, container_of, container_plan, ssh_settings
+from dbtier.providers.proxmox_api import StaticIPv4, create_params
+from dbtier.spec import ClusterSpec, build_spec
+from dbtier.topology import etcd_members, member_host
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0ZXN0a2V5 dbtier"
+CONTAINERS = [
+    {"vmid": 301, "node": "pve1", "address": "10.0.0.21/24", "gateway": "10.0.0.1"},
+    {"vmid": 302, "node": "pve2", "address": "10.0.0.22/24"},
+    {"vmid": 303, "node": "pve3", "address": "10.0.0.23/24"},
+]
+
+
+def pve_spec(layout: str = "per-member", members: int = 3, **proxmox: Any) -> ClusterSpec:
+    settings = {"credentials_block": "pve", "ssh_credentials_block": "key", "layout": layout,
+                "containers": CONTAINERS[:members] if layout == "per-member" else CONTAINERS[:1], **proxmox}
+    return build_spec({"name": "orders", "provider": "proxmox", "members": members, "proxmox": settings}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("layout", "members", "hosts"),
+    [
+        ("single", 3, ["10.0.0.21", "10.0.0.21", "10.0.0.21"]),
+        ("single", 1, ["10.0.0.21"]),
+        ("per-member", 3, ["10.0.0.21", "10.0.0.22", "10.0.0.23"]),
+    ],
+)
+def test_member_host_is_the_static_address_of_its_container(layout: str, members: int, hosts: list[str]) -> None:
+    spec = pve_spec(layout, members)
+    assert [member_host(spec, i) for i in range(members)] == hosts
+    assert [e.host for e in etcd_members(spec)] == hosts
+
+
+@pytest.mark.parametrize(
+    ("cluster", "layout", "index", "hostname"),
+    [("orders", "single", 0, "orders"), ("orders", "per-member", 0, "orders-0"), ("pg", "per-member", 2, "pg-2")],
+)
+def test_container_hostnames(cluster: str, layout: str, index: int, hostname: str) -> None:
+    assert container_hostname(cluster, layout, index) == hostname
+
+
+def test_ssh_settings_reach_every_container_with_the_spec_key() -> None:
+    proxmox = pve_spec(ssh_port=2222, ssh_user="admin").proxmox
+    assert proxmox is not None
+    settings = ssh_settings(proxmox)
+    assert [(h.address, h.port) for h in settings.hosts] == [("10.0.0.21", 2222), ("10.0.0.22", 2222), ("10.0.0.23", 2222)]
+    assert (settings.user, settings.credentials_block, settings.install_packages) == ("admin", "key", True)
+
+
+@pytest.mark.parametrize(
+    ("proxmox", "index", "expected"),
+    [
+        ({}, 0, {"hostname": "orders-0", "vmid": 301, "storage": "local-lvm", "bridge": "vmbr0", "cores": 4,
+                 "memory_mb": 4096, "swap_mb": 512, "rootfs_gb": 100, "ipv4": StaticIPv4("10.0.0.21/24", "10.0.0.1")}),
+        ({"storage": "ceph", "bridge": "vmbr1", "template": "nfs:vztmpl/d12.tar.zst", "cores": 8}, 1,
+         {"hostname": "orders-1", "vmid": 302, "storage": "ceph", "bridge": "vmbr1", "cores": 8,
+          "ostemplate": "nfs:vztmpl/d12.tar.zst", "ipv4": StaticIPv4("10.0.0.22/24", None)}),
+    ],
+)
+def test_container_plan_takes_the_spec_over_the_block(proxmox: dict[str, Any], index: int, expected: dict[str, Any]) -> None:
+    plan = container_plan(pve_spec(**proxmox), index, KEY, storage="local-lvm", bridge="vmbr0",
+                          template="local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")
+    assert {k: getattr(plan, k) for k in expected} == expected
+    assert plan.cluster == "orders" and plan.ssh_public_key == KEY
+
+
+def test_the_seed_container_as_create_parameters() -> None:
+    plan = container_plan(pve_spec("single"), 0, KEY, storage="local-lvm", bridge="vmbr0", template="local:vztmpl/d.tar.zst")
+    params = create_params(plan, 301)
+    assert (params["cores"], params["memory"], params["rootfs"]) == (4, 4096, "local-lvm:100")
+    assert params["net0"] == "name=eth0,bridge=vmbr0,ip=10.0.0.21/24,gw=10.0.0.1"
+    assert (params["hostname"], params["tags"]) == ("orders", "dbtier;dbtier-orders")
+
+
+def test_container_of_an_address() -> None:
+    spec = pve_spec()
+    assert container_of(spec, "10.0.0.22")[0] == 1
+    with pytest.raises(ProvisionError, match="no container has the address 10.0.0.99"):
+        container_of(spec, "10.0.0.99")
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"provider": "proxmox"}, "provider 'proxmox' needs a proxmox: section"),
+        ({"proxmox": {"layout": "per-member", "containers": CONTAINERS[:2]}},
+         "proxmox.containers: layout 'per-member' needs 3 container(s) for 3 members, got 2"),
+        ({"proxmox": {"layout": "single", "containers": CONTAINERS}},
+         "proxmox.containers: layout 'single' needs 1 container(s) for 3 members, got 3"),
+        ({"proxmox": {"containers": [{**CONTAINERS[0], "address": "10.0.0.21"}]}}, "has no prefix length"),
+        ({"proxmox": {"containers": [{**CONTAINERS[0], "address": "fe80::1/64"}]}}, "is not IPv4 CIDR"),
+        ({"proxmox": {"containers": [{**CONTAINERS[0], "gateway": "10.9.9.1"}]}}, "gateway: 10.9.9.1 is outside 10.0.0.0/24"),
+        ({"proxmox": {"containers": [{**CONTAINERS[0], "vmid": 99}]}}, "vmid: Input should be greater than or equal to 100"),
+        ({"proxmox": {"layout": "per-member", "containers": [CONTAINERS[0], CONTAINERS[0], CONTAINERS[2]]}},
+         "containers: vmid 301 is given to two containers"),
+        ({"proxmox": {"layout": "sideways"}}, "proxmox.layout: must be 'single' or 'per-member'"),
+        ({"proxmox": {"memory_mb": 8}}, "proxmox.memory_mb: Input should be greater than or equal to 16"),
+    ],
+)
+def test_bad_proxmox_settings_are_refused_in_one_line(data: dict[str, Any], words: str) -> None:
+    base: dict[str, Any] = {"name": "orders", "provider": "proxmox",
+                            "proxmox": {"credentials_block": "pve", "ssh_credentials_block": "key", "containers": CONTAINERS[:1]}}
+    if "proxmox" in data:
+        base["proxmox"] = {**base["proxmox"], **data["proxmox"]}
+    else:
+        base = {k: v for k, v in base.items() if k != "proxmox"}
+    with pytest.raises(SpecError) as err:
+        build_spec(base, environ={})
+    assert words in err.value.one_line(), err.value.one_line()
+
+
+@pytest.mark.parametrize(
+    ("call", "result"),
+    [
+        (lambda r: r.read_file("/x/pid"), None),
+        (lambda r: r.list_dir("/var/lib/dbtier"), None),
+        (lambda r: r.port_in_use(5432), False),
+        (lambda r: r.run(["true"], check=False).rc, 255),
+    ],
+)
+def test_a_container_that_does_not_run_yet_holds_nothing(call: Any, result: Any) -> None:
+    assert call(AbsentHost("10.0.0.21", "CT 301 on pve1 does not run yet")) == result
+
+
+@pytest.mark.parametrize("call", [lambda r: r.run(["true"]), lambda r: r.write_file("/x", b""), lambda r: r.make_dirs("/x")])
+def test_a_container_that_does_not_run_yet_refuses_changes(call: Any) -> None:
+    with pytest.raises(ProvisionError, match="10.0.0.21: CT 301 on pve1 does not run yet; provision creates and starts it first"):
+        call(AbsentHost("10.0.0.21", "CT 301 on pve1 does not run yet"))
