@@ -79,6 +79,18 @@ def test_second_provision_over_ssh_changes_nothing(provisioned: str, spec: Clust
     assert provision(spec_path=provisioned)["changed"] is False
 
 
+@pytest.mark.parametrize("scenario", ["switchover", "crash"])
+def test_drills_run_unchanged_on_the_ssh_cluster(provisioned: str, scenario: str) -> None:
+    from dbtier.spec import DrillSettings
+    from flows.failover_drill import failover_drill
+
+    fast = DrillSettings(rto_budget_s=40, rejoin_budget_s=60, settle_s=1.0, tail_s=0.5, healthy_timeout_s=90)
+    (verdict,) = failover_drill(scenario=scenario, spec_path=provisioned, settings=fast)
+    assert verdict["passed"], verdict["reasons"]
+    assert verdict["leader_changed"] and verdict["split_brain"] == []
+    assert verdict["rto_s"] > 0 and verdict["rejoin_s"] is not None
+
+
 @pytest.mark.parametrize(
     ("settings", "words"),
     [
