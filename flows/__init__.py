@@ -1,1 +1,9 @@
-"""Prefect flows: each reads like the runbook it replaces (``python -m flows.<name>``)."""
+"""Prefect flows: each reads like the runbook it replaces (``python -m flows.<name>``).
+
+dbtier's command lines run a temporary Prefect API by default; it sends no telemetry from
+here unless the user asks for it (``PREFECT_SERVER_ANALYTICS_ENABLED=true``).
+"""
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
