@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from typing import Any
 
@@ -87,10 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"cluster {spec.name}: leader {result['leader']}" + ("" if result["changed"] else " (nothing changed)"))
         print(f"read-write DSN: {result['dsn']}")
-        print(f"password: dbtier password --role app{_spec_flag(args.spec)}   (or PGPASSWORD=$(dbtier password ...))")
+        cli = _dbtier_command()
+        print(f"password: {cli} password --role app{_spec_flag(args.spec)}")
+        print(f'connect:  PGPASSWORD=$({cli} password{_spec_flag(args.spec)}) psql "{result["dsn"]}"')
         return EXIT_OK
 
     return run_edge(body, args.spec)
+
+
+def _dbtier_command() -> str:
+    """``dbtier`` when it is on PATH, else its path in this venv (``.venv/bin/dbtier``)."""
+    if shutil.which("dbtier"):
+        return "dbtier"
+    return os.path.relpath(os.path.join(sys.prefix, "bin", "dbtier"))
 
 
 def _spec_flag(path: str | None) -> str:
