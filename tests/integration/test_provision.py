@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,17 +79,19 @@ def test_row_written_through_dsn_is_read_on_each_replica(provisioned: dict[str, 
     replicas = [m for m in pg_members(spec) if m.pg_port != primary_port]
     assert len(replicas) == 2
     for member in replicas:
-        conninfo = f"host=127.0.0.1 port={member.pg_port} user=app dbname=app"
-        found = None
-        for _ in range(50):
-            with psycopg.connect(conninfo, password=password) as conn:
-                assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
-                found = conn.execute("SELECT note FROM itest_rows WHERE note = 'written through the DSN'").fetchone()
-            if found:
-                break
-            import time
-
-            time.sleep(0.1)
+        conninfo = f"host=127.0.0.1 port={member.pg_port} user=app dbname=app connect_timeout=3"
+        found, recovery = None, None
+        deadline = time.monotonic() + 15
+        while found is None and time.monotonic() < deadline:
+            try:
+                with psycopg.connect(conninfo, password=password) as conn:
+                    recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                    found = conn.execute("SELECT note FROM itest_rows WHERE note = 'written through the DSN'").fetchone()
+            except psycopg.Error:
+                pass  # the table itself may not have replicated yet
+            if found is None:
+                time.sleep(0.1)
+        assert recovery == (True,), member.name
         assert found == ("written through the DSN",), member.name
 
 
@@ -118,6 +121,28 @@ def test_second_provision_changes_nothing(provisioned: dict[str, Any], spec: Clu
     assert result["changed"] is False
     assert _pids(spec) == before
     assert load_passwords(spec).values() == passwords.values()
+
+
+def test_provision_cli_prints_the_member_table_and_a_dsn_without_password(
+    provisioned: dict[str, Any], spec: ClusterSpec
+) -> None:
+    """What a user sees at the end of `make provision` (here on a healthy cluster: nothing changed)."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.provision", "--spec", provisioned["spec_file"]],
+        capture_output=True, text=True, cwd=REPO, timeout=180, env=env, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("name "))
+    assert header.split() == ["name", "role", "state", "timeline", "lag", "ports"]
+    rows = [line.split()[0] for line in lines if line.startswith(("pg", "etcd"))]
+    assert rows == ["pg0", "pg1", "pg2", "etcd0", "etcd1", "etcd2"]
+    assert f"read-write DSN: {client_dsn(spec)}" in lines
+    assert "(nothing changed)" in done.stdout and "password --role app" in done.stdout
+    assert not [s for s in load_passwords(spec).values() if s in done.stdout + done.stderr]
 
 
 def test_status_cli_exit_code_follows_health(provisioned: dict[str, Any], spec: ClusterSpec) -> None:
