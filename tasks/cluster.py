@@ -10,7 +10,7 @@ from prefect.cache_policies import NONE
 
 from blocks.passwords import ensure_passwords, load_passwords
 from dbtier import bootstrap
-from dbtier.errors import ProvisionError, SecretError
+from dbtier.errors import SecretError
 from dbtier.engines.base import ClusterStatus, Engine, get_engine
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, get_provider
@@ -37,8 +37,9 @@ def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
     """Is everything already running, healthy and provisioned? Changes nothing."""
     engine, provider = _parts(spec)
     running = bootstrap.running_services(engine, provider, spec)
+    expected = len(bootstrap.all_services(engine, spec))
     status = engine.status(spec)
-    done = status.health.healthy and len(running) == len(bootstrap.all_services(engine, spec))
+    done = status.health.healthy and len(running) == expected
     if done:
         try:
             passwords = load_passwords(spec)
@@ -46,7 +47,7 @@ def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
             done = False  # ensure_cluster_passwords says what is wrong, in one line
         else:
             done = engine.app_database_present(spec, passwords)
-    _log(f"{len(running)} of {len(bootstrap.all_services(engine, spec))} services running; {status.health.sentence}")
+    _log(f"{len(running)} of {expected} services running; {status.health.sentence}")
     return {"provisioned": done, "rows": status.rows, "leader": status.health.leader}
 
 
@@ -162,14 +163,6 @@ def destroy_hosts(spec: ClusterSpec) -> list[str]:
 
     Not retried: destroying is not a step to repeat blindly.
     """
-    if spec.provider != "proxmox":
-        sentences = [f"provider {spec.provider}: dbtier did not create these hosts; nothing to destroy"]
-    else:
-        from dbtier.providers.proxmox import ProxmoxProvider
-
-        provider = get_provider(spec)
-        if not isinstance(provider, ProxmoxProvider):  # pragma: no cover - get_provider maps proxmox to it
-            raise ProvisionError(f"provider {provider.name}: cannot destroy hosts")
-        sentences = provider.destroy_hosts(spec)
+    sentences = get_provider(spec).destroy_hosts(spec)
     _log(*sentences)
     return sentences

@@ -37,9 +37,8 @@ class Runner(ABC):
         env: Mapping[str, str] | None = None,
         timeout: float = 120,
         check: bool = True,
-        input: bytes | None = None,
     ) -> Completed:
-        """Run ``argv`` to completion (``input`` on its stdin); raise ``CommandFailed`` on a non-zero exit when ``check``."""
+        """Run ``argv`` to completion; raise ``CommandFailed`` on a non-zero exit when ``check``."""
 
     @abstractmethod
     def read_file(self, path: str) -> bytes | None:
@@ -82,6 +81,10 @@ class Provider(ABC):
     def installs_packages(self, spec: ClusterSpec) -> bool:
         """True when :meth:`prepare_host` installs what the hosts need (so a missing binary is not yet an error)."""
         return False
+
+    def destroy_hosts(self, spec: ClusterSpec) -> list[str]:
+        """Destroy the hosts this provider created for the cluster; by default it created none."""
+        return [f"provider {self.name}: dbtier did not create these hosts; nothing to destroy"]
 
     def prepare_host(self, spec: ClusterSpec, host: str) -> str:
         """Install what ``host`` needs (packages, OS user, runtime venv); return a sentence."""

@@ -57,7 +57,6 @@ class LocalRunner(Runner):
         env: Mapping[str, str] | None = None,
         timeout: float = 120,
         check: bool = True,
-        input: bytes | None = None,
     ) -> Completed:
         extra: dict[str, object] = {}
         if self._switch:
@@ -65,8 +64,7 @@ class LocalRunner(Runner):
         try:
             proc = subprocess.run(  # argv is built by dbtier, never a shell string
                 list(argv),
-                input=input.decode() if input is not None else None,
-                stdin=subprocess.DEVNULL if input is None else None,
+                stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
                 env=self._env(env),

@@ -115,7 +115,7 @@ class AbsentHost(Runner):
         return ProvisionError(f"{self.host}: {self.why}; provision creates and starts it first")
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120,
-            check: bool = True, input: bytes | None = None) -> Completed:
+            check: bool = True) -> Completed:
         if check:
             raise self._refuse()
         return Completed(list(argv), 255, "", self.why)

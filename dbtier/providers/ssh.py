@@ -8,7 +8,6 @@ the few that need root (host set-up, creating ``data_root``, wiping) run as root
 
 from __future__ import annotations
 
-import io
 import shlex
 import socket
 import threading
@@ -72,13 +71,12 @@ class SSHRunner(Runner):
         )
         self._lock = threading.Lock()  # one command at a time on this connection (tasks run in threads)
 
-    def _exec(self, argv: Sequence[str], *, input: bytes | None, timeout: float, check: bool) -> Completed:
+    def _exec(self, argv: Sequence[str], *, timeout: float, check: bool) -> Completed:
         command = shlex.join(argv)
         try:
             with self._lock:
                 result = self.conn.run(
-                    command, hide=True, warn=True, timeout=timeout, pty=False,
-                    in_stream=io.StringIO(input.decode()) if input is not None else False,
+                    command, hide=True, warn=True, timeout=timeout, pty=False, in_stream=False
                 )
         except Exception as err:  # noqa: BLE001 - paramiko/invoke raise many types; keep the evidence
             raise describe_connect_error(self.host, self.port, self.login_user, err) from None
@@ -94,13 +92,12 @@ class SSHRunner(Runner):
         env: Mapping[str, str] | None = None,
         timeout: float = 120,
         check: bool = True,
-        input: bytes | None = None,
     ) -> Completed:
         full_env = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", **(env or {})}
-        return self._exec(as_user_argv(argv, self.login_user, self.os_user, full_env), input=input, timeout=timeout, check=check)
+        return self._exec(as_user_argv(argv, self.login_user, self.os_user, full_env), timeout=timeout, check=check)
 
-    def run_as_root(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 900) -> Completed:
-        return self._exec(as_root_argv(argv, self.login_user), input=input, timeout=timeout, check=True)
+    def run_as_root(self, argv: Sequence[str], *, timeout: float = 900) -> Completed:
+        return self._exec(as_root_argv(argv, self.login_user), timeout=timeout, check=True)
 
     def read_file(self, path: str) -> bytes | None:
         done = self.run(["cat", "--", path], check=False)
