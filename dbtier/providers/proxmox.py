@@ -149,7 +149,8 @@ class ProxmoxProvider(Provider):
 
     def __init__(self, settings: ProxmoxSettings) -> None:
         self.settings = settings
-        self.ssh: SSHProvider = shared_provider(ssh_settings(settings))
+        self.ssh_settings = ssh_settings(settings)
+        self.ssh: SSHProvider = shared_provider(self.ssh_settings)
         self._block: Any = None
         self._client: pve.Client = None
         self._running: set[str] = set()  # addresses whose container is known to run
@@ -169,10 +170,6 @@ class ProxmoxProvider(Provider):
     def inner(self, spec: ClusterSpec) -> ClusterSpec:
         """``spec`` as the SSH provider reads it: its ``ssh`` section points at the containers."""
         return spec.model_copy(update={"ssh": self.ssh_settings})
-
-    @property
-    def ssh_settings(self) -> SSHSettings:
-        return ssh_settings(self.settings)
 
     def _found(self, spec: ClusterSpec, host: str) -> pve.ContainerRef | None:
         index, ct = container_of(spec, host)
