@@ -12,7 +12,7 @@ from dbtier.secrets import ROLES, Passwords, block_name, new_password
 from dbtier.spec import ClusterSpec
 
 
-def _load(name: str) -> str | None:
+def load_secret(name: str) -> str | None:
     try:
         block = cast(Secret, Secret.load(name))
     except ValueError:
@@ -27,7 +27,7 @@ def ensure_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
     A cluster that was ``initialised`` with passwords keeps them: a missing block is then an error
     (new passwords would lock Patroni out of its own cluster at the next restart).
     """
-    missing = [block_name(spec, role) for role in ROLES if _load(block_name(spec, role)) is None]
+    missing = [block_name(spec, role) for role in ROLES if load_secret(block_name(spec, role)) is None]
     if missing and initialised:
         raise SecretError(
             f"Secret block {missing[0]} is missing but cluster {spec.name} under {spec.cluster_dir} was "
@@ -54,7 +54,7 @@ def load_passwords(spec: ClusterSpec) -> Passwords:
     """The cluster's passwords from their Secret blocks."""
     values = {}
     for role in ROLES:
-        value = _load(block_name(spec, role))
+        value = load_secret(block_name(spec, role))
         if value is None:
             raise SecretError(
                 f"Secret block {block_name(spec, role)} is missing; run 'python -m flows.provision' to create it"

@@ -80,6 +80,7 @@ def missing_binaries(runner: Runner, spec: ClusterSpec) -> list[str]:
         "binaries.patroni": spec.binaries.patroni,
         "binaries.etcd": spec.binaries.etcd,
         "binaries.pg_bin_dir": f"{spec.binaries.pg_bin_dir}/postgres",
+        "binaries.pgbackrest": spec.binaries.pgbackrest,
     }
     return [
         f"{field}: {path} is missing on {runner.host} or not executable by {spec.os_user!r}; "

@@ -59,3 +59,13 @@ class CommandFailed(DbtierError):
 
 class DrillFailed(DbtierError):
     """A failover drill's verdict failed: lost writes, split brain, RTO over budget, no rejoin."""
+
+
+class BackupError(DbtierError):
+    """A backup, archiving or repository step failed."""
+
+
+class RestoreError(DbtierError):
+    """A restore was refused (bad target, target cluster running) or failed."""
+
+    exit_code = 2

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dbtier.backup.settings import BackupSettings, RestoreSource
 from dbtier.errors import SpecError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +79,7 @@ class Binaries(_Model):
     patroni: str = "/opt/dbtier/venv/bin/patroni"
     etcd: str = "/usr/bin/etcd"
     pg_bin_dir: str = "/usr/lib/postgresql/15/bin"
+    pgbackrest: str = "/usr/bin/pgbackrest"
 
 
 class Timeouts(_Model):
@@ -237,6 +239,8 @@ class ClusterSpec(_Model):
     proxmox: ProxmoxSettings | None = None
     production: bool = False
     drills: DrillSettings = DrillSettings()
+    backup: BackupSettings = BackupSettings()
+    restore_from: RestoreSource | None = None
     app: AppDatabase = AppDatabase()
     binaries: Binaries = Binaries()
     timeouts: Timeouts = Timeouts()
@@ -282,6 +286,19 @@ class ClusterSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _fs_repository_reachable(self) -> ClusterSpec:
+        spread = (self.provider == "ssh" and self.ssh is not None and len({h.address for h in self.ssh.hosts}) > 1) or (
+            self.provider == "proxmox" and self.proxmox is not None and self.proxmox.layout == "per-member"
+        )
+        for i, repo in enumerate(self.backup.repositories):
+            if spread and self.members > 1 and repo.type == "fs" and not repo.shared:
+                raise ValueError(
+                    f"backup.repositories.{i}: an fs repository on members spread over several hosts would split the "
+                    "backups; use an s3 repository, or a shared mount with shared: true"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _etcd_size(self) -> ClusterSpec:
         size = self.etcd_size
         if size % 2 == 0:
@@ -311,6 +328,11 @@ class ClusterSpec(_Model):
     @property
     def cluster_dir(self) -> str:
         return f"{self.data_root}/{self.name}"
+
+    @property
+    def backup_dir(self) -> str:
+        """pgBackRest's config, log and lock files for this cluster."""
+        return f"{self.cluster_dir}/pgbackrest"
 
 
 def port_plan(spec: ClusterSpec) -> list[tuple[str, int]]:

@@ -13,13 +13,14 @@ from typing import Any
 from prefect import flow, get_run_logger, unmapped
 
 from dbtier import bootstrap
-from dbtier.engines.base import get_engine
+from dbtier.engines.base import ClusterStatus, get_engine
 from dbtier.health import format_table
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._spec import resolve_spec
+from tasks.backup import configure_backups, create_stanza, wait_for_restore
 from tasks.cluster import (
     create_app_database,
     ensure_cluster_passwords,
@@ -42,7 +43,6 @@ def provision(spec_path: str | None = None, spec_block: str | None = None) -> di
     """Provision the cluster named by a spec file (or a stored spec block); idempotent."""
     spec = resolve_spec(spec_path, spec_block)
     logger = get_run_logger()
-    engine = get_engine(spec)
     logger.info(
         "cluster %s: %d %s members, %d etcd members, provider %s, data under %s",
         spec.name, spec.members, spec.engine, spec.etcd_size, spec.provider, spec.cluster_dir,
@@ -53,23 +53,39 @@ def provision(spec_path: str | None = None, spec_block: str | None = None) -> di
         publish_member_table(spec, current["rows"], "already healthy; nothing changed")
         return _summary(spec, current["rows"], current["leader"], changed=False)
 
+    status = bring_up(spec)
+    publish_member_table(spec, status.rows, f"healthy; leader {status.health.leader}")
+    return _summary(spec, status.rows, status.health.leader, changed=True)
+
+
+def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> ClusterStatus:
+    """The provision runbook (inside a flow run). With ``source``, the first member restores its backup."""
+    engine = get_engine(spec)
     prepare_hosts(spec)
     preflight_checks(spec)
     ensure_cluster_passwords(spec)
     prepare_data_dirs(spec)
+    configure_backups(spec, source)
     consensus = [s.name for s in engine.consensus_services(spec)]
     members = [s.name for s in engine.member_services(spec)]
     start_service.map(unmapped(spec), consensus).result()
     wait_for_consensus(spec)
     write_member_config.map(unmapped(spec), members).result()
     start_service.map(unmapped(spec), members).result()
+    if source is not None:
+        wait_for_restore(spec)
     prepare_replicas(spec)
     wait_until_healthy(spec)
     create_app_database(spec)
     verify_replication(spec)
-    status = wait_until_healthy(spec)
-    publish_member_table(spec, status.rows, f"healthy; leader {status.health.leader}")
-    return _summary(spec, status.rows, status.health.leader, changed=True)
+    if archiving(spec):
+        create_stanza(spec)
+    return wait_until_healthy(spec)
+
+
+def archiving(spec: ClusterSpec) -> bool:
+    """False for a copy whose spec turns archiving off (the restore drill's throwaway)."""
+    return str(spec.postgresql_parameters.get("archive_mode", "on")).lower() not in ("off", "false")
 
 
 def _summary(spec: ClusterSpec, rows: list[dict[str, Any]], leader: str | None, changed: bool) -> dict[str, Any]:

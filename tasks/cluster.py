@@ -10,6 +10,7 @@ from prefect.cache_policies import NONE
 
 from blocks.passwords import ensure_passwords, load_passwords
 from dbtier import bootstrap
+from dbtier.backup import ops as backup_ops
 from dbtier.errors import SecretError
 from dbtier.engines.base import ClusterStatus, Engine, get_engine
 from dbtier.procs import Service
@@ -39,7 +40,7 @@ def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
     running = bootstrap.running_services(engine, provider, spec)
     expected = len(bootstrap.all_services(engine, spec))
     status = engine.status(spec)
-    done = status.health.healthy and len(running) == expected
+    done = status.health.healthy and len(running) == expected and backup_ops.configured(provider, spec)
     if done:
         try:
             passwords = load_passwords(spec)

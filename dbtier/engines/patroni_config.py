@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from dbtier.backup import pgbackrest
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 from dbtier.topology import PgMember, etcd_members, pg_members
@@ -50,6 +51,7 @@ def pg_hba(spec: ClusterSpec) -> list[str]:
 
 def postgresql_parameters(spec: ClusterSpec) -> dict[str, Any]:
     params = dict(BASE_PARAMETERS)
+    params.update(pgbackrest.archive_parameters(spec))
     params.update(spec.postgresql_parameters)
     return params
 
@@ -81,7 +83,7 @@ def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwo
                     "parameters": postgresql_parameters(spec),
                 },
             },
-            "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
+            **bootstrap_method(spec, member),
         },
         "postgresql": {
             "listen": f"{member.host}:{member.pg_port}",
@@ -94,10 +96,28 @@ def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwo
                 "replication": {"username": REPLICATION_USER, "password": passwords.replication},
                 "rewind": {"username": REWIND_USER, "password": passwords.rewind},
             },
-            "parameters": {"unix_socket_directories": member.socket_dir},
+            "parameters": {
+                "unix_socket_directories": member.socket_dir,
+                "archive_command": pgbackrest.archive_command(spec, member),
+            },
+            "recovery_conf": {"restore_command": pgbackrest.restore_command(spec, member)},
             "pg_hba": pg_hba(spec),
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
+    }
+
+
+def bootstrap_method(spec: ClusterSpec, member: PgMember) -> dict[str, Any]:
+    """How a new cluster's first member comes to life: ``initdb``, or a restore from a backup."""
+    if spec.restore_from is None:
+        return {"initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"]}
+    return {
+        "method": "dbtier_restore",
+        "dbtier_restore": {
+            "command": pgbackrest.restore_bootstrap_command(spec, member),
+            "no_params": True,
+            "keep_existing_recovery_conf": True,
+        },
     }
 
 

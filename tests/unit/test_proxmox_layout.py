@@ -23,7 +23,9 @@ CONTAINERS = [
 def pve_spec(layout: str = "per-member", members: int = 3, **proxmox: Any) -> ClusterSpec:
     settings = {"credentials_block": "pve", "ssh_credentials_block": "key", "layout": layout,
                 "containers": CONTAINERS[:members] if layout == "per-member" else CONTAINERS[:1], **proxmox}
-    return build_spec({"name": "orders", "provider": "proxmox", "members": members, "proxmox": settings}, environ={})
+    backup = {"repositories": [{"type": "s3", "block": "orders-backups"}]}
+    return build_spec({"name": "orders", "provider": "proxmox", "members": members, "proxmox": settings,
+                       "backup": backup}, environ={})
 
 
 @pytest.mark.parametrize(

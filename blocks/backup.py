@@ -1,0 +1,53 @@
+"""The backup secrets of a cluster, read from blocks: S3 repositories and the repository passphrase."""
+
+from __future__ import annotations
+
+import secrets
+
+from prefect.blocks.system import Secret
+
+from blocks.passwords import load_secret
+from dbtier.backup.ops import BackupSecrets
+from dbtier.backup.pgbackrest import S3Target
+from dbtier.errors import SecretError
+from dbtier.spec import ClusterSpec
+
+
+def load_backup_secrets(spec: ClusterSpec, *, create_cipher: bool = False) -> BackupSecrets:
+    """Resolve every S3 repository's block and the cipher passphrase (generated once when asked)."""
+    s3: dict[int, S3Target] = {}
+    for n, repo in enumerate(spec.backup.repositories, start=1):
+        if repo.type != "s3":
+            continue
+        from blocks.s3 import S3Repository  # boto3 only when an S3 repository is configured
+
+        block = S3Repository.load_repository(repo.block)
+        s3[n] = S3Target(
+            bucket=block.bucket,
+            endpoint=block.endpoint,
+            port=block.port,
+            region=block.region,
+            uri_style=block.uri_style,
+            access_key_id=block.access_key_id.get_secret_value(),
+            secret_access_key=block.secret_access_key.get_secret_value(),
+            ca_file=block.ca_file,
+            verify_tls=block.verify_tls,
+        )
+    return BackupSecrets(s3=s3, cipher_pass=_cipher_pass(spec, create_cipher))
+
+
+def _cipher_pass(spec: ClusterSpec, create: bool) -> str | None:
+    name = spec.backup.cipher_block
+    if name is None:
+        return None
+    value = load_secret(name)
+    if value is not None:
+        return value
+    if not create:
+        raise SecretError(
+            f"backup.cipher_block: no Secret block named {name!r}; the repository cannot be read without its "
+            "passphrase: restore the block from your copy"
+        )
+    passphrase = secrets.token_urlsafe(48)
+    Secret(value=passphrase).save(name)
+    return passphrase

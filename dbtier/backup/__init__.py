@@ -1,0 +1,1 @@
+"""Backups, WAL archiving and point-in-time restore with pgBackRest."""

@@ -1,0 +1,289 @@
+"""The backup catalog and the decisions taken on it (pure: data in, data out).
+
+The catalog comes from ``pgbackrest info --output=json``. From it: which type tonight's backup
+takes, what retention keeps, whether a restore target can be reached, and the artifact rows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from dbtier.errors import BackupError, RestoreError
+
+KINDS = ("full", "diff", "incr")
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """One backup set in one repository."""
+
+    label: str
+    kind: str
+    repo: int
+    start: datetime
+    stop: datetime
+    size: int
+    repo_size: int
+    wal_start: str | None
+    wal_stop: str | None
+    reference: tuple[str, ...] = ()
+    error: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return (self.stop - self.start).total_seconds()
+
+    def row(self, verified: str = "") -> dict[str, Any]:
+        """The catalog artifact's row."""
+        return {
+            "label": self.label,
+            "type": self.kind,
+            "repo": self.repo,
+            "start": self.start.isoformat(timespec="seconds"),
+            "duration_s": round(self.duration_s, 1),
+            "size": human_bytes(self.size),
+            "repo_size": human_bytes(self.repo_size),
+            "wal_range": f"{self.wal_start or '?'} .. {self.wal_stop or '?'}",
+            "verified": verified,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["start"] = self.start.isoformat()
+        out["stop"] = self.stop.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every backup of a stanza, oldest first, and the WAL range each repository holds."""
+
+    stanza: str
+    backups: tuple[BackupRecord, ...]
+    wal_min: str | None
+    wal_max: str | None
+    status: str
+
+    def in_repo(self, repo: int) -> list[BackupRecord]:
+        return [b for b in self.backups if b.repo == repo]
+
+    def label(self, label: str) -> BackupRecord | None:
+        return next((b for b in self.backups if b.label == label), None)
+
+
+def _ts(epoch: int | float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def parse_info(doc: list[dict[str, Any]], stanza: str) -> Catalog:
+    """The catalog of ``stanza`` from ``pgbackrest info --output=json``.
+
+    >>> cat = parse_info([{"name": "s", "status": {"message": "ok"}, "archive": [{"min": "A", "max": "B"}],
+    ...   "backup": [{"label": "L", "type": "full", "timestamp": {"start": 0, "stop": 5},
+    ...   "database": {"repo-key": 1}, "info": {"size": 10, "repository": {"delta": 3}},
+    ...   "archive": {"start": "A", "stop": "A"}}]}], "s")
+    >>> (cat.backups[0].label, cat.backups[0].duration_s, cat.wal_max, cat.status)
+    ('L', 5.0, 'B', 'ok')
+    """
+    entry = next((s for s in doc if s.get("name") == stanza), None)
+    if entry is None:
+        return Catalog(stanza, (), None, None, "missing stanza")
+    records = []
+    for item in entry.get("backup", []):
+        info = item.get("info", {})
+        archive = item.get("archive") or {}
+        records.append(
+            BackupRecord(
+                label=item["label"],
+                kind=item["type"],
+                repo=int((item.get("database") or {}).get("repo-key", 1)),
+                start=_ts(item["timestamp"]["start"]),
+                stop=_ts(item["timestamp"]["stop"]),
+                size=int(info.get("size", 0)),
+                repo_size=int((info.get("repository") or {}).get("delta", 0)),
+                wal_start=archive.get("start"),
+                wal_stop=archive.get("stop"),
+                reference=tuple(item.get("reference") or ()),
+                error=bool(item.get("error", False)),
+            )
+        )
+    records.sort(key=lambda b: (b.stop, b.label))
+    archives = entry.get("archive") or []
+    mins = [a["min"] for a in archives if a.get("min")]
+    maxes = [a["max"] for a in archives if a.get("max")]
+    return Catalog(
+        stanza=stanza,
+        backups=tuple(records),
+        wal_min=min(mins) if mins else None,
+        wal_max=max(maxes) if maxes else None,
+        status=str((entry.get("status") or {}).get("message", "")),
+    )
+
+
+def choose_kind(requested: str, backups: list[BackupRecord], now: datetime, full_every_days: float) -> tuple[str, str]:
+    """The backup type to take and why: ``auto`` takes a full when none is recent enough, else a differential.
+
+    >>> t = datetime(2026, 11, 26, tzinfo=timezone.utc)
+    >>> choose_kind("auto", [], t, 7)
+    ('full', 'no full backup yet')
+    >>> choose_kind("incr", [], t, 7)
+    ('incr', 'asked for incr')
+    """
+    if requested != "auto":
+        if requested not in KINDS:
+            raise BackupError(f"kind: {requested!r} is not a backup type; use auto, full, diff or incr")
+        return requested, f"asked for {requested}"
+    fulls = [b for b in backups if b.kind == "full" and not b.error]
+    if not fulls:
+        return "full", "no full backup yet"
+    age = now - fulls[-1].stop
+    if age >= timedelta(days=full_every_days):
+        return "full", f"the newest full ({fulls[-1].label}) is {age.days} day(s) old (full_every_days {full_every_days:g})"
+    return "diff", f"the newest full ({fulls[-1].label}) is {age.total_seconds() / 3600:.1f} h old"
+
+
+def fulls_to_keep(backups: list[BackupRecord], keep_full: int, window_days: float, now: datetime) -> int:
+    """How many full backups expire keeps: ``keep_full``, or more when the window needs an older one.
+
+    Any second of the last ``window_days`` must stay restorable, so the newest full that ended
+    before the window's start is kept too.
+
+    >>> t = datetime(2026, 11, 26, tzinfo=timezone.utc)
+    >>> def full(days_ago): return BackupRecord(f"F{days_ago}", "full", 1, t - timedelta(days=days_ago),
+    ...     t - timedelta(days=days_ago), 0, 0, None, None)
+    >>> fulls_to_keep([full(20), full(10), full(3), full(1)], 2, 7, t)
+    3
+    >>> fulls_to_keep([full(20), full(10), full(3), full(1)], 2, 0, t)
+    2
+    >>> fulls_to_keep([full(3), full(1)], 5, 7, t)
+    5
+    """
+    fulls = [b for b in backups if b.kind == "full" and not b.error]
+    window_start = now - timedelta(days=window_days)
+    needed = keep_full
+    if window_days > 0:
+        older = [i for i, b in enumerate(fulls) if b.stop <= window_start]
+        if older:
+            needed = max(needed, len(fulls) - older[-1])
+    return needed
+
+
+def expired_labels(before: list[BackupRecord], after: list[BackupRecord]) -> list[str]:
+    """Labels present before expire and gone after it."""
+    kept = {b.label for b in after}
+    return [b.label for b in before if b.label not in kept]
+
+
+# ---- restore targets ----------------------------------------------------------------------------
+
+LSN_RE = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+LABEL_RE = re.compile(r"^\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?$")
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """Where recovery stops: ``latest``, a ``time``, an ``lsn``, a restore point ``name``, or a backup ``set``."""
+
+    kind: str
+    value: str = ""
+    at: datetime | None = None
+
+    def describe(self) -> str:
+        return "latest" if self.kind == "latest" else f"{self.kind} {self.value}"
+
+
+def parse_target(text: str) -> RestoreTarget:
+    """Read a target as a user types it.
+
+    >>> parse_target("latest")
+    RestoreTarget(kind='latest', value='', at=None)
+    >>> parse_target("2026-11-26 01:02:03+00").at.isoformat()
+    '2026-11-26T01:02:03+00:00'
+    >>> parse_target("lsn:0/3000028").value
+    '0/3000028'
+    >>> parse_target("name:before-migration").kind
+    'name'
+    >>> parse_target("20261126-010203F").kind
+    'set'
+    """
+    text = text.strip()
+    if text in ("", "latest"):
+        return RestoreTarget("latest")
+    if text.startswith("lsn:"):
+        lsn = text[4:]
+        if not LSN_RE.match(lsn):
+            raise RestoreError(f"target: {lsn!r} is not an LSN; write it like lsn:0/3000028")
+        return RestoreTarget("lsn", lsn.upper())
+    if text.startswith("name:"):
+        name = text[5:]
+        if not name or len(name) > 63:
+            raise RestoreError("target: a restore point name is 1-63 characters; write it like name:before-migration")
+        return RestoreTarget("name", name)
+    if text.startswith("set:") or LABEL_RE.match(text):
+        return RestoreTarget("set", text.removeprefix("set:"))
+    try:
+        at = datetime.fromisoformat(text.replace(" ", "T", 1) if "T" not in text else text)
+    except ValueError:
+        raise RestoreError(
+            f"target: {text!r} is not latest, a time (2026-11-26 01:02:03+00), lsn:X/Y, name:P or a backup label"
+        ) from None
+    if at.tzinfo is None:
+        raise RestoreError(f"target: {text!r} has no time zone; add one, e.g. {text}+00")
+    return RestoreTarget("time", at.isoformat(sep=" "), at.astimezone(timezone.utc))
+
+
+def check_target(target: RestoreTarget, catalog: Catalog, now: datetime) -> str:
+    """Refuse a target no backup can reach, in one line; else say which backup serves it."""
+    usable = [b for b in catalog.backups if not b.error]
+    if not usable:
+        raise RestoreError(f"stanza {catalog.stanza}: no backup to restore from ({catalog.status}); run the backup flow first")
+    if target.kind == "set":
+        if catalog.label(target.value) is None:
+            known = ", ".join(b.label for b in usable[-3:])
+            raise RestoreError(f"target: no backup labelled {target.value!r} in stanza {catalog.stanza}; newest: {known}")
+        return f"backup {target.value}"
+    if target.kind == "time":
+        assert target.at is not None
+        if target.at > now:
+            raise RestoreError(f"target: {target.value} is in the future (now {now.isoformat(sep=' ', timespec='seconds')})")
+        oldest = usable[0]
+        if target.at < oldest.stop:
+            raise RestoreError(
+                f"target: {target.value} is before the oldest backup ends "
+                f"({oldest.label}, {oldest.stop.isoformat(sep=' ', timespec='seconds')}); pick a later time"
+            )
+        base = [b for b in usable if b.stop <= target.at][-1]
+        return f"backup {base.label} + WAL up to {target.value}"
+    return f"backup {usable[-1].label} + WAL ({target.describe()})"
+
+
+def restore_options(target: RestoreTarget, repo: int | None = None) -> list[str]:
+    """pgBackRest restore options for ``target`` (the recovery ends in a promotion).
+
+    >>> restore_options(parse_target("lsn:0/3000028"))
+    ['--type=lsn', '--target=0/3000028', '--target-action=promote']
+    >>> restore_options(parse_target("latest"), repo=2)
+    ['--repo=2']
+    """
+    options = [f"--repo={repo}"] if repo else []
+    if target.kind == "latest":
+        return options
+    if target.kind == "set":
+        return [*options, f"--set={target.value}", "--type=immediate", "--target-action=promote"]
+    return [*options, f"--type={target.kind}", f"--target={target.value}", "--target-action=promote"]
+
+
+def human_bytes(n: int) -> str:
+    """
+    >>> human_bytes(0), human_bytes(1536), human_bytes(172 * 1024 * 1024)
+    ('0 B', '1.5 KiB', '172.0 MiB')
+    """
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover

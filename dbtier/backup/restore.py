@@ -1,0 +1,60 @@
+"""The specs a restore creates (pure): a new cluster beside the source, or a throwaway copy for the drill."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from dbtier.errors import SpecError
+from dbtier.spec import ClusterSpec, format_validation_error
+
+
+def _rebuild(spec: ClusterSpec, **changes: Any) -> ClusterSpec:
+    data = spec.model_dump(mode="json")
+    data.update(changes)
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(f"restore target spec: {format_validation_error(err)}") from None
+
+
+def derive_target(source: ClusterSpec, name: str, port_offset: int) -> ClusterSpec:
+    """The source's spec under another name, every port moved by ``port_offset``.
+
+    >>> t = derive_target(ClusterSpec(), "dbtier-restored", 100)
+    >>> (t.name, t.ports.postgres, t.ports.patroni, t.ports.etcd, t.data_root)
+    ('dbtier-restored', 5532, 8108, 2479, '/var/lib/dbtier')
+    """
+    if name == source.name:
+        raise SpecError(f"target name: {name!r} is the source's own name; pick another (or restore --in-place)")
+    ports = {field: getattr(source.ports, field) + port_offset for field in ("postgres", "patroni", "etcd")}
+    return _rebuild(source, name=name, ports=ports, restore_from=None)
+
+
+def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
+    """The restore drill's copy: one member, one etcd, no archiving, ports moved by the drill's offset.
+
+    >>> t = throwaway_spec(ClusterSpec())
+    >>> (t.name, t.members, t.etcd_size, t.ports.postgres, t.postgresql_parameters["archive_mode"])
+    ('dbtier-drill', 1, 1, 5732, 'off')
+    """
+    drill = source.backup.restore_drill
+    target = derive_target(source, f"{source.name[:25]}-drill", drill.port_offset)
+    params = {**target.postgresql_parameters, "archive_mode": "off"}
+    return _rebuild(target, members=1, etcd_members=1, postgresql_parameters=params, synchronous_mode=False)
+
+
+def with_restore_from(target: ClusterSpec, source: ClusterSpec, config: str, options: list[str], timeout_s: float) -> ClusterSpec:
+    """``target`` set to bootstrap from ``source``'s backup (pgBackRest ``options``) within ``timeout_s``."""
+    timeouts = {**target.timeouts.model_dump(), "healthy": int(max(target.timeouts.healthy, timeout_s))}
+    return _rebuild(
+        target,
+        restore_from={"cluster": source.name, "config": config, "options": options},
+        timeouts=timeouts,
+    )
+
+
+def without_restore_from(spec: ClusterSpec) -> ClusterSpec:
+    """The restored cluster's spec as a normal dbtier cluster (what ``status`` and ``teardown`` take)."""
+    return _rebuild(spec, restore_from=None)

@@ -1,0 +1,87 @@
+"""Backup: one pgBackRest backup per repository, verified, then retention applied.
+
+    python -m flows.backup [--spec FILE] [--kind auto|full|diff|incr] [--repo N]
+
+``auto`` (the nightly deployment's choice) takes a full when the newest full is older than
+``backup.full_every_days`` (7 by default), else a differential.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from dbtier.backup.catalog import human_bytes
+from dbtier.errors import BackupError
+from dbtier.health import format_table
+from dbtier.spec import ClusterSpec
+from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._spec import resolve_spec
+from tasks.backup import (
+    apply_retention,
+    pick_backup_kind,
+    read_catalog,
+    record_rows,
+    take_backup,
+    verify_repository,
+)
+
+
+@flow(name="backup")
+def backup(spec_path: str | None = None, spec_block: str | None = None, kind: str = "auto",
+           repo: int | None = None) -> dict[str, Any]:
+    """Back up the cluster into each repository (or only ``repo``), verify, apply retention, publish the catalog."""
+    spec = resolve_spec(spec_path, spec_block)
+    repos = _repos(spec, repo)
+    before = read_catalog(spec)
+    verified: dict[int, str] = {}
+    expired: list[str] = []
+    for n in repos:
+        chosen = pick_backup_kind(spec, kind, before, n)
+        take_backup(spec, chosen, n)
+        verified[n] = "yes" if verify_repository(spec, n) else "no"
+        expired += apply_retention(spec, n, read_catalog(spec))
+    after = read_catalog(spec)
+    new = [b for b in after.backups if before.label(b.label) is None]
+    rows = record_rows(list(after.backups), verified)
+    total = sum(b.repo_size for b in after.backups)
+    create_table_artifact(
+        key=f"{spec.name}-backups",
+        table=rows,
+        description=f"**{spec.name}**: took {', '.join(b.label for b in new) or 'nothing'}; expired "
+        f"{', '.join(expired) or 'nothing'}; {len(after.backups)} backup(s), {human_bytes(total)} in the repositories; "
+        f"WAL {after.wal_min} .. {after.wal_max}",
+    )
+    get_run_logger().info("took %s; expired %s", [b.label for b in new], expired or "nothing")
+    return {"cluster": spec.name, "taken": [b.as_dict() for b in new], "expired": expired, "catalog": rows}
+
+
+def _repos(spec: ClusterSpec, repo: int | None) -> list[int]:
+    count = len(spec.backup.repositories)
+    if repo is None:
+        return list(range(1, count + 1))
+    if not 1 <= repo <= count:
+        raise BackupError(f"repo: {repo} is not a repository of the spec (1..{count}); see backup.repositories")
+    return [repo]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = spec_parser("Back up a dbtier cluster with pgBackRest, verify it, apply retention.")
+    parser.add_argument("--kind", default="auto", choices=["auto", "full", "diff", "incr"])
+    parser.add_argument("--repo", type=int, default=None, help="only this repository (1-based; default: all)")
+    args = parser.parse_args(argv)
+
+    def body(spec: ClusterSpec) -> int:
+        result = backup(spec_path=args.spec, kind=args.kind, repo=args.repo)
+        print(format_table(result["catalog"]))
+        print(f"\ntook {', '.join(b['label'] for b in result['taken'])}; expired {', '.join(result['expired']) or 'nothing'}")
+        return EXIT_OK
+
+    return run_edge(body, args.spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

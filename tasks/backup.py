@@ -1,0 +1,192 @@
+"""Tasks of the backup, archive health, restore and restore drill flows: thin wrappers over dbtier.backup."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from blocks.backup import load_backup_secrets
+from blocks.passwords import load_passwords
+import yaml
+
+from dbtier import bootstrap
+from dbtier.backup import ops
+from dbtier.backup.archive import ArchiveVerdict, judge_archive
+from dbtier.backup.catalog import (
+    BackupRecord,
+    Catalog,
+    RestoreTarget,
+    check_target,
+    choose_kind,
+    expired_labels,
+    fulls_to_keep,
+)
+from dbtier.engines.base import get_engine
+from dbtier.errors import DbtierError, RestoreError
+from dbtier.providers.base import get_provider
+from dbtier.spec import ClusterSpec
+
+
+def _log(*sentences: str) -> None:
+    logger = get_run_logger()
+    for sentence in sentences:
+        logger.info("%s", sentence)
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
+def configure_backups(spec: ClusterSpec, source: ClusterSpec | None = None) -> None:
+    """pgbackrest.conf on every member host (and the source's, for a restore); S3 buckets checked or created."""
+    secrets = load_backup_secrets(spec, create_cipher=True)
+    theirs = load_backup_secrets(source) if source is not None else None
+    sentences = ops.write_configs(get_provider(spec), spec, secrets, load_passwords(spec).superuser,
+                                  source=source, source_secrets=theirs)
+    _log(*ensure_buckets(spec), *sentences)
+
+
+def ensure_buckets(spec: ClusterSpec) -> list[str]:
+    sentences = []
+    for repo in spec.backup.repositories:
+        if repo.type == "s3":
+            from blocks.s3 import S3Repository  # boto3 only when an S3 repository is configured
+            from dbtier.backup.s3 import ensure_bucket
+
+            block = S3Repository.load_repository(repo.block)
+            sentences.append(ensure_bucket(block.get_boto3_client(), block.bucket, block.region))
+    return sentences
+
+
+@task(cache_policy=NONE, retries=3, retry_delay_seconds=[2, 5, 10])
+def create_stanza(spec: ClusterSpec) -> None:
+    """stanza-create (idempotent) and check: WAL reaches every repository."""
+    _log(ops.create_stanza(get_provider(spec), spec))
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
+def read_catalog(spec: ClusterSpec) -> Catalog:
+    catalog = ops.catalog(get_provider(spec), spec)
+    _log(f"stanza {spec.name}: {len(catalog.backups)} backup(s), WAL {catalog.wal_min} .. {catalog.wal_max}")
+    return catalog
+
+
+@task(cache_policy=NONE)
+def pick_backup_kind(spec: ClusterSpec, requested: str, catalog: Catalog, repo: int) -> str:
+    kind, why = choose_kind(requested, catalog.in_repo(repo), datetime.now(timezone.utc), spec.backup.full_every_days)
+    _log(f"repo{repo}: {kind} backup ({why})")
+    return kind
+
+
+@task(cache_policy=NONE, task_run_name="backup repo{repo}")
+def take_backup(spec: ClusterSpec, kind: str, repo: int) -> str:
+    """Not retried: a failed backup is reported, and the next run takes a new one."""
+    sentence = ops.take_backup(get_provider(spec), spec, kind, repo)
+    _log(sentence)
+    return sentence
+
+
+@task(cache_policy=NONE, task_run_name="verify repo{repo}")
+def verify_repository(spec: ClusterSpec, repo: int) -> str:
+    sentence = ops.verify(get_provider(spec), spec, repo)
+    _log(sentence)
+    return sentence
+
+
+@task(cache_policy=NONE, task_run_name="retention repo{repo}")
+def apply_retention(spec: ClusterSpec, repo: int, before: Catalog) -> list[str]:
+    """Expire what retention no longer keeps; return the labels that went."""
+    retention = spec.backup.retention
+    keep_full = fulls_to_keep(before.in_repo(repo), retention.full, retention.window_days, datetime.now(timezone.utc))
+    provider = get_provider(spec)
+    ops.expire(provider, spec, repo, keep_full, retention.diff)
+    gone = expired_labels(before.in_repo(repo), ops.catalog(provider, spec).in_repo(repo))
+    _log(f"repo{repo}: kept {keep_full} full / {retention.diff} diff; expired {', '.join(gone) or 'nothing'}")
+    return gone
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
+def check_archiving(spec: ClusterSpec) -> str:
+    sentence = ops.check(get_provider(spec), spec)
+    _log(sentence)
+    return sentence
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
+def judge_archiving(spec: ClusterSpec) -> ArchiveVerdict:
+    stats = ops.archiver_stats(spec, load_passwords(spec).superuser)
+    verdict = judge_archive(stats, spec.backup.archive_lag_limit_s)
+    _log(verdict.sentence)
+    return verdict
+
+
+def record_rows(records: list[BackupRecord], verified: dict[int, str]) -> list[dict[str, Any]]:
+    return [r.row(verified.get(r.repo, "")) for r in records]
+
+
+# ---- restore ------------------------------------------------------------------------------------
+
+
+@task(cache_policy=NONE)
+def refuse_existing_target(target: ClusterSpec) -> None:
+    """A restore never lands on a cluster that runs or exists: it would mix two clusters' data."""
+    engine, provider = get_engine(target), get_provider(target)
+    running = bootstrap.running_services(engine, provider, target)
+    if running:
+        raise RestoreError(
+            f"target: cluster {target.name} is running ({', '.join(running)}); restore into a new name, "
+            "or stop it first (python -m flows.teardown)"
+        )
+    if bootstrap.is_initialised(engine, provider, target):
+        raise RestoreError(
+            f"target: cluster {target.name} already exists under {target.cluster_dir}; pick another name "
+            "or remove it first (python -m flows.teardown --wipe)"
+        )
+    _log(f"target {target.name}: nothing runs or exists there yet")
+
+
+@task(cache_policy=NONE)
+def flush_source_wal(source: ClusterSpec) -> str:
+    """When the source still runs, push its current WAL to the repositories (so 'now' is restorable)."""
+    engine, provider = get_engine(source), get_provider(source)
+    if not bootstrap.running_services(engine, provider, source):
+        sentence = f"source {source.name} is not running: restoring from what its repositories hold"
+    else:
+        try:
+            sentence = ops.check(provider, source)
+        except DbtierError as err:
+            sentence = f"source {source.name} could not flush its WAL ({err.one_line()}); restoring from what is archived"
+    _log(sentence)
+    return sentence
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
+def read_source_catalog(target: ClusterSpec, source: ClusterSpec) -> Catalog:
+    catalog = ops.read_source_catalog(get_provider(target), target, source, load_backup_secrets(source))
+    _log(f"source stanza {source.name}: {len(catalog.backups)} backup(s), WAL up to {catalog.wal_max}")
+    return catalog
+
+
+@task(cache_policy=NONE)
+def check_restore_target(target: RestoreTarget, catalog: Catalog) -> str:
+    sentence = check_target(target, catalog, datetime.now(timezone.utc))
+    _log(f"restore target {target.describe()}: from {sentence}")
+    return sentence
+
+
+@task(cache_policy=NONE)
+def wait_for_restore(spec: ClusterSpec) -> str:
+    sentence = ops.wait_for_restore(get_provider(spec), spec, spec.timeouts.healthy)
+    _log(sentence)
+    return sentence
+
+
+@task(cache_policy=NONE)
+def save_cluster_spec(spec: ClusterSpec) -> str:
+    """Write the restored cluster's spec beside its data, for ``dbtier status --spec`` and teardown."""
+    path = f"{spec.cluster_dir}/cluster-spec.yaml"
+    text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    for host in bootstrap.cluster_hosts(get_engine(spec), spec):
+        get_provider(spec).runner(spec, host).write_file(path, text.encode(), 0o644)
+    _log(f"spec of {spec.name} saved: {path}")
+    return path
