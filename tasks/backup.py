@@ -13,7 +13,7 @@ from blocks.passwords import load_passwords
 import yaml
 
 from dbtier import bootstrap
-from dbtier.backup import ops
+from dbtier.backup import drill, ops
 from dbtier.backup.archive import ArchiveVerdict, judge_archive
 from dbtier.backup.catalog import (
     BackupRecord,
@@ -24,6 +24,7 @@ from dbtier.backup.catalog import (
     expired_labels,
     fulls_to_keep,
 )
+from dbtier.backup.drill import CopyChecks, Marker
 from dbtier.engines.base import get_engine
 from dbtier.errors import DbtierError, RestoreError
 from dbtier.providers.base import get_provider
@@ -190,3 +191,30 @@ def save_cluster_spec(spec: ClusterSpec) -> str:
         get_provider(spec).runner(spec, host).write_file(path, text.encode(), 0o644)
     _log(f"spec of {spec.name} saved: {path}")
     return path
+
+
+# ---- restore drill ------------------------------------------------------------------------------
+
+
+@task(cache_policy=NONE)
+def clear_throwaway(copy: ClusterSpec) -> None:
+    """A copy left by an interrupted drill is the drill's own: stop and remove it."""
+    engine, provider = get_engine(copy), get_provider(copy)
+    if bootstrap.running_services(engine, provider, copy) or bootstrap.is_initialised(engine, provider, copy):
+        _log(*bootstrap.stop_services(engine, provider, copy), bootstrap.wipe(engine, provider, copy))
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
+def write_restore_marker(spec: ClusterSpec) -> Marker:
+    marker = drill.write_marker(spec, load_passwords(spec).app)
+    _log(f"drill {marker.drill_id}: {marker.before} marker rows before {marker.at.isoformat(sep=' ')}, "
+         f"{marker.after} after it")
+    return marker
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
+def check_restored_copy(spec: ClusterSpec, marker: Marker) -> CopyChecks:
+    checks = drill.check_copy(spec, load_passwords(spec).superuser, marker)
+    _log(f"copy holds {checks.found_before} + {checks.found_after} marker rows; amcheck {checks.amcheck}; "
+         f"query {checks.query}")
+    return checks

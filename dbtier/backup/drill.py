@@ -1,0 +1,141 @@
+"""The restore drill: marker rows written before and after a target time, checks on the restored copy,
+and the verdict (pure) on what the copy holds."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dbtier.engines.postgres import connect
+from dbtier.spec import ClusterSpec
+from dbtier.topology import client_dsn
+
+MARKER_TABLE = "dbtier_restore_drill"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """Rows the drill wrote: ``before`` of them committed before ``at``, ``after`` of them after it."""
+
+    drill_id: str
+    before: int
+    after: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class CopyChecks:
+    """What the drill found on the restored copy."""
+
+    found_before: int
+    found_after: int
+    amcheck: str
+    amcheck_ok: bool
+    query: str
+    query_ok: bool
+
+
+@dataclass(frozen=True)
+class DrillVerdict:
+    passed: bool
+    sentences: list[str] = field(default_factory=list)
+
+    def markdown(self, title: str, facts: dict[str, Any]) -> str:
+        lines = [f"# {title}: {'PASSED' if self.passed else 'FAILED'}", ""]
+        lines += [f"- {k}: {v}" for k, v in facts.items()]
+        lines += ["", *(f"- {s}" for s in self.sentences)]
+        return "\n".join(lines) + "\n"
+
+
+def judge_copy(marker: Marker, checks: CopyChecks, expect: str, restore_s: float, budget_s: float) -> DrillVerdict:
+    """Did the copy hold exactly what the target promises, pass its checks, and come up in time?
+
+    ``expect``: ``marker`` (restored to the marker's time: only the rows before it), ``latest``
+    (every row), or ``any`` (a target the drill cannot predict: counts are reported, not judged).
+
+    >>> from datetime import timezone
+    >>> m = Marker("d", 100, 10, datetime(2026, 11, 26, tzinfo=timezone.utc))
+    >>> judge_copy(m, CopyChecks(100, 0, "3 indexes", True, "none", True), "marker", 12.0, 900).passed
+    True
+    >>> v = judge_copy(m, CopyChecks(100, 10, "3 indexes", True, "none", True), "marker", 12.0, 900)
+    >>> v.passed, v.sentences[0]
+    (False, 'marker rows: 100 of 100 written before the target, 10 of 10 written after it (expected 100 and 0)')
+    """
+    wanted = {"marker": (marker.before, 0), "latest": (marker.before, marker.after)}.get(expect)
+    sentences = []
+    rows_ok = True
+    counts = (f"marker rows: {checks.found_before} of {marker.before} written before the target, "
+              f"{checks.found_after} of {marker.after} written after it")
+    if wanted is None:
+        sentences.append(counts + " (not judged for this target)")
+    else:
+        rows_ok = (checks.found_before, checks.found_after) == wanted
+        sentences.append(counts + ("" if rows_ok else f" (expected {wanted[0]} and {wanted[1]})"))
+    sentences.append(f"amcheck: {checks.amcheck}")
+    sentences.append(f"check query: {checks.query}")
+    in_time = restore_s <= budget_s
+    sentences.append(f"restored and healthy in {restore_s:.1f} s (budget {budget_s:.0f} s)")
+    return DrillVerdict(rows_ok and checks.amcheck_ok and checks.query_ok and in_time, sentences)
+
+
+def write_marker(spec: ClusterSpec, app_password: str, before: int = 100, after: int = 10) -> Marker:
+    """Write ``before`` rows, take the server's time, then write ``after`` rows (on the primary)."""
+    drill_id = uuid.uuid4().hex[:12]
+    with connect(client_dsn(spec), app_password) as conn:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (drill_id text, phase text, n int, "
+            "written_at timestamptz DEFAULT clock_timestamp())"
+        )
+        insert = f"INSERT INTO {MARKER_TABLE} (drill_id, phase, n) SELECT %s, %s, g FROM generate_series(1, %s) g"
+        conn.execute(insert, (drill_id, "before", before))
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+        assert row is not None
+        time.sleep(0.2)
+        conn.execute(insert, (drill_id, "after", after))
+    return Marker(drill_id, before, after, row[0])
+
+
+def check_copy(spec: ClusterSpec, superuser_password: str, marker: Marker) -> CopyChecks:
+    """Count the marker rows on the restored copy, run amcheck on its B-tree indexes and the spec's query."""
+    dsn = client_dsn(spec, "postgres", spec.app.database)
+    with connect(dsn, superuser_password) as conn:
+        counts = dict(conn.execute(
+            f"SELECT phase, count(*) FROM {MARKER_TABLE} WHERE drill_id = %s GROUP BY phase", (marker.drill_id,)
+        ).fetchall())
+        amcheck, amcheck_ok = _amcheck(conn)
+        query, query_ok = _user_query(conn, spec.backup.restore_drill.check_query)
+    return CopyChecks(int(counts.get("before", 0)), int(counts.get("after", 0)), amcheck, amcheck_ok, query, query_ok)
+
+
+def _amcheck(conn: Any) -> tuple[str, bool]:
+    import psycopg
+
+    try:
+        if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'").fetchone():
+            return "skipped: the amcheck extension is not installed", True
+        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        indexes = [r[0] for r in conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence <> 't' AND i.indisready"
+        ).fetchall()]
+        for name in indexes:
+            conn.execute("SELECT bt_index_check(%s::regclass, true)", (name,))
+    except psycopg.Error as err:
+        return f"failed: {' '.join(str(err).split())[:200]}", False
+    return f"{len(indexes)} B-tree indexes consistent (bt_index_check with heapallindexed)", True
+
+
+def _user_query(conn: Any, query: str | None) -> tuple[str, bool]:
+    import psycopg
+
+    if not query:
+        return "none given (backup.restore_drill.check_query)", True
+    try:
+        row = conn.execute(query).fetchone()
+    except psycopg.Error as err:
+        return f"failed: {' '.join(str(err).split())[:200]}", False
+    ok = bool(row and row[0] is True)
+    return ("returned true" if ok else f"returned {row[0] if row else 'no row'!r}, not true"), ok

@@ -1,0 +1,88 @@
+"""Restore drill: prove, on a schedule, that the backups restore.
+
+    python -m flows.restore_drill [--spec FILE] [--target marker|latest|TIME|...]   exit 0 passed, 1 failed
+
+Writes marker rows into the source, takes the time, writes more; restores (by default) to that
+time into a throwaway one-member copy (``<name>-drill``, ports + backup.restore_drill.port_offset,
+archiving off); checks that exactly the rows before the time are there, runs amcheck on every
+B-tree index and the spec's ``check_query``; publishes the verdict and the restore time; removes
+the copy, whatever happened.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from dbtier.backup.catalog import RestoreTarget, parse_target, restore_options
+from dbtier.backup.drill import judge_copy
+from dbtier.backup.ops import source_config_path
+from dbtier.backup.restore import throwaway_spec, with_restore_from
+from dbtier.errors import DrillFailed
+from dbtier.spec import ClusterSpec
+from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._spec import resolve_spec
+from flows.provision import bring_up
+from tasks.backup import (
+    check_restore_target,
+    check_restored_copy,
+    clear_throwaway,
+    flush_source_wal,
+    read_source_catalog,
+    write_restore_marker,
+)
+from tasks.cluster import stop_cluster, wipe_cluster
+
+
+@flow(name="restore-drill")
+def restore_drill(spec_path: str | None = None, spec_block: str | None = None, target: str = "marker") -> dict[str, Any]:
+    """Restore into a throwaway copy, check it, remove it; fail (DrillFailed) on a failed verdict."""
+    source = resolve_spec(spec_path, spec_block)
+    copy = throwaway_spec(source)
+    clear_throwaway(copy)
+    marker = write_restore_marker(source)
+    flush_source_wal(source)
+    wanted = RestoreTarget("time", marker.at.isoformat(sep=" "), marker.at) if target == "marker" else parse_target(target)
+    served_by = check_restore_target(wanted, read_source_catalog(copy, source))
+    spec = with_restore_from(copy, source, source_config_path(copy), restore_options(wanted),
+                             source.backup.restore_drill.timeout_s)
+    started = time.monotonic()
+    try:
+        bring_up(spec, source)
+        restore_s = time.monotonic() - started
+        checks = check_restored_copy(spec, marker)
+    finally:
+        stop_cluster(spec)
+        wipe_cluster(spec)
+    expect = target if target in ("marker", "latest") else "any"
+    verdict = judge_copy(marker, checks, expect, restore_s, source.backup.restore_drill.timeout_s)
+    facts = {"source": source.name, "target": wanted.describe(), "from": served_by, "copy": f"{copy.name} (removed)",
+             "restore_s": round(restore_s, 1)}
+    create_markdown_artifact(key=f"{source.name}-restore-drill", markdown=verdict.markdown("Restore drill", facts))
+    for sentence in verdict.sentences:
+        get_run_logger().info("%s", sentence)
+    if not verdict.passed:
+        raise DrillFailed(f"restore drill of {source.name} failed: " + "; ".join(verdict.sentences))
+    return {**facts, "passed": verdict.passed, "verdict": verdict.sentences}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = spec_parser("Restore the latest backup into a throwaway copy, check it, remove it.")
+    parser.add_argument("--target", default="marker",
+                        help="marker (the drill's own time, default) | latest | a time | lsn:X/Y | name:P | a label")
+    args = parser.parse_args(argv)
+
+    def body(spec: ClusterSpec) -> int:
+        result = restore_drill(spec_path=args.spec, target=args.target)
+        print("\n".join([f"restore drill of {result['source']}: PASSED in {result['restore_s']} s", *result["verdict"]]))
+        return EXIT_OK
+
+    return run_edge(body, args.spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
