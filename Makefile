@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SPEC_ARG := $(if $(SPEC),--spec $(SPEC),)
 WIPE_ARG := $(if $(filter 1 yes true,$(WIPE)),--wipe,)
 
-.PHONY: setup provision test teardown status bench lint
+.PHONY: setup provision test teardown status bench lint backup archive-health restore restore-drill serve bench-backup
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,27 @@ status: setup
 
 bench: setup
 	$(PY) bench/provision.py
+
+bench-backup: setup
+	$(PY) bench/backup.py
+
+backup: setup
+	$(PY) -m flows.backup $(SPEC_ARG) $(if $(KIND),--kind $(KIND),)
+
+archive-health: setup
+	$(PY) -m flows.archive_health $(SPEC_ARG)
+
+# make restore TARGET='2026-11-26 01:02:03+00' [INTO=name]  (a new cluster; the source is never touched)
+restore: setup
+	$(PY) -m flows.restore $(SPEC_ARG) --target "$(or $(TARGET),latest)" $(if $(INTO),--into $(INTO),)
+
+restore-drill: setup
+	$(PY) -m flows.restore_drill $(SPEC_ARG)
+
+# Serve the scheduled deployments (nightly backup, archive health, weekly restore drill, monthly failover drill)
+# of one cluster on this machine; with PREFECT_API_URL set they show in that server's UI.
+serve: setup
+	$(PY) -m deployments.serve --spec $(or $(SPEC),deployments/clusters/default.yaml)
 
 lint: setup
 	$(VENV)/bin/ruff check dbtier flows tasks blocks tests bench

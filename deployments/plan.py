@@ -13,6 +13,9 @@ from typing import Any
 from dbtier.spec import ClusterSpec
 
 MONTHLY_DRILL_CRON = "0 3 1 * *"  # 03:00 on the 1st of every month
+NIGHTLY_BACKUP_CRON = "0 2 * * *"  # 02:00 every night (the seed's schedule)
+ARCHIVE_HEALTH_CRON = "*/5 * * * *"  # every 5 minutes
+WEEKLY_RESTORE_DRILL_CRON = "0 4 * * 0"  # 04:00 every Sunday, after that night's backup
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,26 @@ def drill_deployment(spec: ClusterSpec, spec_path: str) -> PlannedDeployment:
     )
 
 
+def backup_deployments(spec: ClusterSpec, spec_path: str) -> list[PlannedDeployment]:
+    """Nightly backup (kind auto: full weekly, differential otherwise), archive health, weekly restore drill.
+
+    The restore drill touches only a throwaway copy, so it stays on for production clusters too.
+
+    >>> [(d.flow, d.cron) for d in backup_deployments(ClusterSpec(), "c.yaml")]
+    [('backup', '0 2 * * *'), ('archive_health', '*/5 * * * *'), ('restore_drill', '0 4 * * 0')]
+    """
+    params = {"spec_path": spec_path}
+    return [
+        PlannedDeployment(f"{spec.name}-backup-nightly", "backup", NIGHTLY_BACKUP_CRON, True, {**params, "kind": "auto"}),
+        PlannedDeployment(f"{spec.name}-archive-health", "archive_health", ARCHIVE_HEALTH_CRON, True, dict(params)),
+        PlannedDeployment(f"{spec.name}-restore-drill-weekly", "restore_drill", WEEKLY_RESTORE_DRILL_CRON, True,
+                          {**params, "target": "marker"}),
+    ]
+
+
 def plan(specs: dict[str, ClusterSpec]) -> list[PlannedDeployment]:
     """Every scheduled deployment for the given clusters (spec path -> spec)."""
-    return [drill_deployment(spec, path) for path, spec in sorted(specs.items())]
+    planned: list[PlannedDeployment] = []
+    for path, spec in sorted(specs.items()):
+        planned += [drill_deployment(spec, path), *backup_deployments(spec, path)]
+    return planned

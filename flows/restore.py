@@ -60,11 +60,11 @@ def restore(
         refuse_existing_target(base)
     flushed = flush_source_wal(source) if not in_place else "in place: the source is stopped"
     catalog = read_source_catalog(base, source)
-    served_by = check_restore_target(wanted, catalog)
+    served_by = check_restore_target(wanted, catalog, repo)
     if in_place:
         wipe_cluster(source)
     spec = with_restore_from(base, source, source_config_path(base), restore_options(wanted, repo),
-                             source.backup.restore_drill.timeout_s)
+                             source.backup.restore_timeout_s)
     started = time.monotonic()
     status = bring_up(spec, source)
     elapsed = time.monotonic() - started

@@ -50,6 +50,8 @@ class ArchiverStats:
     failed_count: int
     last_failed_wal: str | None
     last_failed_time: datetime | None
+    ready_count: int = 0
+    oldest_ready: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -65,17 +67,21 @@ class ArchiveVerdict:
 
 
 def judge_archive(stats: ArchiverStats, lag_limit_s: float) -> ArchiveVerdict:
-    """Is archiving keeping up? Lag is the age of the oldest finished WAL file not archived yet.
+    """Is archiving keeping up? Lag is the age of the oldest finished WAL file not archived yet
+    (its ``.ready`` file in ``archive_status``).
 
     The current file is not finished (``archive_timeout`` closes it), so an idle primary whose
     last archive is old is not lagging. A failure newer than the last success is a failure.
+
+    >>> from datetime import timedelta, timezone
+    >>> t = datetime(2026, 11, 26, 3, tzinfo=timezone.utc)
+    >>> idle = ArchiverStats(t, "000000010000000000000009", 8, "000000010000000000000008", t - timedelta(hours=1),
+    ...                      0, None, None, ready_count=1, oldest_ready=t - timedelta(seconds=2))
+    >>> judge_archive(idle, 300).lag_s   # an hour-old last archive, but the waiting file finished 2 s ago
+    2.0
     """
-    if stats.last_archived_wal is None:
-        pending = 0 if stats.failed_count == 0 else 1
-        lag = 0.0
-    else:
-        pending = max(0, segments_between(stats.last_archived_wal, stats.current_wal) - 1)
-        lag = (stats.now - stats.last_archived_time).total_seconds() if pending and stats.last_archived_time else 0.0
+    pending = stats.ready_count
+    lag = (stats.now - stats.oldest_ready).total_seconds() if stats.oldest_ready is not None else 0.0
     failing = stats.last_failed_time is not None and (
         stats.last_archived_time is None or stats.last_failed_time > stats.last_archived_time
     )

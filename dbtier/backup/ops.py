@@ -114,10 +114,11 @@ def streaming_replica(spec: ClusterSpec, primary: PgMember) -> PgMember:
     )
 
 
-def run(provider: Provider, spec: ClusterSpec, member: PgMember, argv: list[str], timeout: float = 3600) -> Completed:
+def run(provider: Provider, spec: ClusterSpec, member: PgMember, argv: list[str], timeout: float | None = None) -> Completed:
     """Run a pgBackRest command on ``member``'s host; it connects with the cluster's pgpass."""
     runner = provider.runner(spec, member.host)
-    return runner.run(argv, env={"PGPASSFILE": pgbackrest.pgpass_path(spec)}, timeout=timeout)
+    limit = spec.backup.command_timeout_s if timeout is None else timeout
+    return runner.run(argv, env={"PGPASSFILE": pgbackrest.pgpass_path(spec)}, timeout=limit)
 
 
 def create_stanza(provider: Provider, spec: ClusterSpec) -> str:
@@ -197,7 +198,10 @@ def archiver_stats(spec: ClusterSpec, superuser_password: str) -> ArchiverStats:
             "SELECT now(), pg_walfile_name(pg_current_wal_lsn()), archived_count, last_archived_wal, "
             "last_archived_time, failed_count, last_failed_wal, last_failed_time FROM pg_stat_archiver"
         ).fetchone()
-    assert row is not None
+        ready = conn.execute(
+            "SELECT count(*), min(modification) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
+        ).fetchone()
+    assert row is not None and ready is not None
     now, current, archived, last_wal, last_time, failed, failed_wal, failed_time = row
     return ArchiverStats(
         now=now or datetime.now(timezone.utc),
@@ -208,6 +212,8 @@ def archiver_stats(spec: ClusterSpec, superuser_password: str) -> ArchiverStats:
         failed_count=failed,
         last_failed_wal=failed_wal,
         last_failed_time=failed_time,
+        ready_count=int(ready[0]),
+        oldest_ready=ready[1],
     )
 
 

@@ -84,6 +84,8 @@ class BackupSettings(_Model):
     archive_lag_limit_s: int = Field(300, ge=1, description="archive health fails when WAL waits longer than this")
     full_every_days: float = Field(7.0, gt=0, description="type 'auto' takes a full when the newest full is older")
     from_replica: bool = Field(False, description="copy the data files from a replica (backup-standby)")
+    command_timeout_s: int = Field(6 * 3600, ge=60, description="a backup, verify or expire running longer is stopped")
+    restore_timeout_s: int = Field(6 * 3600, ge=60, description="how long a restore may take to be promoted and healthy")
     retention: Retention = Retention()
     restore_drill: RestoreDrillSettings = RestoreDrillSettings()
 

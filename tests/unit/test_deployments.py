@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 import yaml
 
 from dbtier.spec import build_spec
-from deployments.plan import MONTHLY_DRILL_CRON, plan
+from deployments.plan import (
+    ARCHIVE_HEALTH_CRON,
+    MONTHLY_DRILL_CRON,
+    NIGHTLY_BACKUP_CRON,
+    WEEKLY_RESTORE_DRILL_CRON,
+    plan,
+)
 from deployments.serve import load_plan
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -24,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
     ],
 )
 def test_monthly_drill_is_off_for_production_unless_it_opts_in(fields: dict[str, object], active: bool) -> None:
-    [drill] = plan({"c.yaml": build_spec(fields, environ={})})
+    [drill] = [d for d in plan({"c.yaml": build_spec(fields, environ={})}) if d.flow == "failover_drill"]
     assert (drill.cron, drill.active, drill.parameters["scenario"]) == (MONTHLY_DRILL_CRON, active, "drill-all")
     assert drill.parameters["spec_path"] == "c.yaml"
 
@@ -36,7 +43,39 @@ def test_every_sample_cluster_gets_a_drill_deployment() -> None:
 
 def test_prefect_yaml_schedules_the_monthly_drill() -> None:
     doc = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
-    [drill] = [d for d in doc["deployments"] if d["parameters"]["scenario"] == "drill-all"]
+    [drill] = [d for d in doc["deployments"] if d["parameters"].get("scenario") == "drill-all"]
     assert drill["entrypoint"] == "flows/failover_drill.py:failover_drill"
     assert drill["schedules"][0]["cron"] == MONTHLY_DRILL_CRON
     assert (REPO / drill["parameters"]["spec_path"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "cron", "parameter"),
+    [
+        ("flows/backup.py:backup", NIGHTLY_BACKUP_CRON, ("kind", "auto")),
+        ("flows/archive_health.py:archive_health", ARCHIVE_HEALTH_CRON, None),
+        ("flows/restore_drill.py:restore_drill", WEEKLY_RESTORE_DRILL_CRON, ("target", "marker")),
+    ],
+)
+def test_prefect_yaml_schedules_backups_archive_health_and_the_restore_drill(
+    entrypoint: str, cron: str, parameter: tuple[str, str] | None
+) -> None:
+    doc = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    [deployment] = [d for d in doc["deployments"] if d["entrypoint"] == entrypoint]
+    assert deployment["schedules"][0]["cron"] == cron and deployment["schedules"][0]["active"] is True
+    assert deployment["work_pool"]["name"] == "dbtier-local"
+    if parameter:
+        assert deployment["parameters"][parameter[0]] == parameter[1]
+    path, name = entrypoint.split(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    assert getattr(module, name).name == name.replace("_", "-") or getattr(module, name).name == name
+
+
+def test_serve_plans_backup_deployments_for_one_cluster() -> None:
+    planned = load_plan(str(REPO / "deployments" / "clusters" / "default.yaml"))
+    assert {(d.flow, d.cron, d.active) for d in planned} == {
+        ("failover_drill", MONTHLY_DRILL_CRON, True),
+        ("backup", NIGHTLY_BACKUP_CRON, True),
+        ("archive_health", ARCHIVE_HEALTH_CRON, True),
+        ("restore_drill", WEEKLY_RESTORE_DRILL_CRON, True),
+    }
