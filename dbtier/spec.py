@@ -389,7 +389,7 @@ def format_validation_error(err: ValidationError) -> str:
             msg = "is not a known field; check its spelling against deployments/clusters/default.yaml"
         elif item["type"] == "literal_error":
             msg = msg.replace("Input should be", "must be")
-        elif "input" in item and item["type"] not in ("missing",) and not isinstance(item["input"], dict):
+        elif "input" in item and item["type"] not in ("missing",) and not isinstance(item["input"], dict) and "(got " not in msg:
             msg = f"{msg} (got {item['input']!r})"
         if not loc:
             problems.append(msg)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from deployments.plan import PlannedDeployment, plan
 from dbtier.spec import load_spec
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefect import serve
     from prefect.schedules import Cron
 
+    from prefect import Flow
     from prefect.deployments.runner import RunnerDeployment
 
     from flows.archive_health import archive_health
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.failover_drill import failover_drill
     from flows.restore_drill import restore_drill
 
-    flows = {"failover_drill": failover_drill, "backup": backup, "archive_health": archive_health,
+    flows: dict[str, Flow[..., Any]] = {"failover_drill": failover_drill, "backup": backup, "archive_health": archive_health,
              "restore_drill": restore_drill}
     deployments = [
         cast(RunnerDeployment, flows[item.flow].to_deployment(

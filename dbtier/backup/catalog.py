@@ -166,8 +166,8 @@ def fulls_to_keep(backups: list[BackupRecord], keep_full: int, window_days: floa
     needed = keep_full
     if window_days > 0:
         older = [i for i, b in enumerate(fulls) if b.stop <= window_start]
-        if older:
-            needed = max(needed, len(fulls) - older[-1])
+        # Keep from the newest full that ended before the window; when none did, every full is inside it.
+        needed = max(needed, len(fulls) - older[-1] if older else len(fulls))
     return needed
 
 
@@ -241,7 +241,7 @@ def check_target(target: RestoreTarget, catalog: Catalog, now: datetime) -> str:
     if not usable:
         raise RestoreError(f"stanza {catalog.stanza}: no backup to restore from ({catalog.status}); run the backup flow first")
     if target.kind == "set":
-        if catalog.label(target.value) is None:
+        if target.value not in {b.label for b in usable}:
             known = ", ".join(b.label for b in usable[-3:])
             raise RestoreError(f"target: no backup labelled {target.value!r} in stanza {catalog.stanza}; newest: {known}")
         return f"backup {target.value}"

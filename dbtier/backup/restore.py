@@ -40,7 +40,8 @@ def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
     ('dbtier-drill', 1, 1, 5732, 'off')
     """
     drill = source.backup.restore_drill
-    target = derive_target(source, f"{source.name[:25]}-drill", drill.port_offset)
+    name = f"{source.name[:25]}-drill"
+    target = derive_target(source, name if name != source.name else f"{source.name[:26]}-copy", drill.port_offset)
     params = {**target.postgresql_parameters, "archive_mode": "off"}
     return _rebuild(target, members=1, etcd_members=1, postgresql_parameters=params, synchronous_mode=False)
 

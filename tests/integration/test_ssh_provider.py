@@ -91,6 +91,21 @@ def test_drills_run_unchanged_on_the_ssh_cluster(provisioned: str, scenario: str
     assert verdict["rto_s"] > 0 and verdict["rejoin_s"] is not None
 
 
+def test_backups_and_the_restore_drill_run_unchanged_on_the_ssh_cluster(provisioned: str, spec: ClusterSpec) -> None:
+    """pgBackRest commands, its config and the restored copy all go through the ssh runner."""
+    from flows.archive_health import archive_health
+    from flows.backup import backup
+    from flows.restore_drill import restore_drill
+
+    taken = backup(spec_path=provisioned, kind="full")["taken"]
+    assert [b["kind"] for b in taken] == ["full"]
+    assert archive_health(spec_path=provisioned)["healthy"] is True
+    drill = restore_drill(spec_path=provisioned)
+    assert drill["passed"], drill["verdict"]
+    assert "marker rows: 100 of 100 written before the target, 0 of 10 written after it" in drill["verdict"]
+    assert not os.path.exists(os.path.join(spec.data_root, "sshtest-drill")), "the throwaway copy is removed"
+
+
 @pytest.mark.parametrize(
     ("settings", "words"),
     [
