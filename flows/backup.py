@@ -22,6 +22,7 @@ from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._spec import resolve_spec
 from tasks.backup import (
     apply_retention,
+    measure_s3,
     pick_backup_kind,
     read_catalog,
     record_rows,
@@ -39,24 +40,27 @@ def backup(spec_path: str | None = None, spec_block: str | None = None, kind: st
     before = read_catalog(spec)
     verified: dict[int, str] = {}
     expired: list[str] = []
+    runs: list[str] = []
     for n in repos:
         chosen = pick_backup_kind(spec, kind, before, n)
-        take_backup(spec, chosen, n)
+        runs.append(take_backup(spec, chosen, n))
         verified[n] = "yes" if verify_repository(spec, n) else "no"
         expired += apply_retention(spec, n, read_catalog(spec))
     after = read_catalog(spec)
     new = [b for b in after.backups if before.label(b.label) is None]
     rows = record_rows(list(after.backups), verified)
     total = sum(b.repo_size for b in after.backups)
+    in_buckets = measure_s3(spec)
     create_table_artifact(
         key=f"{spec.name}-backups",
         table=rows,
         description=f"**{spec.name}**: took {', '.join(b.label for b in new) or 'nothing'}; expired "
         f"{', '.join(expired) or 'nothing'}; {len(after.backups)} backup(s), {human_bytes(total)} in the repositories; "
-        f"WAL {after.wal_min} .. {after.wal_max}",
+        f"WAL {after.wal_min} .. {after.wal_max}" + "".join(f"\n\n{line}" for line in in_buckets),
     )
     get_run_logger().info("took %s; expired %s", [b.label for b in new], expired or "nothing")
-    return {"cluster": spec.name, "taken": [b.as_dict() for b in new], "expired": expired, "catalog": rows}
+    return {"cluster": spec.name, "taken": [b.as_dict() for b in new], "expired": expired, "catalog": rows,
+            "runs": runs, "buckets": in_buckets}
 
 
 def _repos(spec: ClusterSpec, repo: int | None) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,6 +24,7 @@ from dbtier.backup.catalog import (
     choose_kind,
     expired_labels,
     fulls_to_keep,
+    human_bytes,
 )
 from dbtier.backup.drill import CopyChecks, Marker
 from dbtier.engines.base import get_engine
@@ -169,7 +171,9 @@ def read_source_catalog(target: ClusterSpec, source: ClusterSpec) -> Catalog:
 
 
 @task(cache_policy=NONE)
-def check_restore_target(target: RestoreTarget, catalog: Catalog) -> str:
+def check_restore_target(target: RestoreTarget, catalog: Catalog, repo: int | None = None) -> str:
+    if repo is not None:
+        catalog = dataclasses.replace(catalog, backups=tuple(catalog.in_repo(repo)))
     sentence = check_target(target, catalog, datetime.now(timezone.utc))
     _log(f"restore target {target.describe()}: from {sentence}")
     return sentence
@@ -218,3 +222,23 @@ def check_restored_copy(spec: ClusterSpec, marker: Marker) -> CopyChecks:
     _log(f"copy holds {checks.found_before} + {checks.found_after} marker rows; amcheck {checks.amcheck}; "
          f"query {checks.query}")
     return checks
+
+
+@task(cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def measure_s3(spec: ClusterSpec) -> list[str]:
+    """What each S3 repository holds for this cluster, measured in the bucket (boto3), one sentence each."""
+    sentences = []
+    for n, repo in enumerate(spec.backup.repositories, start=1):
+        if repo.type != "s3":
+            continue
+        from blocks.s3 import S3Repository  # boto3 only when an S3 repository is configured
+        from dbtier.backup.s3 import archive_size, backup_sizes
+
+        block = S3Repository.load_repository(repo.block)
+        client = block.get_boto3_client()
+        sizes = backup_sizes(client, block.bucket, repo.path, spec.name)
+        wal = archive_size(client, block.bucket, repo.path, spec.name)
+        sentences.append(f"repo{n} s3://{block.bucket}{repo.path}: {len(sizes)} backup(s) "
+                         f"{human_bytes(sum(sizes.values()))}, WAL archive {human_bytes(wal)}")
+    _log(*sentences)
+    return sentences

@@ -195,3 +195,15 @@ def test_retention_expires_the_oldest_full_and_nothing_else(cluster_with_full_ba
     assert [b.label for b in left.backups] == [fulls[1], diff, newest]
     assert left.wal_min is not None and left.backups[0].wal_start is not None
     assert left.wal_min <= left.backups[0].wal_start, "WAL from the oldest kept backup on is still there"
+
+
+def test_backup_from_a_replica_when_asked(cluster_with_full_backup: str, spec: ClusterSpec) -> None:
+    from flows.backup import backup
+
+    data = spec.model_dump(mode="json")
+    data["backup"]["from_replica"] = True
+    from_replica = write_spec(build_spec(data, environ={}), os.path.join(spec.data_root, "from-replica.yaml"))
+    result = backup(spec_path=from_replica, kind="incr")
+    assert [b["kind"] for b in result["taken"]] == ["incr"]
+    leader = faults.role_holder(faults.cluster_doc(spec), "leader")
+    assert f"(standby of {leader})" in result["runs"][0], result["runs"]
