@@ -207,3 +207,21 @@ def test_backup_from_a_replica_when_asked(cluster_with_full_backup: str, spec: C
     assert [b["kind"] for b in result["taken"]] == ["incr"]
     leader = faults.role_holder(faults.cluster_doc(spec), "leader")
     assert f"(standby of {leader})" in result["runs"][0], result["runs"]
+
+
+def test_in_place_restore_needs_a_stopped_cluster_then_replaces_it(cluster_with_full_backup: str, spec: ClusterSpec) -> None:
+    """Last in the module: it replaces the module's cluster with its own latest backup."""
+    from flows.restore import restore
+
+    with pytest.raises(RestoreError, match="in_place: cluster bk is running"):
+        restore(spec_path=cluster_with_full_backup, in_place=True)
+    rows = _count(spec)
+    faults_before = ops.catalog(get_provider(spec), spec)
+    bootstrap.stop_services(get_engine(spec), get_provider(spec), spec)
+    result = restore(spec_path=cluster_with_full_backup, target="latest", in_place=True)
+    assert result["cluster"] == "bk"
+    assert get_engine(spec).status(spec).health.healthy
+    assert _count(spec) == rows, "every committed row is back (latest)"
+    after = ops.catalog(get_provider(spec), spec)
+    assert [b.label for b in after.backups] == [b.label for b in faults_before.backups], "the backups are kept"
+    assert after.wal_max is not None and wal_position(after.wal_max)[0] > wal_position(faults_before.wal_max or "")[0]
