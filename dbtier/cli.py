@@ -15,7 +15,7 @@ import sys
 from dbtier.errors import DbtierError
 from dbtier.health import format_table
 from dbtier.secrets import ROLES
-from dbtier.spec import load_spec
+from dbtier.spec import ClusterSpec, load_spec
 from dbtier.topology import client_dsn
 
 
@@ -24,14 +24,30 @@ def _status(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     current = get_engine(spec).status(spec)
+    backups = _backup_line(spec)
     if args.json:
         print(json.dumps({"cluster": spec.name, "healthy": current.health.healthy,
                           "leader": current.health.leader, "problems": current.health.problems,
-                          "members": current.rows}, indent=2))
+                          "members": current.rows, "backups": backups}, indent=2))
     else:
         print(format_table(current.rows))
         print(f"{spec.name}: {current.health.sentence}")
+        print(backups)
     return 0 if current.health.healthy else 1
+
+
+def _backup_line(spec: ClusterSpec) -> str:
+    """The backup summary; it never changes status's exit code (archive health has its own flow)."""
+    from datetime import datetime, timezone
+
+    from dbtier.backup import ops
+    from dbtier.backup.catalog import summarize
+    from dbtier.providers.base import get_provider
+
+    try:
+        return summarize(ops.catalog(get_provider(spec), spec), datetime.now(timezone.utc))
+    except DbtierError as err:
+        return f"backups: unknown ({err.one_line()})"
 
 
 def _dsn(args: argparse.Namespace) -> int:

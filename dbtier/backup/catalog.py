@@ -177,6 +177,25 @@ def expired_labels(before: list[BackupRecord], after: list[BackupRecord]) -> lis
     return [b.label for b in before if b.label not in kept]
 
 
+def summarize(catalog: Catalog, now: datetime) -> str:
+    """One line for ``dbtier status``: how many backups, the newest and its age, how far WAL is archived.
+
+    >>> t = datetime(2026, 11, 26, 6, tzinfo=timezone.utc)
+    >>> b = BackupRecord("20261126-020000F", "full", 1, t - timedelta(hours=4), t - timedelta(hours=4), 1, 1, None, None)
+    >>> summarize(Catalog("s", (b,), "A", "000000010000000000000009", "ok"), t)
+    'backups: 1, newest 20261126-020000F (full, repo1, 4.0 h ago); WAL archived up to 000000010000000000000009'
+    >>> summarize(Catalog("s", (), None, None, "no valid backups"), t)
+    'backups: none yet (no valid backups); WAL archived up to nothing yet'
+    """
+    wal = f"WAL archived up to {catalog.wal_max or 'nothing yet'}"
+    usable = [b for b in catalog.backups if not b.error]
+    if not usable:
+        return f"backups: none yet ({catalog.status}); {wal}"
+    newest = usable[-1]
+    age_h = (now - newest.stop).total_seconds() / 3600
+    return f"backups: {len(usable)}, newest {newest.label} ({newest.kind}, repo{newest.repo}, {age_h:.1f} h ago); {wal}"
+
+
 # ---- restore targets ----------------------------------------------------------------------------
 
 LSN_RE = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")

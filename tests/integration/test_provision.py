@@ -150,6 +150,7 @@ def test_status_cli_exit_code_follows_health(provisioned: dict[str, Any], spec: 
     healthy = subprocess.run(cli, capture_output=True, text=True, cwd=REPO, timeout=60)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert "healthy: leader" in healthy.stdout
+    assert "backups: none yet" in healthy.stdout and "WAL archived up to 00000001" in healthy.stdout
 
 
 def test_spec_stored_as_a_block_drives_the_status_flow(provisioned: dict[str, Any], spec: ClusterSpec) -> None:
