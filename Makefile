@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SPEC_ARG := $(if $(SPEC),--spec $(SPEC),)
-WIPE_ARG := $(if $(filter 1 yes true,$(WIPE)),--wipe,)
+WIPE_ARG := $(if $(filter 1 yes true,$(WIPE)),--wipe,) $(if $(filter 1 yes true,$(DROP_BACKUPS)),--drop-backups,)
 
 .PHONY: setup provision test teardown status bench lint backup archive-health restore restore-drill serve bench-backup
 

@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC_PATH = REPO_ROOT / "deployments" / "clusters" / "default.yaml"
 
 #: Environment variables with the DBTIER_ prefix that are settings of the tool, not of the spec.
-NON_SPEC_ENV = frozenset({"DBTIER_SPEC", "DBTIER_WIPE", "DBTIER_RUNTIME_VENV"})
+NON_SPEC_ENV = frozenset({"DBTIER_SPEC", "DBTIER_WIPE", "DBTIER_DROP_BACKUPS", "DBTIER_RUNTIME_VENV"})
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 

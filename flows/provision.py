@@ -20,7 +20,7 @@ from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._spec import resolve_spec
-from tasks.backup import configure_backups, create_stanza, wait_for_restore
+from tasks.backup import configure_backups, create_stanza, refuse_earlier_stanza, wait_for_restore
 from tasks.cluster import (
     create_app_database,
     ensure_cluster_passwords,
@@ -63,6 +63,8 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> ClusterSta
     engine = get_engine(spec)
     prepare_hosts(spec)
     preflight_checks(spec)
+    if archiving(spec):
+        refuse_earlier_stanza(spec)
     ensure_cluster_passwords(spec)
     prepare_data_dirs(spec)
     configure_backups(spec, source)

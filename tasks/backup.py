@@ -61,6 +61,23 @@ def ensure_buckets(spec: ClusterSpec) -> list[str]:
     return sentences
 
 
+@task(cache_policy=NONE)
+def refuse_earlier_stanza(spec: ClusterSpec) -> None:
+    """Before a new cluster starts: its stanza must not hold an earlier cluster's backups."""
+    engine, provider = get_engine(spec), get_provider(spec)
+    if spec.restore_from is not None or bootstrap.is_initialised(engine, provider, spec):
+        return
+    _log(ops.refuse_earlier_stanza(provider, spec, load_backup_secrets(spec, create_cipher=True)))
+
+
+@task(cache_policy=NONE)
+def drop_backups(spec: ClusterSpec) -> str:
+    """Delete the cluster's stanza from every repository. Not retried: it destroys backups."""
+    sentence = ops.drop_stanza(get_provider(spec), spec, load_backup_secrets(spec))
+    _log(sentence)
+    return sentence
+
+
 @task(cache_policy=NONE, retries=3, retry_delay_seconds=[2, 5, 10])
 def create_stanza(spec: ClusterSpec) -> None:
     """stanza-create (idempotent) and check: WAL reaches every repository."""

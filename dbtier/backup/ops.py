@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -18,9 +20,9 @@ from dbtier.backup.catalog import Catalog, parse_info
 from dbtier.backup.pgbackrest import S3Target
 from dbtier.backup.settings import FsRepository
 from dbtier.engines.postgres import connect, fetch_cluster
-from dbtier.errors import BackupError, RestoreError
+from dbtier.errors import BackupError, PreflightError, RestoreError
 from dbtier.procs import Service
-from dbtier.providers.base import Completed, Provider
+from dbtier.providers.base import Completed, Provider, Runner
 from dbtier.spec import ClusterSpec
 from dbtier.topology import PgMember, pg_members
 
@@ -147,24 +149,54 @@ def catalog(provider: Provider, spec: ClusterSpec, member: PgMember | None = Non
     return parse_info(doc, spec.name)
 
 
-def read_source_catalog(provider: Provider, target: ClusterSpec, source: ClusterSpec, secrets: BackupSecrets) -> Catalog:
-    """The source's catalog, read from the target's first host through a temporary config (left nowhere)."""
-    host, member = next(iter(hosts_with_members(target).items()))
-    runner = provider.runner(target, host)
-    tmp = f"/tmp/dbtier-restore-{target.name}-{uuid.uuid4().hex[:8]}"
+@contextmanager
+def temp_config(provider: Provider, host_spec: ClusterSpec, spec: ClusterSpec, secrets: BackupSecrets) -> Iterator[tuple[Runner, str]]:
+    """A pgBackRest config for ``spec``'s repositories and stanza, on ``host_spec``'s first host, removed after."""
+    host, member = next(iter(hosts_with_members(host_spec).items()))
+    runner = provider.runner(host_spec, host)
+    tmp = f"/tmp/dbtier-pgbackrest-{spec.name}-{uuid.uuid4().hex[:8]}"
     for path in (tmp, f"{tmp}/log", f"{tmp}/lock", f"{tmp}/spool"):
         runner.make_dirs(path, 0o700)
     try:
-        conf = f"{tmp}/source.conf"
-        runner.write_file(conf, pgbackrest.render_config(source, member, secrets.s3, secrets.cipher_pass, home=tmp).encode())
-        done = runner.run([*pgbackrest.base_argv(source.binaries.pgbackrest, conf, source.name), "--output=json", "info"],
-                          timeout=300)
+        conf = f"{tmp}/pgbackrest.conf"
+        runner.write_file(conf, pgbackrest.render_config(spec, member, secrets.s3, secrets.cipher_pass, home=tmp).encode())
+        yield runner, conf
     finally:
         runner.remove_tree(tmp)
+
+
+def read_source_catalog(provider: Provider, target: ClusterSpec, source: ClusterSpec, secrets: BackupSecrets) -> Catalog:
+    """The source's catalog, read from the target's first host through a temporary config (left nowhere)."""
+    with temp_config(provider, target, source, secrets) as (runner, conf):
+        done = runner.run([*pgbackrest.base_argv(source.binaries.pgbackrest, conf, source.name), "--output=json", "info"],
+                          timeout=300)
     try:
         return parse_info(json.loads(done.out), source.name)
     except ValueError:
         raise BackupError(f"pgbackrest info gave no JSON for stanza {source.name}") from None
+
+
+def refuse_earlier_stanza(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+    """A new cluster must not inherit the stanza of an earlier cluster of the same name (pgBackRest would
+    refuse its WAL: another system identifier); say how to restore it or drop it instead."""
+    catalog = read_source_catalog(provider, spec, spec, secrets)
+    if not catalog.backups and catalog.wal_max is None:
+        return f"stanza {spec.name}: new in every repository"
+    raise PreflightError(
+        f"backup: the repositories already hold stanza {spec.name} of an earlier cluster of that name "
+        f"({len(catalog.backups)} backup(s), WAL up to {catalog.wal_max}); restore it "
+        "(python -m flows.restore --in-place) or drop it (python -m flows.teardown --wipe --drop-backups)"
+    )
+
+
+def drop_stanza(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+    """Delete the cluster's stanza (its backups and WAL) from every repository. Its PostgreSQL must be stopped."""
+    with temp_config(provider, spec, spec, secrets) as (runner, conf):
+        argv = pgbackrest.base_argv(spec.binaries.pgbackrest, conf, spec.name)
+        runner.run([*argv, "stop"], timeout=120)
+        for n in range(1, len(spec.backup.repositories) + 1):
+            runner.run([*argv, f"--repo={n}", "--force", "stanza-delete"], timeout=spec.backup.command_timeout_s)
+    return f"stanza {spec.name} deleted from {len(spec.backup.repositories)} repositor(y/ies): its backups and WAL are gone"
 
 
 def take_backup(provider: Provider, spec: ClusterSpec, kind: str, repo: int) -> str:

@@ -26,7 +26,7 @@ from dbtier.backup.restore import derive_target
 from dbtier.drills import faults
 from dbtier.engines.base import get_engine
 from dbtier.engines.postgres import connect
-from dbtier.errors import RestoreError
+from dbtier.errors import PreflightError, RestoreError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.topology import client_dsn
@@ -225,3 +225,22 @@ def test_in_place_restore_needs_a_stopped_cluster_then_replaces_it(cluster_with_
     after = ops.catalog(get_provider(spec), spec)
     assert [b.label for b in after.backups] == [b.label for b in faults_before.backups], "the backups are kept"
     assert after.wal_max is not None and wal_position(after.wal_max)[0] > wal_position(faults_before.wal_max or "")[0]
+
+
+def test_a_new_cluster_of_the_same_name_is_refused_until_the_old_backups_are_dropped(
+    cluster_with_full_backup: str, spec: ClusterSpec
+) -> None:
+    """Wiping keeps the backups; a fresh cluster may not inherit them (its WAL would be refused): restore or drop."""
+    from blocks.backup import load_backup_secrets
+    from flows.provision import provision
+    from flows.teardown import teardown
+
+    teardown(spec_path=cluster_with_full_backup, wipe=True)
+    with pytest.raises(PreflightError, match="already hold stanza bk of an earlier cluster of that name"):
+        provision(spec_path=cluster_with_full_backup)
+    assert not os.path.exists(spec.cluster_dir) and not listening(spec.ports.postgres), "refused before anything"
+
+    sentences = teardown(spec_path=cluster_with_full_backup, drop_backups=True)
+    assert any("stanza bk deleted" in s for s in sentences)
+    left = ops.read_source_catalog(get_provider(spec), spec, spec, load_backup_secrets(spec))
+    assert left.backups == () and left.wal_max is None
