@@ -69,3 +69,9 @@ class RestoreError(DbtierError):
     """A restore was refused (bad target, target cluster running) or failed."""
 
     exit_code = 2
+
+
+class RestoreFailed(RestoreError):
+    """An accepted restore did not come up (the backup could not be restored or recovered)."""
+
+    exit_code = 1

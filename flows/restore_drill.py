@@ -19,10 +19,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from dbtier.backup.catalog import RestoreTarget, parse_target, restore_options
-from dbtier.backup.drill import judge_copy
+from dbtier.backup.drill import DrillVerdict, judge_copy
 from dbtier.backup.ops import source_config_path
 from dbtier.backup.restore import throwaway_spec, with_restore_from
-from dbtier.errors import DrillFailed
+from dbtier.errors import DbtierError, DrillFailed
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._spec import resolve_spec
@@ -51,17 +51,23 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
     spec = with_restore_from(copy, source, source_config_path(copy), restore_options(wanted),
                              source.backup.restore_drill.timeout_s)
     started = time.monotonic()
+    checks, failure = None, ""
     try:
         bring_up(spec, source)
-        restore_s = time.monotonic() - started
         checks = check_restored_copy(spec, marker)
+    except DbtierError as err:
+        failure = err.one_line()
     finally:
+        restore_s = time.monotonic() - started
         stop_cluster(spec)
         wipe_cluster(spec)
-    expect = target if target in ("marker", "latest") else "any"
-    verdict = judge_copy(marker, checks, expect, restore_s, source.backup.restore_drill.timeout_s)
     facts = {"source": source.name, "target": wanted.describe(), "from": served_by, "copy": f"{copy.name} (removed)",
              "restore_s": round(restore_s, 1)}
+    if checks is None:
+        verdict = DrillVerdict(False, [f"the copy did not come up: {failure}"])
+    else:
+        expect = target if target in ("marker", "latest") else "any"
+        verdict = judge_copy(marker, checks, expect, restore_s, source.backup.restore_drill.timeout_s)
     create_markdown_artifact(key=f"{source.name}-restore-drill", markdown=verdict.markdown("Restore drill", facts))
     for sentence in verdict.sentences:
         get_run_logger().info("%s", sentence)

@@ -20,7 +20,7 @@ from dbtier.backup.catalog import Catalog, parse_info
 from dbtier.backup.pgbackrest import S3Target
 from dbtier.backup.settings import FsRepository
 from dbtier.engines.postgres import connect, fetch_cluster
-from dbtier.errors import BackupError, PreflightError, RestoreError
+from dbtier.errors import BackupError, PreflightError, RestoreFailed
 from dbtier.procs import Service
 from dbtier.providers.base import Completed, Provider, Runner
 from dbtier.spec import ClusterSpec
@@ -273,9 +273,9 @@ def wait_for_restore(provider: Provider, spec: ClusterSpec, timeout: float) -> s
             return f"{leader} restored the backup and was promoted after {time.monotonic() - started:.1f} s"
         alive = [s for s in services if procs.running_pid(provider.runner(spec, s.host), s) is not None]
         if not alive:
-            raise RestoreError(f"restore of {spec.name} failed: {_bootstrap_error(provider, spec, services)}")
+            raise RestoreFailed(f"restore of {spec.name} failed: {_bootstrap_error(provider, spec, services)}")
         if time.monotonic() - started > timeout:
-            raise RestoreError(f"restore of {spec.name} not promoted after {timeout:.0f} s; see the patroni.log "
+            raise RestoreFailed(f"restore of {spec.name} not promoted after {timeout:.0f} s; see the patroni.log "
                                f"files under {spec.cluster_dir}")
         time.sleep(1.0)
 

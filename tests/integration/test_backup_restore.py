@@ -26,7 +26,7 @@ from dbtier.backup.restore import derive_target
 from dbtier.drills import faults
 from dbtier.engines.base import get_engine
 from dbtier.engines.postgres import connect
-from dbtier.errors import PreflightError, RestoreError
+from dbtier.errors import DrillFailed, PreflightError, RestoreError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.topology import client_dsn
@@ -174,6 +174,13 @@ def test_restore_drill_passes_and_leaves_nothing_behind(cluster_with_full_backup
     copy_dir = os.path.join(spec.data_root, "bk-drill")
     assert not os.path.exists(copy_dir)
     assert not listening(spec.ports.postgres + spec.backup.restore_drill.port_offset)
+
+    data = spec.model_dump(mode="json")
+    data["backup"]["restore_drill"]["check_query"] = "SELECT count(*) > 1000000 FROM dbtier_restore_drill"
+    strict = write_spec(build_spec(data, environ={}), os.path.join(spec.data_root, "strict-drill.yaml"))
+    with pytest.raises(DrillFailed, match="check query: returned False, not true"):
+        restore_drill(spec_path=strict)
+    assert not os.path.exists(copy_dir), "a failed drill removes its copy too"
 
 
 def test_retention_expires_the_oldest_full_and_nothing_else(cluster_with_full_backup: str, spec: ClusterSpec) -> None:
