@@ -249,13 +249,20 @@ def measure_s3(spec: ClusterSpec) -> list[str]:
         if repo.type != "s3":
             continue
         from blocks.s3 import S3Repository  # boto3 only when an S3 repository is configured
-        from dbtier.backup.s3 import archive_size, backup_sizes
+        from dbtier.backup.s3 import archive_size, backup_sizes, read_manifest
 
         block = S3Repository.load_repository(repo.block)
         client = block.get_boto3_client()
         sizes = backup_sizes(client, block.bucket, repo.path, spec.name)
         wal = archive_size(client, block.bucket, repo.path, spec.name)
+        newest = ""
+        if sizes:
+            label = max(sizes)
+            manifest = read_manifest(client, block.bucket, repo.path, spec.name, label)
+            newest = f"; newest {label}: " + (
+                f"manifest says {manifest.get('backup-type')}, PostgreSQL {manifest.get('db-version')}, "
+                f"WAL {manifest.get('backup-archive-start')}" if manifest else "manifest encrypted")
         sentences.append(f"repo{n} s3://{block.bucket}{repo.path}: {len(sizes)} backup(s) "
-                         f"{human_bytes(sum(sizes.values()))}, WAL archive {human_bytes(wal)}")
+                         f"{human_bytes(sum(sizes.values()))}, WAL archive {human_bytes(wal)}{newest}")
     _log(*sentences)
     return sentences

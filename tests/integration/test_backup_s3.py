@@ -89,6 +89,7 @@ def test_backup_into_both_then_restore_to_a_time_from_s3(cluster_with_two_reposi
     sizes = backup_sizes(_client(), BUCKET, "/dbtier", "bks3")
     assert sizes.get(s3_label, 0) > 0, "the backup's files are in the bucket"
     assert result["buckets"] and result["buckets"][0].startswith(f"repo2 s3://{BUCKET}/dbtier: 1 backup(s)")
+    assert result["buckets"][0].endswith(f"newest {s3_label}: manifest encrypted"), "the repositories are encrypted"
 
     with connect(client_dsn(spec), load_passwords(spec).app) as conn:
         conn.execute("CREATE TABLE events (id int PRIMARY KEY)")
