@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from dbtier.errors import DbtierError
-from dbtier.spec import ClusterSpec, load_spec
+from dbtier.spec import ClusterSpec, load_spec, port_plan
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
@@ -23,6 +24,7 @@ def run_edge(body: Callable[[ClusterSpec], int], spec_path: str | None) -> int:
     """Load the spec, run ``body``; turn a :class:`DbtierError` into one line on stderr and its exit code."""
     try:
         spec = load_spec(spec_path)
+        keep_temporary_api_off(cluster_ports(spec))
         return body(spec)
     except DbtierError as err:
         logging.getLogger("dbtier").debug("failure", exc_info=True)
@@ -31,3 +33,28 @@ def run_edge(body: Callable[[ClusterSpec], int], spec_path: str | None) -> int:
     except KeyboardInterrupt:
         print("dbtier: interrupted", file=sys.stderr)
         return 130
+
+
+def cluster_ports(spec: ClusterSpec) -> set[int]:
+    """The cluster's ports and those of the copies a restore (+100) or a restore drill makes of it.
+
+    >>> sorted(p for p in cluster_ports(ClusterSpec(members=1)) if 8000 <= p < 9000)
+    [8008, 8108, 8308]
+    """
+    base = {port for _, port in port_plan(spec)}
+    return {port + offset for port in base for offset in (0, 100, spec.backup.restore_drill.port_offset)}
+
+
+def keep_temporary_api_off(ports: set[int]) -> None:
+    """Without PREFECT_API_URL a flow run starts a temporary Prefect API on a random port of 8000-8999,
+    where Patroni's REST ports live (8008...): keep it off the cluster's ports, or a preflight would
+    find one of them taken by Prefect itself."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:  # pragma: no cover - another Prefect layout: nothing to adjust
+        return
+    current = getattr(SubprocessASGIServer, "_port_range", None)
+    if isinstance(current, range):
+        SubprocessASGIServer._port_range = [p for p in current if p not in ports]  # type: ignore[assignment]
