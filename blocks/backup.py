@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prefect.blocks.system import Secret
 
 from blocks.passwords import load_secret
 from dbtier.backup.ops import BackupSecrets
 from dbtier.backup.pgbackrest import S3Target
+from dbtier.backup.settings import S3RepositorySettings
 from dbtier.errors import SecretError
 from dbtier.spec import ClusterSpec
+
+if TYPE_CHECKING:
+    from blocks.s3 import S3Repository
+
+
+def s3_repositories(spec: ClusterSpec) -> Iterator[tuple[int, S3RepositorySettings, S3Repository]]:
+    """Each S3 repository of the spec: its number (repoN), its spec entry and its loaded block."""
+    for n, repo in enumerate(spec.backup.repositories, start=1):
+        if isinstance(repo, S3RepositorySettings):
+            from blocks.s3 import S3Repository  # boto3 only when an S3 repository is configured
+
+            yield n, repo, S3Repository.load_repository(repo.block)
 
 
 def load_backup_secrets(spec: ClusterSpec, *, create_cipher: bool = False) -> BackupSecrets:
     """Resolve every S3 repository's block and the cipher passphrase (generated once when asked)."""
     s3: dict[int, S3Target] = {}
-    for n, repo in enumerate(spec.backup.repositories, start=1):
-        if repo.type != "s3":
-            continue
-        from blocks.s3 import S3Repository  # boto3 only when an S3 repository is configured
-
-        block = S3Repository.load_repository(repo.block)
+    for n, _repo, block in s3_repositories(spec):
         s3[n] = S3Target(
             bucket=block.bucket,
             endpoint=block.endpoint,

@@ -30,6 +30,15 @@ class Health:
         return "unhealthy: " + "; ".join(self.problems)
 
 
+def role_holder(doc: dict[str, Any] | None, role: str) -> str | None:
+    """The name of the member with ``role`` (``leader``, ``sync_standby``) in a ``/cluster`` document.
+
+    >>> role_holder({"members": [{"name": "pg1", "role": "leader"}]}, "leader")
+    'pg1'
+    """
+    return next((str(m["name"]) for m in (doc or {}).get("members", []) if m.get("role") == role), None)
+
+
 def assess(cluster: dict[str, Any] | None, expected: list[str]) -> Health:
     """Judge a Patroni ``/cluster`` document against the member names we expect.
 

@@ -90,6 +90,15 @@ def pg_members(spec: ClusterSpec) -> list[PgMember]:
     ]
 
 
+def pg_member(spec: ClusterSpec, name: str) -> PgMember:
+    """The member called ``name`` (``pg0``, ``pg1``...).
+
+    >>> pg_member(ClusterSpec(), "pg1").pg_port
+    5433
+    """
+    return next(m for m in pg_members(spec) if m.name == name)
+
+
 def etcd_members(spec: ClusterSpec) -> list[EtcdMember]:
     """
     >>> [(m.name, m.client_port, m.peer_port) for m in etcd_members(ClusterSpec())]

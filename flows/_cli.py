@@ -36,13 +36,15 @@ def run_edge(body: Callable[[ClusterSpec], int], spec_path: str | None) -> int:
 
 
 def cluster_ports(spec: ClusterSpec) -> set[int]:
-    """The cluster's ports and those of the copies a restore (+100) or a restore drill makes of it.
+    """The cluster's ports and those of the copies a restore or a restore drill makes of it by default.
 
     >>> sorted(p for p in cluster_ports(ClusterSpec(members=1)) if 8000 <= p < 9000)
     [8008, 8108, 8308]
     """
-    base = {port for _, port in port_plan(spec)}
-    return {port + offset for port in base for offset in (0, 100, spec.backup.restore_drill.port_offset)}
+    from dbtier.backup.restore import DEFAULT_PORT_OFFSET
+
+    offsets = (0, DEFAULT_PORT_OFFSET, spec.backup.restore_drill.port_offset)
+    return {port + offset for _, port in port_plan(spec) for offset in offsets}
 
 
 def keep_temporary_api_off(ports: set[int]) -> None:

@@ -37,16 +37,17 @@ def backup(spec_path: str | None = None, spec_block: str | None = None, kind: st
     """Back up the cluster into each repository (or only ``repo``), verify, apply retention, publish the catalog."""
     spec = resolve_spec(spec_path, spec_block)
     repos = _repos(spec, repo)
-    before = read_catalog(spec)
+    before = after = read_catalog(spec)
     verified: dict[int, str] = {}
     expired: list[str] = []
     runs: list[str] = []
     for n in repos:
         chosen = pick_backup_kind(spec, kind, before, n)
         runs.append(take_backup(spec, chosen, n))
-        verified[n] = "yes" if verify_repository(spec, n) else "no"
-        expired += apply_retention(spec, n, read_catalog(spec))
-    after = read_catalog(spec)
+        verify_repository(spec, n)  # raises when the repository does not verify
+        verified[n] = "yes"
+        gone, after = apply_retention(spec, n, read_catalog(spec))
+        expired += gone
     new = [b for b in after.backups if before.label(b.label) is None]
     rows = record_rows(list(after.backups), verified)
     total = sum(b.repo_size for b in after.backups)

@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from dbtier.backup.catalog import parse_target, restore_options
 from dbtier.backup.ops import source_config_path
-from dbtier.backup.restore import derive_target, with_restore_from, without_restore_from
+from dbtier.backup.restore import DEFAULT_PORT_OFFSET, derive_target, with_restore_from, without_restore_from
 from dbtier.errors import RestoreError
 from dbtier.health import format_table
 from dbtier.spec import ClusterSpec, load_spec
@@ -34,9 +34,10 @@ from tasks.backup import (
     flush_source_wal,
     read_source_catalog,
     refuse_existing_target,
+    require_stopped,
     save_cluster_spec,
 )
-from tasks.cluster import publish_member_table, stop_cluster, wipe_cluster
+from tasks.cluster import publish_member_table, wipe_cluster
 
 
 @flow(name="restore")
@@ -45,7 +46,7 @@ def restore(
     spec_block: str | None = None,
     target: str = "latest",
     into: str | None = None,
-    port_offset: int = 100,
+    port_offset: int = DEFAULT_PORT_OFFSET,
     target_spec_path: str | None = None,
     repo: int | None = None,
     in_place: bool = False,
@@ -93,26 +94,12 @@ def choose_target_spec(source: ClusterSpec, into: str | None, port_offset: int, 
     return derive_target(source, into or f"{source.name[:23]}-restored", port_offset)
 
 
-def require_stopped(source: ClusterSpec) -> None:
-    from dbtier import bootstrap
-    from dbtier.engines.base import get_engine
-    from dbtier.providers.base import get_provider
-
-    running = bootstrap.running_services(get_engine(source), get_provider(source), source)
-    if running:
-        raise RestoreError(
-            f"in_place: cluster {source.name} is running ({', '.join(running)}); stop it first "
-            "(python -m flows.teardown) — an in-place restore replaces its data"
-        )
-    stop_cluster(source)  # an orphan postmaster, if any
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = spec_parser("Restore a cluster's backup to a point in time, into a new cluster (default) or in place.")
     parser.add_argument("--target", default="latest",
                         help="latest | '2026-11-26 01:02:03+00' | lsn:0/3000028 | name:POINT | a backup label")
     parser.add_argument("--into", help="name of the new cluster (default <source>-restored)")
-    parser.add_argument("--port-offset", type=int, default=100, help="the new cluster's ports: the source's + this")
+    parser.add_argument("--port-offset", type=int, default=DEFAULT_PORT_OFFSET, help="the new cluster's ports: the source's + this")
     parser.add_argument("--target-spec", help="a full spec file for the new cluster instead of --into")
     parser.add_argument("--repo", type=int, help="restore from this repository (default: the first that has it)")
     parser.add_argument("--in-place", action="store_true", help="replace the (stopped) source cluster itself")

@@ -19,8 +19,8 @@ from prefect import flow, get_run_logger
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._spec import resolve_spec
-from tasks.cluster import destroy_hosts as destroy_cluster_hosts
 from tasks.backup import drop_backups as drop_cluster_backups
+from tasks.cluster import destroy_hosts as destroy_cluster_hosts
 from tasks.cluster import stop_cluster, wipe_cluster
 
 

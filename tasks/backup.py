@@ -6,13 +6,12 @@ import dataclasses
 from datetime import datetime, timezone
 from typing import Any
 
-from prefect import get_run_logger, task
+import yaml
+from prefect import task
 from prefect.cache_policies import NONE
 
-from blocks.backup import load_backup_secrets
+from blocks.backup import load_backup_secrets, s3_repositories
 from blocks.passwords import load_passwords
-import yaml
-
 from dbtier import bootstrap
 from dbtier.backup import drill, ops
 from dbtier.backup.archive import ArchiveVerdict, judge_archive
@@ -31,12 +30,7 @@ from dbtier.engines.base import get_engine
 from dbtier.errors import DbtierError, RestoreError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
-
-
-def _log(*sentences: str) -> None:
-    logger = get_run_logger()
-    for sentence in sentences:
-        logger.info("%s", sentence)
+from tasks import log_sentences
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
@@ -46,19 +40,13 @@ def configure_backups(spec: ClusterSpec, source: ClusterSpec | None = None) -> N
     theirs = load_backup_secrets(source) if source is not None else None
     sentences = ops.write_configs(get_provider(spec), spec, secrets, load_passwords(spec).superuser,
                                   source=source, source_secrets=theirs)
-    _log(*ensure_buckets(spec), *sentences)
+    log_sentences(*ensure_buckets(spec), *sentences)
 
 
 def ensure_buckets(spec: ClusterSpec) -> list[str]:
-    sentences = []
-    for repo in spec.backup.repositories:
-        if repo.type == "s3":
-            from blocks.s3 import S3Repository  # boto3 only when an S3 repository is configured
-            from dbtier.backup.s3 import ensure_bucket
+    from dbtier.backup.s3 import ensure_bucket
 
-            block = S3Repository.load_repository(repo.block)
-            sentences.append(ensure_bucket(block.get_boto3_client(), block.bucket, block.region))
-    return sentences
+    return [ensure_bucket(block.get_boto3_client(), block.bucket, block.region) for _, _, block in s3_repositories(spec)]
 
 
 @task(cache_policy=NONE)
@@ -67,34 +55,34 @@ def refuse_earlier_stanza(spec: ClusterSpec) -> None:
     engine, provider = get_engine(spec), get_provider(spec)
     if spec.restore_from is not None or bootstrap.is_initialised(engine, provider, spec):
         return
-    _log(ops.refuse_earlier_stanza(provider, spec, load_backup_secrets(spec, create_cipher=True)))
+    log_sentences(ops.refuse_earlier_stanza(provider, spec, load_backup_secrets(spec, create_cipher=True)))
 
 
 @task(cache_policy=NONE)
 def drop_backups(spec: ClusterSpec) -> str:
     """Delete the cluster's stanza from every repository. Not retried: it destroys backups."""
     sentence = ops.drop_stanza(get_provider(spec), spec, load_backup_secrets(spec))
-    _log(sentence)
+    log_sentences(sentence)
     return sentence
 
 
 @task(cache_policy=NONE, retries=3, retry_delay_seconds=[2, 5, 10])
 def create_stanza(spec: ClusterSpec) -> None:
     """stanza-create (idempotent) and check: WAL reaches every repository."""
-    _log(ops.create_stanza(get_provider(spec), spec))
+    log_sentences(ops.create_stanza(get_provider(spec), spec))
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
 def read_catalog(spec: ClusterSpec) -> Catalog:
     catalog = ops.catalog(get_provider(spec), spec)
-    _log(f"stanza {spec.name}: {len(catalog.backups)} backup(s), WAL {catalog.wal_min} .. {catalog.wal_max}")
+    log_sentences(f"stanza {spec.name}: {len(catalog.backups)} backup(s), WAL {catalog.wal_min} .. {catalog.wal_max}")
     return catalog
 
 
 @task(cache_policy=NONE)
 def pick_backup_kind(spec: ClusterSpec, requested: str, catalog: Catalog, repo: int) -> str:
     kind, why = choose_kind(requested, catalog.in_repo(repo), datetime.now(timezone.utc), spec.backup.full_every_days)
-    _log(f"repo{repo}: {kind} backup ({why})")
+    log_sentences(f"repo{repo}: {kind} backup ({why})")
     return kind
 
 
@@ -102,33 +90,34 @@ def pick_backup_kind(spec: ClusterSpec, requested: str, catalog: Catalog, repo: 
 def take_backup(spec: ClusterSpec, kind: str, repo: int) -> str:
     """Not retried: a failed backup is reported, and the next run takes a new one."""
     sentence = ops.take_backup(get_provider(spec), spec, kind, repo)
-    _log(sentence)
+    log_sentences(sentence)
     return sentence
 
 
 @task(cache_policy=NONE, task_run_name="verify repo{repo}")
 def verify_repository(spec: ClusterSpec, repo: int) -> str:
     sentence = ops.verify(get_provider(spec), spec, repo)
-    _log(sentence)
+    log_sentences(sentence)
     return sentence
 
 
 @task(cache_policy=NONE, task_run_name="retention repo{repo}")
-def apply_retention(spec: ClusterSpec, repo: int, before: Catalog) -> list[str]:
-    """Expire what retention no longer keeps; return the labels that went."""
+def apply_retention(spec: ClusterSpec, repo: int, before: Catalog) -> tuple[list[str], Catalog]:
+    """Expire what retention no longer keeps; return the labels that went and the catalog left."""
     retention = spec.backup.retention
     keep_full = fulls_to_keep(before.in_repo(repo), retention.full, retention.window_days, datetime.now(timezone.utc))
     provider = get_provider(spec)
     ops.expire(provider, spec, repo, keep_full, retention.diff)
-    gone = expired_labels(before.in_repo(repo), ops.catalog(provider, spec).in_repo(repo))
-    _log(f"repo{repo}: kept {keep_full} full / {retention.diff} diff; expired {', '.join(gone) or 'nothing'}")
-    return gone
+    left = ops.catalog(provider, spec)
+    gone = expired_labels(before.in_repo(repo), left.in_repo(repo))
+    log_sentences(f"repo{repo}: kept {keep_full} full / {retention.diff} diff; expired {', '.join(gone) or 'nothing'}")
+    return gone, left
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
 def check_archiving(spec: ClusterSpec) -> str:
     sentence = ops.check(get_provider(spec), spec)
-    _log(sentence)
+    log_sentences(sentence)
     return sentence
 
 
@@ -136,7 +125,7 @@ def check_archiving(spec: ClusterSpec) -> str:
 def judge_archiving(spec: ClusterSpec) -> ArchiveVerdict:
     stats = ops.archiver_stats(spec, load_passwords(spec).superuser)
     verdict = judge_archive(stats, spec.backup.archive_lag_limit_s)
-    _log(verdict.sentence)
+    log_sentences(verdict.sentence)
     return verdict
 
 
@@ -162,7 +151,20 @@ def refuse_existing_target(target: ClusterSpec) -> None:
             f"target: cluster {target.name} already exists under {target.cluster_dir}; pick another name "
             "or remove it first (python -m flows.teardown --wipe)"
         )
-    _log(f"target {target.name}: nothing runs or exists there yet")
+    log_sentences(f"target {target.name}: nothing runs or exists there yet")
+
+
+@task(cache_policy=NONE)
+def require_stopped(source: ClusterSpec) -> None:
+    """An in-place restore replaces the cluster's data: only once nothing of it runs (orphan postmasters stopped)."""
+    engine, provider = get_engine(source), get_provider(source)
+    running = bootstrap.running_services(engine, provider, source)
+    if running:
+        raise RestoreError(
+            f"in_place: cluster {source.name} is running ({', '.join(running)}); stop it first "
+            "(python -m flows.teardown) — an in-place restore replaces its data"
+        )
+    log_sentences(*bootstrap.stop_services(engine, provider, source))
 
 
 @task(cache_policy=NONE)
@@ -176,14 +178,14 @@ def flush_source_wal(source: ClusterSpec) -> str:
             sentence = ops.check(provider, source)
         except DbtierError as err:
             sentence = f"source {source.name} could not flush its WAL ({err.one_line()}); restoring from what is archived"
-    _log(sentence)
+    log_sentences(sentence)
     return sentence
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
 def read_source_catalog(target: ClusterSpec, source: ClusterSpec) -> Catalog:
     catalog = ops.read_source_catalog(get_provider(target), target, source, load_backup_secrets(source))
-    _log(f"source stanza {source.name}: {len(catalog.backups)} backup(s), WAL up to {catalog.wal_max}")
+    log_sentences(f"source stanza {source.name}: {len(catalog.backups)} backup(s), WAL up to {catalog.wal_max}")
     return catalog
 
 
@@ -192,14 +194,14 @@ def check_restore_target(target: RestoreTarget, catalog: Catalog, repo: int | No
     if repo is not None:
         catalog = dataclasses.replace(catalog, backups=tuple(catalog.in_repo(repo)))
     sentence = check_target(target, catalog, datetime.now(timezone.utc))
-    _log(f"restore target {target.describe()}: from {sentence}")
+    log_sentences(f"restore target {target.describe()}: from {sentence}")
     return sentence
 
 
 @task(cache_policy=NONE)
 def wait_for_restore(spec: ClusterSpec) -> str:
     sentence = ops.wait_for_restore(get_provider(spec), spec, spec.timeouts.healthy)
-    _log(sentence)
+    log_sentences(sentence)
     return sentence
 
 
@@ -210,7 +212,7 @@ def save_cluster_spec(spec: ClusterSpec) -> str:
     text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     for host in bootstrap.cluster_hosts(get_engine(spec), spec):
         get_provider(spec).runner(spec, host).write_file(path, text.encode(), 0o644)
-    _log(f"spec of {spec.name} saved: {path}")
+    log_sentences(f"spec of {spec.name} saved: {path}")
     return path
 
 
@@ -222,13 +224,13 @@ def clear_throwaway(copy: ClusterSpec) -> None:
     """A copy left by an interrupted drill is the drill's own: stop and remove it."""
     engine, provider = get_engine(copy), get_provider(copy)
     if bootstrap.running_services(engine, provider, copy) or bootstrap.is_initialised(engine, provider, copy):
-        _log(*bootstrap.stop_services(engine, provider, copy), bootstrap.wipe(engine, provider, copy))
+        log_sentences(*bootstrap.stop_services(engine, provider, copy), bootstrap.wipe(engine, provider, copy))
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
 def write_restore_marker(spec: ClusterSpec) -> Marker:
     marker = drill.write_marker(spec, load_passwords(spec).app)
-    _log(f"drill {marker.drill_id}: {marker.before} marker rows before {marker.at.isoformat(sep=' ')}, "
+    log_sentences(f"drill {marker.drill_id}: {marker.before} marker rows before {marker.at.isoformat(sep=' ')}, "
          f"{marker.after} after it")
     return marker
 
@@ -236,7 +238,7 @@ def write_restore_marker(spec: ClusterSpec) -> Marker:
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
 def check_restored_copy(spec: ClusterSpec, marker: Marker) -> CopyChecks:
     checks = drill.check_copy(spec, load_passwords(spec).superuser, marker)
-    _log(f"copy holds {checks.found_before} + {checks.found_after} marker rows; amcheck {checks.amcheck}; "
+    log_sentences(f"copy holds {checks.found_before} + {checks.found_after} marker rows; amcheck {checks.amcheck}; "
          f"query {checks.query}")
     return checks
 
@@ -244,14 +246,10 @@ def check_restored_copy(spec: ClusterSpec, marker: Marker) -> CopyChecks:
 @task(cache_policy=NONE, retries=1, retry_delay_seconds=2)
 def measure_s3(spec: ClusterSpec) -> list[str]:
     """What each S3 repository holds for this cluster, measured in the bucket (boto3), one sentence each."""
-    sentences = []
-    for n, repo in enumerate(spec.backup.repositories, start=1):
-        if repo.type != "s3":
-            continue
-        from blocks.s3 import S3Repository  # boto3 only when an S3 repository is configured
-        from dbtier.backup.s3 import archive_size, backup_sizes, read_manifest
+    from dbtier.backup.s3 import archive_size, backup_sizes, read_manifest
 
-        block = S3Repository.load_repository(repo.block)
+    sentences = []
+    for n, repo, block in s3_repositories(spec):
         client = block.get_boto3_client()
         sizes = backup_sizes(client, block.bucket, repo.path, spec.name)
         wal = archive_size(client, block.bucket, repo.path, spec.name)
@@ -264,5 +262,5 @@ def measure_s3(spec: ClusterSpec) -> list[str]:
                 f"WAL {manifest.get('backup-archive-start')}" if manifest else "manifest encrypted")
         sentences.append(f"repo{n} s3://{block.bucket}{repo.path}: {len(sizes)} backup(s) "
                          f"{human_bytes(sum(sizes.values()))}, WAL archive {human_bytes(wal)}{newest}")
-    _log(*sentences)
+    log_sentences(*sentences)
     return sentences

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
@@ -17,6 +17,7 @@ from dbtier.procs import Service
 from dbtier.providers.base import Provider, get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
+from tasks import log_sentences
 
 
 def _parts(spec: ClusterSpec) -> tuple[Engine, Provider]:
@@ -25,12 +26,6 @@ def _parts(spec: ClusterSpec) -> tuple[Engine, Provider]:
 
 def _service(spec: ClusterSpec, name: str) -> Service:
     return next(s for s in bootstrap.all_services(get_engine(spec), spec) if s.name == name)
-
-
-def _log(*sentences: str) -> None:
-    logger = get_run_logger()
-    for sentence in sentences:
-        logger.info("%s", sentence)
 
 
 @task(cache_policy=NONE)
@@ -48,7 +43,7 @@ def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
             done = False  # ensure_cluster_passwords says what is wrong, in one line
         else:
             done = engine.app_database_present(spec, passwords)
-    _log(f"{len(running)} of {expected} services running; {status.health.sentence}")
+    log_sentences(f"{len(running)} of {expected} services running; {status.health.sentence}")
     return {"provisioned": done, "rows": status.rows, "leader": status.health.leader}
 
 
@@ -56,25 +51,25 @@ def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
 def prepare_hosts(spec: ClusterSpec) -> None:
     """Install what the hosts need (packages, OS user, runtime venv); idempotent."""
     engine, provider = _parts(spec)
-    _log(*bootstrap.prepare_hosts(engine, provider, spec))
+    log_sentences(*bootstrap.prepare_hosts(engine, provider, spec))
 
 
 @task(cache_policy=NONE)
 def preflight_checks(spec: ClusterSpec) -> None:
     engine, provider = _parts(spec)
-    _log(*bootstrap.preflight(engine, provider, spec))
+    log_sentences(*bootstrap.preflight(engine, provider, spec))
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
 def prepare_data_dirs(spec: ClusterSpec) -> None:
     engine, provider = _parts(spec)
-    _log(bootstrap.prepare_dirs(engine, provider, spec))
+    log_sentences(bootstrap.prepare_dirs(engine, provider, spec))
 
 
 @task(cache_policy=NONE)
 def ensure_cluster_passwords(spec: ClusterSpec) -> None:
     engine, provider = _parts(spec)
-    _log(*ensure_passwords(spec, initialised=bootstrap.is_initialised(engine, provider, spec)))
+    log_sentences(*ensure_passwords(spec, initialised=bootstrap.is_initialised(engine, provider, spec)))
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3], task_run_name="start {name}")
@@ -82,47 +77,47 @@ def start_service(spec: ClusterSpec, name: str) -> str:
     """Start one service unless it runs (safe to repeat)."""
     _, provider = _parts(spec)
     sentence = bootstrap.ensure_running(provider, spec, _service(spec, name))
-    _log(sentence)
+    log_sentences(sentence)
     return sentence
 
 
 @task(cache_policy=NONE)
 def wait_for_consensus(spec: ClusterSpec) -> None:
     engine, _ = _parts(spec)
-    _log(engine.wait_consensus(spec, spec.timeouts.etcd_quorum))
+    log_sentences(engine.wait_consensus(spec, spec.timeouts.etcd_quorum))
 
 
 @task(cache_policy=NONE, task_run_name="configure {name}")
 def write_member_config(spec: ClusterSpec, name: str) -> None:
     engine, provider = _parts(spec)
-    _log(bootstrap.write_member_files(engine, provider, spec, _service(spec, name), load_passwords(spec)))
+    log_sentences(bootstrap.write_member_files(engine, provider, spec, _service(spec, name), load_passwords(spec)))
 
 
 @task(cache_policy=NONE)
 def prepare_replicas(spec: ClusterSpec) -> None:
     engine, _ = _parts(spec)
-    _log(engine.prepare_replicas(spec, load_passwords(spec), spec.timeouts.healthy))
+    log_sentences(engine.prepare_replicas(spec, load_passwords(spec), spec.timeouts.healthy))
 
 
 @task(cache_policy=NONE)
 def wait_until_healthy(spec: ClusterSpec) -> ClusterStatus:
     engine, _ = _parts(spec)
     status = engine.wait_healthy(spec, spec.timeouts.healthy)
-    _log(status.health.sentence)
+    log_sentences(status.health.sentence)
     return status
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
 def create_app_database(spec: ClusterSpec) -> None:
     engine, _ = _parts(spec)
-    _log(engine.create_app_database(spec, load_passwords(spec)))
+    log_sentences(engine.create_app_database(spec, load_passwords(spec)))
 
 
 @task(cache_policy=NONE)
 def verify_replication(spec: ClusterSpec) -> str:
     engine, _ = _parts(spec)
     sentence = engine.verify_replication(spec, load_passwords(spec), spec.timeouts.replica_read)
-    _log(sentence)
+    log_sentences(sentence)
     return sentence
 
 
@@ -130,7 +125,7 @@ def verify_replication(spec: ClusterSpec) -> str:
 def read_status(spec: ClusterSpec) -> ClusterStatus:
     engine, _ = _parts(spec)
     status = engine.status(spec)
-    _log(status.health.sentence)
+    log_sentences(status.health.sentence)
     return status
 
 
@@ -148,14 +143,14 @@ def publish_member_table(spec: ClusterSpec, rows: list[dict[str, Any]], headline
 def stop_cluster(spec: ClusterSpec) -> list[str]:
     engine, provider = _parts(spec)
     sentences = bootstrap.stop_services(engine, provider, spec)
-    _log(*sentences)
+    log_sentences(*sentences)
     return sentences
 
 
 @task(cache_policy=NONE)
 def wipe_cluster(spec: ClusterSpec) -> None:
     engine, provider = _parts(spec)
-    _log(bootstrap.wipe(engine, provider, spec))
+    log_sentences(bootstrap.wipe(engine, provider, spec))
 
 
 @task(cache_policy=NONE)
@@ -165,5 +160,5 @@ def destroy_hosts(spec: ClusterSpec) -> list[str]:
     Not retried: destroying is not a step to repeat blindly.
     """
     sentences = get_provider(spec).destroy_hosts(spec)
-    _log(*sentences)
+    log_sentences(*sentences)
     return sentences

@@ -24,7 +24,8 @@ from dbtier.errors import BackupError, PreflightError, RestoreFailed
 from dbtier.procs import Service
 from dbtier.providers.base import Completed, Provider, Runner
 from dbtier.spec import ClusterSpec
-from dbtier.topology import PgMember, pg_members
+from dbtier.health import role_holder
+from dbtier.topology import PgMember, pg_member, pg_members
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,10 @@ def _repo_name(spec: ClusterSpec, n: int) -> str:
 
 def leader(spec: ClusterSpec) -> PgMember:
     """The member Patroni names leader; a BackupError when there is none."""
-    doc = fetch_cluster(spec)
-    name = next((m["name"] for m in (doc or {}).get("members", []) if m.get("role") == "leader"), None)
+    name = role_holder(fetch_cluster(spec), "leader")
     if name is None:
         raise BackupError(f"cluster {spec.name}: no leader answers; check it with 'dbtier status'")
-    return next(m for m in pg_members(spec) if m.name == name)
+    return pg_member(spec, name)
 
 
 def streaming_replica(spec: ClusterSpec, primary: PgMember) -> PgMember:

@@ -9,6 +9,9 @@ from pydantic import ValidationError
 from dbtier.errors import SpecError
 from dbtier.spec import ClusterSpec, format_validation_error
 
+#: A restored copy's ports are the source's plus this, unless the user says otherwise.
+DEFAULT_PORT_OFFSET = 100
+
 
 def _rebuild(spec: ClusterSpec, **changes: Any) -> ClusterSpec:
     data = spec.model_dump(mode="json")

@@ -19,7 +19,7 @@ from dbtier.errors import DbtierError
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.spec import ClusterSpec
-from dbtier.topology import PgMember, pg_members
+from dbtier.topology import PgMember, pg_member, pg_members
 
 # -- reading the cluster -----------------------------------------------------------------------
 
@@ -64,22 +64,9 @@ def replica_lag(leader_status: dict[str, Any], replica_status: dict[str, Any]) -
     return max(0, leader_at - replica_at)
 
 
-def role_holder(doc: dict[str, Any] | None, role: str) -> str | None:
-    """The name of the member with ``role`` (``leader``, ``sync_standby``) in a ``/cluster`` document.
-
-    >>> role_holder({"members": [{"name": "pg1", "role": "leader"}]}, "leader")
-    'pg1'
-    """
-    return next((str(m["name"]) for m in (doc or {}).get("members", []) if m.get("role") == role), None)
-
-
 def member_entry(doc: dict[str, Any] | None, name: str) -> dict[str, Any]:
     """The ``/cluster`` entry of member ``name`` (empty when it is not listed)."""
     return next((m for m in (doc or {}).get("members", []) if m.get("name") == name), {})
-
-
-def pg_member(spec: ClusterSpec, name: str) -> PgMember:
-    return next(m for m in pg_members(spec) if m.name == name)
 
 
 def service_named(spec: ClusterSpec, name: str) -> Service:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from dbtier.health import role_holder
 from dbtier.drills import faults, writer
 from dbtier.drills.settings import DrillSettings, quorum_loss_hold
 from dbtier.drills.verdict import Attempt, Expectation, Observed, Verdict, judge
@@ -22,7 +23,7 @@ from dbtier.engines.base import get_engine
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn, pg_members
+from dbtier.topology import client_dsn, pg_member, pg_members
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Drill:
         return moment
 
     def leader(self) -> str:
-        name = faults.role_holder(faults.cluster_doc(self.spec), "leader")
+        name = role_holder(faults.cluster_doc(self.spec), "leader")
         if name is None:
             raise ClusterUnhealthy(f"drill {self.scenario}: cluster {self.spec.name} has no leader to drill against")
         return name
@@ -69,7 +70,7 @@ class Drill:
             return None
         deadline = time.monotonic() + 3 * self.spec.patroni.loop_wait + 10
         while time.monotonic() < deadline:
-            name = faults.role_holder(faults.cluster_doc(self.spec), "sync_standby")
+            name = role_holder(faults.cluster_doc(self.spec), "sync_standby")
             if name is not None:
                 return name
             time.sleep(0.3)
@@ -77,7 +78,7 @@ class Drill:
         return None
 
     def port(self, name: str) -> int:
-        return faults.pg_member(self.spec, name).pg_port
+        return pg_member(self.spec, name).pg_port
 
     # -- writer and restore ---------------------------------------------------------------------
 
@@ -127,8 +128,8 @@ class Drill:
     def watch(self, avoid: str | None = None) -> None:
         """Note leader, timeline and synchronous standby changes as Patroni reports them."""
         doc = faults.cluster_doc(self.spec, avoid=avoid, timeout=0.5)
-        leader = faults.role_holder(doc, "leader")
-        seen = (leader, faults.member_entry(doc, leader or "").get("timeline"), faults.role_holder(doc, "sync_standby"))
+        leader = role_holder(doc, "leader")
+        seen = (leader, faults.member_entry(doc, leader or "").get("timeline"), role_holder(doc, "sync_standby"))
         if doc is None or seen == self._seen:
             return
         self._seen = seen
@@ -165,7 +166,7 @@ class Drill:
             status = faults.member_status(self.spec, name)
             if faults.streaming_replica(status):
                 elapsed = round(time.time() - since, 2)
-                leader = faults.role_holder(faults.cluster_doc(self.spec), "leader") or ""
+                leader = role_holder(faults.cluster_doc(self.spec), "leader") or ""
                 lag = faults.replica_lag(faults.member_status(self.spec, leader), status)
                 self.note(f"{name} streams again on timeline {status.get('timeline')} (lag {lag} bytes)")
                 return elapsed, lag
@@ -198,7 +199,7 @@ class Drill:
         return DrillResult(verdict, self.dir)
 
     def _read_back(self, attempts: list[Attempt]) -> tuple[str | None, frozenset[int], dict[str, frozenset[int]]]:
-        leader = faults.role_holder(faults.cluster_doc(self.spec), "leader")
+        leader = role_holder(faults.cluster_doc(self.spec), "leader")
         if leader is None:
             self.problems.append("no leader to read the written ids back from")
             return None, frozenset(), {}
@@ -211,7 +212,7 @@ class Drill:
         """The ids ``name`` holds; for a replica, wait (up to ``timeout``) until it holds ``wanted``."""
         import psycopg
 
-        member = faults.pg_member(self.spec, name)
+        member = pg_member(self.spec, name)
         info = writer.member_conninfo(member.host, member.pg_port, self.spec.app.user, self.spec.app.database)
         deadline, error, ids = time.monotonic() + timeout, "", None
         while time.monotonic() < deadline:
@@ -300,7 +301,7 @@ def replica_loss(drill: Drill) -> DrillResult:
         fault_at = drill.fault(f"SIGKILL replica {victim}", lambda: faults.crash_member(drill.provider, spec, victim))
         drill.on_restore(f"start {victim} again", lambda: faults.restart_service(drill.provider, spec, victim))
         drill.hold(drill.settings.replica_loss_hold_s)
-        after = faults.role_holder(faults.cluster_doc(spec), "sync_standby")
+        after = role_holder(faults.cluster_doc(spec), "sync_standby")
         if sync:
             drill.notes.append(f"synchronous standby while {victim} was down: {after or 'none (degraded)'}")
         rejoin = drill.wait_rejoin(victim, drill.restore())

@@ -17,11 +17,7 @@ from dbtier.health import Health, assess, member_rows, merge_live
 from dbtier.procs import Service
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
-from dbtier.topology import PgMember, client_dsn, pg_members
-
-
-def _member(spec: ClusterSpec, name: str) -> PgMember:
-    return next(m for m in pg_members(spec) if m.name == name)
+from dbtier.topology import PgMember, client_dsn, pg_member, pg_members
 
 
 def fetch_cluster(spec: ClusterSpec, timeout: float = 2.0, avoid: str | None = None) -> dict[str, Any] | None:
@@ -80,14 +76,14 @@ class PostgresEngine(Engine):
         ]
 
     def member_files(self, spec: ClusterSpec, service: Service, passwords: Passwords) -> dict[str, bytes]:
-        member = _member(spec, service.name)
+        member = pg_member(spec, service.name)
         config = render_patroni_config(spec, member, passwords)
         return {member.config: yaml.safe_dump(config, sort_keys=False).encode()}
 
     def owned_port(self, spec: ClusterSpec, service: Service, port: int) -> str | None:
         if service.kind != "patroni":
             return None
-        member = _member(spec, service.name)
+        member = pg_member(spec, service.name)
         return member.data_dir if port == member.pg_port else None
 
     def wait_consensus(self, spec: ClusterSpec, timeout: float) -> str:

@@ -20,6 +20,7 @@ import pytest
 
 from blocks.passwords import load_passwords
 from dbtier import bootstrap
+from dbtier.health import role_holder
 from dbtier.backup import ops
 from dbtier.backup.archive import wal_position
 from dbtier.backup.restore import derive_target
@@ -152,11 +153,11 @@ def test_archiving_keeps_working_after_a_switchover(cluster_with_full_backup: st
     from flows.archive_health import archive_health
 
     doc = faults.cluster_doc(spec)
-    leader = faults.role_holder(doc, "leader")
+    leader = role_holder(doc, "leader")
     candidate = next(m["name"] for m in (doc or {})["members"] if m["name"] != leader)
     faults.switchover(spec, leader or "", candidate)
     get_engine(spec).wait_healthy(spec, 90)
-    assert faults.role_holder(faults.cluster_doc(spec), "leader") == candidate
+    assert role_holder(faults.cluster_doc(spec), "leader") == candidate
 
     result = archive_health(spec_path=cluster_with_full_backup)  # pgbackrest check from the new primary
     assert result["healthy"] is True
@@ -212,7 +213,7 @@ def test_backup_from_a_replica_when_asked(cluster_with_full_backup: str, spec: C
     from_replica = write_spec(build_spec(data, environ={}), os.path.join(spec.data_root, "from-replica.yaml"))
     result = backup(spec_path=from_replica, kind="incr")
     assert [b["kind"] for b in result["taken"]] == ["incr"]
-    leader = faults.role_holder(faults.cluster_doc(spec), "leader")
+    leader = role_holder(faults.cluster_doc(spec), "leader")
     assert f"(standby of {leader})" in result["runs"][0], result["runs"]
 
 

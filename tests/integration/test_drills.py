@@ -20,6 +20,7 @@ import pytest
 
 from blocks.passwords import load_passwords
 from dbtier import bootstrap
+from dbtier.health import role_holder
 from dbtier.drills import faults, scenarios
 from dbtier.drills.settings import DrillSettings
 from dbtier.engines.base import get_engine
@@ -49,7 +50,7 @@ def synchronous_cluster_under_drill(prefect_harness: None, spec: ClusterSpec) ->
     with stopped_at_exit(spec):
         spec_file = write_spec(spec, os.path.join(spec.data_root, "spec.yaml"))
         provision(spec_path=spec_file)
-        _wait_for(lambda: faults.role_holder(faults.cluster_doc(spec), "sync_standby") is not None)
+        _wait_for(lambda: role_holder(faults.cluster_doc(spec), "sync_standby") is not None)
         yield spec_file
     bootstrap.wipe(get_engine(spec), get_provider(spec), spec)
     shutil.rmtree(spec.data_root, ignore_errors=True)
@@ -66,7 +67,7 @@ def drill(spec_file: str, scenario: str, settings: DrillSettings = FAST) -> dict
 
 def test_switchover_goes_to_the_sync_standby_without_losing_a_write(synchronous_cluster_under_drill: str,
                                                                     spec: ClusterSpec) -> None:
-    sync_before = faults.role_holder(faults.cluster_doc(spec), "sync_standby")
+    sync_before = role_holder(faults.cluster_doc(spec), "sync_standby")
     verdict = drill(synchronous_cluster_under_drill, "switchover")
     assert verdict["passed"] and verdict["leader_changed"]
     assert verdict["leader_after"] == sync_before
@@ -124,14 +125,14 @@ def test_wrong_expectation_fails_async_crash_with_paused_wal_senders_loses_ackno
 ) -> None:
     """Expecting zero loss from asynchronous replication is wrong, and the checker must say so."""
     faults.set_synchronous_mode(spec, False)
-    _wait_for(lambda: faults.role_holder(faults.cluster_doc(spec), "sync_standby") is None)
+    _wait_for(lambda: role_holder(faults.cluster_doc(spec), "sync_standby") is None)
     try:
         run = scenarios.Drill(spec, FAST, load_passwords(spec).app, "crash")
         assert run.zero_loss is False
         verdict = scenarios.crash(run, pause_wal_senders_s=2.0, expect_zero_loss=True).verdict
     finally:
         faults.set_synchronous_mode(spec, True)
-        _wait_for(lambda: faults.role_holder(faults.cluster_doc(spec), "sync_standby") is not None)
+        _wait_for(lambda: role_holder(faults.cluster_doc(spec), "sync_standby") is not None)
     print(f"\nasync crash: {verdict.sentence}")
     assert verdict.passed is False
     assert verdict.lost_writes > 0
