@@ -16,6 +16,7 @@ from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
+from dbtier.supervisors import unit_name
 
 MARKER = "dbtier-cluster.json"
 
@@ -153,8 +154,10 @@ def ensure_running(provider: Provider, spec: ClusterSpec, service: Service) -> s
     pid = procs.running_pid(runner, service)
     if pid is not None:
         return f"{service.name} already running (pid {pid})"
-    pid = procs.start(runner, service)
-    return f"{service.name} started (pid {pid})"
+    supervisor = provider.supervisor(spec, service.host)
+    pid = supervisor.start(runner, service)
+    how = f" by systemd unit {unit_name(spec.name, service.name)}" if supervisor.kind == "systemd" else ""
+    return f"{service.name} started{how} (pid {pid})"
 
 
 def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
@@ -162,7 +165,7 @@ def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list
     sentences = []
     for service in engine.member_services(spec) + engine.consensus_services(spec):
         runner = provider.runner(spec, service.host)
-        sentences.append(procs.stop(runner, service, timeout=60))
+        sentences.append(provider.supervisor(spec, service.host).stop(runner, service, timeout=60))
         for _field, port in service.ports:
             owner_dir = engine.owned_port(spec, service, port)
             if owner_dir:
@@ -184,7 +187,8 @@ def _stop_orphan_postmaster(runner: Runner, spec: ClusterSpec, data_dir: str, na
 
 
 def wipe(engine: Engine, provider: Provider, spec: ClusterSpec) -> str:
-    """Remove the cluster directory, only when it is ours and nothing of it runs."""
+    """Remove the cluster directory (and its systemd units), only when it is ours and nothing of it runs."""
+    said: list[str] = []
     for host in cluster_hosts(engine, spec):
         runner = provider.runner(spec, host)
         if runner.list_dir(spec.cluster_dir) is None:
@@ -197,8 +201,10 @@ def wipe(engine: Engine, provider: Provider, spec: ClusterSpec) -> str:
         still = [s.name for s in all_services(engine, spec) if s.host == host and procs.running_pid(runner, s)]
         if still:
             raise ProvisionError(f"not wiping {spec.cluster_dir}: {', '.join(still)} still running")
+        services = [s for s in all_services(engine, spec) if s.host == host]
+        said += provider.supervisor(spec, host).remove(runner, services)
         runner.remove_tree(spec.cluster_dir)
-    return f"wiped {spec.cluster_dir}"
+    return "; ".join([*said, f"wiped {spec.cluster_dir}"])
 
 
 def running_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:

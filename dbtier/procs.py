@@ -33,13 +33,22 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def launch_command(argv: Sequence[str], pidfile: str, logfile: str) -> list[str]:
+    """The argv that runs ``argv`` in the foreground, writing its pid and log (a systemd unit's command).
+
+    >>> launch_command(["etcd", "--name", "e0"], "/d/e0.pid", "/d/e0.log")[4:]
+    ['/d/e0.pid', '/d/e0.log', 'etcd', '--name', 'e0']
+    """
+    return ["/bin/sh", "-c", LAUNCH_SCRIPT, "sh", pidfile, logfile, *argv]
+
+
 def launch_argv(argv: Sequence[str], pidfile: str, logfile: str) -> list[str]:
     """The argv that starts ``argv`` detached, writing its pid and log.
 
     >>> launch_argv(["etcd", "--name", "e0"], "/d/e0.pid", "/d/e0.log")[:3]
-    ['setsid', '-f', 'sh']
+    ['setsid', '-f', '/bin/sh']
     """
-    return ["setsid", "-f", "sh", "-c", LAUNCH_SCRIPT, "sh", pidfile, logfile, *argv]
+    return ["setsid", "-f", *launch_command(argv, pidfile, logfile)]
 
 
 def read_pid(runner: Runner, pidfile: str) -> int | None:
@@ -74,6 +83,11 @@ def start(runner: Runner, service: Service, env: Mapping[str, str] | None = None
     """Start ``service`` detached and return its pid (the one in its pid file)."""
     runner.run(["rm", "-f", service.pidfile])
     runner.run(launch_argv(service.argv, service.pidfile, service.logfile), env={**service.env, **(env or {})})
+    return wait_started(runner, service, wait)
+
+
+def wait_started(runner: Runner, service: Service, wait: float = 10.0, where: str = "") -> int:
+    """The pid of ``service`` once its pid file names a live process; else a one-line error with its log's tail."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         pid = running_pid(runner, service)
@@ -81,7 +95,8 @@ def start(runner: Runner, service: Service, env: Mapping[str, str] | None = None
             return pid
         time.sleep(0.05)
     tail = (runner.read_file(service.logfile) or b"").decode(errors="replace").strip().splitlines()[-3:]
-    raise ProvisionError(f"{service.name} did not start; last log lines: {' | '.join(tail) or '(empty)'}")
+    how = f" ({where})" if where else ""
+    raise ProvisionError(f"{service.name} did not start{how}; last log lines: {' | '.join(tail) or '(empty)'}")
 
 
 def stop(runner: Runner, service: Service, timeout: float = 30.0) -> str:

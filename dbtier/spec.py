@@ -106,6 +106,9 @@ class SSHSettings(_Model):
     key_file: str | None = None
     connect_timeout: int = Field(10, ge=1, le=300)
     install_packages: bool = True
+    services: Literal["auto", "systemd", "processes"] = Field(
+        "auto", description="systemd units where systemd is the host's init (auto), always, or detached processes"
+    )
 
     @model_validator(mode="after")
     def _one_key(self) -> SSHSettings:

@@ -38,8 +38,7 @@ def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: 
     else:
         logger.info("backups kept in the repositories (pass --drop-backups to delete them)")
     if wipe:
-        wipe_cluster(spec)
-        sentences.append(f"wiped {spec.cluster_dir}")
+        sentences.append(wipe_cluster(spec))
     elif not (destroy_hosts and spec.provider == "proxmox"):  # a destroyed container takes its data along
         logger.info("data kept under %s (pass --wipe to delete it)", spec.cluster_dir)
     if destroy_hosts:

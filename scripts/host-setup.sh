@@ -41,10 +41,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-# Debian's etcd unit would hold 2379/2380; dbtier runs its own members.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
-  say "stopping and disabling Debian's etcd service (it holds 2379/2380)"
-  systemctl disable --now etcd >/dev/null 2>&1 || true
+# Debian's etcd unit would hold 2379/2380 (now or after a reboot); dbtier runs its own members,
+# under units of their own where systemd is the init (/run/systemd/system: systemd's own test).
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  if systemctl is-enabled --quiet etcd.service 2>/dev/null || systemctl is-active --quiet etcd.service 2>/dev/null; then
+    say "stopping and disabling Debian's etcd.service (it holds 2379/2380)"
+    systemctl disable --now --quiet etcd.service
+  fi
 fi
 
 if ! id "$OS_USER" >/dev/null 2>&1; then

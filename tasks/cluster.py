@@ -148,9 +148,12 @@ def stop_cluster(spec: ClusterSpec) -> list[str]:
 
 
 @task(cache_policy=NONE)
-def wipe_cluster(spec: ClusterSpec) -> None:
+def wipe_cluster(spec: ClusterSpec) -> str:
+    """Delete the cluster's directory (and its systemd units); return what was done."""
     engine, provider = _parts(spec)
-    log_sentences(bootstrap.wipe(engine, provider, spec))
+    said = bootstrap.wipe(engine, provider, spec)
+    log_sentences(said)
+    return said
 
 
 @task(cache_policy=NONE)

@@ -28,7 +28,7 @@ class SSHServer:
             return fh.read()
 
 
-def _keygen(path: str) -> None:
+def keygen(path: str) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
 
 
@@ -38,7 +38,7 @@ def running_sshd(port: int) -> Iterator[SSHServer]:
     work = tempfile.mkdtemp(prefix="dbtier-sshd-")
     host_key, client_key, stranger = (os.path.join(work, n) for n in ("host_key", "client_key", "stranger_key"))
     for path in (host_key, client_key, stranger):
-        _keygen(path)
+        keygen(path)
     authorized = os.path.join(work, "authorized_keys")
     with open(f"{client_key}.pub") as fh:
         public = fh.read()

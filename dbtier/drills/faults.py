@@ -161,7 +161,9 @@ def crash_member(provider: Provider, spec: ClusterSpec, name: str) -> str:
         raise DbtierError(f"crash: {name} has no running process to kill")
     signal_pids(runner, pids, "KILL")
     state = "all gone" if _gone(runner, pids, 10.0) else "some still exiting"
-    return f"SIGKILL sent to {len(pids)} processes of {name} (Patroni, postmaster, its children): {state}"
+    held = provider.supervisor(spec, member.host).keep_down(runner, service_named(spec, name))
+    return " ".join(filter(None, [
+        f"SIGKILL sent to {len(pids)} processes of {name} (Patroni, postmaster, its children): {state}.", held]))
 
 
 def freeze_member(provider: Provider, spec: ClusterSpec, name: str) -> list[int]:
@@ -194,7 +196,8 @@ def kill_service(provider: Provider, spec: ClusterSpec, name: str) -> str:
         return f"{name} was not running"
     signal_pids(runner, [pid], "KILL")
     _gone(runner, [pid], 10.0)
-    return f"SIGKILL sent to {name} (pid {pid})"
+    held = provider.supervisor(spec, service.host).keep_down(runner, service)
+    return " ".join(filter(None, [f"SIGKILL sent to {name} (pid {pid}).", held]))
 
 
 def restart_service(provider: Provider, spec: ClusterSpec, name: str) -> str:

@@ -10,8 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dbtier.spec import ClusterSpec
+
+if TYPE_CHECKING:
+    from dbtier.supervisors import Supervisor
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,12 @@ class Provider(ABC):
     @abstractmethod
     def check_host(self, spec: ClusterSpec, host: str) -> list[str]:
         """Problems that stop the cluster from running on ``host`` (unreachable, missing user...), one line each."""
+
+    def supervisor(self, spec: ClusterSpec, host: str) -> Supervisor:
+        """Who keeps services running on ``host``: by default detached processes with pid files."""
+        from dbtier.supervisors import Processes
+
+        return Processes()
 
     def installs_packages(self, spec: ClusterSpec) -> bool:
         """True when :meth:`prepare_host` installs what the hosts need (so a missing binary is not yet an error)."""

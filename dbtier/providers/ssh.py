@@ -19,6 +19,7 @@ from typing import Any
 from dbtier.errors import CommandFailed, PreflightError, ProvisionError
 from dbtier.providers.base import Completed, Provider, Runner
 from dbtier.spec import ClusterSpec, SSHSettings
+from dbtier.supervisors import Processes, Supervisor, Systemd, systemd_runs
 
 HOST_SETUP = Path(__file__).resolve().parent.parent.parent / "scripts" / "host-setup.sh"
 # Move an uploaded file into place, owned by the OS user, atomically; always remove the upload.
@@ -120,6 +121,11 @@ class SSHRunner(Runner):
         remote = self.upload(data)
         self.run_as_root(["sh", "-c", PLACE_SCRIPT, "sh", self.os_user, f"{mode:o}", remote, path])
 
+    def write_root_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write ``data`` atomically, owned by root (a systemd unit)."""
+        remote = self.upload(data)
+        self.run_as_root(["sh", "-c", PLACE_SCRIPT, "sh", "root", f"{mode:o}", remote, path])
+
     def make_dirs(self, path: str, mode: int = 0o700) -> None:
         parent = path.rsplit("/", 1)[0] or "/"
         self.run_as_root(["mkdir", "-p", "-m", "755", parent])
@@ -169,6 +175,7 @@ class SSHProvider(Provider):
     def __init__(self, key_loader: Callable[[SSHSettings], dict[str, Any]]) -> None:
         self._key_loader = key_loader
         self._runners: dict[tuple[str, int, str], SSHRunner] = {}
+        self._systemd: dict[tuple[str, int], bool] = {}
         self._lock = threading.Lock()
 
     def _settings(self, spec: ClusterSpec) -> SSHSettings:
@@ -185,9 +192,24 @@ class SSHProvider(Provider):
                 self._runners[key] = SSHRunner(host, port, settings, spec.os_user, self._key_loader(settings))
             return self._runners[key]
 
+    def supervisor(self, spec: ClusterSpec, host: str) -> Supervisor:
+        """systemd units where ``ssh.services`` says so (``auto``: where systemd is the host's init), else processes."""
+        mode = self._settings(spec).services
+        runner = self.runner(spec, host)
+        if mode == "auto":
+            key = (runner.host, runner.port)
+            if key not in self._systemd:
+                self._systemd[key] = systemd_runs(runner)
+            use_systemd = self._systemd[key]
+        else:
+            use_systemd = mode == "systemd"
+        return Systemd(runner, spec.name, spec.os_user) if use_systemd else Processes()
+
     def check_host(self, spec: ClusterSpec, host: str) -> list[str]:
         runner = self.runner(spec, host)
         runner.run_as_root(["true"], timeout=30)  # reachable, key accepted, root (or sudo -n) works
+        if self._settings(spec).services == "systemd" and not systemd_runs(runner):
+            return [f"ssh.services: systemd, but systemd is not the init of {host}; set services: auto or processes"]
         if self.installs_packages(spec):
             return []
         try:

@@ -1,8 +1,15 @@
-"""A 3-member cluster brought up through the ssh provider against a real sshd on loopback."""
+"""A 3-member cluster brought up through the ssh provider on a host that runs systemd.
+
+The host is this machine seen through :mod:`tests.systemd_sandbox`: systemd as PID 1 of its own
+namespaces, a real sshd on a loopback port, the test's data root bound in at the same path. So
+every member runs as a systemd unit, and the drills, backups and restore drill run unchanged on it.
+(The proxmox suite covers the ssh provider on a host without systemd: detached processes.)
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,18 +22,26 @@ from dbtier.engines.base import get_engine
 from dbtier.errors import PreflightError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
+from dbtier.supervisors import unit_name
 from dbtier.topology import pg_members
 from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
-from tests.sshd import SSHServer, running_sshd
+from tests.sshd import SSHServer
+from tests.systemd_sandbox import available, booted_systemd
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.skipif(available() is not None, reason=f"systemd sandbox: {available()}")]
 BLOCK = 4
 SSHD_PORT = TEST_PORT_BASE + 100 * BLOCK + 90
 
 
 @pytest.fixture(scope="module")
-def sshd() -> Iterator[SSHServer]:
-    with running_sshd(SSHD_PORT) as server:
+def ssh_root() -> str:
+    """The data root of every cluster of this module: bound into the systemd host at the same path."""
+    return shared_tmpdir("dbtier-ssh-")
+
+
+@pytest.fixture(scope="module")
+def sshd(ssh_root: str) -> Iterator[SSHServer]:
+    with booted_systemd(SSHD_PORT, share=ssh_root) as server:
         yield server
 
 
@@ -38,8 +53,19 @@ def _ssh_spec(sshd: SSHServer, data_root: str, **ssh: Any) -> ClusterSpec:
 
 
 @pytest.fixture(scope="module")
-def spec(sshd: SSHServer) -> ClusterSpec:
-    return _ssh_spec(sshd, shared_tmpdir("dbtier-ssh-"))
+def spec(sshd: SSHServer, ssh_root: str) -> ClusterSpec:
+    return _ssh_spec(sshd, ssh_root)
+
+
+def on_host(spec: ClusterSpec, *argv: str) -> str:
+    """Run ``argv`` as root on the systemd host (through the provider's own SSH connection)."""
+    return get_provider(spec).runner(spec, "127.0.0.1").run_as_root(list(argv)).out.strip()  # type: ignore[attr-defined]
+
+
+def unit_state(spec: ClusterSpec, service: str) -> dict[str, str]:
+    out = on_host(spec, "systemctl", "show", unit_name(spec.name, service),
+                  "-p", "MainPID,User,ActiveState,UnitFileState,Restart,NRestarts")
+    return dict(line.split("=", 1) for line in out.splitlines())
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +90,37 @@ def test_cluster_over_ssh_has_one_leader_and_streaming_replicas(provisioned: str
     assert get_engine(spec).status(spec).health.healthy
 
 
-def test_processes_started_over_ssh_run_as_the_database_user(provisioned: str, spec: ClusterSpec) -> None:
+def test_every_member_runs_as_an_enabled_systemd_unit_of_the_database_user(provisioned: str, spec: ClusterSpec) -> None:
     provider = get_provider(spec)
     for service in all_services(get_engine(spec), spec):
         pid = procs.running_pid(provider.runner(spec, service.host), service)
+        state = unit_state(spec, service.name)
         assert pid is not None, service.name
-        assert os.stat(f"/proc/{pid}").st_uid != 0
+        assert state == {"MainPID": str(pid), "User": spec.os_user, "ActiveState": "active",
+                         "UnitFileState": "enabled", "Restart": "on-failure", "NRestarts": "0"}, service.name
     assert os.stat(f"{spec.cluster_dir}/pg0/patroni.yml").st_mode & 0o777 == 0o600
+
+
+def test_debians_etcd_unit_is_disabled_and_never_ran(provisioned: str, spec: ClusterSpec) -> None:
+    """The sandbox starts with Debian's etcd.service enabled, as after installing the package."""
+    assert on_host(spec, "sh", "-c", "systemctl is-enabled etcd.service || true") == "disabled"
+    assert on_host(spec, "sh", "-c", "systemctl is-active etcd.service || true") == "inactive"
+
+
+def test_systemd_restarts_a_member_that_dies(provisioned: str, spec: ClusterSpec) -> None:
+    """Restart=on-failure: an etcd member killed by SIGKILL is back, under a new pid, without dbtier."""
+    provider = get_provider(spec)
+    etcd1 = next(s for s in all_services(get_engine(spec), spec) if s.name == "etcd1")
+    runner = provider.runner(spec, etcd1.host)
+    before = procs.running_pid(runner, etcd1)
+    assert before is not None
+    runner.run(["kill", "-KILL", str(before)])
+    deadline = time.monotonic() + 30
+    while procs.running_pid(runner, etcd1) in (None, before):
+        assert time.monotonic() < deadline, "systemd did not restart etcd1 within 30 s"
+        time.sleep(0.5)
+    assert unit_state(spec, "etcd1")["NRestarts"] == "1"
+    assert get_engine(spec).wait_healthy(spec, timeout=60).health.healthy
 
 
 def test_second_provision_over_ssh_changes_nothing(provisioned: str, spec: ClusterSpec) -> None:
@@ -117,7 +167,7 @@ def test_backups_and_the_restore_drill_run_unchanged_on_the_ssh_cluster(provisio
     ],
 )
 def test_bad_hosts_give_one_line_and_start_nothing(
-    provisioned: str, sshd: SSHServer, settings: dict[str, Any], words: str
+    provisioned: str, sshd: SSHServer, ssh_root: str, settings: dict[str, Any], words: str
 ) -> None:
     """Unreachable host, wrong key, missing key file, a missing program: refused before anything starts."""
     from dbtier import bootstrap
@@ -129,7 +179,7 @@ def test_bad_hosts_give_one_line_and_start_nothing(
     elif settings.get("key_file") == "GOOD":
         settings["key_file"] = sshd.key_file
     etcd_bin = settings.pop("binaries", None)
-    root = shared_tmpdir("dbtier-ssh-bad-")
+    root = os.path.join(ssh_root, "bad")  # inside the bound data root: what the host writes shows here
     base = _ssh_spec(sshd, root, **settings)
     data = base.model_dump(mode="json")
     data["name"] = "sshbad"
@@ -151,6 +201,9 @@ def test_bad_hosts_give_one_line_and_start_nothing(
 def test_teardown_over_ssh_stops_everything(provisioned: str, spec: ClusterSpec) -> None:
     from flows.teardown import teardown
 
-    teardown(spec_path=provisioned, wipe=True)
+    said = teardown(spec_path=provisioned, wipe=True)
     assert not os.path.exists(spec.cluster_dir)
     assert not [m.pg_port for m in pg_members(spec) if listening(m.pg_port)]
+    assert on_host(spec, "sh", "-c", f"ls /etc/systemd/system | grep -c '^dbtier-{spec.name}-' || true") == "0"
+    assert on_host(spec, "systemctl", "list-units", "--all", "--plain", "--no-legend", f"dbtier-{spec.name}-*") == ""
+    assert any("removed systemd units" in s for s in said), said
