@@ -14,6 +14,7 @@ import sys
 
 from dbtier.errors import DbtierError
 from dbtier.health import format_table
+from dbtier.providers.base import resolve_addresses
 from dbtier.secrets import ROLES
 from dbtier.spec import ClusterSpec, load_spec
 from dbtier.topology import client_dsn
@@ -22,7 +23,7 @@ from dbtier.topology import client_dsn
 def _status(args: argparse.Namespace) -> int:
     from dbtier.engines.base import get_engine
 
-    spec = load_spec(args.spec)
+    spec = resolve_addresses(load_spec(args.spec))
     current = get_engine(spec).status(spec)
     backups = _backup_line(spec)
     if args.json:
@@ -51,7 +52,7 @@ def _backup_line(spec: ClusterSpec) -> str:
 
 
 def _dsn(args: argparse.Namespace) -> int:
-    print(client_dsn(load_spec(args.spec)))
+    print(client_dsn(resolve_addresses(load_spec(args.spec))))
     return 0
 
 

@@ -119,31 +119,64 @@ class SSHSettings(_Model):
         return self
 
 
+#: ``proxmox.containers[i].address`` for a container that takes its address from DHCP.
+DHCP = "dhcp"
+
+
+def pending_host(vmid: int) -> str:
+    """The host of a DHCP container whose address is not known yet: a name that never resolves
+    (RFC 2606 ``.invalid``), which the proxmox provider treats as a container that does not run yet.
+
+    >>> pending_host(301)
+    'ct301.pending-dhcp.invalid'
+    """
+    return f"ct{vmid}.pending-dhcp.invalid"
+
+
 class ProxmoxContainer(_Model):
-    """One LXC container of ``provider: proxmox``, with the static IPv4 address it is given."""
+    """One LXC container of ``provider: proxmox``: a static IPv4 address, or ``dhcp``.
+
+    A DHCP container's address is read from the PVE API once it runs
+    (:func:`dbtier.providers.base.resolve_addresses` fills in ``lease``); never write ``lease`` by hand.
+    """
 
     vmid: int = Field(ge=100, le=999_999_999)
     node: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
-    address: str = Field(description="static IPv4 in CIDR form, e.g. 10.0.0.21/24")
+    address: str = Field(description="static IPv4 in CIDR form, e.g. 10.0.0.21/24, or dhcp")
     gateway: str | None = None
+    lease: str | None = Field(None, exclude=True, description="the address DHCP gave it, learned at run time")
 
     @field_validator("address")
     @classmethod
     def _cidr(cls, address: str) -> str:
         import ipaddress
 
+        if address.strip().lower() == DHCP:
+            return DHCP
         try:
             iface = ipaddress.IPv4Interface(address)
         except ValueError:
-            raise ValueError(f"{address!r} is not IPv4 CIDR; write it like 10.0.0.21/24") from None
+            raise ValueError(f"{address!r} is neither IPv4 CIDR nor dhcp; write it like 10.0.0.21/24, or dhcp") from None
         if "/" not in address:
             raise ValueError(f"{address!r} has no prefix length; write it like {address}/24")
         return iface.with_prefixlen
+
+    @field_validator("lease")
+    @classmethod
+    def _not_by_hand(cls, lease: str | None) -> str | None:
+        if lease is not None:  # validation sees only input: resolve_addresses sets it on a copy
+            raise ValueError("dbtier reads a DHCP container's address from the Proxmox API; remove lease")
+        return lease
 
     @model_validator(mode="after")
     def _gateway_on_network(self) -> ProxmoxContainer:
         import ipaddress
 
+        if self.dhcp:
+            if self.gateway is not None:
+                raise ValueError(f"gateway: {self.gateway} is not used with address: dhcp (DHCP hands out the "
+                                 "gateway); remove it, or give a static address in CIDR form")
+            return self
         if self.gateway is None:
             return self
         try:
@@ -156,9 +189,21 @@ class ProxmoxContainer(_Model):
         return self
 
     @property
+    def dhcp(self) -> bool:
+        return self.address == DHCP
+
+    @property
+    def pending(self) -> bool:
+        """True for a DHCP container whose address is not known yet."""
+        return self.dhcp and self.lease is None
+
+    @property
     def ip(self) -> str:
-        """The address without its prefix length: where SSH and the members are reached."""
-        return self.address.split("/")[0]
+        """Where SSH and the members reach the container: its static address without the prefix length,
+        its DHCP lease once learned, else :func:`pending_host`."""
+        if not self.dhcp:
+            return self.address.split("/")[0]
+        return self.lease or pending_host(self.vmid)
 
 
 class ProxmoxSettings(_Model):
@@ -184,6 +229,7 @@ class ProxmoxSettings(_Model):
     ssh_port: int = Field(22, ge=1, le=65535)
     connect_timeout: int = Field(10, ge=1, le=300)
     ssh_wait_s: float = Field(120.0, gt=0, description="how long a started container may take to answer SSH")
+    dhcp_wait_s: float = Field(60.0, gt=0, description="how long a started DHCP container may take to get its address")
     task_timeout_s: float = Field(300.0, gt=0, description="how long one Proxmox task (create, start, destroy) may take")
 
     @model_validator(mode="after")
@@ -194,6 +240,10 @@ class ProxmoxSettings(_Model):
             if twice:
                 raise ValueError(f"containers: {field} {twice[0]} is given to two containers; each needs its own")
         return self
+
+    @property
+    def uses_dhcp(self) -> bool:
+        return any(ct.dhcp for ct in self.containers)
 
 
 class DrillSettings(_Model):

@@ -60,8 +60,9 @@ class EtcdMember:
 
 
 def member_host(spec: ClusterSpec, index: int) -> str:
-    """The address of member ``index``: round-robin over the SSH hosts; the static address of its
-    Proxmox container (``containers[index]`` per member, ``containers[0]`` for the single layout);
+    """The address of member ``index``: round-robin over the SSH hosts; the address of its Proxmox
+    container (``containers[index]`` per member, ``containers[0]`` for the single layout): static, or
+    the DHCP lease :func:`dbtier.providers.base.resolve_addresses` filled in, else a placeholder;
     else ``spec.host`` for all.
     """
     if spec.provider == "ssh" and spec.ssh is not None:

@@ -1,9 +1,11 @@
-"""Which spec a flow run uses: a stored spec block, a file, or the default file."""
+"""Which spec a flow run uses: a stored spec block, a file, or the default file, with the addresses
+its hosts got at run time (Proxmox containers on DHCP) filled in."""
 
 from __future__ import annotations
 
 from typing import cast
 
+from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec, load_spec
 
 
@@ -12,5 +14,5 @@ def resolve_spec(spec_path: str | None, spec_block: str | None) -> ClusterSpec:
         from blocks.cluster_spec import ClusterSpecBlock
 
         block = cast(ClusterSpecBlock, ClusterSpecBlock.load(spec_block))
-        return block.get_spec()
-    return load_spec(spec_path)
+        return resolve_addresses(block.get_spec())
+    return resolve_addresses(load_spec(spec_path))

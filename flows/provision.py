@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger, unmapped
 from dbtier import bootstrap
 from dbtier.engines.base import ClusterStatus, get_engine
 from dbtier.health import format_table
-from dbtier.providers.base import get_provider
+from dbtier.providers.base import get_provider, resolve_addresses
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
 from flows._cli import EXIT_OK, run_edge, spec_parser
@@ -25,6 +25,7 @@ from tasks.cluster import (
     create_app_database,
     ensure_cluster_passwords,
     inspect_cluster,
+    learn_addresses,
     preflight_checks,
     prepare_data_dirs,
     prepare_hosts,
@@ -53,15 +54,19 @@ def provision(spec_path: str | None = None, spec_block: str | None = None) -> di
         publish_member_table(spec, current["rows"], "already healthy; nothing changed")
         return _summary(spec, current["rows"], current["leader"], changed=False)
 
-    status = bring_up(spec)
+    spec, status = bring_up(spec)
     publish_member_table(spec, status.rows, f"healthy; leader {status.health.leader}")
     return _summary(spec, status.rows, status.health.leader, changed=True)
 
 
-def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> ClusterStatus:
-    """The provision runbook (inside a flow run). With ``source``, the first member restores its backup."""
+def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[ClusterSpec, ClusterStatus]:
+    """The provision runbook (inside a flow run). With ``source``, the first member restores its backup.
+
+    Returns the spec with the addresses the hosts got (DHCP) and the healthy cluster's status.
+    """
     engine = get_engine(spec)
     prepare_hosts(spec)
+    spec = learn_addresses(spec)
     preflight_checks(spec)
     if archiving(spec):
         refuse_earlier_stanza(spec)
@@ -82,7 +87,7 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> ClusterSta
     verify_replication(spec)
     if archiving(spec):
         create_stanza(spec)
-    return wait_until_healthy(spec)
+    return spec, wait_until_healthy(spec)
 
 
 def archiving(spec: ClusterSpec) -> bool:
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(spec: ClusterSpec) -> int:
         # Refuse bad hosts, busy ports and foreign data dirs before Prefect or any process starts.
+        spec = resolve_addresses(spec)
         bootstrap.preflight(get_engine(spec), get_provider(spec), spec, before_install=True)
         result = provision(spec_path=args.spec)
         print()

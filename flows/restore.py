@@ -24,6 +24,7 @@ from dbtier.backup.ops import source_config_path
 from dbtier.backup.restore import DEFAULT_PORT_OFFSET, derive_target, with_restore_from, without_restore_from
 from dbtier.errors import RestoreError
 from dbtier.health import format_table
+from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec, load_spec
 from dbtier.topology import client_dsn
 from flows._cli import EXIT_OK, run_edge, spec_parser
@@ -67,7 +68,7 @@ def restore(
     spec = with_restore_from(base, source, source_config_path(base), restore_options(wanted, repo),
                              source.backup.restore_timeout_s)
     started = time.monotonic()
-    status = bring_up(spec, source)
+    spec, status = bring_up(spec, source)
     elapsed = time.monotonic() - started
     saved = save_cluster_spec(without_restore_from(spec))
     headline = f"restored from {source.name} ({served_by}) in {elapsed:.1f} s; leader {status.health.leader}"
@@ -90,7 +91,7 @@ def choose_target_spec(source: ClusterSpec, into: str | None, port_offset: int, 
             raise RestoreError("in_place: restores the source itself; drop --into / --target-spec")
         return source
     if target_spec_path:
-        return load_spec(target_spec_path)
+        return resolve_addresses(load_spec(target_spec_path))
     return derive_target(source, into or f"{source.name[:23]}-restored", port_offset)
 
 

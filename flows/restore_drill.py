@@ -53,7 +53,7 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
     started = time.monotonic()
     checks, failure = None, ""
     try:
-        bring_up(spec, source)
+        spec, _ = bring_up(spec, source)
         checks = check_restored_copy(spec, marker)
     except DbtierError as err:
         failure = err.one_line()

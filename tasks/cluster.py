@@ -14,7 +14,7 @@ from dbtier.backup import ops as backup_ops
 from dbtier.errors import SecretError
 from dbtier.engines.base import ClusterStatus, Engine, get_engine
 from dbtier.procs import Service
-from dbtier.providers.base import Provider, get_provider
+from dbtier.providers.base import Provider, get_provider, resolve_addresses
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
 from tasks import log_sentences
@@ -52,6 +52,15 @@ def prepare_hosts(spec: ClusterSpec) -> None:
     """Install what the hosts need (packages, OS user, runtime venv); idempotent."""
     engine, provider = _parts(spec)
     log_sentences(*bootstrap.prepare_hosts(engine, provider, spec))
+
+
+@task(cache_policy=NONE)
+def learn_addresses(spec: ClusterSpec) -> ClusterSpec:
+    """``spec`` with the addresses the hosts just got (Proxmox containers on DHCP); read-only, waits for leases."""
+    learned = resolve_addresses(spec, wait=True)
+    if learned is not spec:
+        log_sentences(f"hosts: {', '.join(bootstrap.cluster_hosts(get_engine(learned), learned))}")
+    return learned
 
 
 @task(cache_policy=NONE)

@@ -6,7 +6,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -33,8 +33,8 @@ def keygen(path: str) -> None:
 
 
 @contextmanager
-def running_sshd(port: int) -> Iterator[SSHServer]:
-    """sshd -D on 127.0.0.1:``port`` accepting one generated key for root."""
+def running_sshd(port: int, addresses: Sequence[str] = ("127.0.0.1",)) -> Iterator[SSHServer]:
+    """sshd -D on ``port`` of each loopback address (127.0.0.1 by default), accepting one generated key for root."""
     work = tempfile.mkdtemp(prefix="dbtier-sshd-")
     host_key, client_key, stranger = (os.path.join(work, n) for n in ("host_key", "client_key", "stranger_key"))
     for path in (host_key, client_key, stranger):
@@ -45,9 +45,10 @@ def running_sshd(port: int) -> Iterator[SSHServer]:
     with open(authorized, "w") as fh:
         fh.write(public)
     config = os.path.join(work, "sshd_config")
+    listen = "".join(f"ListenAddress {address}\n" for address in addresses)
     with open(config, "w") as fh:
         fh.write(
-            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {authorized}\n"
+            f"Port {port}\n{listen}HostKey {host_key}\nAuthorizedKeysFile {authorized}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "Subsystem sftp internal-sftp\n"
             f"UsePAM no\nStrictModes no\nPidFile {work}/sshd.pid\nLogLevel ERROR\nMaxStartups 50\nMaxSessions 50\n"
@@ -56,7 +57,7 @@ def running_sshd(port: int) -> Iterator[SSHServer]:
     server = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 15
-        while not listening(port):
+        while not all(listening(port, a) for a in addresses):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"sshd did not start: {server.stderr.read().decode() if server.stderr else ''}")
             time.sleep(0.05)

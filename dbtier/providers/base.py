@@ -116,3 +116,17 @@ def get_provider(spec: ClusterSpec) -> Provider:
 
         return ProxmoxProvider(spec.proxmox)
     raise NotImplementedError(f"provider {spec.provider!r}")  # pragma: no cover - the spec admits only known names
+
+
+def resolve_addresses(spec: ClusterSpec, *, wait: bool = False) -> ClusterSpec:
+    """``spec`` with the addresses its hosts got at run time filled in, so topology places members there.
+
+    Only Proxmox containers on DHCP have such addresses: they are read from the PVE API (read-only); one
+    that does not run yet keeps a placeholder host that the provider treats as absent. ``wait``: the
+    containers have just started, wait for their leases. Any other spec comes back as it is, without I/O.
+    """
+    if spec.provider == "proxmox" and spec.proxmox is not None and spec.proxmox.uses_dhcp:
+        from dbtier.providers.proxmox import learn_leases
+
+        return learn_leases(spec, wait=wait)
+    return spec

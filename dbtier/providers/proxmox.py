@@ -2,8 +2,10 @@
 
 The Proxmox API (:mod:`dbtier.providers.proxmox_api`, proxmoxer) only finds, creates, starts
 and destroys containers. Everything inside a container goes through the SSH provider, so the
-same bootstrap code serves every provider. Containers get static addresses from the spec, so
-where a member lives is known before any container exists (:func:`dbtier.topology.member_host`).
+same bootstrap code serves every provider. A container with a static address in the spec is
+placed before it exists (:func:`dbtier.topology.member_host`); one on DHCP is placed at
+:func:`~dbtier.spec.pending_host` (treated as absent) until :func:`learn_leases` reads its address
+from the PVE API once it runs.
 
 Known LXC traps: an unprivileged container cannot change transparent huge pages, the I/O
 scheduler of a block device or the ``kernel.shm*`` sysctls (they belong to the PVE host's
@@ -21,6 +23,7 @@ from dbtier.errors import PreflightError, ProvisionError
 from dbtier.providers import proxmox_api as pve
 from dbtier.providers.base import Completed, Provider, Runner
 from dbtier.providers.ssh import SSHProvider, shared_provider
+from dbtier.supervisors import Processes, Supervisor
 from dbtier.spec import ClusterSpec, ProxmoxContainer, ProxmoxSettings, SSHHost, SSHSettings
 
 # -- pure helpers ----------------------------------------------------------------------------------
@@ -64,7 +67,7 @@ def container_plan(spec: ClusterSpec, index: int, public_key: str, *, storage: s
         memory_mb=settings.memory_mb,
         swap_mb=settings.swap_mb,
         rootfs_gb=settings.rootfs_gb,
-        ipv4=pve.StaticIPv4(ct.address, ct.gateway),
+        ipv4=None if ct.dhcp else pve.StaticIPv4(ct.address, ct.gateway),
     )
 
 
@@ -74,6 +77,15 @@ def container_of(spec: ClusterSpec, host: str) -> tuple[int, ProxmoxContainer]:
         if ct.ip == host:
             return index, ct
     raise ProvisionError(f"proxmox.containers: no container has the address {host}")
+
+
+def with_leases(spec: ClusterSpec, leases: Mapping[int, str | None]) -> ClusterSpec:
+    """``spec`` with ``leases`` (container index -> address, None: not known) as the addresses of its
+    DHCP containers; the others keep theirs. Static containers are left as they are."""
+    settings = _settings(spec)
+    containers = [ct.model_copy(update={"lease": leases[i]}) if ct.dhcp and i in leases else ct
+                  for i, ct in enumerate(settings.containers)]
+    return spec.model_copy(update={"proxmox": settings.model_copy(update={"containers": containers})})
 
 
 def _settings(spec: ClusterSpec) -> ProxmoxSettings:
@@ -96,6 +108,31 @@ def wait_for_ssh(host: str, port: int, timeout: float, poll: float = 1.0) -> flo
             raise ProvisionError(f"proxmox: {host}:{port} did not answer SSH within {timeout:g} s of the container "
                                  "starting; check its address, its bridge and that the template runs sshd")
         time.sleep(poll)
+
+
+def learn_leases(spec: ClusterSpec, *, wait: bool = False, client: pve.Client | None = None) -> ClusterSpec:
+    """``spec`` with the addresses its running DHCP containers hold, read from the PVE API (read-only).
+
+    A container that does not exist or run (or is not this cluster's) stays pending. ``wait``: the
+    containers have just started; wait up to ``dhcp_wait_s`` for each one's lease, else fail naming it.
+    """
+    settings = _settings(spec)
+    if client is None:
+        client = load_credentials(settings.credentials_block).get_client()
+    running = {ref.vmid: ref for ref in pve.list_containers(client)
+               if ref.status == "running" and pve.owned_by(ref.tags, spec.name)}
+    leases: dict[int, str | None] = {}
+    for index, ct in enumerate(settings.containers):
+        if not ct.dhcp:
+            continue
+        ref = running.get(ct.vmid)
+        if ref is None:
+            leases[index] = None
+        elif wait:
+            leases[index] = pve.container_address(client, ref, timeout=settings.dhcp_wait_s)
+        else:
+            leases[index] = pve.read_address(client, ref)
+    return with_leases(spec, leases)
 
 
 # -- a container that does not run yet --------------------------------------------------------------
@@ -169,7 +206,7 @@ class ProxmoxProvider(Provider):
 
     def inner(self, spec: ClusterSpec) -> ClusterSpec:
         """``spec`` as the SSH provider reads it: its ``ssh`` section points at the containers."""
-        return spec.model_copy(update={"ssh": self.ssh_settings})
+        return spec.model_copy(update={"ssh": ssh_settings(_settings(spec))})
 
     def _found(self, spec: ClusterSpec, host: str) -> pve.ContainerRef | None:
         index, ct = container_of(spec, host)
@@ -186,10 +223,18 @@ class ProxmoxProvider(Provider):
     # the Provider interface
 
     def runner(self, spec: ClusterSpec, host: str) -> Runner:
+        _, ct = container_of(spec, host)
+        if ct.pending:
+            return AbsentHost(host, f"CT {ct.vmid} on {ct.node} does not run yet or has no DHCP address yet")
         if self._is_running(spec, host):
             return self.ssh.runner(self.inner(spec), host)
-        _, ct = container_of(spec, host)
         return AbsentHost(host, f"CT {ct.vmid} on {ct.node} does not run yet")
+
+    def supervisor(self, spec: ClusterSpec, host: str) -> Supervisor:
+        """Inside a running container, as on any SSH host: systemd units where systemd is its init."""
+        if isinstance(self.runner(spec, host), AbsentHost):
+            return Processes()
+        return self.ssh.supervisor(self.inner(spec), host)
 
     def check_host(self, spec: ClusterSpec, host: str) -> list[str]:
         """API reachable with this token, the node exists, the vmid is free or ours; then SSH when it runs."""
@@ -208,6 +253,8 @@ class ProxmoxProvider(Provider):
         if not pve.owned_by(found.tags, spec.name):
             return [f"{where}: CT {found.vmid} ({found.hostname!r} on {found.node}) already exists and dbtier did not "
                     f"create it for cluster {spec.name}; choose another vmid"]
+        if ct.pending:
+            return []  # running, its DHCP address not read yet: prepare_host waits for it
         self._running.add(host)
         return self.ssh.check_host(self.inner(spec), host)
 
@@ -215,13 +262,18 @@ class ProxmoxProvider(Provider):
         return True
 
     def prepare_host(self, spec: ClusterSpec, host: str) -> str:
-        """Find or create the container, start it, wait for SSH, then set it up like any SSH host."""
+        """Find or create the container, start it, learn its DHCP address, wait for SSH, then set it up
+        like any SSH host."""
         index, ct = container_of(spec, host)
         block = self.credentials()
         plan = container_plan(spec, index, load_public_key(self.settings.ssh_credentials_block),
                               storage=block.storage, bridge=block.bridge, template=block.template)
-        _, said = pve.ensure_container(self.client(), ct.node, plan, timeout=self.settings.task_timeout_s)
-        waited = wait_for_ssh(ct.ip, self.settings.ssh_port, self.settings.ssh_wait_s)
+        ref, said = pve.ensure_container(self.client(), ct.node, plan, timeout=self.settings.task_timeout_s)
+        if ct.dhcp:
+            host = pve.container_address(self.client(), ref, timeout=self.settings.dhcp_wait_s)
+            spec = with_leases(spec, {index: host})
+            said += f"; DHCP gave it {host}"
+        waited = wait_for_ssh(host, self.settings.ssh_port, self.settings.ssh_wait_s)
         self._running.add(host)
         done = self.ssh.prepare_host(self.inner(spec), host)
         return f"{said}; SSH answered after {waited:.1f} s; {done}"

@@ -219,15 +219,20 @@ def task_failure(status: Mapping[str, Any]) -> str | None:
 
 
 def ipv4_of(interfaces: Sequence[Mapping[str, Any]]) -> str | None:
-    """The first IPv4 address (no prefix) of a non-loopback interface in ``/interfaces``.
+    """The first IPv4 address (no prefix) of a non-loopback interface in ``/interfaces``: its
+    ``inet``, else the first ``inet`` entry of its ``ip-addresses`` (the schema makes only that one required).
 
     >>> ipv4_of([{"name": "lo", "inet": "127.0.0.1/8"}, {"name": "eth0", "inet": "10.0.0.5/24"}])
     '10.0.0.5'
     """
     for iface in interfaces:
-        inet = iface.get("inet")
-        if iface.get("name") != "lo" and inet:
-            return str(inet).split("/")[0]
+        if iface.get("name") == "lo":
+            continue
+        if iface.get("inet"):
+            return str(iface["inet"]).split("/")[0]
+        for entry in iface.get("ip-addresses") or []:
+            if entry.get("ip-address-type") == "inet" and entry.get("ip-address"):
+                return str(entry["ip-address"])
     return None
 
 
@@ -364,12 +369,25 @@ def find_container(client: Client, *, vmid: int | None = None, hostname: str | N
     return None
 
 
+def poll_delays(poll: float, first: float = 0.1) -> Iterator[float]:
+    """Seconds between polls of a task: quick at first (most tasks end within a second), then every ``poll``.
+
+    >>> import itertools; list(itertools.islice(poll_delays(1.0), 6))
+    [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    """
+    delay = min(first, poll)
+    while True:
+        yield delay
+        delay = min(delay * 2, poll)
+
+
 def wait_for_task(client: Client, upid: str, *, timeout: float = 300, poll: float = 1.0,
                   sleep: Sleep = time.sleep) -> dict[str, Any]:
     """Poll a task until it stops; raise when it fails or outlives ``timeout`` seconds."""
     node = node_of_upid(upid)
     kind, target = upid.split(":")[5:7]
     deadline = time.monotonic() + timeout
+    delays = poll_delays(poll)
     while True:
         with _api(f"reading task {kind} {target} on {node}"):
             status: dict[str, Any] = client.nodes(node).tasks(upid).status.get()
@@ -382,7 +400,7 @@ def wait_for_task(client: Client, upid: str, *, timeout: float = 300, poll: floa
         if remaining <= 0:
             raise ProxmoxError(f"task {kind} for CT {target} on {node} still running after {timeout:g} s; "
                                f"see its log in the Proxmox UI ({upid}) or raise the timeout")
-        sleep(min(poll, remaining))
+        sleep(min(next(delays), remaining))
 
 
 def create_container(client: Client, node: str, plan: ContainerPlan, vmid: int, *, timeout: float = 300,
@@ -444,19 +462,26 @@ def stop_container(client: Client, ct: ContainerRef, *, timeout: float = 120, po
     wait_for_task(client, upid, timeout=timeout, poll=poll)
 
 
+def read_address(client: Client, ct: ContainerRef) -> str | None:
+    """The running container's IPv4 address from ``GET /nodes/{node}/lxc/{vmid}/interfaces``; None before
+    its interface has one (DHCP not answered yet)."""
+    with _api(f"reading the interfaces of CT {ct.vmid} on {ct.node}"):
+        return ipv4_of(client.nodes(ct.node).lxc(ct.vmid).interfaces.get() or [])
+
+
 def container_address(client: Client, ct: ContainerRef, *, timeout: float = 60, poll: float = 1.0,
                       sleep: Sleep = time.sleep) -> str:
     """The container's IPv4 address, waiting for DHCP to hand one out."""
     deadline = time.monotonic() + timeout
+    delays = poll_delays(poll)
     while True:
-        with _api(f"reading the interfaces of CT {ct.vmid} on {ct.node}"):
-            address = ipv4_of(client.nodes(ct.node).lxc(ct.vmid).interfaces.get() or [])
+        address = read_address(client, ct)
         if address is not None:
             return address
         if time.monotonic() >= deadline:
             raise ProxmoxError(f"CT {ct.vmid} on {ct.node} has no IPv4 address after {timeout:g} s; "
-                               "check DHCP on its bridge or give it a static ipv4")
-        sleep(poll)
+                               "check DHCP on its bridge, or give it a static address in proxmox.containers")
+        sleep(next(delays))
 
 
 def destroy_container(client: Client, ct: ContainerRef, cluster: str, *, timeout: float = 300,

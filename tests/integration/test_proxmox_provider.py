@@ -16,6 +16,7 @@ from dbtier.spec import ClusterSpec, build_spec
 from dbtier.topology import etcd_members, pg_members
 from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from tests.pve_double import PveDouble, running_pve_double
+from tests.pve_double.blocks import save_blocks
 from tests.sshd import SSHServer, running_sshd
 
 pytestmark = pytest.mark.cluster
@@ -40,17 +41,8 @@ def sshd() -> Iterator[SSHServer]:
 @pytest.fixture(scope="module")
 def blocks_saved(prefect_harness: None, pve: PveDouble, sshd: SSHServer) -> None:
     """ProxmoxCredentials pointing at the double (trusting its CA), a wrong-token twin, and the SSH key."""
-    from pydantic import SecretStr
-
-    from blocks.proxmox import ProxmoxCredentials
-    from blocks.ssh import SSHCredentials
-
-    fields: dict[str, Any] = {"api_url": pve.url, "token_id": pve.token_id, "ca_file": pve.ca_file,
-                              "nodes": ["pve1", "pve2"]}
-    ProxmoxCredentials(**fields, token_secret=SecretStr(pve.token_secret)).save("itest-pve", overwrite=True)
-    wrong = SecretStr("00000000-0000-0000-0000-000000000000")
-    ProxmoxCredentials(**fields, token_secret=wrong).save("itest-pve-wrong-token", overwrite=True)
-    SSHCredentials(private_key=SecretStr(sshd.private_key)).save("itest-pve-ssh", overwrite=True)
+    save_blocks(pve, "itest-pve", sshd.private_key)
+    save_blocks(pve, "itest-pve-wrong-token", sshd.private_key, token_secret="00000000-0000-0000-0000-000000000000")
 
 
 def _pve_spec(data_root: str, name: str = "pvetest", **proxmox: Any) -> ClusterSpec:

@@ -12,7 +12,10 @@ import requests
 
 from blocks.proxmox import ProxmoxCredentials
 from dbtier.providers import proxmox_api as pve_api
+from dbtier.providers.proxmox import learn_leases
 from dbtier.providers.proxmox_api import Client, ContainerPlan, ContainerRef, ProxmoxError, StaticIPv4
+from dbtier.spec import ClusterSpec, build_spec, pending_host
+from dbtier.topology import pg_members
 from tests.pve_double import PveDouble, running_pve_double
 
 FAST = {"timeout": 5.0, "poll": 0.01}
@@ -219,3 +222,41 @@ def test_stopping_the_double_leaves_no_thread() -> None:
     with running_pve_double(nodes=("solo",)) as pve:
         assert len(pve_api.list_containers(credentials(pve).get_client())) == 0
     assert {t.ident for t in threading.enumerate()} <= before
+
+
+def test_a_dhcp_reservation_is_what_the_interfaces_report_even_after_a_restart() -> None:
+    with running_pve_double(nodes=("pve1",), task_seconds=0.01, leases={300: "127.0.0.12/8"}) as pve:
+        client = credentials(pve, nodes=["pve1"]).get_client()
+        ref, _ = pve_api.ensure_container(client, "pve1", PLAN, **FAST)
+        assert pve_api.container_address(client, ref, **FAST) == "127.0.0.12"
+        pve_api.stop_container(client, ref, **FAST)
+        pve_api.start_container(client, ref, **FAST)
+        assert pve_api.container_address(client, ref, **FAST) == "127.0.0.12"
+        other, _ = pve_api.ensure_container(client, "pve1", dataclasses.replace(PLAN, vmid=301, hostname="pg-2"), **FAST)
+        assert pve_api.container_address(client, other, **FAST) == "10.99.0.100"  # no reservation: the pool
+
+
+def _dhcp_spec(**proxmox: Any) -> ClusterSpec:
+    settings = {"credentials_block": "unused", "ssh_credentials_block": "unused", "layout": "per-member",
+                "containers": [{"vmid": 300, "node": "pve1", "address": "dhcp"},
+                               {"vmid": 301, "node": "pve2", "address": "dhcp"}], **proxmox}
+    return build_spec({"name": "pg", "provider": "proxmox", "members": 2, "etcd_members": 1, "proxmox": settings,
+                       "backup": {"repositories": [{"type": "fs", "shared": True}]}}, environ={})
+
+
+def test_learning_leases_only_reads_and_leaves_an_absent_container_pending(empty_pve: PveDouble, client: Client) -> None:
+    empty_pve.add_container(301, "pve2", "web", tags="prod")  # vmid 301 is someone else's: not ours to read
+    ref, _ = pve_api.ensure_container(client, "pve1", PLAN, **FAST)
+    address = pve_api.container_address(client, ref, **FAST)
+    before = len(empty_pve.state.requests)
+    learned = learn_leases(_dhcp_spec(), client=client)
+    assert [m.host for m in pg_members(learned)] == [address, pending_host(301)]
+    assert {verb for verb, _ in empty_pve.state.requests[before:]} == {"GET"}
+
+
+def test_waiting_for_a_lease_that_never_comes_names_the_container(empty_pve: PveDouble, client: Client) -> None:
+    empty_pve.state.dhcp_delay = 60
+    pve_api.ensure_container(client, "pve1", PLAN, **FAST)
+    with pytest.raises(ProxmoxError, match=r"^CT 300 on pve1 has no IPv4 address after 0.3 s; check DHCP on its "
+                                           r"bridge, or give it a static address in proxmox.containers$"):
+        learn_leases(_dhcp_spec(dhcp_wait_s=0.3), wait=True, client=client)

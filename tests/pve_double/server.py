@@ -15,6 +15,7 @@ import ssl
 import tempfile
 import threading
 import uuid
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -101,16 +102,20 @@ class PveDouble:
     """A fake Proxmox VE cluster: ``with PveDouble() as pve: ProxmoxAPI(pve.host, ...)``.
 
     Fault hooks: :meth:`fail_next_task`, :meth:`hang_next_task`; seed foreign containers with
-    :meth:`add_container`. ``state.task_seconds`` sets how long a task reports "running".
+    :meth:`add_container`. ``state.task_seconds`` sets how long a task reports "running",
+    ``state.dhcp_delay`` how long a started DHCP container waits for its address. ``leases`` are
+    DHCP reservations (vmid -> IPv4 CIDR, e.g. a loopback address where a test sshd listens);
+    other DHCP containers get 10.99.0.100/24 and up.
     """
 
     def __init__(self, nodes: tuple[str, ...] = ("pve1", "pve2"), token_id: str = "dbtier@pve!provision",
-                 token_secret: str | None = None, task_seconds: float = 0.1, schema_file: str | None = None) -> None:
+                 token_secret: str | None = None, task_seconds: float = 0.1, schema_file: str | None = None,
+                 leases: Mapping[int, str] | None = None) -> None:
         self.token_id = token_id
         self.token_secret = token_secret or str(uuid.uuid4())
         self.schema: Schema = load_schema(schema_file)
-        self._nodes, self._task_seconds = nodes, task_seconds
-        self.state = PveState(list(nodes), token_id, task_seconds)
+        self._nodes, self._task_seconds, self._leases = nodes, task_seconds, dict(leases or {})
+        self.state = PveState(list(nodes), token_id, task_seconds, leases=self._leases)
         self._tmp: Path | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -172,7 +177,7 @@ class PveDouble:
     def reset(self) -> None:
         """Forget containers, tasks and faults (between tests sharing one server)."""
         with self.state.lock:
-            self.state = PveState(list(self._nodes), self.token_id, self._task_seconds)
+            self.state = PveState(list(self._nodes), self.token_id, self._task_seconds, leases=self._leases)
 
     def fail_next_task(self, exitstatus: str = "unable to create CT - command 'lxc-usernsexec' failed") -> None:
         """The next task started ends ``stopped`` with this exit status instead of ``OK``."""

@@ -12,7 +12,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,8 @@ class Faults:
 class PveState:
     """The cluster as the double sees it. All access goes through ``lock``."""
 
-    def __init__(self, nodes: list[str], user: str, task_seconds: float = 0.1, subnet: str = "10.99.0.0/24") -> None:
+    def __init__(self, nodes: list[str], user: str, task_seconds: float = 0.1, subnet: str = "10.99.0.0/24",
+                 leases: Mapping[int, str] | None = None) -> None:
         self.lock = threading.RLock()
         self.nodes = list(nodes)
         self.user = user
@@ -108,6 +109,8 @@ class PveState:
         self.tasks: dict[str, Task] = {}
         self.requests: list[tuple[str, str]] = []
         self._hosts = itertools.islice(ipaddress.ip_network(subnet).hosts(), 99, None)  # .100 up
+        # DHCP: what each container got (a reservation, else the next free address); kept across restarts
+        self.leases: dict[int, str] = {vmid: ipaddress.IPv4Interface(a).with_prefixlen for vmid, a in (leases or {}).items()}
         self._pid = 4000
 
     # -- tasks ---------------------------------------------------------------------------------
@@ -162,7 +165,9 @@ class PveState:
         for part in ip.split(","):
             if part.startswith("ip=") and part != "ip=dhcp":
                 return part[3:]
-        return f"{next(self._hosts)}/24"
+        if ct.vmid not in self.leases:
+            self.leases[ct.vmid] = f"{next(self._hosts)}/24"
+        return self.leases[ct.vmid]
 
     def boot(self, ct: Container) -> None:
         ct.status = "running"

@@ -7,10 +7,19 @@ from typing import Any
 import pytest
 
 from dbtier.errors import ProvisionError, SpecError
-from dbtier.providers.proxmox import AbsentHost, container_hostname, container_of, container_plan, ssh_settings
+from dbtier.providers.base import resolve_addresses
+from dbtier.providers.proxmox import (
+    AbsentHost,
+    ProxmoxProvider,
+    container_hostname,
+    container_of,
+    container_plan,
+    ssh_settings,
+    with_leases,
+)
 from dbtier.providers.proxmox_api import StaticIPv4, create_params
-from dbtier.spec import ClusterSpec, build_spec
-from dbtier.topology import etcd_members, member_host
+from dbtier.spec import ClusterSpec, build_spec, pending_host
+from dbtier.topology import client_dsn, etcd_members, member_host, pg_members
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0ZXN0a2V5 dbtier"
 CONTAINERS = [
@@ -18,6 +27,7 @@ CONTAINERS = [
     {"vmid": 302, "node": "pve2", "address": "10.0.0.22/24"},
     {"vmid": 303, "node": "pve3", "address": "10.0.0.23/24"},
 ]
+DHCP = {"vmid": 302, "node": "pve2", "address": "dhcp"}
 
 
 def pve_spec(layout: str = "per-member", members: int = 3, **proxmox: Any) -> ClusterSpec:
@@ -99,7 +109,7 @@ def test_container_of_an_address() -> None:
         ({"proxmox": {"layout": "single", "containers": CONTAINERS}},
          "proxmox.containers: layout 'single' needs 1 container(s) for 3 members, got 3"),
         ({"proxmox": {"containers": [{**CONTAINERS[0], "address": "10.0.0.21"}]}}, "has no prefix length"),
-        ({"proxmox": {"containers": [{**CONTAINERS[0], "address": "fe80::1/64"}]}}, "is not IPv4 CIDR"),
+        ({"proxmox": {"containers": [{**CONTAINERS[0], "address": "fe80::1/64"}]}}, "is neither IPv4 CIDR nor dhcp"),
         ({"proxmox": {"containers": [{**CONTAINERS[0], "gateway": "10.9.9.1"}]}}, "gateway: 10.9.9.1 is outside 10.0.0.0/24"),
         ({"proxmox": {"containers": [{**CONTAINERS[0], "vmid": 99}]}}, "vmid: Input should be greater than or equal to 100"),
         ({"proxmox": {"layout": "per-member", "containers": [CONTAINERS[0], CONTAINERS[0], CONTAINERS[2]]}},
@@ -137,3 +147,97 @@ def test_a_container_that_does_not_run_yet_holds_nothing(call: Any, result: Any)
 def test_a_container_that_does_not_run_yet_refuses_changes(call: Any) -> None:
     with pytest.raises(ProvisionError, match="10.0.0.21: CT 301 on pve1 does not run yet; provision creates and starts it first"):
         call(AbsentHost("10.0.0.21", "CT 301 on pve1 does not run yet"))
+
+
+# -- DHCP containers: a placeholder host until the address is read from the PVE API -------------------
+
+
+def dhcp_spec(layout: str = "per-member") -> ClusterSpec:
+    """Per member: containers 0 and 2 static, 1 on DHCP; single: the one container on DHCP."""
+    containers = [CONTAINERS[0], DHCP, CONTAINERS[2]] if layout == "per-member" else [{**DHCP, "vmid": 301}]
+    return pve_spec(layout, containers=containers)
+
+
+@pytest.mark.parametrize(
+    ("layout", "leases", "hosts"),
+    [
+        ("per-member", {}, ["10.0.0.21", pending_host(302), "10.0.0.23"]),
+        ("per-member", {1: "10.0.0.57"}, ["10.0.0.21", "10.0.0.57", "10.0.0.23"]),
+        ("per-member", {0: "10.0.0.99", 1: "10.0.0.57"}, ["10.0.0.21", "10.0.0.57", "10.0.0.23"]),  # static stays
+        ("per-member", {1: None}, ["10.0.0.21", pending_host(302), "10.0.0.23"]),
+        ("single", {}, [pending_host(301)] * 3),
+        ("single", {0: "192.168.7.40"}, ["192.168.7.40"] * 3),
+    ],
+)
+def test_members_of_a_dhcp_container_move_to_its_lease(layout: str, leases: dict[int, str | None],
+                                                       hosts: list[str]) -> None:
+    spec = with_leases(dhcp_spec(layout), leases)
+    assert [m.host for m in pg_members(spec)] == hosts
+    assert [e.host for e in etcd_members(spec)] == hosts
+    assert client_dsn(spec).split("@")[1].split("/")[0] == ",".join(f"{h}:{5432 + i}" for i, h in enumerate(hosts))
+
+
+def test_a_learned_lease_can_be_forgotten_and_is_never_written_out() -> None:
+    learned = with_leases(dhcp_spec(), {1: "10.0.0.57"})
+    assert member_host(with_leases(learned, {}), 1) == "10.0.0.57"  # kept unless named
+    assert member_host(with_leases(learned, {1: None}), 1) == pending_host(302)
+    dumped = learned.model_dump(mode="json")
+    assert dumped["proxmox"]["containers"][1] == {"vmid": 302, "node": "pve2", "address": "dhcp", "gateway": None}
+    assert build_spec(dumped, environ={}) == dhcp_spec()
+
+
+def test_a_dhcp_container_is_created_with_ip_dhcp() -> None:
+    plan = container_plan(dhcp_spec(), 1, KEY, storage="local-lvm", bridge="vmbr0", template="local:vztmpl/d.tar.zst")
+    assert plan.ipv4 is None
+    assert create_params(plan, 302)["net0"] == "name=eth0,bridge=vmbr0,ip=dhcp"
+    static = container_plan(dhcp_spec(), 2, KEY, storage="local-lvm", bridge="vmbr0", template="local:vztmpl/d.tar.zst")
+    assert create_params(static, 303)["net0"] == "name=eth0,bridge=vmbr0,ip=10.0.0.23/24"
+
+
+def test_the_ssh_provider_reaches_a_dhcp_container_at_its_lease() -> None:
+    proxmox = with_leases(dhcp_spec(), {1: "10.0.0.57"}).proxmox
+    assert proxmox is not None
+    assert [h.address for h in ssh_settings(proxmox).hosts] == ["10.0.0.21", "10.0.0.57", "10.0.0.23"]
+
+
+def test_a_pending_dhcp_container_is_absent_without_asking_the_api() -> None:
+    spec = dhcp_spec()
+    assert spec.proxmox is not None
+    runner = ProxmoxProvider(spec.proxmox).runner(spec, pending_host(302))  # no block, no client: no I/O
+    assert isinstance(runner, AbsentHost)
+    assert (runner.read_file("/x/pid"), runner.list_dir("/var/lib/dbtier")) == (None, None)
+    with pytest.raises(ProvisionError, match=f"^{pending_host(302)}: CT 302 on pve2 does not run yet or has no "
+                                             "DHCP address yet; provision creates and starts it first$"):
+        runner.run(["true"])
+    assert container_of(spec, pending_host(302))[0] == 1
+
+
+@pytest.mark.parametrize("spec", [ClusterSpec(), pve_spec()], ids=["local", "proxmox-static"])
+def test_resolving_a_spec_without_dhcp_changes_nothing_and_asks_nobody(spec: ClusterSpec) -> None:
+    assert resolve_addresses(spec) is spec
+
+
+@pytest.mark.parametrize(
+    ("container", "words"),
+    [
+        ({**DHCP, "gateway": "10.0.0.1"},
+         "proxmox.containers.0: gateway: 10.0.0.1 is not used with address: dhcp (DHCP hands out the gateway)"),
+        ({**DHCP, "lease": "10.0.0.57"},
+         "proxmox.containers.0.lease: dbtier reads a DHCP container's address from the Proxmox API; remove lease"),
+        ({**DHCP, "address": "dhcp4"}, "proxmox.containers.0.address: 'dhcp4' is neither IPv4 CIDR nor dhcp"),
+    ],
+)
+def test_bad_dhcp_settings_are_refused_in_one_line(container: dict[str, Any], words: str) -> None:
+    data = {"name": "orders", "provider": "proxmox",
+            "proxmox": {"credentials_block": "pve", "ssh_credentials_block": "key", "containers": [container]}}
+    with pytest.raises(SpecError) as err:
+        build_spec(data, environ={})
+    assert words in err.value.one_line(), err.value.one_line()
+
+
+@pytest.mark.parametrize("written", ["dhcp", "DHCP", " dhcp "])
+def test_dhcp_is_written_in_any_case(written: str) -> None:
+    spec = build_spec({"provider": "proxmox", "members": 1, "proxmox": {
+        "credentials_block": "pve", "ssh_credentials_block": "key", "containers": [{**DHCP, "address": written}]}},
+        environ={})
+    assert spec.proxmox is not None and spec.proxmox.containers[0].address == "dhcp" and spec.proxmox.uses_dhcp

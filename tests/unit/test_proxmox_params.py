@@ -173,6 +173,10 @@ def test_task_failure(status: dict[str, str], failure: str | None) -> None:
         ([{"name": "lo", "inet": "127.0.0.1/8"}, {"name": "eth0", "inet": "10.0.0.5/24"}], "10.0.0.5"),
         ([{"name": "lo", "inet": "127.0.0.1/8"}, {"name": "eth0", "inet6": "fe80::1/64"}], None),
         ([{"name": "eth0", "inet": "192.168.1.9"}], "192.168.1.9"),
+        ([{"name": "eth0", "hwaddr": "bc:24:11:00:01:5f", "ip-addresses": [
+            {"ip-address": "fe80::1", "ip-address-type": "inet6", "prefix": 64},
+            {"ip-address": "10.0.0.7", "ip-address-type": "inet", "prefix": 24}]}], "10.0.0.7"),
+        ([{"name": "eth0", "hwaddr": "bc:24:11:00:01:5f", "ip-addresses": []}], None),
         ([], None),
     ],
 )
