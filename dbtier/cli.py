@@ -63,6 +63,28 @@ def _password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_keys(args: argparse.Namespace) -> int:
+    """List the host keys pinned for the cluster, or forget some (a host rebuilt on purpose)."""
+    from blocks.hostkeys import forget_pins, load_pins
+    from dbtier.providers.hostkeys import fingerprint, host_id, split_host_id
+
+    spec = load_spec(args.spec)
+    if args.forget:
+        names = [host_id(*split_host_id(text)) for text in args.forget]
+        gone = forget_pins(spec.name, names)
+        for name in names:
+            print(f"{name}: {'pin forgotten; the next connection pins the key it sees' if name in gone else 'no pin'}")
+        return 0 if gone else 1
+    pins = load_pins(spec.name)
+    fixed = {host_id(h.address, h.port): h.host_key for h in (spec.ssh.hosts if spec.ssh else []) if h.host_key}
+    for name, line in sorted({**pins, **fixed}.items()):
+        how = "from the spec" if name in fixed else "pinned on first use"
+        print(f"{name}  {line.split()[0]}  {fingerprint(line)}  ({how})")
+    if not pins and not fixed:
+        print(f"no host key pinned for cluster {spec.name} yet (the first connection to each host pins its key)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbtier", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", _status, "member table and health; exit 0 only when healthy"),
         ("dsn", _dsn, "the read-write DSN (no password in it)"),
         ("password", _password, "print one of the cluster's passwords (from its Prefect Secret block)"),
+        ("host-keys", _host_keys, "the SSH host keys pinned for the cluster; --forget HOST:PORT after a rebuild"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--spec", help="cluster spec YAML (default: the built-in default spec)")
@@ -78,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "password":
             cmd.add_argument("--role", choices=ROLES, default="app")
+        if name == "host-keys":
+            cmd.add_argument("--forget", nargs="+", metavar="HOST[:PORT]", help="forget these hosts' pinned keys")
     return parser
 
 

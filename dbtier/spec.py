@@ -91,10 +91,29 @@ class Timeouts(_Model):
 
 
 class SSHHost(_Model):
-    """One existing host reached over SSH."""
+    """One existing host reached over SSH; ``host_key`` pins its key (else the first one seen is pinned)."""
 
     address: str
     port: int = Field(22, ge=1, le=65535)
+    host_key: str | None = Field(None, description="the host's public key line, e.g. 'ssh-ed25519 AAAAC3Nz...'")
+
+    @field_validator("host_key")
+    @classmethod
+    def _key_line(cls, line: str | None) -> str | None:
+        import base64
+        import binascii
+
+        if line is None:
+            return None
+        parts = line.split()
+        try:
+            ok = len(parts) >= 2 and bool(base64.b64decode(parts[1], validate=True))
+        except (binascii.Error, ValueError):
+            ok = False
+        if not ok or not parts[0].startswith(("ssh-", "ecdsa-")):
+            raise ValueError(f"{line[:40]!r} is not a public key line; copy the host's "
+                             "/etc/ssh/ssh_host_ed25519_key.pub, like 'ssh-ed25519 AAAAC3Nz...'")
+        return f"{parts[0]} {parts[1]}"
 
 
 class SSHSettings(_Model):

@@ -21,6 +21,13 @@ class SSHServer:
     key_file: str
     public_key: str
     other_key_file: str  # a key the server does not accept
+    host_key: str = ""  # the server's public host key line
+
+    @property
+    def other_public_key(self) -> str:
+        """The public line of a key the server does not hold (neither as host key nor as a client's)."""
+        with open(f"{self.other_key_file}.pub") as fh:
+            return " ".join(fh.read().split()[:2])
 
     @property
     def private_key(self) -> str:
@@ -61,7 +68,9 @@ def running_sshd(port: int, addresses: Sequence[str] = ("127.0.0.1",)) -> Iterat
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"sshd did not start: {server.stderr.read().decode() if server.stderr else ''}")
             time.sleep(0.05)
-        yield SSHServer(port=port, key_file=client_key, public_key=public, other_key_file=stranger)
+        with open(f"{host_key}.pub") as fh:
+            host_line = " ".join(fh.read().split()[:2])
+        yield SSHServer(port=port, key_file=client_key, public_key=public, other_key_file=stranger, host_key=host_line)
     finally:
         server.terminate()
         server.wait(15)

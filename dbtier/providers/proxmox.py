@@ -282,6 +282,10 @@ class ProxmoxProvider(Provider):
         """Stop and destroy every container tagged for this cluster (never one without the tags)."""
         said = pve.destroy_cluster_containers(self.client(), spec.name, timeout=self.settings.task_timeout_s)
         self._running.clear()
+        from blocks.hostkeys import forget_pins
+
+        if forget_pins(spec.name):  # new containers at these addresses will have new host keys
+            said.append(f"forgot the SSH host keys pinned for {spec.name}'s containers")
         return said or [f"no container tagged {pve.owner_tags(spec.name)[1]} is left to destroy"]
 
 

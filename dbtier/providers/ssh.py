@@ -18,6 +18,7 @@ from typing import Any
 
 from dbtier.errors import CommandFailed, PreflightError, ProvisionError
 from dbtier.providers.base import Completed, Provider, Runner
+from dbtier.providers.hostkeys import HostKeyPins, Loader, Saver, host_id
 from dbtier.spec import ClusterSpec, SSHSettings
 from dbtier.supervisors import Processes, Supervisor, Systemd, systemd_runs
 
@@ -59,7 +60,8 @@ def as_root_argv(argv: Sequence[str], login_user: str) -> list[str]:
 class SSHRunner(Runner):
     """Runs commands on one host over an SSH connection (fabric), as the cluster's OS user."""
 
-    def __init__(self, host: str, port: int, settings: SSHSettings, os_user: str, connect_kwargs: dict[str, Any]) -> None:
+    def __init__(self, host: str, port: int, settings: SSHSettings, os_user: str, connect_kwargs: dict[str, Any],
+                 pins: HostKeyPins) -> None:
         from fabric import Connection
 
         self.host = host
@@ -70,7 +72,16 @@ class SSHRunner(Runner):
             host=host, port=port, user=settings.user, connect_timeout=settings.connect_timeout,
             connect_kwargs={**connect_kwargs, "allow_agent": False, "look_for_keys": False},
         )
+        self.pins = pins
+        pins.prepare(self.conn.client, host, port)  # the key it must present, or pin the first one
         self._lock = threading.Lock()  # one command at a time on this connection (tasks run in threads)
+
+    def _connect_error(self, err: Exception) -> PreflightError:
+        import paramiko
+
+        if isinstance(err, paramiko.BadHostKeyException):
+            return self.pins.explain(self.host, self.port, err)
+        return describe_connect_error(self.host, self.port, self.login_user, err)
 
     def _exec(self, argv: Sequence[str], *, timeout: float, check: bool) -> Completed:
         command = shlex.join(argv)
@@ -80,7 +91,7 @@ class SSHRunner(Runner):
                     command, hide=True, warn=True, timeout=timeout, pty=False, in_stream=False
                 )
         except Exception as err:  # noqa: BLE001 - paramiko/invoke raise many types; keep the evidence
-            raise describe_connect_error(self.host, self.port, self.login_user, err) from None
+            raise self._connect_error(err) from None
         done = Completed(list(argv), result.exited, result.stdout, result.stderr)
         if check and result.exited != 0:
             raise CommandFailed(argv, result.exited, result.stdout, result.stderr)
@@ -114,7 +125,7 @@ class SSHRunner(Runner):
                     fh.chmod(0o600)  # before any byte is written: configs hold passwords
                     fh.write(data)
         except Exception as err:  # noqa: BLE001 - paramiko raises many types; keep the evidence
-            raise describe_connect_error(self.host, self.port, self.login_user, err) from None
+            raise self._connect_error(err) from None
         return remote
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
@@ -172,8 +183,10 @@ class SSHProvider(Provider):
 
     name = "ssh"
 
-    def __init__(self, key_loader: Callable[[SSHSettings], dict[str, Any]]) -> None:
+    def __init__(self, key_loader: Callable[[SSHSettings], dict[str, Any]], pin_store: tuple[Loader, Saver]) -> None:
         self._key_loader = key_loader
+        self._pin_store = pin_store
+        self._pins: dict[str, HostKeyPins] = {}
         self._runners: dict[tuple[str, int, str], SSHRunner] = {}
         self._systemd: dict[tuple[str, int], bool] = {}
         self._lock = threading.Lock()
@@ -183,13 +196,23 @@ class SSHProvider(Provider):
             raise PreflightError("ssh: missing")
         return spec.ssh
 
+    def pins(self, spec: ClusterSpec) -> HostKeyPins:
+        """The host keys trusted for ``spec``'s cluster: the spec's ``host_key`` lines, then those pinned."""
+        settings = self._settings(spec)
+        fixed = {host_id(h.address, h.port): h.host_key for h in settings.hosts if h.host_key}
+        with self._lock:
+            if spec.name not in self._pins or self._pins[spec.name].fixed != fixed:
+                self._pins[spec.name] = HostKeyPins(spec.name, *self._pin_store, fixed=fixed)
+            return self._pins[spec.name]
+
     def runner(self, spec: ClusterSpec, host: str) -> SSHRunner:
         settings = self._settings(spec)
         port = next(h.port for h in settings.hosts if h.address == host)
         key = (host, port, spec.os_user)
+        pins = self.pins(spec)
         with self._lock:
-            if key not in self._runners:
-                self._runners[key] = SSHRunner(host, port, settings, spec.os_user, self._key_loader(settings))
+            if key not in self._runners or self._runners[key].pins is not pins:
+                self._runners[key] = SSHRunner(host, port, settings, spec.os_user, self._key_loader(settings), pins)
             return self._runners[key]
 
     def supervisor(self, spec: ClusterSpec, host: str) -> Supervisor:
@@ -243,8 +266,20 @@ def shared_provider(settings: SSHSettings) -> SSHProvider:
     key = settings.model_dump_json()
     with _PROVIDERS_LOCK:
         if key not in _PROVIDERS:
-            _PROVIDERS[key] = SSHProvider(load_key)
+            _PROVIDERS[key] = SSHProvider(load_key, (load_pins, save_pins))
         return _PROVIDERS[key]
+
+
+def load_pins(cluster: str) -> dict[str, str]:
+    from blocks.hostkeys import load_pins as load
+
+    return load(cluster)
+
+
+def save_pins(cluster: str, pins: dict[str, str]) -> None:
+    from blocks.hostkeys import save_pins as save
+
+    save(cluster, pins)
 
 
 def load_key(settings: SSHSettings) -> dict[str, Any]:

@@ -172,8 +172,12 @@ def test_teardown_with_destroy_hosts_stops_everything_and_destroys_the_container
     from flows.teardown import teardown
 
     pve.add_container(120, "pve2", "web", tags="prod")  # someone else's: never touched
+    from blocks.hostkeys import load_pins
+
+    assert load_pins(spec.name), "provision pinned the container's host key"
     said = teardown(spec_path=three_members_in_one_container, wipe=True, destroy_hosts=True)
     assert f"CT {VMID} (pvetest) stopped and destroyed on pve1" in said
+    assert f"forgot the SSH host keys pinned for {spec.name}'s containers" in said and load_pins(spec.name) == {}
     assert not os.path.exists(spec.cluster_dir)
     assert pve.container(VMID) is None and pve.container(120) is not None
     ports = [p for m in pg_members(spec) for p in (m.pg_port, m.rest_port)]

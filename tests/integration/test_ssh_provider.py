@@ -22,8 +22,10 @@ from dbtier.engines.base import get_engine
 from dbtier.errors import PreflightError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
+from dbtier.providers.hostkeys import fingerprint
 from dbtier.supervisors import unit_name
 from dbtier.topology import pg_members
+from blocks.hostkeys import forget_pins, load_pins, save_pins
 from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from tests.sshd import SSHServer
 from tests.systemd_sandbox import available, booted_systemd
@@ -164,6 +166,10 @@ def test_backups_and_the_restore_drill_run_unchanged_on_the_ssh_cluster(provisio
         ({"key_file": "/nonexistent/id_ed25519"}, "ssh.key_file: /nonexistent/id_ed25519 does not exist"),
         ({"key_file": "GOOD", "install_packages": False, "binaries": "/nonexistent/etcd"},
          "binaries.etcd: /nonexistent/etcd is missing on 127.0.0.1"),
+        ({"host_key": "STRANGER"}, "ssh.hosts: 127.0.0.1:{sshd} presented host key {got}, not the host_key of the spec"),
+        ({"pinned": "STRANGER"}, "ssh.hosts: 127.0.0.1:{sshd} presented host key {got}, not {pinned} pinned on first "
+                                 "use; if the host was rebuilt on purpose, forget the pin: dbtier host-keys --spec FILE "
+                                 "--forget 127.0.0.1:{sshd}"),
     ],
 )
 def test_bad_hosts_give_one_line_and_start_nothing(
@@ -179,23 +185,47 @@ def test_bad_hosts_give_one_line_and_start_nothing(
     elif settings.get("key_file") == "GOOD":
         settings["key_file"] = sshd.key_file
     etcd_bin = settings.pop("binaries", None)
+    pinned = settings.pop("pinned", None)
     root = os.path.join(ssh_root, "bad")  # inside the bound data root: what the host writes shows here
+    host_key = settings.pop("host_key", None)
     base = _ssh_spec(sshd, root, **settings)
     data = base.model_dump(mode="json")
     data["name"] = "sshbad"
     data["ports"] = {"postgres": 20450, "patroni": 20460, "etcd": 20470}
     if etcd_bin:
         data["binaries"]["etcd"] = etcd_bin
+    if host_key:
+        data["ssh"]["hosts"][0]["host_key"] = sshd.other_public_key
     bad = build_spec(data, environ={})
-    with pytest.raises(PreflightError) as err:
-        bootstrap.preflight(get_engine(bad), get_provider(bad), bad, before_install=True)
-        bootstrap.prepare_hosts(get_engine(bad), get_provider(bad), bad)
-        bootstrap.preflight(get_engine(bad), get_provider(bad), bad)
+    if pinned:
+        save_pins(bad.name, {f"[127.0.0.1]:{sshd.port}": sshd.other_public_key})
+    try:
+        with pytest.raises(PreflightError) as err:
+            bootstrap.preflight(get_engine(bad), get_provider(bad), bad, before_install=True)
+            bootstrap.prepare_hosts(get_engine(bad), get_provider(bad), bad)
+            bootstrap.preflight(get_engine(bad), get_provider(bad), bad)
+    finally:
+        forget_pins(bad.name)
     message = err.value.one_line()
-    assert words.format(port=SSHD_PORT + 1, sshd=sshd.port) in message, message
+    assert words.format(port=SSHD_PORT + 1, sshd=sshd.port, got=fingerprint(sshd.host_key),
+                        pinned=fingerprint(sshd.other_public_key)) in message, message
     assert "\n" not in str(err.value)
     assert not os.path.exists(bad.cluster_dir)
     assert not [p for p in (20450, 20451, 20452, 20460, 20461, 20462, 20470, 20471) if listening(p)]
+
+
+def test_the_host_key_is_pinned_on_first_use_and_can_be_forgotten(
+    provisioned: str, sshd: SSHServer, spec: ClusterSpec, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dbtier.cli import main
+
+    assert load_pins(spec.name) == {f"[127.0.0.1]:{sshd.port}": sshd.host_key}
+    assert main(["host-keys", "--spec", provisioned]) == 0
+    assert f"[127.0.0.1]:{sshd.port}  ssh-ed25519  {fingerprint(sshd.host_key)}  (pinned on first use)" in capsys.readouterr().out
+    assert main(["host-keys", "--spec", provisioned, "--forget", f"127.0.0.1:{sshd.port}"]) == 0
+    assert load_pins(spec.name) == {}
+    assert main(["host-keys", "--spec", provisioned, "--forget", "10.9.9.9"]) == 1  # nothing pinned for it
+    save_pins(spec.name, {f"[127.0.0.1]:{sshd.port}": sshd.host_key})
 
 
 def test_teardown_over_ssh_stops_everything(provisioned: str, spec: ClusterSpec) -> None:
