@@ -184,16 +184,6 @@ def _wait_ready(proc: subprocess.Popen[bytes], log_path: str, port: int, timeout
     raise RuntimeError(f"test S3 server on port {port} did not start (exit {proc.poll()}): {tail}")
 
 
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 @contextmanager
 def running_s3(port: int, workdir: str | None = None, *, check_keys: bool = False) -> Iterator[S3Endpoint]:
     """The TLS S3 server on 127.0.0.1:``port`` as a subprocess, stopped by its PID on exit.
@@ -202,6 +192,8 @@ def running_s3(port: int, workdir: str | None = None, *, check_keys: bool = Fals
     ``check_keys`` moto authenticates every request against its (empty) IAM, so any key
     gets 403 InvalidAccessKeyId: the shape of a real S3 refusing the keys.
     """
+    from tests.clusters import stop_process
+
     workdir = workdir or tempfile.mkdtemp(prefix="dbtier-s3-")
     cert, key = make_cert(workdir)
     log_path = os.path.join(workdir, "s3_server.log")
@@ -215,7 +207,7 @@ def running_s3(port: int, workdir: str | None = None, *, check_keys: bool = Fals
         _wait_ready(proc, log_path, port)
         yield S3Endpoint(port=port, ca_file=cert)
     finally:
-        _stop_process(proc)
+        stop_process(proc)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.clusters import listening
+from tests.clusters import listening, stop_process
 from tests.sshd import SSHD, SSHServer, keygen
 
 CLONE_NEWUSER = 0x10000000
@@ -180,14 +180,9 @@ def booted_systemd(port: int, share: str) -> Iterator[SSHServer]:
                 raise RuntimeError(f"the systemd sandbox did not come up: {(base / 'console.log').read_text()[-2000:]}")
             time.sleep(0.1)
         yield SSHServer(port=port, key_file=client_key, public_key=Path(f"{client_key}.pub").read_text(),
-                        other_key_file=stranger)
+                        other_key_file=stranger, host_key=" ".join(Path(f"{host_key}.pub").read_text().split()[:2]))
     finally:
-        launcher.terminate()
-        try:
-            launcher.wait(15)
-        except subprocess.TimeoutExpired:
-            launcher.kill()
-            launcher.wait(5)
+        stop_process(launcher, grace=15)
         log.close()
         deadline = time.monotonic() + 15
         while (cgroup / "cgroup.procs").exists() and any(
