@@ -5,4 +5,7 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 "$VENV/bin/mypy"
 "$VENV/bin/ruff" check dbtier flows tasks blocks deployments tests bench
-exec "$VENV/bin/python" -m pytest "$@"
+# Test files run on two workers (pytest-xdist, one file per worker at a time): every cluster suite has
+# its own port block, data root and Prefect harness, and most of their time is spent waiting
+# (Patroni's TTL, restores), not computing. TEST_WORKERS=0 runs everything in this one process.
+exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"

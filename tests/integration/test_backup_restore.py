@@ -123,6 +123,7 @@ def test_point_in_time_restore_brings_back_exactly_the_rows_before_the_target(
         ("20200101-000000F", "no backup labelled '20200101-000000F'"),
         ("yesterday", "is not latest, a time"),
     ],
+    ids=["tomorrow", "before-the-oldest-backup", "unknown-label", "garbage"],
 )
 def test_bad_targets_are_refused_before_anything_is_touched(
     cluster_with_full_backup: str, spec: ClusterSpec, target: str, words: str
