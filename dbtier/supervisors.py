@@ -192,26 +192,29 @@ class Systemd(Supervisor):
             return procs.stop(runner, service, timeout=timeout)
         pid = procs.running_pid(runner, service)
         began = time.monotonic()
-        self._systemctl("disable", "--quiet", "--now", self._unit(service))
+        # --no-block: the stop job runs while we watch the pid, so a stuck job cannot hold teardown up.
+        self._systemctl("disable", "--quiet", "--now", "--no-block", self._unit(service))
         if pid is None:
             return f"{service.name} was not running (unit {self._unit(service)} disabled)"
-        leftover = procs.running_pid(runner, service)
-        if leftover is not None:  # systemd gave up on it (TimeoutStopSec): finish by pid
-            return procs.stop_pid(runner, leftover, service.marker, service.name, timeout=timeout)
-        return f"{service.name} (pid {pid}) stopped by systemd after {time.monotonic() - began:.1f} s"
+        while time.monotonic() - began < timeout:
+            if not procs.pid_matches(runner, pid, service.marker):
+                return f"{service.name} (pid {pid}) stopped by systemd after {time.monotonic() - began:.1f} s"
+            time.sleep(0.1)
+        # systemd has not stopped it in time: finish by pid (SIGTERM, then SIGKILL).
+        return procs.stop_pid(runner, pid, service.marker, service.name, timeout=10)
 
     def keep_down(self, runner: Runner, service: Service) -> str:
         """A killed unit waits RestartSec before systemd restarts it; a stop job cancels that restart."""
         if not self._known(service):
             return ""
-        self._systemctl("stop", self._unit(service), check=False)
+        self._systemctl("stop", "--no-block", self._unit(service), check=False)
         return f"systemd's restart of {self._unit(service)} cancelled (the member stays down, as after a host crash)"
 
     def remove(self, runner: Runner, services: Iterable[Service]) -> list[str]:
         units = [self._unit(s) for s in services if self._known(s)]
         if not units:
             return []
-        self._systemctl("disable", "--quiet", "--now", *units, check=False)
+        self._systemctl("disable", "--quiet", "--now", "--no-block", *units, check=False)
         self.root.run_as_root(["rm", "-f", "--", *(f"{UNIT_DIR}/{u}" for u in units)])
         self._systemctl("daemon-reload")
         self._systemctl("reset-failed", *units, check=False)

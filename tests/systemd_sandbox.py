@@ -146,9 +146,32 @@ def _remove_cgroup(path: Path) -> None:
     path.rmdir()
 
 
+def _has_processes(cgroup: Path) -> bool:
+    return any((p / "cgroup.procs").read_text().strip() for p in [cgroup, *cgroup.rglob("*")] if p.is_dir())
+
+
+def sweep_dead_sandboxes() -> list[str]:
+    """Remove what sandboxes of killed test runs left (their cgroup and directory), once nothing runs in them.
+
+    A test run killed outright (SIGKILL, or SIGTERM, which Python does not turn into an exception)
+    never reaches its ``finally``. Its namespaces died with it, but its cgroup and overlay directory
+    stay behind.
+    """
+    swept = []
+    for base in Path("/var/tmp").glob("dbtier-systemd-*"):
+        cgroup = CGROUP_ROOT / base.name
+        if cgroup.exists() and _has_processes(cgroup):
+            continue  # alive: another run's sandbox
+        _remove_cgroup(cgroup)
+        shutil.rmtree(base, ignore_errors=True)
+        swept.append(base.name)
+    return swept
+
+
 @contextmanager
 def booted_systemd(port: int, share: str) -> Iterator[SSHServer]:
     """A systemd host reached by sshd on 127.0.0.1:``port`` (root, a generated key); ``share`` is bound in."""
+    sweep_dead_sandboxes()
     base = Path(tempfile.mkdtemp(prefix="dbtier-systemd-", dir="/var/tmp"))
     keys = Path(tempfile.mkdtemp(prefix="dbtier-systemd-keys-"))
     for sub in ("upper", "work", "root"):
@@ -185,9 +208,7 @@ def booted_systemd(port: int, share: str) -> Iterator[SSHServer]:
         stop_process(launcher, grace=15)
         log.close()
         deadline = time.monotonic() + 15
-        while (cgroup / "cgroup.procs").exists() and any(
-            (p / "cgroup.procs").read_text().strip() for p in [cgroup, *cgroup.rglob("*")] if p.is_dir()
-        ):
+        while (cgroup / "cgroup.procs").exists() and _has_processes(cgroup):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"processes of the systemd sandbox outlived it in {cgroup}")
             time.sleep(0.1)
