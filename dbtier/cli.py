@@ -69,6 +69,9 @@ def _host_keys(args: argparse.Namespace) -> int:
     from dbtier.providers.hostkeys import fingerprint, host_id, split_host_id
 
     spec = load_spec(args.spec)
+    if spec.provider == "local":
+        print(f"cluster {spec.name} runs on this machine (provider local): no SSH host, no host key")
+        return 0
     if args.forget:
         names = [host_id(*split_host_id(text)) for text in args.forget]
         gone = forget_pins(spec.name, names)
