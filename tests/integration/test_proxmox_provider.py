@@ -1,5 +1,8 @@
 """A 3-member cluster through the proxmox provider: the PVE API double holds the container,
-and its static address 127.0.0.1 leads SSH to a real sshd on loopback (the "container" is this machine).
+and its static address 127.0.0.1 leads SSH to a real sshd on loopback. The "container" is this
+machine booted as a systemd host (:mod:`tests.systemd_sandbox`), as an LXC container of a Debian
+template is: so its members run as systemd units. (Where the sandbox cannot run, a plain sshd
+stands in and the systemd test is skipped.)
 """
 
 from __future__ import annotations
@@ -10,16 +13,20 @@ from typing import Any
 
 import pytest
 
+from dbtier.bootstrap import all_services
 from dbtier.engines.base import get_engine
 from dbtier.providers import proxmox_api as pve_api
 from dbtier.spec import ClusterSpec, build_spec
+from dbtier.supervisors import unit_name
 from dbtier.topology import etcd_members, pg_members
 from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from tests.pve_double import PveDouble, running_pve_double
 from tests.pve_double.blocks import save_blocks
 from tests.sshd import SSHServer, running_sshd
+from tests.systemd_sandbox import available, booted_systemd
 
 pytestmark = pytest.mark.cluster
+SANDBOX_MISSING = available()
 BLOCK = 5
 SSHD_PORT = TEST_PORT_BASE + 100 * BLOCK + 90
 VMID = 350
@@ -33,8 +40,14 @@ def pve() -> Iterator[PveDouble]:
 
 
 @pytest.fixture(scope="module")
-def sshd() -> Iterator[SSHServer]:
-    with running_sshd(SSHD_PORT) as server:
+def pve_root() -> str:
+    """The data root of the container's cluster, bound into the systemd host at the same path."""
+    return shared_tmpdir("dbtier-pve-")
+
+
+@pytest.fixture(scope="module")
+def sshd(pve_root: str) -> Iterator[SSHServer]:
+    with (running_sshd(SSHD_PORT) if SANDBOX_MISSING else booted_systemd(SSHD_PORT, share=pve_root)) as server:
         yield server
 
 
@@ -62,8 +75,8 @@ def _pve_spec(data_root: str, name: str = "pvetest", **proxmox: Any) -> ClusterS
 
 
 @pytest.fixture(scope="module")
-def spec() -> ClusterSpec:
-    return _pve_spec(shared_tmpdir("dbtier-pve-"))
+def spec(pve_root: str) -> ClusterSpec:
+    return _pve_spec(pve_root)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +137,20 @@ def test_the_cluster_has_one_leader_and_two_streaming_replicas(three_members_in_
     assert {m.host for m in pg_members(spec)} == {"127.0.0.1"}
 
 
+@pytest.mark.skipif(SANDBOX_MISSING is not None, reason=f"systemd sandbox: {SANDBOX_MISSING}")
+def test_inside_the_container_members_are_systemd_units_and_debians_etcd_is_disabled(
+    three_members_in_one_container: str, spec: ClusterSpec
+) -> None:
+    from dbtier.providers.base import get_provider
+
+    root = get_provider(spec).runner(spec, "127.0.0.1")
+    units = [unit_name(spec.name, s.name) for s in all_services(get_engine(spec), spec)]
+    said = root.run_as_root(["systemctl", "is-active", *units]).out.split()  # type: ignore[attr-defined]
+    assert said == ["active"] * 6
+    enabled = root.run_as_root(["sh", "-c", "systemctl is-enabled etcd.service || true"]).out.strip()  # type: ignore[attr-defined]
+    assert enabled == "disabled"
+
+
 def test_second_provision_changes_nothing_and_creates_no_container(three_members_in_one_container: str,
                                                                     pve: PveDouble) -> None:
     from flows.provision import provision
@@ -145,13 +172,14 @@ def test_second_provision_changes_nothing_and_creates_no_container(three_members
     ids=["wrong-token", "unknown-node"],
 )
 def test_bad_proxmox_settings_give_one_line_and_start_nothing(
-    three_members_in_one_container: str, pve: PveDouble, capsys: pytest.CaptureFixture[str],
+    three_members_in_one_container: str, pve: PveDouble, pve_root: str, capsys: pytest.CaptureFixture[str],
     proxmox: dict[str, Any], words: str
 ) -> None:
     """Refused by the command line's preflight, before Prefect, any container or any process starts."""
     from flows.provision import main
 
-    root = shared_tmpdir("dbtier-pve-bad-")
+    root = os.path.join(pve_root, f"bad-{proxmox['containers'][0]['vmid'] if 'containers' in proxmox else 'token'}")
+    os.makedirs(root, mode=0o755, exist_ok=True)  # inside the bound data root: what the host writes shows here
     data = _pve_spec(root, name="pvebad", **proxmox).model_dump(mode="json")
     data["ports"] = BAD_PORTS
     bad = build_spec(data, environ={})
