@@ -160,6 +160,8 @@ def sweep_dead_sandboxes() -> list[str]:
     swept = []
     for base in Path("/var/tmp").glob("dbtier-systemd-*"):
         cgroup = CGROUP_ROOT / base.name
+        if time.time() - base.stat().st_mtime < 300:
+            continue  # young: maybe another run's sandbox, still being set up (its cgroup still empty)
         if cgroup.exists() and _has_processes(cgroup):
             continue  # alive: another run's sandbox
         _remove_cgroup(cgroup)
