@@ -8,6 +8,7 @@ recycled pid is never mistaken for (or killed as) ours.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,3 +122,14 @@ def stop_pid(runner: Runner, pid: int, marker: str, name: str, timeout: float = 
             raise ProvisionError(f"{name} (pid {pid}) survived SIGKILL for 10 s; check it by hand")
         time.sleep(0.05)
     return f"{name} (pid {pid}) did not stop within {timeout:.0f} s and was killed"
+
+
+def stop_child(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Stop a process this one started, by its Popen handle: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

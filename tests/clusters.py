@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,17 +35,6 @@ def shared_tmpdir(prefix: str) -> str:
     path = tempfile.mkdtemp(prefix=prefix)
     os.chmod(path, 0o755)
     return path
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """Stop a process this test started, by its Popen handle: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def listening(port: int, host: str = "127.0.0.1") -> bool:

@@ -192,7 +192,7 @@ def running_s3(port: int, workdir: str | None = None, *, check_keys: bool = Fals
     ``check_keys`` moto authenticates every request against its (empty) IAM, so any key
     gets 403 InvalidAccessKeyId: the shape of a real S3 refusing the keys.
     """
-    from tests.clusters import stop_process
+    from dbtier.procs import stop_child
 
     workdir = workdir or tempfile.mkdtemp(prefix="dbtier-s3-")
     cert, key = make_cert(workdir)
@@ -207,7 +207,7 @@ def running_s3(port: int, workdir: str | None = None, *, check_keys: bool = Fals
         _wait_ready(proc, log_path, port)
         yield S3Endpoint(port=port, ca_file=cert)
     finally:
-        stop_process(proc)
+        stop_child(proc)
 
 
 if __name__ == "__main__":

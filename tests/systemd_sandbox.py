@@ -33,7 +33,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.clusters import listening, stop_process
+from dbtier.procs import stop_child
+from tests.clusters import listening
 from tests.sshd import SSHD, SSHServer, keygen
 
 CLONE_NEWUSER = 0x10000000
@@ -207,7 +208,7 @@ def booted_systemd(port: int, share: str) -> Iterator[SSHServer]:
         yield SSHServer(port=port, key_file=client_key, public_key=Path(f"{client_key}.pub").read_text(),
                         other_key_file=stranger, host_key=" ".join(Path(f"{host_key}.pub").read_text().split()[:2]))
     finally:
-        stop_process(launcher, grace=15)
+        stop_child(launcher, grace=15)
         log.close()
         deadline = time.monotonic() + 15
         while (cgroup / "cgroup.procs").exists() and _has_processes(cgroup):

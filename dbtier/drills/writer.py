@@ -144,13 +144,9 @@ def start_writer(argv: list[str], password: str, stderr_path: str) -> subprocess
 
 def stop_writer(proc: subprocess.Popen[bytes], stderr_path: str, timeout: float = 10.0) -> str:
     """Stop the writer we started (SIGTERM, then SIGKILL) and say how it ended."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    from dbtier.procs import stop_child  # here: the writer process itself does not need it
+
+    stop_child(proc, timeout)
     err = Path(stderr_path).read_text(errors="replace").strip().splitlines() if Path(stderr_path).exists() else []
     tail = f"; last stderr line: {err[-1]}" if err else ""
     return f"writer (pid {proc.pid}) stopped with exit code {proc.returncode}{tail}"
