@@ -66,7 +66,7 @@ def _password(args: argparse.Namespace) -> int:
 def _host_keys(args: argparse.Namespace) -> int:
     """List the host keys pinned for the cluster, or forget some (a host rebuilt on purpose)."""
     from blocks.hostkeys import forget_pins, load_pins
-    from dbtier.providers.hostkeys import fingerprint, host_id, split_host_id
+    from dbtier.providers.hostkeys import fingerprint, host_id, spec_host_keys, split_host_id
 
     spec = load_spec(args.spec)
     if spec.provider == "local":
@@ -79,7 +79,7 @@ def _host_keys(args: argparse.Namespace) -> int:
             print(f"{name}: {'pin forgotten; the next connection pins the key it sees' if name in gone else 'no pin'}")
         return 0 if gone else 1
     pins = load_pins(spec.name)
-    fixed = {host_id(h.address, h.port): h.host_key for h in (spec.ssh.hosts if spec.ssh else []) if h.host_key}
+    fixed = spec_host_keys(spec.ssh.hosts if spec.ssh else [])
     for name, line in sorted({**pins, **fixed}.items()):
         how = "from the spec" if name in fixed else "pinned on first use"
         print(f"{name}  {line.split()[0]}  {fingerprint(line)}  ({how})")

@@ -26,9 +26,9 @@ from dbtier.backup.catalog import (
     human_bytes,
 )
 from dbtier.backup.drill import CopyChecks, Marker
-from dbtier.engines.base import get_engine
+from dbtier.engines.base import Engine, get_engine
 from dbtier.errors import DbtierError, RestoreError
-from dbtier.providers.base import get_provider
+from dbtier.providers.base import Provider, get_provider
 from dbtier.spec import ClusterSpec
 from tasks import log_sentences
 
@@ -136,16 +136,18 @@ def record_rows(records: list[BackupRecord], verified: dict[int, str]) -> list[d
 # ---- restore ------------------------------------------------------------------------------------
 
 
+def _refuse_running(engine: Engine, provider: Provider, spec: ClusterSpec, field: str, fix: str) -> None:
+    """A restore's one-line refusal when any process of ``spec`` runs."""
+    running = bootstrap.running_services(engine, provider, spec)
+    if running:
+        raise RestoreError(f"{field}: cluster {spec.name} is running ({', '.join(running)}); {fix}")
+
+
 @task(cache_policy=NONE)
 def refuse_existing_target(target: ClusterSpec) -> None:
     """A restore never lands on a cluster that runs or exists: it would mix two clusters' data."""
     engine, provider = get_engine(target), get_provider(target)
-    running = bootstrap.running_services(engine, provider, target)
-    if running:
-        raise RestoreError(
-            f"target: cluster {target.name} is running ({', '.join(running)}); restore into a new name, "
-            "or stop it first (python -m flows.teardown)"
-        )
+    _refuse_running(engine, provider, target, "target", "restore into a new name, or stop it first (python -m flows.teardown)")
     if bootstrap.is_initialised(engine, provider, target):
         raise RestoreError(
             f"target: cluster {target.name} already exists under {target.cluster_dir}; pick another name "
@@ -158,12 +160,8 @@ def refuse_existing_target(target: ClusterSpec) -> None:
 def require_stopped(source: ClusterSpec) -> None:
     """An in-place restore replaces the cluster's data: only once nothing of it runs (orphan postmasters stopped)."""
     engine, provider = get_engine(source), get_provider(source)
-    running = bootstrap.running_services(engine, provider, source)
-    if running:
-        raise RestoreError(
-            f"in_place: cluster {source.name} is running ({', '.join(running)}); stop it first "
-            "(python -m flows.teardown) — an in-place restore replaces its data"
-        )
+    _refuse_running(engine, provider, source, "in_place",
+                    "stop it first (python -m flows.teardown) — an in-place restore replaces its data")
     log_sentences(*bootstrap.stop_services(engine, provider, source))
 
 

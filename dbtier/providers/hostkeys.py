@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import paramiko
 
 from dbtier.errors import PreflightError
+from dbtier.spec import SSHHost
 
 DEFAULT_SSH_PORT = 22
 
@@ -52,6 +53,11 @@ def split_host_id(text: str) -> tuple[str, int]:
     if sep and port.isdigit():
         return host, int(port)
     return text, DEFAULT_SSH_PORT
+
+
+def spec_host_keys(hosts: Iterable[SSHHost]) -> dict[str, str]:
+    """The keys the spec gives (``ssh.hosts[].host_key``), by host id: accepted alone, never stored."""
+    return {host_id(h.address, h.port): h.host_key for h in hosts if h.host_key}
 
 
 def key_line(key: paramiko.PKey) -> str:

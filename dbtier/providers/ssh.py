@@ -18,7 +18,7 @@ from typing import Any
 
 from dbtier.errors import CommandFailed, PreflightError, ProvisionError
 from dbtier.providers.base import Completed, Provider, Runner
-from dbtier.providers.hostkeys import HostKeyPins, Loader, Saver, host_id
+from dbtier.providers.hostkeys import HostKeyPins, Loader, Saver, spec_host_keys
 from dbtier.spec import ClusterSpec, SSHSettings
 from dbtier.supervisors import Processes, Supervisor, Systemd, systemd_runs
 
@@ -198,8 +198,7 @@ class SSHProvider(Provider):
 
     def pins(self, spec: ClusterSpec) -> HostKeyPins:
         """The host keys trusted for ``spec``'s cluster: the spec's ``host_key`` lines, then those pinned."""
-        settings = self._settings(spec)
-        fixed = {host_id(h.address, h.port): h.host_key for h in settings.hosts if h.host_key}
+        fixed = spec_host_keys(self._settings(spec).hosts)
         with self._lock:
             if spec.name not in self._pins or self._pins[spec.name].fixed != fixed:
                 self._pins[spec.name] = HostKeyPins(spec.name, *self._pin_store, fixed=fixed)
