@@ -9,10 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dbtier.spec import ClusterSpec, build_spec
+from dbtier.spec import ClusterSpec, build_spec, port_plan
 
-#: Tests use ports from 20000 up, never a user's defaults (5432, 8008, 2379...). Each suite takes a block of 100.
+#: Tests use ports from 20000 up, never a user's defaults (5432, 8008, 2379...). Each suite takes a block of 100
+#: and keeps every port it opens inside it, restored copies included, because suites run side by side (xdist):
+#: members on +0..+2 (postgres), +20..+22 (patroni), +40..+45 (etcd client and peer); copies made by
+#: ``restore --into`` on those + RESTORE_OFFSET; the restore drill's throwaway copy on those + DRILL_OFFSET;
+#: sshd and S3 servers on +90 and up. ``spec_for_tests`` checks it.
 TEST_PORT_BASE = 20000
+DRILL_OFFSET = 12
+RESTORE_OFFSET = 6
 
 FAST_TIMING = {"ttl": 20, "loop_wait": 2, "retry_timeout": 5}
 
@@ -20,14 +26,34 @@ FAST_TIMING = {"ttl": 20, "loop_wait": 2, "retry_timeout": 5}
 def spec_for_tests(name: str, block: int, data_root: str, **fields: Any) -> ClusterSpec:
     """A spec on the test port block ``block`` (0-99) with tuned Patroni timing."""
     base = TEST_PORT_BASE + 100 * block
+    backup = dict(fields.pop("backup", None) or {})
+    backup["restore_drill"] = {"port_offset": DRILL_OFFSET, **backup.get("restore_drill", {})}
     data: dict[str, Any] = {
         "name": name,
         "ports": {"postgres": base, "patroni": base + 20, "etcd": base + 40},
         "data_root": data_root,
         "patroni": FAST_TIMING,
+        "backup": backup,
     }
     data.update(fields)
-    return build_spec(data, environ={})
+    spec = build_spec(data, environ={})
+    check_inside_block(spec, block)
+    return spec
+
+
+def check_inside_block(spec: ClusterSpec, block: int) -> None:
+    """Fail fast when the cluster, its restored copies or its drill copy would open a port outside the block,
+    or two of them would share one (another suite, running beside this one, owns the next block)."""
+    from dbtier.backup.restore import derive_target, throwaway_spec
+
+    base = TEST_PORT_BASE + 100 * block
+    taken: dict[int, str] = {}
+    for copy in (spec, derive_target(spec, f"{spec.name}-restored", RESTORE_OFFSET), throwaway_spec(spec)):
+        for field, port in port_plan(copy):
+            where = f"{copy.name} {field}"
+            assert base <= port < base + 90, f"{where}: port {port} is outside test block {block}"
+            assert port not in taken, f"{where}: port {port} is also {taken[port]}"
+            taken[port] = where
 
 
 def shared_tmpdir(prefix: str) -> str:

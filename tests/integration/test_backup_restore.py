@@ -31,11 +31,10 @@ from dbtier.errors import DrillFailed, PreflightError, RestoreError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.topology import client_dsn
-from tests.clusters import listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.clusters import RESTORE_OFFSET, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OFFSET = 100  # restored copies live on the next port block (7)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +90,10 @@ def test_point_in_time_restore_brings_back_exactly_the_rows_before_the_target(
         time.sleep(0.3)
         conn.execute("INSERT INTO orders (id) SELECT g FROM generate_series(51, 80) g")
 
-    at_t = derive_target(spec, "bk-pitr", OFFSET)
+    at_t = derive_target(spec, "bk-pitr", RESTORE_OFFSET)
     restored_cleanup.append(at_t)
     result = restore(spec_path=cluster_with_full_backup, target=target_time.isoformat(sep=" "), into="bk-pitr",
-                     port_offset=OFFSET)
+                     port_offset=RESTORE_OFFSET)
     assert result["cluster"] == "bk-pitr" and "WAL up to" in result["from"]
     assert _count(at_t) == 50, "exactly the rows committed before T"
     assert get_engine(at_t).status(at_t).health.healthy  # a normal dbtier cluster: three members, one leader
@@ -103,9 +102,9 @@ def test_point_in_time_restore_brings_back_exactly_the_rows_before_the_target(
     bootstrap.stop_services(get_engine(at_t), get_provider(at_t), at_t)
     bootstrap.wipe(get_engine(at_t), get_provider(at_t), at_t)
 
-    latest = derive_target(spec, "bk-latest", OFFSET)
+    latest = derive_target(spec, "bk-latest", RESTORE_OFFSET)
     restored_cleanup.append(latest)
-    restore(spec_path=cluster_with_full_backup, target="latest", into="bk-latest", port_offset=OFFSET)
+    restore(spec_path=cluster_with_full_backup, target="latest", into="bk-latest", port_offset=RESTORE_OFFSET)
     assert _count(latest) == 80, "latest has every row"
 
     # The copy archives into a stanza of its own, on its new timeline; the source's archive stays on timeline 1.
@@ -131,8 +130,8 @@ def test_bad_targets_are_refused_before_anything_is_touched(
     from flows.restore import restore
 
     with pytest.raises(RestoreError, match=words):
-        restore(spec_path=cluster_with_full_backup, target=target, into="bk-refused", port_offset=OFFSET)
-    refused = derive_target(spec, "bk-refused", OFFSET)
+        restore(spec_path=cluster_with_full_backup, target=target, into="bk-refused", port_offset=RESTORE_OFFSET)
+    refused = derive_target(spec, "bk-refused", RESTORE_OFFSET)
     assert not os.path.exists(refused.cluster_dir), "a refused restore creates nothing"
     assert not listening(refused.ports.postgres)
 

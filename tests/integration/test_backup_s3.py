@@ -23,7 +23,7 @@ from dbtier.engines.postgres import connect
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
-from tests.clusters import shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.clusters import RESTORE_OFFSET, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from tests.s3_server import S3Endpoint, running_s3
 
 pytestmark = pytest.mark.cluster
@@ -98,10 +98,10 @@ def test_backup_into_both_then_restore_to_a_time_from_s3(cluster_with_two_reposi
         time.sleep(0.3)
         conn.execute("INSERT INTO events SELECT g FROM generate_series(41, 70) g")
 
-    copy = derive_target(spec, "bks3-pitr", 100)
+    copy = derive_target(spec, "bks3-pitr", RESTORE_OFFSET)
     try:
         done = restore(spec_path=cluster_with_two_repositories, target=target_time.isoformat(sep=" "),
-                       into="bks3-pitr", port_offset=100, repo=2)
+                       into="bks3-pitr", port_offset=RESTORE_OFFSET, repo=2)
         assert s3_label in done["from"]
         with connect(client_dsn(copy), load_passwords(copy).app) as conn:
             assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 40
