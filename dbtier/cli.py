@@ -74,17 +74,17 @@ def _host_keys(args: argparse.Namespace) -> int:
         return 0
     if args.forget:
         names = [host_id(*split_host_id(text)) for text in args.forget]
-        gone = forget_pins(spec.name, names)
+        gone = forget_pins(spec.host_owner, names)
         for name in names:
             print(f"{name}: {'pin forgotten; the next connection pins the key it sees' if name in gone else 'no pin'}")
         return 0 if gone else 1
-    pins = load_pins(spec.name)
+    pins = load_pins(spec.host_owner)
     fixed = spec_host_keys(spec.ssh.hosts if spec.ssh else [])
     for name, line in sorted({**pins, **fixed}.items()):
         how = "from the spec" if name in fixed else "pinned on first use"
         print(f"{name}  {line.split()[0]}  {fingerprint(line)}  ({how})")
     if not pins and not fixed:
-        print(f"no host key pinned for cluster {spec.name} yet (the first connection to each host pins its key)")
+        print(f"no host key pinned for cluster {spec.host_owner} yet (the first connection to each host pins its key)")
     return 0
 
 

@@ -313,16 +313,28 @@ class ClusterSpec(_Model):
     drills: DrillSettings = DrillSettings()
     backup: BackupSettings = BackupSettings()
     restore_from: RestoreSource | None = None
+    hosts_of: str | None = Field(None, description="set on a restored or drill copy: the cluster whose hosts it runs "
+                                 "on beside it; their containers and pinned SSH host keys stay that cluster's")
     app: AppDatabase = AppDatabase()
     binaries: Binaries = Binaries()
     timeouts: Timeouts = Timeouts()
 
-    @field_validator("name")
+    @field_validator("name", "hosts_of")
     @classmethod
-    def _name_shape(cls, name: str) -> str:
-        if not NAME_RE.match(name):
+    def _name_shape(cls, name: str | None) -> str | None:
+        if name is not None and not NAME_RE.match(name):
             raise ValueError("must be 2-32 characters of lowercase letters, digits and dashes, starting with a letter")
         return name
+
+    @property
+    def host_owner(self) -> str:
+        """The cluster whose hosts these are: the one that created (and may destroy) its containers and
+        pinned their SSH host keys. A restored copy borrows its source's.
+
+        >>> ClusterSpec(name="pg").host_owner, ClusterSpec(name="pg-drill", hosts_of="pg").host_owner
+        ('pg', 'pg')
+        """
+        return self.hosts_of or self.name
 
     @field_validator("data_root")
     @classmethod

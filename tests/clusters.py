@@ -56,11 +56,24 @@ def check_inside_block(spec: ClusterSpec, block: int) -> None:
             taken[port] = where
 
 
+#: Every directory ``shared_tmpdir`` made in this process; removed when the test session ends.
+MADE_DIRS: list[str] = []
+
+
 def shared_tmpdir(prefix: str) -> str:
-    """A temporary directory the database OS user can traverse (mkdtemp makes 0700 ones)."""
+    """A temporary directory the database OS user can traverse (mkdtemp makes 0700 ones), removed at the end
+    of the test session (``remove_made_dirs``), after every fixture has stopped its processes."""
     path = tempfile.mkdtemp(prefix=prefix)
     os.chmod(path, 0o755)
+    MADE_DIRS.append(path)
     return path
+
+
+def remove_made_dirs() -> None:
+    import shutil
+
+    while MADE_DIRS:
+        shutil.rmtree(MADE_DIRS.pop(), ignore_errors=True)
 
 
 def listening(port: int, host: str = "127.0.0.1") -> bool:

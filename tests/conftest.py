@@ -26,6 +26,16 @@ for _key in [k for k in os.environ if k.startswith("DBTIER_")]:
     del os.environ[_key]
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave no temporary directory behind: the clusters' data roots, the S3 servers' and Prefect's home."""
+    import shutil
+
+    from tests.clusters import remove_made_dirs
+
+    remove_made_dirs()
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One Prefect test harness (a temporary API on SQLite) for the whole session."""

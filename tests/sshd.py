@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -74,3 +75,4 @@ def running_sshd(port: int, addresses: Sequence[str] = ("127.0.0.1",)) -> Iterat
     finally:
         server.terminate()
         server.wait(15)
+        shutil.rmtree(work, ignore_errors=True)

@@ -23,16 +23,17 @@ def _rebuild(spec: ClusterSpec, **changes: Any) -> ClusterSpec:
 
 
 def derive_target(source: ClusterSpec, name: str, port_offset: int) -> ClusterSpec:
-    """The source's spec under another name, every port moved by ``port_offset``.
+    """The source's spec under another name, every port moved by ``port_offset``, on the source's hosts
+    (which stay the source's: ``hosts_of``).
 
     >>> t = derive_target(ClusterSpec(), "dbtier-restored", 100)
-    >>> (t.name, t.ports.postgres, t.ports.patroni, t.ports.etcd, t.data_root)
-    ('dbtier-restored', 5532, 8108, 2479, '/var/lib/dbtier')
+    >>> (t.name, t.ports.postgres, t.ports.patroni, t.ports.etcd, t.data_root, t.host_owner)
+    ('dbtier-restored', 5532, 8108, 2479, '/var/lib/dbtier', 'dbtier')
     """
     if name == source.name:
         raise SpecError(f"target name: {name!r} is the source's own name; pick another (or restore --in-place)")
     ports = {field: getattr(source.ports, field) + port_offset for field in ("postgres", "patroni", "etcd")}
-    return _rebuild(source, name=name, ports=ports, restore_from=None)
+    return _rebuild(source, name=name, ports=ports, restore_from=None, hosts_of=source.host_owner)
 
 
 def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
@@ -46,7 +47,12 @@ def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
     name = f"{source.name[:25]}-drill"
     target = derive_target(source, name if name != source.name else f"{source.name[:26]}-copy", drill.port_offset)
     params = {**target.postgresql_parameters, "archive_mode": "off"}
-    return _rebuild(target, members=1, etcd_members=1, postgresql_parameters=params, synchronous_mode=False)
+    changes: dict[str, Any] = {"members": 1, "etcd_members": 1, "postgresql_parameters": params,
+                               "synchronous_mode": False}
+    if target.proxmox is not None and target.proxmox.layout == "per-member":  # its one member: in the first one
+        proxmox = target.proxmox.model_dump(mode="json")
+        changes["proxmox"] = {**proxmox, "containers": proxmox["containers"][:1]}
+    return _rebuild(target, **changes)
 
 
 def with_restore_from(target: ClusterSpec, source: ClusterSpec, config: str, options: list[str], timeout_s: float) -> ClusterSpec:

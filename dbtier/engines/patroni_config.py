@@ -91,6 +91,10 @@ def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwo
             "data_dir": member.data_dir,
             "bin_dir": spec.binaries.pg_bin_dir,
             "pgpass": f"{member.dir}/pgpass",
+            # Patroni's own connections go through the member's socket: TCP from a host to its own address may
+            # leave from another one (127.0.0.x loopback aliases leave from 127.0.0.1), which the trust lines
+            # Patroni opens while a restore bootstraps do not match.
+            "use_unix_socket": True,
             "authentication": {
                 "superuser": {"username": SUPERUSER, "password": passwords.superuser},
                 "replication": {"username": REPLICATION_USER, "password": passwords.replication},

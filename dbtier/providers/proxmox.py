@@ -56,8 +56,8 @@ def container_plan(spec: ClusterSpec, index: int, public_key: str, *, storage: s
     settings = _settings(spec)
     ct = settings.containers[index]
     return pve.ContainerPlan(
-        hostname=container_hostname(spec.name, settings.layout, index),
-        cluster=spec.name,
+        hostname=container_hostname(spec.host_owner, settings.layout, index),
+        cluster=spec.host_owner,
         ostemplate=settings.template or template,
         ssh_public_key=public_key,
         vmid=ct.vmid,
@@ -120,7 +120,7 @@ def learn_leases(spec: ClusterSpec, *, wait: bool = False, client: pve.Client | 
     if client is None:
         client = load_credentials(settings.credentials_block).get_client()
     running = {ref.vmid: ref for ref in pve.list_containers(client)
-               if ref.status == "running" and pve.owned_by(ref.tags, spec.name)}
+               if ref.status == "running" and pve.owned_by(ref.tags, spec.host_owner)}
     leases: dict[int, str | None] = {}
     for index, ct in enumerate(settings.containers):
         if not ct.dhcp:
@@ -210,13 +210,13 @@ class ProxmoxProvider(Provider):
 
     def _found(self, spec: ClusterSpec, host: str) -> pve.ContainerRef | None:
         index, ct = container_of(spec, host)
-        hostname = container_hostname(spec.name, self.settings.layout, index)
+        hostname = container_hostname(spec.host_owner, self.settings.layout, index)
         return pve.find_container(self.client(), vmid=ct.vmid, hostname=hostname)
 
     def _is_running(self, spec: ClusterSpec, host: str) -> bool:
         if host not in self._running:
             found = self._found(spec, host)
-            if found is not None and found.status == "running" and pve.owned_by(found.tags, spec.name):
+            if found is not None and found.status == "running" and pve.owned_by(found.tags, spec.host_owner):
                 self._running.add(host)
         return host in self._running
 
@@ -250,9 +250,9 @@ class ProxmoxProvider(Provider):
             return [said]
         if found is None or found.status != "running":
             return []  # prepare_host creates or starts it
-        if not pve.owned_by(found.tags, spec.name):
+        if not pve.owned_by(found.tags, spec.host_owner):
             return [f"{where}: CT {found.vmid} ({found.hostname!r} on {found.node}) already exists and dbtier did not "
-                    f"create it for cluster {spec.name}; choose another vmid"]
+                    f"create it for cluster {spec.host_owner}; choose another vmid"]
         if ct.pending:
             return []  # running, its DHCP address not read yet: prepare_host waits for it
         self._running.add(host)
@@ -279,7 +279,11 @@ class ProxmoxProvider(Provider):
         return f"{said}; SSH answered after {waited:.1f} s; {done}"
 
     def destroy_hosts(self, spec: ClusterSpec) -> list[str]:
-        """Stop and destroy every container tagged for this cluster (never one without the tags)."""
+        """Stop and destroy every container tagged for this cluster (never one without the tags), and none
+        when it runs on another cluster's (a restored copy: ``hosts_of``)."""
+        if spec.host_owner != spec.name:
+            return [f"{spec.name} runs in the containers of cluster {spec.host_owner}: none destroyed "
+                    f"(teardown of {spec.host_owner} with --destroy-hosts destroys them)"]
         said = pve.destroy_cluster_containers(self.client(), spec.name, timeout=self.settings.task_timeout_s)
         self._running.clear()
         from blocks.hostkeys import forget_pins

@@ -200,9 +200,10 @@ class SSHProvider(Provider):
         """The host keys trusted for ``spec``'s cluster: the spec's ``host_key`` lines, then those pinned."""
         fixed = spec_host_keys(self._settings(spec).hosts)
         with self._lock:
-            if spec.name not in self._pins or self._pins[spec.name].fixed != fixed:
-                self._pins[spec.name] = HostKeyPins(spec.name, *self._pin_store, fixed=fixed)
-            return self._pins[spec.name]
+            owner = spec.host_owner  # a restored copy trusts the keys pinned for its source's hosts
+            if owner not in self._pins or self._pins[owner].fixed != fixed:
+                self._pins[owner] = HostKeyPins(owner, *self._pin_store, fixed=fixed)
+            return self._pins[owner]
 
     def runner(self, spec: ClusterSpec, host: str) -> SSHRunner:
         settings = self._settings(spec)

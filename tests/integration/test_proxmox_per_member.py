@@ -135,6 +135,24 @@ def test_status_and_dsn_from_the_command_line_find_the_lease(three_members_in_th
     assert f"@{ADDRESSES[0]}:{base},{ADDRESSES[1]}:{base + 1},{ADDRESSES[2]}:{base + 2}/" in capsys.readouterr().out
 
 
+def test_a_backup_and_the_restore_drill_run_in_the_clusters_own_containers(three_members_in_three_containers: str,
+                                                                           spec: ClusterSpec, pve: PveDouble) -> None:
+    """The drill's throwaway copy borrows the first container (and its pinned host key); it creates none."""
+    from blocks.hostkeys import load_pins
+    from flows.backup import backup
+    from flows.restore_drill import restore_drill
+
+    assert [b["kind"] for b in backup(spec_path=three_members_in_three_containers, kind="full")["taken"]] == ["full"]
+    drill = restore_drill(spec_path=three_members_in_three_containers)
+    assert drill["passed"], drill["verdict"]
+    assert "marker rows: 100 of 100 written before the target, 0 of 10 written after it" in drill["verdict"]
+    assert sorted(pve.state.containers) == list(VMIDS)
+    assert sum(1 for verb, path in pve.state.requests if verb == "POST" and path.endswith("/lxc")) == 3
+    assert load_pins(f"{spec.name}-drill") == {}, "the copy trusts the keys pinned for its source's containers"
+    assert len(load_pins(spec.name)) == 3
+    assert not os.path.exists(os.path.join(spec.data_root, f"{spec.name}-drill")), "the throwaway copy is removed"
+
+
 def test_second_provision_finds_the_cluster_at_the_lease_and_changes_nothing(
     three_members_in_three_containers: str, pve: PveDouble
 ) -> None:

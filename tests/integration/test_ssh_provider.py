@@ -163,6 +163,7 @@ def test_backups_and_the_restore_drill_run_unchanged_on_the_ssh_cluster(provisio
     assert drill["passed"], drill["verdict"]
     assert "marker rows: 100 of 100 written before the target, 0 of 10 written after it" in drill["verdict"]
     assert not os.path.exists(os.path.join(spec.data_root, "sshtest-drill")), "the throwaway copy is removed"
+    assert load_pins("sshtest-drill") == {}, "the copy trusts the host key pinned for its source's host"
 
 
 @pytest.mark.parametrize(

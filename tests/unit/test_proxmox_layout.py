@@ -241,3 +241,54 @@ def test_dhcp_is_written_in_any_case(written: str) -> None:
         "credentials_block": "pve", "ssh_credentials_block": "key", "containers": [{**DHCP, "address": written}]}},
         environ={})
     assert spec.proxmox is not None and spec.proxmox.containers[0].address == "dhcp" and spec.proxmox.uses_dhcp
+
+
+# -- restored copies run in the source's containers, which stay the source's ------------------------
+
+
+@pytest.mark.parametrize(
+    ("layout", "members", "copy_hosts"),
+    [
+        pytest.param("single", 3, ["10.0.0.21"], id="single"),
+        pytest.param("per-member", 3, ["10.0.0.21"], id="per-member-first-container"),
+        pytest.param("per-member", 1, ["10.0.0.21"], id="per-member-one"),
+    ],
+)
+def test_the_drill_copy_runs_in_the_first_container_of_its_source(layout: str, members: int,
+                                                                  copy_hosts: list[str]) -> None:
+    from dbtier.backup.restore import throwaway_spec
+
+    source = pve_spec(layout, members)
+    copy = throwaway_spec(source)
+    assert copy.proxmox is not None
+    assert [ct.vmid for ct in copy.proxmox.containers] == [301]
+    assert [member_host(copy, i) for i in range(copy.members)] == copy_hosts
+    assert (copy.name, copy.host_owner) == ("orders-drill", "orders")
+    plan = container_plan(copy, 0, KEY, storage="local-lvm", bridge="vmbr0", template="local:vztmpl/d.tar.zst")
+    assert plan == container_plan(source, 0, KEY, storage="local-lvm", bridge="vmbr0",
+                                  template="local:vztmpl/d.tar.zst")  # found as the source's, never created anew
+
+
+def test_a_restored_copy_keeps_every_container_of_its_source_and_never_destroys_them() -> None:
+    from dbtier.backup.restore import derive_target
+
+    source = pve_spec("per-member", 3)
+    copy = derive_target(source, "orders-restored", 100)
+    assert copy.proxmox is not None and source.proxmox is not None
+    assert copy.proxmox.containers == source.proxmox.containers
+    assert copy.host_owner == "orders"
+    said = ProxmoxProvider(copy.proxmox).destroy_hosts(copy)  # no client: it must not reach the API at all
+    assert said == ["orders-restored runs in the containers of cluster orders: none destroyed "
+                    "(teardown of orders with --destroy-hosts destroys them)"]
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        pytest.param({"hosts_of": "Orders_1"}, "hosts_of: must be 2-32 characters", id="bad-name"),
+        pytest.param({"hosts_of": ""}, "hosts_of: must be 2-32 characters", id="empty"),
+    ],
+)
+def test_hosts_of_is_a_cluster_name(data: dict[str, Any], words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        build_spec({"name": "orders-drill", **data}, environ={})

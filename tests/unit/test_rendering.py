@@ -31,6 +31,9 @@ def test_patroni_config_has_the_safety_settings() -> None:
     assert config["restapi"]["listen"] == "127.0.0.1:8009"
     assert config["etcd3"]["hosts"] == ["127.0.0.1:2379", "127.0.0.1:2381", "127.0.0.1:2383"]
     assert config["postgresql"]["data_dir"] == "/var/lib/dbtier/dbtier/pg1/pgdata"
+    # Patroni talks to its own member over the socket, which the restore bootstrap's trust line matches
+    assert config["postgresql"]["use_unix_socket"] is True
+    assert config["postgresql"]["parameters"]["unix_socket_directories"] == member.socket_dir
 
 
 @pytest.mark.parametrize(
