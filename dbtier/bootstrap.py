@@ -71,8 +71,22 @@ def check_ports(engine: Engine, runner: Runner, spec: ClusterSpec, service: Serv
             continue
         raise PreflightError(
             f"{field}: {runner.host}:{port} (for {service.name}) is already in use by another process; "
-            f"stop that process or choose other ports (e.g. DBTIER_{field.upper().replace('.', '__')}=...)"
+            f"stop that process or {other_ports_hint(spec, field)}"
         )
+
+
+def other_ports_hint(spec: ClusterSpec, field: str) -> str:
+    """How to move a cluster whose port is taken; a restored copy moves by its offset, not by its own ports.
+
+    >>> other_ports_hint(ClusterSpec(), "ports.etcd")
+    'choose other ports (e.g. DBTIER_PORTS__ETCD=...)'
+    >>> other_ports_hint(ClusterSpec(name="pg-drill", hosts_of="pg"), "ports.etcd")[:64]
+    'choose another offset for this copy of pg (restore --port-offset'
+    """
+    if spec.host_owner != spec.name:
+        return (f"choose another offset for this copy of {spec.host_owner} (restore --port-offset N; "
+                "for the restore drill backup.restore_drill.port_offset)")
+    return f"choose other ports (e.g. DBTIER_{field.upper().replace('.', '__')}=...)"
 
 
 def missing_binaries(runner: Runner, spec: ClusterSpec) -> list[str]:
