@@ -18,11 +18,12 @@ from prefect.artifacts import create_table_artifact
 from dbtier.errors import BackupError
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.backup import check_archiving, judge_archiving
 
 
-@flow(name="archive-health")
+@flow(name="archive-health", flow_run_name=run_name("archive-health"))
 def archive_health(spec_path: str | None = None, spec_block: str | None = None) -> dict[str, Any]:
     spec = resolve_spec(spec_path, spec_block)
     verdict = judge_archiving(spec)

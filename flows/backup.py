@@ -19,6 +19,7 @@ from dbtier.errors import BackupError
 from dbtier.health import format_table
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.backup import (
     apply_retention,
@@ -31,7 +32,7 @@ from tasks.backup import (
 )
 
 
-@flow(name="backup")
+@flow(name="backup", flow_run_name=run_name("backup"))
 def backup(spec_path: str | None = None, spec_block: str | None = None, kind: str = "auto",
            repo: int | None = None) -> dict[str, Any]:
     """Back up the cluster into each repository (or only ``repo``), verify, apply retention, publish the catalog."""

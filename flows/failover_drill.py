@@ -19,6 +19,7 @@ from dbtier.drills.verdict import Verdict
 from dbtier.errors import DrillFailed
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.drills import check_drill_allowed, publish_drill_report, run_drill
 
@@ -39,7 +40,7 @@ def chosen_scenarios(scenario: str) -> list[str]:
     return [scenario]
 
 
-@flow(name="failover-drill")
+@flow(name="failover-drill", flow_run_name=run_name("failover-drill"))
 def failover_drill(
     scenario: str = ALL,
     spec_path: str | None = None,

@@ -19,6 +19,7 @@ from dbtier.providers.base import get_provider, resolve_addresses
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
 from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.backup import configure_backups, create_stanza, refuse_earlier_stanza, wait_for_restore
 from tasks.cluster import (
@@ -39,7 +40,7 @@ from tasks.cluster import (
 )
 
 
-@flow(name="provision", log_prints=False)
+@flow(name="provision", flow_run_name=run_name("provision"), log_prints=False)
 def provision(spec_path: str | None = None, spec_block: str | None = None) -> dict[str, Any]:
     """Provision the cluster named by a spec file (or a stored spec block); idempotent."""
     spec = resolve_spec(spec_path, spec_block)

@@ -28,6 +28,7 @@ from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec, load_spec
 from dbtier.topology import client_dsn
 from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._names import run_name
 from flows._spec import resolve_spec
 from flows.provision import bring_up
 from tasks.backup import (
@@ -41,7 +42,7 @@ from tasks.backup import (
 from tasks.cluster import publish_member_table, wipe_cluster
 
 
-@flow(name="restore")
+@flow(name="restore", flow_run_name=run_name("restore"))
 def restore(
     spec_path: str | None = None,
     spec_block: str | None = None,

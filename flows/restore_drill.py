@@ -25,6 +25,7 @@ from dbtier.backup.restore import throwaway_spec, with_restore_from
 from dbtier.errors import DbtierError, DrillFailed
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._names import run_name
 from flows._spec import resolve_spec
 from flows.provision import bring_up
 from tasks.backup import (
@@ -38,7 +39,7 @@ from tasks.backup import (
 from tasks.cluster import stop_cluster, wipe_cluster
 
 
-@flow(name="restore-drill")
+@flow(name="restore-drill", flow_run_name=run_name("restore-drill"))
 def restore_drill(spec_path: str | None = None, spec_block: str | None = None, target: str = "marker") -> dict[str, Any]:
     """Restore into a throwaway copy, check it, remove it; fail (DrillFailed) on a failed verdict."""
     source = resolve_spec(spec_path, spec_block)

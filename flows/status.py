@@ -13,11 +13,12 @@ from prefect import flow, get_run_logger
 from dbtier.health import format_table
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_FAILED, EXIT_OK, run_edge, spec_parser
+from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.cluster import publish_member_table, read_status
 
 
-@flow(name="status")
+@flow(name="status", flow_run_name=run_name("status"))
 def status(spec_path: str | None = None, spec_block: str | None = None) -> dict[str, Any]:
     """Read the cluster's health from Patroni and etcd and publish the member table."""
     spec = resolve_spec(spec_path, spec_block)

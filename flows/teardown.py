@@ -18,13 +18,14 @@ from prefect import flow, get_run_logger
 
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.backup import drop_backups as drop_cluster_backups
 from tasks.cluster import destroy_hosts as destroy_cluster_hosts
 from tasks.cluster import stop_cluster, wipe_cluster
 
 
-@flow(name="teardown")
+@flow(name="teardown", flow_run_name=run_name("teardown"))
 def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: bool = False,
              destroy_hosts: bool = False, drop_backups: bool = False) -> list[str]:
     """Stop members, then etcd; with ``wipe`` also delete the cluster's data directory; with
