@@ -41,9 +41,10 @@ restore-drill: setup
 	$(PY) -m flows.restore_drill $(SPEC_ARG)
 
 # Serve the scheduled deployments (nightly backup, archive health, weekly restore drill, monthly failover drill)
-# of one cluster on this machine; with PREFECT_API_URL set they show in that server's UI.
+# of one cluster on this machine (SPEC, else the default spec: never every sample); with PREFECT_API_URL set
+# they show in that server's UI.
 serve: setup
-	$(PY) -m deployments.serve --spec $(or $(SPEC),deployments/clusters/default.yaml)
+	$(PY) -m deployments.serve $(SPEC_ARG)
 
 lint: setup
 	$(VENV)/bin/ruff check dbtier flows tasks blocks tests bench

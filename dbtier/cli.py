@@ -1,17 +1,25 @@
-"""The ``dbtier`` command: fast answers for operators, without starting a flow run.
+"""The ``dbtier`` command: one front door for every flow, and fast answers without a flow run.
 
-    dbtier status [--spec FILE] [--json]     exit 0 only when healthy
+    dbtier provision | teardown | backup | restore | restore-drill | drill | archive-health | serve
+                                             each runs its flow (the same as python -m flows.<name>)
+    dbtier status [--spec FILE] [--json]     exit 0 only when healthy (no flow run)
     dbtier dsn [--spec FILE]                 the read-write connection string (no password)
     dbtier password [--role app] [--spec FILE]
+    dbtier host-keys [--forget HOST:PORT]    the SSH host keys pinned for the cluster
+    dbtier blocks register                   make dbtier's block types creatable in the Prefect UI
+
+``dbtier VERB --help`` shows a verb's options and their defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 
+from dbtier.arguments import Parser
 from dbtier.errors import DbtierError
 from dbtier.health import format_table
 from dbtier.providers.base import resolve_addresses
@@ -88,29 +96,87 @@ def _host_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _blocks(args: argparse.Namespace) -> int:
+    from blocks.register import api_url, register_block_types
+
+    for sentence in register_block_types():
+        print(sentence)
+    print(f"registered at {api_url()}: create them from the UI under Blocks")
+    return 0
+
+
+#: The verbs that run a flow: each hands its arguments to that module's own ``main(argv)`` (the same
+#: options, defaults and exit codes as ``python -m <module>``).
+FLOW_VERBS: dict[str, tuple[str, str]] = {
+    "provision": ("flows.provision", "bring up or complete the cluster; 0 healthy, 1 failed, 2 refused"),
+    "teardown": ("flows.teardown", "stop every process by pid (--wipe: delete the data too)"),
+    "backup": ("flows.backup", "pgBackRest backup into every repository, verify, retention, catalog"),
+    "restore": ("flows.restore", "point-in-time restore into a new cluster (or --in-place)"),
+    "restore-drill": ("flows.restore_drill", "restore into a throwaway copy, check it, remove it"),
+    "drill": ("flows.failover_drill", "a failover drill under write load (--scenario NAME)"),
+    "archive-health": ("flows.archive_health", "WAL archiving lag, failures and pgbackrest check"),
+    "serve": ("deployments.serve", "serve one cluster's scheduled deployments (--list prints the plan)"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dbtier", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="dbtier", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dbtier {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB", parser_class=Parser)
+    for verb, (module, text) in FLOW_VERBS.items():
+        sub.add_parser(verb, help=f"{text} [flow run: {module}]", add_help=False)
     for name, func, text in (
-        ("status", _status, "member table and health; exit 0 only when healthy"),
+        ("status", _status, "member table and health, without a flow run; exit 0 only when healthy"),
         ("dsn", _dsn, "the read-write DSN (no password in it)"),
         ("password", _password, "print one of the cluster's passwords (from its Prefect Secret block)"),
         ("host-keys", _host_keys, "the SSH host keys pinned for the cluster; --forget HOST:PORT after a rebuild"),
     ):
-        cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--spec", help="cluster spec YAML (default: the built-in default spec)")
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("--spec", help="cluster spec YAML (default: deployments/clusters/default.yaml or $DBTIER_SPEC)")
         cmd.set_defaults(func=func)
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "password":
-            cmd.add_argument("--role", choices=ROLES, default="app")
+            cmd.add_argument("--role", choices=ROLES, default="app", help="whose password")
         if name == "host-keys":
             cmd.add_argument("--forget", nargs="+", metavar="HOST[:PORT]", help="forget these hosts' pinned keys")
+    blocks = sub.add_parser("blocks", help="register dbtier's block types with the Prefect API (for the UI)",
+                            description="Register ClusterSpecBlock, S3Repository, SSHCredentials and ProxmoxCredentials "
+                            "with the Prefect API (PREFECT_API_URL), so they can be created from the UI.")
+    blocks.add_argument("action", choices=["register"], help="what to do with the block types")
+    blocks.set_defaults(func=_blocks)
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dbtier")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout that was never installed
+        return "unknown"
+
+
+def run_flow_verb(verb: str, argv: list[str]) -> int:
+    """Run ``dbtier VERB ...`` through the flow module's own ``main(argv)``; its usage says ``dbtier VERB``."""
+    module = importlib.import_module(FLOW_VERBS[verb][0])
+    saved, sys.argv[0] = sys.argv[0], f"dbtier {verb}"  # argparse names the program after argv[0]
+    try:
+        code: int = module.main(argv)
+        return code
+    finally:
+        sys.argv[0] = saved
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``dbtier`` alone prints the help and exits 0; an unknown verb is one line, exit 2."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # as flows/__init__.py
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        build_parser().print_help()
+        return 0
+    if argv[0] in FLOW_VERBS:
+        return run_flow_verb(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbtier.spec import ClusterSpec
+from flows._names import run_tags
 
 MONTHLY_DRILL_CRON = "0 3 1 * *"  # 03:00 on the 1st of every month
 NIGHTLY_BACKUP_CRON = "0 2 * * *"  # 02:00 every night (the seed's schedule)
@@ -26,6 +27,7 @@ class PlannedDeployment:
     active: bool
     parameters: dict[str, Any] = field(default_factory=dict)
     why: str = ""
+    tags: tuple[str, ...] = ()
 
 
 def drill_deployment(spec: ClusterSpec, spec_path: str) -> PlannedDeployment:
@@ -43,6 +45,7 @@ def drill_deployment(spec: ClusterSpec, spec_path: str) -> PlannedDeployment:
         active=allowed,
         parameters={"scenario": "drill-all", "spec_path": spec_path},
         why="" if allowed else "production: true and drills.allow_in_production is false",
+        tags=tuple(run_tags(spec.name)),
     )
 
 
@@ -55,11 +58,14 @@ def backup_deployments(spec: ClusterSpec, spec_path: str) -> list[PlannedDeploym
     [('backup', '0 2 * * *'), ('archive_health', '*/5 * * * *'), ('restore_drill', '0 4 * * 0')]
     """
     params = {"spec_path": spec_path}
+    tags = tuple(run_tags(spec.name))
     return [
-        PlannedDeployment(f"{spec.name}-backup-nightly", "backup", NIGHTLY_BACKUP_CRON, True, {**params, "kind": "auto"}),
-        PlannedDeployment(f"{spec.name}-archive-health", "archive_health", ARCHIVE_HEALTH_CRON, True, dict(params)),
+        PlannedDeployment(f"{spec.name}-backup-nightly", "backup", NIGHTLY_BACKUP_CRON, True, {**params, "kind": "auto"},
+                          tags=tags),
+        PlannedDeployment(f"{spec.name}-archive-health", "archive_health", ARCHIVE_HEALTH_CRON, True, dict(params),
+                          tags=tags),
         PlannedDeployment(f"{spec.name}-restore-drill-weekly", "restore_drill", WEEKLY_RESTORE_DRILL_CRON, True,
-                          {**params, "target": "marker"}),
+                          {**params, "target": "marker"}, tags=tags),
     ]
 
 

@@ -7,7 +7,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
+from dbtier.arguments import Parser
 from dbtier.errors import DbtierError
 from dbtier.spec import ClusterSpec, load_spec, port_plan
 
@@ -15,7 +17,8 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
 
 def spec_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    """The parser every flow's command line starts from: ``--help`` shows defaults, a bad argument is one line."""
+    parser = Parser(description=description)
     parser.add_argument("--spec", help="cluster spec YAML (default: deployments/clusters/default.yaml or $DBTIER_SPEC)")
     return parser
 
@@ -25,7 +28,8 @@ def run_edge(body: Callable[[ClusterSpec], int], spec_path: str | None) -> int:
     try:
         spec = load_spec(spec_path)
         keep_temporary_api_off(cluster_ports(spec))
-        return body(spec)
+        with run_tags_for(spec):
+            return body(spec)
     except DbtierError as err:
         logging.getLogger("dbtier").debug("failure", exc_info=True)
         print(f"dbtier: error: {err.one_line()}", file=sys.stderr)
@@ -33,6 +37,15 @@ def run_edge(body: Callable[[ClusterSpec], int], spec_path: str | None) -> int:
     except KeyboardInterrupt:
         print("dbtier: interrupted", file=sys.stderr)
         return 130
+
+
+def run_tags_for(spec: ClusterSpec) -> AbstractContextManager[object]:
+    """Every flow run started inside carries the tags ``dbtier`` and ``cluster:<name>`` (the runs list filters on them)."""
+    from prefect import tags
+
+    from flows._names import run_tags
+
+    return tags(*run_tags(spec.name))
 
 
 def cluster_ports(spec: ClusterSpec) -> set[int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dbtier.spec import build_spec
+from dbtier.spec import build_spec, load_spec
 from deployments.plan import (
     ARCHIVE_HEALTH_CRON,
     MONTHLY_DRILL_CRON,
@@ -16,7 +16,7 @@ from deployments.plan import (
     WEEKLY_RESTORE_DRILL_CRON,
     plan,
 )
-from deployments.serve import load_plan
+from deployments.serve import CLUSTERS, load_plan
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -36,9 +36,28 @@ def test_monthly_drill_is_off_for_production_unless_it_opts_in(fields: dict[str,
     assert drill.parameters["spec_path"] == "c.yaml"
 
 
-def test_every_sample_cluster_gets_a_drill_deployment() -> None:
-    names = {d.name for d in load_plan()}
-    assert {"dbtier-drill-all-monthly", "syncfast-drill-all-monthly"} <= names
+def test_every_sample_cluster_would_get_a_drill_deployment() -> None:
+    samples = {str(p): load_spec(p) for p in sorted(CLUSTERS.glob("*.yaml"))}
+    names = {d.name for d in plan(samples)}
+    assert {"dbtier-drill-all-monthly", "syncfast-drill-all-monthly", "orders-drill-all-monthly"} <= names
+
+
+def test_serve_without_a_spec_plans_the_default_cluster_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DBTIER_SPEC", raising=False)
+    assert {d.name.split("-")[0] for d in load_plan()} == {"dbtier"}
+    monkeypatch.setenv("DBTIER_SPEC", str(CLUSTERS / "sync-fast.yaml"))
+    assert {d.name.split("-")[0] for d in load_plan()} == {"syncfast"}
+
+
+def test_every_planned_run_is_tagged_with_its_cluster() -> None:
+    assert {d.tags for d in load_plan(str(CLUSTERS / "ssh.yaml"))} == {("dbtier", "cluster:orders")}
+
+
+def test_prefect_yaml_tags_every_deployment_with_its_cluster() -> None:
+    doc = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    for deployment in doc["deployments"]:
+        cluster = load_spec(REPO / deployment["parameters"]["spec_path"]).name
+        assert deployment["tags"] == ["dbtier", f"cluster:{cluster}"], deployment["name"]
 
 
 def test_prefect_yaml_schedules_the_monthly_drill() -> None:
