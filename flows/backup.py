@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from dbtier.backup.catalog import human_bytes
-from dbtier.errors import BackupError
+from dbtier.errors import Refused
 from dbtier.health import format_table
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
@@ -70,7 +70,8 @@ def _repos(spec: ClusterSpec, repo: int | None) -> list[int]:
     if repo is None:
         return list(range(1, count + 1))
     if not 1 <= repo <= count:
-        raise BackupError(f"repo: {repo} is not a repository of the spec (1..{count}); see backup.repositories")
+        raise Refused(f"repo: {repo} is not a repository of the spec (1..{count}); "
+                      f"pass --repo 1..{count}, or add the repository under backup.repositories")
     return [repo]
 
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(spec: ClusterSpec) -> int:
+        _repos(spec, args.repo)  # refused before the flow run starts, as the flow's first step does
         result = backup(spec_path=args.spec, kind=args.kind, repo=args.repo)
         print(format_table(result["catalog"]))
         print(f"\ntook {', '.join(b['label'] for b in result['taken'])}; expired {', '.join(result['expired']) or 'nothing'}")

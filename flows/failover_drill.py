@@ -16,12 +16,13 @@ from prefect import flow, get_run_logger
 
 from dbtier.drills.settings import SCENARIOS, DrillSettings, drill_settings
 from dbtier.drills.verdict import Verdict
-from dbtier.errors import DrillFailed
+from dbtier.errors import DrillFailed, Refused
+from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
-from tasks.drills import check_drill_allowed, publish_drill_report, run_drill
+from tasks.drills import check_drill_allowed, publish_drill_report, refuse_drill, run_drill
 
 ALL = "drill-all"
 
@@ -36,7 +37,7 @@ def chosen_scenarios(scenario: str) -> list[str]:
     if scenario == ALL:
         return list(SCENARIOS)
     if scenario not in SCENARIOS:
-        raise DrillFailed(f"scenario: unknown {scenario!r}; choose one of {', '.join(SCENARIOS)} or {ALL}")
+        raise Refused(f"scenario: unknown {scenario!r}; choose one of {', '.join(SCENARIOS)} or {ALL}")
     return [scenario]
 
 
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(spec: ClusterSpec) -> int:
+        # Refused before the flow run starts (the flow's first step makes the same checks for UI runs).
+        chosen_scenarios(args.scenario)
+        refuse_drill(resolve_addresses(spec), drill_settings(spec), f" --spec {args.spec}" if args.spec else "")
         for verdict in failover_drill(scenario=args.scenario, spec_path=args.spec):
             print(f"{verdict['scenario']}: passed (RTO {verdict['rto_s']} s, lost writes {verdict['lost_writes']})")
         return EXIT_OK

@@ -23,17 +23,20 @@ from dbtier.backup.drill import DrillVerdict, judge_copy
 from dbtier.backup.ops import source_config_path
 from dbtier.backup.restore import throwaway_spec, with_restore_from
 from dbtier.errors import DbtierError, DrillFailed
+from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
 from flows.provision import bring_up
 from tasks.backup import (
+    check_restore_drill,
     check_restore_target,
     check_restored_copy,
     clear_throwaway,
     flush_source_wal,
     read_source_catalog,
+    restore_drill_checks,
     write_restore_marker,
 )
 from tasks.cluster import stop_cluster, wipe_cluster
@@ -44,6 +47,7 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
     """Restore into a throwaway copy, check it, remove it; fail (DrillFailed) on a failed verdict."""
     source = resolve_spec(spec_path, spec_block)
     copy = throwaway_spec(source)
+    check_restore_drill(source, copy, target)  # check first (backup, ports, leftovers), then write
     clear_throwaway(copy)
     marker = write_restore_marker(source)
     flush_source_wal(source)
@@ -84,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(spec: ClusterSpec) -> int:
+        source = resolve_addresses(spec)
+        restore_drill_checks(source, throwaway_spec(source), args.target)  # refused before the flow run starts
         result = restore_drill(spec_path=args.spec, target=args.target)
         print("\n".join([f"restore drill of {result['source']}: PASSED in {result['restore_s']} s", *result["verdict"]]))
         return EXIT_OK

@@ -24,6 +24,7 @@ from dbtier.backup.catalog import (
     expired_labels,
     fulls_to_keep,
     human_bytes,
+    parse_target,
 )
 from dbtier.backup.drill import CopyChecks, Marker
 from dbtier.engines.base import Engine, get_engine
@@ -223,6 +224,23 @@ def clear_throwaway(copy: ClusterSpec) -> None:
     engine, provider = get_engine(copy), get_provider(copy)
     if bootstrap.running_services(engine, provider, copy) or bootstrap.is_initialised(engine, provider, copy):
         log_sentences(*bootstrap.stop_services(engine, provider, copy), bootstrap.wipe(engine, provider, copy))
+
+
+def restore_drill_checks(source: ClusterSpec, copy: ClusterSpec, target: str = "marker") -> list[str]:
+    """What the restore drill proves before it writes a single marker row, each a one-line refusal (exit 2):
+    the copy's directory holds nothing but an earlier drill's copy, the copy's ports are free, and the
+    source has a backup that serves ``target``. The command line runs it before the flow run starts."""
+    sentences = bootstrap.preflight(get_engine(copy), get_provider(copy), copy)
+    wanted = RestoreTarget("latest") if target == "marker" else parse_target(target)
+    catalog = ops.read_source_catalog(get_provider(copy), copy, source, load_backup_secrets(source))
+    served_by = check_target(wanted, catalog, datetime.now(timezone.utc))
+    return [*sentences, f"source stanza {source.name}: {len(catalog.backups)} backup(s); target served by {served_by}"]
+
+
+@task(cache_policy=NONE)
+def check_restore_drill(source: ClusterSpec, copy: ClusterSpec, target: str) -> None:
+    """The restore drill's first step: :func:`restore_drill_checks` (so deployment and UI runs refuse too)."""
+    log_sentences(*restore_drill_checks(source, copy, target))
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])

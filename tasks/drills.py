@@ -9,20 +9,26 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from blocks.passwords import load_passwords
-from dbtier.drills import scenarios
-from dbtier.drills.settings import DrillSettings, refusal
+from dbtier.drills import preflight, scenarios
+from dbtier.drills.settings import DrillSettings
 from dbtier.drills.verdict import Verdict, markdown_report
-from dbtier.errors import DrillFailed
+from dbtier.engines.base import get_engine
 from dbtier.spec import ClusterSpec
+
+
+def refuse_drill(spec: ClusterSpec, settings: DrillSettings, spec_flag: str = "") -> str:
+    """Every check a drill makes before it breaks anything, each a one-line refusal (exit 2): not a production
+    cluster that does not opt in, a cluster healthy now (never a 180 s wait), its passwords readable.
+    The command line runs it before the flow run starts; the flow runs it as its first step."""
+    sentence = preflight.check_ready(get_engine(spec), spec, settings, spec_flag)
+    load_passwords(spec)
+    return sentence
 
 
 @task(cache_policy=NONE)
 def check_drill_allowed(spec: ClusterSpec, settings: DrillSettings) -> None:
-    """Refuse to drill a production cluster that does not opt in."""
-    why = refusal(settings)
-    if why:
-        raise DrillFailed(f"cluster {spec.name}: {why}")
-    get_run_logger().info("cluster %s may be drilled (production: %s)", spec.name, settings.production)
+    """Refuse a drill that must not run here or cannot be judged (see :func:`refuse_drill`)."""
+    get_run_logger().info("%s", refuse_drill(spec, settings))
 
 
 @task(cache_policy=NONE, task_run_name="drill {scenario}")

@@ -40,10 +40,11 @@ def refusal(settings: DrillSettings) -> str | None:
     """Why drills must not run here, or None.
 
     >>> refusal(DrillSettings(production=True))
-    'the cluster is marked production: true and does not opt in to drills (drills.allow_in_production)'
+    'drills.allow_in_production: the cluster is marked production: true and does not opt in to drills; set drills.allow_in_production: true to drill it anyway'
     >>> refusal(DrillSettings(production=True, allow_in_production=True)) is None
     True
     """
     if settings.production and not settings.allow_in_production:
-        return "the cluster is marked production: true and does not opt in to drills (drills.allow_in_production)"
+        return ("drills.allow_in_production: the cluster is marked production: true and does not opt in to drills; "
+                "set drills.allow_in_production: true to drill it anyway")
     return None
