@@ -43,15 +43,10 @@ class ApiUnreachable(Refused):
     """The Prefect API the command was pointed at does not answer (it is part of the input)."""
 
 
-class Refused(DbtierError):
-    """A command refuses its input before its flow run starts (a repository the spec lacks, an unknown
-    scenario, a production guard, a cluster already unhealthy): one line, nothing touched."""
+class ClusterBusy(DbtierError):
+    """Another run holds the cluster's lock (dbtier/lock.py): refused, nothing touched."""
 
     exit_code = 2
-
-
-class ApiUnreachable(Refused):
-    """The Prefect API the command was pointed at does not answer (it is part of the input)."""
 
 
 class ProvisionError(DbtierError):
