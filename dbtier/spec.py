@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dbtier.backup.settings import BackupSettings, RestoreSource
 from dbtier.errors import SpecError
+from dbtier.ports import DEFAULT_PORT_OFFSET, copy_clash, shifted
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC_PATH = REPO_ROOT / "deployments" / "clusters" / "default.yaml"
@@ -405,6 +406,13 @@ class ClusterSpec(_Model):
             seen[port] = field
         return self
 
+    @model_validator(mode="after")
+    def _copies_clear_of_the_cluster(self) -> ClusterSpec:
+        problem = copy_port_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @property
     def etcd_size(self) -> int:
         return self.etcd_members if self.etcd_members is not None else self.members
@@ -425,14 +433,49 @@ def port_plan(spec: ClusterSpec) -> list[tuple[str, int]]:
     >>> [p for _, p in port_plan(ClusterSpec(members=1))]
     [5432, 8008, 2379, 2380]
     """
+    return layout_plan(spec.ports, spec.members, spec.etcd_size)
+
+
+def layout_plan(ports: Ports, members: int, etcd_size: int) -> list[tuple[str, int]]:
+    """The ports of ``members`` members and ``etcd_size`` etcd members on the base ``ports``."""
     plan: list[tuple[str, int]] = []
-    for i in range(spec.members):
-        plan.append((f"ports.postgres (member {i})", spec.ports.postgres + i))
-        plan.append((f"ports.patroni (member {i})", spec.ports.patroni + i))
-    for i in range(spec.etcd_size):
-        plan.append((f"ports.etcd (etcd member {i} client)", spec.ports.etcd + 2 * i))
-        plan.append((f"ports.etcd (etcd member {i} peer)", spec.ports.etcd + 2 * i + 1))
+    for i in range(members):
+        plan.append((f"ports.postgres (member {i})", ports.postgres + i))
+        plan.append((f"ports.patroni (member {i})", ports.patroni + i))
+    for i in range(etcd_size):
+        plan.append((f"ports.etcd (etcd member {i} client)", ports.etcd + 2 * i))
+        plan.append((f"ports.etcd (etcd member {i} peer)", ports.etcd + 2 * i + 1))
     return plan
+
+
+def copy_port_problem(spec: ClusterSpec) -> str | None:
+    """Why a copy of ``spec`` could never start beside it, or None: a restored copy's port (ports +
+    :data:`DEFAULT_PORT_OFFSET`) or the restore drill copy's (one member, ports + its ``port_offset``) lands
+    on one of the cluster's own ports, or past 65535.
+
+    >>> copy_port_problem(ClusterSpec()) is None
+    True
+    >>> odd = ClusterSpec.model_construct(ports=Ports(patroni=5532), members=3, etcd_members=None, backup=BackupSettings())
+    >>> copy_port_problem(odd)[:96]
+    'ports: a restored copy (ports + 100) would put its ports.postgres (member 0) on port 5532, which'
+    """
+    own = port_plan(spec)
+    offset = spec.backup.restore_drill.port_offset
+    copies = (
+        ("ports", f"a restored copy (ports + {DEFAULT_PORT_OFFSET})", shifted(own, DEFAULT_PORT_OFFSET),
+         f"move one base port so no range of the cluster starts {DEFAULT_PORT_OFFSET} above another's"),
+        ("backup.restore_drill.port_offset", f"the restore drill's copy (ports + {offset})",
+         shifted(layout_plan(spec.ports, 1, 1), offset),
+         "choose an offset that moves the copy past every port of the cluster (the default is 300)"),
+    )
+    for field, what, plan, fix in copies:
+        high = max(port for _, port in plan)
+        if high > 65535:
+            return f"{field}: {what} would need port {high}, past 65535; choose lower base ports or a smaller offset"
+        clash = copy_clash(own, plan)
+        if clash is not None:
+            return f"{field}: {what} would put its {clash[0]} on port {clash[1]}, which is the cluster's {clash[2]}; {fix}"
+    return None
 
 
 def apply_env_overrides(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

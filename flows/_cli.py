@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from dbtier.arguments import Parser
 from dbtier.errors import DbtierError
 from dbtier.spec import ClusterSpec, load_spec, port_plan
+from flows._spec import WARNED, port_warning
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
@@ -27,6 +28,10 @@ def run_edge(body: Callable[[ClusterSpec], int], spec_path: str | None) -> int:
     """Load the spec, run ``body``; turn a :class:`DbtierError` into one line on stderr and its exit code."""
     try:
         spec = load_spec(spec_path)
+        warning = port_warning(spec)
+        if warning:
+            WARNED.add(warning)  # the flow run does not say it again
+            print(f"dbtier: warning: {warning}", file=sys.stderr)
         keep_temporary_api_off(cluster_ports(spec))
         with run_tags_for(spec):
             return body(spec)

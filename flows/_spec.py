@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import cast
 
 from dbtier.providers.base import resolve_addresses
-from dbtier.spec import ClusterSpec, load_spec
+from dbtier.spec import ClusterSpec, load_spec, port_plan
 
 
 def resolve_spec(spec_path: str | None, spec_block: str | None) -> ClusterSpec:
@@ -14,5 +14,37 @@ def resolve_spec(spec_path: str | None, spec_block: str | None) -> ClusterSpec:
         from blocks.cluster_spec import ClusterSpecBlock
 
         block = cast(ClusterSpecBlock, ClusterSpecBlock.load(spec_block))
-        return resolve_addresses(block.get_spec())
-    return resolve_addresses(load_spec(spec_path))
+        spec = block.get_spec()
+    else:
+        spec = load_spec(spec_path)
+    warning = port_warning(spec)
+    if warning and warning not in WARNED:  # a run from the command line has said it on stderr already
+        WARNED.add(warning)
+        from prefect import get_run_logger
+
+        get_run_logger().warning("%s", warning)
+    return resolve_addresses(spec)
+
+
+#: Warnings this process has given (the command line's, then the flow run's, say each once).
+WARNED: set[str] = set()
+
+
+def port_warning(spec: ClusterSpec, ephemeral: tuple[int, int] | None = None) -> str | None:
+    """One line when a port of the cluster or of its copies lies in the kernel's ephemeral range, else None.
+
+    >>> port_warning(ClusterSpec(), (32768, 60999)) is None
+    True
+    >>> port_warning(ClusterSpec(ports={"postgres": 40000, "patroni": 8008, "etcd": 2379}), (32768, 60999))[:60]
+    'ports.postgres (member 0) 40000 (and 6 more) lie in the kern'
+    """
+    from dbtier.backup.restore import throwaway_spec
+    from dbtier.ports import DEFAULT_PORT_OFFSET, ephemeral_findings, ephemeral_range, ephemeral_warning, shifted
+
+    chosen = ephemeral or ephemeral_range()
+    if chosen is None:
+        return None
+    own = port_plan(spec)
+    copies = [(f"restored copy's {f}", p) for f, p in shifted(own, DEFAULT_PORT_OFFSET)]
+    copies += [(f"restore drill copy's {f}", p) for f, p in port_plan(throwaway_spec(spec))]
+    return ephemeral_warning(ephemeral_findings([*own, *copies], *chosen), *chosen)

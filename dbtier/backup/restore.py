@@ -7,10 +7,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from dbtier.errors import SpecError
+from dbtier.ports import DEFAULT_PORT_OFFSET
 from dbtier.spec import ClusterSpec, format_validation_error
 
-#: A restored copy's ports are the source's plus this, unless the user says otherwise.
-DEFAULT_PORT_OFFSET = 100
+__all__ = ["DEFAULT_PORT_OFFSET", "derive_target", "throwaway_spec", "with_restore_from", "without_restore_from"]
 
 
 def _rebuild(spec: ClusterSpec, **changes: Any) -> ClusterSpec:

@@ -1,0 +1,103 @@
+"""A spec whose restored or drill copy would land on the cluster's own ports is refused when it loads;
+ports in the kernel's ephemeral range are warned about (tables: ranges in, findings out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dbtier.errors import SpecError
+from dbtier.ports import copy_clash, ephemeral_findings, ephemeral_warning, parse_range, shifted
+from dbtier.spec import build_spec
+from flows._spec import port_warning
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        pytest.param({"backup": {"restore_drill": {"port_offset": 1}}},
+                     "backup.restore_drill.port_offset: the restore drill's copy (ports + 1) would put its "
+                     "ports.postgres (member 0) on port 5433, which is the cluster's ports.postgres (member 1); "
+                     "choose an offset", id="drill-offset-1-on-member-1"),
+        pytest.param({"backup": {"restore_drill": {"port_offset": 2}}, "members": 1, "etcd_members": 3},
+                     "the restore drill's copy (ports + 2) would put its ports.etcd (etcd member 0 client) on port "
+                     "2381, which is the cluster's ports.etcd (etcd member 1 client)", id="drill-offset-2-on-etcd-1"),
+        pytest.param({"ports": {"postgres": 5432, "patroni": 5532, "etcd": 2379}},
+                     "ports: a restored copy (ports + 100) would put its ports.postgres (member 0) on port 5532, "
+                     "which is the cluster's ports.patroni (member 0); move one base port", id="restored-on-patroni"),
+        pytest.param({"ports": {"postgres": 5432, "patroni": 8008, "etcd": 5300}, "backup": {"restore_drill": {"port_offset": 132}}},
+                     "the restore drill's copy (ports + 132) would put its ports.etcd (etcd member 0 client) on port "
+                     "5432, which is the cluster's ports.postgres (member 0)", id="drill-etcd-on-postgres"),
+        pytest.param({"ports": {"postgres": 60000, "patroni": 8008, "etcd": 2379},
+                      "backup": {"restore_drill": {"port_offset": 6000}}},
+                     "backup.restore_drill.port_offset: the restore drill's copy (ports + 6000) would need port 66000, "
+                     "past 65535", id="drill-past-65535"),
+    ],
+)
+def test_a_copy_on_the_clusters_own_ports_is_refused_when_the_spec_loads(data: dict[str, Any], words: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        build_spec(data, environ={})
+    line = caught.value.one_line()
+    assert line.startswith("invalid cluster spec: ") and words in line, line
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({}, id="defaults"),
+        pytest.param({"members": 7, "etcd_members": 7}, id="seven-members"),
+        pytest.param({"backup": {"restore_drill": {"port_offset": 7}}, "members": 3, "etcd_members": 3,
+                      "ports": {"postgres": 20000, "patroni": 20020, "etcd": 20040}}, id="tight-test-block"),
+        pytest.param({"members": 1, "backup": {"restore_drill": {"port_offset": 2}}}, id="one-member-offset-2"),
+    ],
+)
+def test_copies_clear_of_the_cluster_load(data: dict[str, Any]) -> None:
+    build_spec(data, environ={})
+
+
+PLAN = [("ports.postgres (member 0)", 5432), ("ports.patroni (member 0)", 8008), ("ports.etcd (etcd member 0 client)", 40000)]
+
+
+@pytest.mark.parametrize(
+    ("ephemeral", "found"),
+    [
+        ((32768, 60999), ["ports.etcd (etcd member 0 client) 40000"]),
+        ((1024, 65535), ["ports.postgres (member 0) 5432", "ports.patroni (member 0) 8008",
+                         "ports.etcd (etcd member 0 client) 40000"]),
+        ((40001, 60999), []),
+        ((40000, 40000), ["ports.etcd (etcd member 0 client) 40000"]),
+        ((8009, 39999), []),
+        ((5432, 8008), ["ports.postgres (member 0) 5432", "ports.patroni (member 0) 8008"]),
+    ],
+)
+def test_ephemeral_findings(ephemeral: tuple[int, int], found: list[str]) -> None:
+    assert ephemeral_findings(PLAN, *ephemeral) == found
+    warning = ephemeral_warning(found, *ephemeral)
+    assert (warning is None) == (not found)
+    if warning:
+        assert warning.startswith(found[0]) and f"range {ephemeral[0]}-{ephemeral[1]}" in warning
+        assert "\n" not in warning
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("32768\t60999\n", (32768, 60999)), ("1024 65535", (1024, 65535)), ("", None), ("a b", None), ("1 2 3", None)],
+)
+def test_parse_range(text: str, parsed: tuple[int, int] | None) -> None:
+    assert parse_range(text) == parsed
+
+
+def test_copy_clash_names_both_fields() -> None:
+    assert copy_clash(PLAN, shifted(PLAN, 0)) == ("ports.postgres (member 0)", 5432, "ports.postgres (member 0)")
+    assert copy_clash(PLAN, shifted(PLAN, 1)) is None
+
+
+def test_a_spec_warns_for_its_copies_ports_too() -> None:
+    """A cluster below the range whose drill copy (ports + 300) lands inside it is warned about, not refused."""
+    spec = build_spec({"ports": {"postgres": 32500, "patroni": 8008, "etcd": 2379}, "members": 1}, environ={})
+    warning = port_warning(spec, (32768, 60999))
+    assert warning is not None
+    assert warning.startswith("restore drill copy's ports.postgres (member 0) 32800 ")
+    assert port_warning(build_spec({}, environ={}), (32768, 60999)) is None
