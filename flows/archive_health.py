@@ -28,7 +28,7 @@ def archive_health(spec_path: str | None = None, spec_block: str | None = None) 
     spec = resolve_spec(spec_path, spec_block)
     verdict = judge_archiving(spec)
     checked = check_archiving(spec) if verdict.healthy else "pgbackrest check skipped: archiving already failed"
-    create_table_artifact(key=f"{spec.name}-archive-health", table=[{**verdict.row(), "check": checked}],
+    create_table_artifact(key=f"{spec.name}-archive-health", table=[{**verdict.artifact_row(), "check": checked}],
                           description=f"**{spec.name}** archive health")
     if not verdict.healthy:
         raise BackupError(f"cluster {spec.name}: {verdict.sentence}")

@@ -12,9 +12,7 @@ import sys
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
 
-from dbtier.backup.catalog import human_bytes
 from dbtier.errors import Refused
 from dbtier.health import format_table
 from dbtier.spec import ClusterSpec
@@ -25,8 +23,8 @@ from tasks.backup import (
     apply_retention,
     measure_s3,
     pick_backup_kind,
+    publish_catalog,
     read_catalog,
-    record_rows,
     take_backup,
     verify_repository,
 )
@@ -50,16 +48,8 @@ def backup(spec_path: str | None = None, spec_block: str | None = None, kind: st
         gone, after = apply_retention(spec, n, read_catalog(spec))
         expired += gone
     new = [b for b in after.backups if before.label(b.label) is None]
-    rows = record_rows(list(after.backups), verified)
-    total = sum(b.repo_size for b in after.backups)
     in_buckets = measure_s3(spec)
-    create_table_artifact(
-        key=f"{spec.name}-backups",
-        table=rows,
-        description=f"**{spec.name}**: took {', '.join(b.label for b in new) or 'nothing'}; expired "
-        f"{', '.join(expired) or 'nothing'}; {len(after.backups)} backup(s), {human_bytes(total)} in the repositories; "
-        f"WAL {after.wal_min} .. {after.wal_max}" + "".join(f"\n\n{line}" for line in in_buckets),
-    )
+    rows = publish_catalog(spec, after, [b.label for b in new], expired, verified, in_buckets)
     get_run_logger().info("took %s; expired %s", [b.label for b in new], expired or "nothing")
     return {"cluster": spec.name, "taken": [b.as_dict() for b in new], "expired": expired, "catalog": rows,
             "runs": runs, "buckets": in_buckets}

@@ -19,6 +19,7 @@ from dbtier.backup.catalog import (
     BackupRecord,
     Catalog,
     RestoreTarget,
+    catalog_description,
     check_target,
     choose_kind,
     expired_labels,
@@ -280,3 +281,31 @@ def measure_s3(spec: ClusterSpec) -> list[str]:
                          f"{human_bytes(sum(sizes.values()))}, WAL archive {human_bytes(wal)}{newest}")
     log_sentences(*sentences)
     return sentences
+
+
+@task(cache_policy=NONE)
+def publish_catalog(spec: ClusterSpec, catalog: Catalog, taken: list[str], expired: list[str],
+                    verified: dict[int, str], notes: list[str]) -> list[dict[str, Any]]:
+    """The catalog a person reads first (restorable window, one row per backup, verified on screen) and, in a
+    second artifact, the WAL range each backup needs; returns the main table's rows."""
+    from prefect.artifacts import create_table_artifact
+
+    rows = record_rows(list(catalog.backups), verified)
+    description = catalog_description(spec.name, catalog, taken, expired, _last_archived(spec))
+    create_table_artifact(key=f"{spec.name}-backups", table=rows,
+                          description=description + "".join(f"\n\n{line}" for line in notes))
+    create_table_artifact(key=f"{spec.name}-backups-wal", table=[b.wal_row() for b in catalog.backups],
+                          description=f"**{spec.name}**: WAL archived from {catalog.wal_min or 'nothing yet'} to "
+                          f"{catalog.wal_max or 'nothing yet'}; a restore of a backup needs at least its range")
+    return rows
+
+
+def _last_archived(spec: ClusterSpec) -> datetime | None:
+    """When the primary last archived a WAL file (the end of the restorable window), or None when unknown."""
+    import psycopg
+
+    try:
+        return ops.archiver_stats(spec, load_passwords(spec).superuser).last_archived_time
+    except (DbtierError, psycopg.Error) as err:
+        log_sentences(f"the last archived WAL's time is unknown ({type(err).__name__}); the window ends at the newest backup")
+        return None

@@ -11,7 +11,7 @@ from prefect.cache_policies import NONE
 from blocks.passwords import load_passwords
 from dbtier.drills import preflight, scenarios
 from dbtier.drills.settings import DrillSettings
-from dbtier.drills.verdict import Verdict, markdown_report
+from dbtier.drills.verdict import Verdict, markdown_report, summary_row
 from dbtier.engines.base import get_engine
 from dbtier.spec import ClusterSpec
 
@@ -51,19 +51,6 @@ def publish_drill_report(spec: ClusterSpec, verdicts: Sequence[Verdict]) -> None
     )
     create_table_artifact(
         key=f"{spec.name}-failover-drill-summary",
-        table=[_row(v) for v in verdicts],
+        table=[summary_row(v) for v in verdicts],
         description=f"failover drill summary for {spec.name}",
     )
-
-
-def _row(v: Verdict) -> dict[str, object]:
-    return {
-        "scenario": v.scenario,
-        "result": "pass" if v.passed else "FAIL",
-        "rto_s": v.rto_s,
-        "gap_s": v.gap_s,
-        "lost_writes": v.lost_writes,
-        "split_brain": bool(v.split_brain),
-        "leader": f"{v.leader_before} -> {v.leader_after}",
-        "rejoin_s": v.rejoin_s,
-    }

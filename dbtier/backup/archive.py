@@ -65,6 +65,15 @@ class ArchiveVerdict:
         return {"healthy": self.healthy, "pending_segments": self.pending_segments, "lag_s": round(self.lag_s, 1),
                 "verdict": self.sentence}
 
+    def artifact_row(self) -> dict[str, object]:
+        """The archive health artifact's row, in words.
+
+        >>> ArchiveVerdict(True, 0, 0.44, "archiving keeps up").artifact_row()
+        {'healthy': 'yes', 'WAL files waiting': 0, 'lag': '0.4 s', 'verdict': 'archiving keeps up'}
+        """
+        return {"healthy": "yes" if self.healthy else "NO", "WAL files waiting": self.pending_segments,
+                "lag": f"{self.lag_s:.1f} s", "verdict": self.sentence}
+
 
 def judge_archive(stats: ArchiverStats, lag_limit_s: float) -> ArchiveVerdict:
     """Is archiving keeping up? Lag is the age of the oldest finished WAL file not archived yet

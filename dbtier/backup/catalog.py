@@ -37,18 +37,22 @@ class BackupRecord:
         return (self.stop - self.start).total_seconds()
 
     def row(self, verified: str = "") -> dict[str, Any]:
-        """The catalog artifact's row."""
+        """The catalog artifact's row (what a person reads first; the WAL range is in :meth:`wal_row`)."""
         return {
             "label": self.label,
             "type": self.kind,
-            "repo": self.repo,
-            "start": self.start.isoformat(timespec="seconds"),
-            "duration_s": round(self.duration_s, 1),
+            "repo": f"repo{self.repo}",
+            "started": when(self.start),
+            "took": f"{self.duration_s:.1f} s",
             "size": human_bytes(self.size),
-            "repo_size": human_bytes(self.repo_size),
-            "wal_range": f"{self.wal_start or '?'} .. {self.wal_stop or '?'}",
-            "verified": verified,
+            "stored": human_bytes(self.repo_size),
+            "verified": verified or "not in this run",
         }
+
+    def wal_row(self) -> dict[str, Any]:
+        """The WAL a restore of this backup needs at least (the second catalog artifact)."""
+        return {"label": self.label, "repo": f"repo{self.repo}", "WAL from": self.wal_start or "?",
+                "WAL to": self.wal_stop or "?"}
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -194,6 +198,58 @@ def summarize(catalog: Catalog, now: datetime) -> str:
     newest = usable[-1]
     age_h = (now - newest.stop).total_seconds() / 3600
     return f"backups: {len(usable)}, newest {newest.label} ({newest.kind}, repo{newest.repo}, {age_h:.1f} h ago); {wal}"
+
+
+def when(at: datetime) -> str:
+    """A time as the restore command takes it.
+
+    >>> when(datetime(2026, 11, 26, 1, 2, 3, 400000, tzinfo=timezone.utc))
+    '2026-11-26 01:02:03+00'
+    """
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S+00")
+
+
+def restorable_window(catalog: Catalog, last_archived: datetime | None = None) -> str:
+    """The window a point-in-time restore can reach: from the end of the oldest usable backup to the last
+    archived WAL (or the newest backup's end when that time is unknown), in the restore command's format.
+
+    >>> t = datetime(2026, 11, 26, 2, tzinfo=timezone.utc)
+    >>> b = [BackupRecord("20261126-020000F", "full", 1, t, t + timedelta(seconds=5), 1, 1, None, None),
+    ...      BackupRecord("20261126-020000F_20261127-020000D", "diff", 1, t + timedelta(days=1),
+    ...                   t + timedelta(days=1, seconds=3), 1, 1, None, None)]
+    >>> restorable_window(Catalog("s", tuple(b), "A", "B", "ok"), t + timedelta(days=1, hours=3))
+    'restorable from 2026-11-26 02:00:05+00 (end of 20261126-020000F) to 2026-11-27 05:00:00+00 (last archived WAL)'
+    >>> restorable_window(Catalog("s", tuple(b), "A", "B", "ok"))
+    'restorable from 2026-11-26 02:00:05+00 (end of 20261126-020000F) to at least 2026-11-27 02:00:03+00 (end of the newest backup)'
+    >>> restorable_window(Catalog("s", (), None, None, "no valid backups"))
+    'nothing restorable yet (no valid backups)'
+    """
+    usable = [b for b in catalog.backups if not b.error]
+    if not usable:
+        return f"nothing restorable yet ({catalog.status or 'no backup'})"
+    oldest, newest = usable[0], usable[-1]
+    start = f"restorable from {when(oldest.stop)} (end of {oldest.label})"
+    if last_archived is not None and last_archived >= newest.stop:
+        return f"{start} to {when(last_archived)} (last archived WAL)"
+    return f"{start} to at least {when(newest.stop)} (end of the newest backup)"
+
+
+def catalog_description(cluster: str, catalog: Catalog, taken: list[str], expired: list[str],
+                        last_archived: datetime | None) -> str:
+    """The catalog artifact's description: the restorable window first, then what this run changed.
+
+    >>> t = datetime(2026, 11, 26, 2, tzinfo=timezone.utc)
+    >>> b = BackupRecord("20261126-020000F", "full", 1, t, t + timedelta(seconds=5), 10, 2048, "A", "A")
+    >>> print(catalog_description("orders", Catalog("orders", (b,), "A", "B", "ok"), [b.label], [], None))
+    **orders**: restorable from 2026-11-26 02:00:05+00 (end of 20261126-020000F) to at least 2026-11-26 02:00:05+00 (end of the newest backup).
+    <BLANKLINE>
+    This run took 20261126-020000F and expired nothing; 1 backup(s), 2.0 KiB in the repositories. The WAL each backup needs: artifact orders-backups-wal.
+    """
+    total = sum(b.repo_size for b in catalog.backups)
+    return (f"**{cluster}**: {restorable_window(catalog, last_archived)}.\n\n"
+            f"This run took {', '.join(taken) or 'nothing'} and expired {', '.join(expired) or 'nothing'}; "
+            f"{len(catalog.backups)} backup(s), {human_bytes(total)} in the repositories. "
+            f"The WAL each backup needs: artifact {cluster}-backups-wal.")
 
 
 # ---- restore targets ----------------------------------------------------------------------------

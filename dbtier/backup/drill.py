@@ -38,16 +38,55 @@ class CopyChecks:
     query_ok: bool
 
 
+#: How the restore drill's facts read in its artifact (the flow's result keeps the keys).
+FACT_LABELS = {"source": "source", "target": "restored to", "from": "from", "copy": "copy",
+               "restore_s": "restored and healthy in"}
+
+
 @dataclass(frozen=True)
 class DrillVerdict:
     passed: bool
     sentences: list[str] = field(default_factory=list)
+    budgets: list[str] = field(default_factory=list)  # what the copy was judged against
 
     def markdown(self, title: str, facts: dict[str, Any]) -> str:
+        """The verdict a person reads: the facts in words, what it was judged against, what was found.
+
+        >>> v = DrillVerdict(True, ["amcheck: 3 B-tree indexes consistent"], ["restore time at most 900 s"])
+        >>> print(v.markdown("Restore drill", {"source": "orders", "restore_s": 12.34}), end="")
+        # Restore drill: PASSED
+        <BLANKLINE>
+        - source: orders
+        - restored and healthy in: 12.3 s
+        <BLANKLINE>
+        Judged against: restore time at most 900 s.
+        <BLANKLINE>
+        - amcheck: 3 B-tree indexes consistent
+        """
         lines = [f"# {title}: {'PASSED' if self.passed else 'FAILED'}", ""]
-        lines += [f"- {k}: {v}" for k, v in facts.items()]
+        lines += [f"- {FACT_LABELS.get(k, k.replace('_', ' '))}: {_fact(k, v)}" for k, v in facts.items()]
+        if self.budgets:
+            lines += ["", f"Judged against: {'; '.join(self.budgets)}."]
         lines += ["", *(f"- {s}" for s in self.sentences)]
         return "\n".join(lines) + "\n"
+
+
+def _fact(key: str, value: Any) -> str:
+    return f"{value:.1f} s" if key.endswith("_s") and isinstance(value, (int, float)) else str(value)
+
+
+def drill_budgets(marker: Marker, expect: str, budget_s: float, has_query: bool) -> list[str]:
+    """What a restore drill's copy must show, one phrase each.
+
+    >>> from datetime import timezone
+    >>> drill_budgets(Marker("d", 100, 10, datetime(2026, 11, 26, tzinfo=timezone.utc)), "marker", 900, False)
+    ['exactly the 100 marker rows written before the target, none of the 10 after', 'amcheck on every B-tree index', 'restored and healthy within 900 s (backup.restore_drill.timeout_s)']
+    """
+    rows = {"marker": f"exactly the {marker.before} marker rows written before the target, none of the {marker.after} after",
+            "latest": f"all {marker.before + marker.after} marker rows"}.get(expect, "marker rows counted, not judged")
+    query = ["the spec's check query (backup.restore_drill.check_query) returns true"] if has_query else []
+    return [rows, "amcheck on every B-tree index", *query,
+            f"restored and healthy within {budget_s:g} s (backup.restore_drill.timeout_s)"]
 
 
 def judge_copy(marker: Marker, checks: CopyChecks, expect: str, restore_s: float, budget_s: float) -> DrillVerdict:
@@ -78,7 +117,8 @@ def judge_copy(marker: Marker, checks: CopyChecks, expect: str, restore_s: float
     sentences.append(f"check query: {checks.query}")
     in_time = restore_s <= budget_s
     sentences.append(f"restored and healthy in {restore_s:.1f} s (budget {budget_s:.0f} s)")
-    return DrillVerdict(rows_ok and checks.amcheck_ok and checks.query_ok and in_time, sentences)
+    budgets = drill_budgets(marker, expect, budget_s, has_query=not checks.query.startswith("none given"))
+    return DrillVerdict(rows_ok and checks.amcheck_ok and checks.query_ok and in_time, sentences, budgets)
 
 
 def write_marker(spec: ClusterSpec, app_password: str, before: int = 100, after: int = 10) -> Marker:

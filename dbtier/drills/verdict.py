@@ -97,6 +97,7 @@ class Verdict:
     rejoin_lag: int | None
     timeline: list[tuple[float, str]]
     notes: list[str]
+    budgets: Expectation = field(default_factory=Expectation)  # what it was judged against
 
     @property
     def sentence(self) -> str:
@@ -254,6 +255,7 @@ def judge(scenario: str, attempts: Sequence[Attempt], seen: Observed, expect: Ex
         rejoin_lag=seen.rejoin_lag,
         timeline=event_timeline(attempts, seen, old_port),
         notes=list(seen.notes),
+        budgets=expect,
     )
 
 
@@ -308,18 +310,61 @@ def event_timeline(attempts: Sequence[Attempt], seen: Observed, not_port: int | 
     return [(round(t - seen.fault_at, 3), what) for t, what in sorted(events)]
 
 
+def budget_lines(expect: Expectation) -> list[str]:
+    """What a verdict was judged against, one sentence each.
+
+    >>> budget_lines(Expectation(leader_change=True, rto_budget_s=30, rejoin_member="pg0", rejoin_budget_s=60))
+    ['RTO at most 30 s', 'no acknowledged write lost', 'the leader must change', 'pg0 rejoins as a streaming replica within 60 s']
+    >>> budget_lines(Expectation(leader_change=False, zero_loss=False, max_gap_s=5))
+    ['RTO not judged', 'writes stall at most 5 s', 'lost acknowledged writes counted, not judged (asynchronous mode)', 'the leader must not change']
+    """
+    lines = [f"RTO at most {expect.rto_budget_s:g} s" if expect.rto_budget_s is not None else "RTO not judged"]
+    if expect.max_gap_s is not None:
+        lines.append(f"writes stall at most {expect.max_gap_s:g} s")
+    lines.append("no acknowledged write lost" if expect.zero_loss
+                 else "lost acknowledged writes counted, not judged (asynchronous mode)")
+    if expect.leader_change is not None:
+        lines.append("the leader must change" if expect.leader_change else "the leader must not change")
+    if expect.rejoin_member is not None:
+        within = f" within {expect.rejoin_budget_s:g} s" if expect.rejoin_budget_s is not None else ""
+        lines.append(f"{expect.rejoin_member} rejoins as a streaming replica{within}")
+    return lines
+
+
+def _budget(value: float | None) -> str:
+    return "not judged" if value is None else f"{value:g} s"
+
+
+def summary_row(v: Verdict) -> dict[str, object]:
+    """The drill summary artifact's row: measured figures beside the budgets they were judged against."""
+    return {
+        "scenario": v.scenario,
+        "result": "pass" if v.passed else "FAIL",
+        "RTO": _secs(v.rto_s),
+        "RTO budget": _budget(v.budgets.rto_budget_s),
+        "write gap": _secs(v.gap_s),
+        "lost writes": v.lost_writes,
+        "split brain": "yes" if v.split_brain else "no",
+        "leader": f"{v.leader_before} -> {v.leader_after}",
+        "rejoin": _secs(v.rejoin_s),
+        "rejoin budget": _budget(v.budgets.rejoin_budget_s) if v.budgets.rejoin_member else "-",
+    }
+
+
 def markdown_report(cluster: str, verdicts: Sequence[Verdict]) -> str:
-    """The drill report: one summary table, then each drill's timeline of events."""
-    lines = [f"# Failover drills on {cluster}", "", "| scenario | result | RTO | gap | worst gap | lost writes | "
-             "split brain | leader | rejoin |", "|---|---|---|---|---|---|---|---|---|"]
+    """The drill report: one summary table (figures beside their budgets), then each drill's budgets and timeline."""
+    lines = [f"# Failover drills on {cluster}", "", "| scenario | result | RTO (budget) | gap | worst gap | lost writes | "
+             "split brain | leader | rejoin (budget) |", "|---|---|---|---|---|---|---|---|---|"]
     for v in verdicts:
+        rejoin_budget = f" ({_budget(v.budgets.rejoin_budget_s)})" if v.budgets.rejoin_member else ""
         lines.append(
-            f"| {v.scenario} | {'pass' if v.passed else '**FAIL**'} | {_secs(v.rto_s)} | {_secs(v.gap_s)} | "
+            f"| {v.scenario} | {'pass' if v.passed else '**FAIL**'} | {_secs(v.rto_s)} "
+            f"({_budget(v.budgets.rto_budget_s)}) | {_secs(v.gap_s)} | "
             f"{_secs(v.max_gap_s)} | {v.lost_writes} | {'yes' if v.split_brain else 'no'} | "
-            f"{v.leader_before} → {v.leader_after} | {_secs(v.rejoin_s)} |"
+            f"{v.leader_before} → {v.leader_after} | {_secs(v.rejoin_s)}{rejoin_budget} |"
         )
     for v in verdicts:
-        lines += ["", f"## {v.scenario}", ""]
+        lines += ["", f"## {v.scenario}", "", f"Judged against: {'; '.join(budget_lines(v.budgets))}.", ""]
         lines += [f"- **{reason}**" for reason in v.reasons]
         lines += [f"- note: {note}" for note in v.notes]
         lines += [f"- `{offset:+8.2f} s` {what}" for offset, what in v.timeline]

@@ -378,18 +378,18 @@ def test_human_bytes(n: int, text: str) -> None:
 def test_backup_record_row() -> None:
     record = BackupRecord("20261126-010203F", "full", 2, datetime(2026, 11, 26, 1, 2, 3, tzinfo=timezone.utc),
                           datetime(2026, 11, 26, 1, 4, 5, 440000, tzinfo=timezone.utc), 3 * 1024**3, 1536, W1, None)
-    assert record.row("ok") == {
+    assert record.row("yes") == {
         "label": "20261126-010203F",
         "type": "full",
-        "repo": 2,
-        "start": "2026-11-26T01:02:03+00:00",
-        "duration_s": 122.4,
+        "repo": "repo2",
+        "started": "2026-11-26 01:02:03+00",
+        "took": "122.4 s",
         "size": "3.0 GiB",
-        "repo_size": "1.5 KiB",
-        "wal_range": f"{W1} .. ?",
-        "verified": "ok",
+        "stored": "1.5 KiB",
+        "verified": "yes",
     }
-    assert record.row()["verified"] == ""
+    assert record.row()["verified"] == "not in this run"
+    assert record.wal_row() == {"label": "20261126-010203F", "repo": "repo2", "WAL from": W1, "WAL to": "?"}
 
 
 # ---- archive ------------------------------------------------------------------------------------

@@ -141,7 +141,8 @@ def test_verdict_record_and_report() -> None:
         "last acknowledged write before the outage", "fault: SIGKILL pg0", "first acknowledged write after the fault"]
     assert verdict.timeline[1][0] == 0.0
     report = markdown_report("orders", [verdict])
-    assert "| crash | **FAIL** | 12.01 s |" in report
+    assert "| crash | **FAIL** | 12.01 s (30 s) |" in report
+    assert "Judged against: RTO at most 30 s; no acknowledged write lost; the leader must change; " in report
     assert "1 acknowledged write(s) lost" in report
     assert verdict.sentence.startswith("crash: FAILED (RTO 12.01 s, gap 12.50 s, lost writes 1)")
 
