@@ -61,3 +61,14 @@ def load_passwords(spec: ClusterSpec) -> Passwords:
             )
         values[role] = value
     return Passwords(**values)
+
+
+def forget_passwords(spec: ClusterSpec) -> str:
+    """Delete the cluster's password Secret blocks (its data is gone: nothing can use them any more)."""
+    gone = []
+    for role in ROLES:
+        name = block_name(spec, role)
+        if load_secret(name) is not None:
+            Secret.delete(name)
+            gone.append(name)
+    return f"Secret blocks {', '.join(gone)} deleted" if gone else f"no password Secret block of {spec.name} to delete"

@@ -5,9 +5,14 @@
 
 By default the copy is a new cluster named ``<source>-restored`` whose ports are the source's
 plus 100, so the running cluster is never touched. ``--in-place`` replaces the source itself:
-it must be stopped first, and its data directory is deleted before the restore.
-Bad targets (before the oldest backup, in the future, an unknown label) and a target cluster
-that exists are refused in one line (exit 2) before anything is touched.
+it must be stopped first; its data is set aside (renamed) and dropped only once the restored
+cluster is up, and put back as it was if the restore fails.
+Every check runs before anything is written, and a refusal is one line (exit 2): bad targets
+(before the oldest backup, in the future, an unknown label), a target cluster that exists or
+runs, a busy port, a stanza of an earlier cluster under the new name. A restore that fails
+(exit 1) leaves nothing of itself behind.
+A time inside a quiet period (no transaction after it in the archive) restores its backup to the
+end of the archive, which is the state at that time.
 """
 
 from __future__ import annotations
@@ -19,27 +24,27 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from dbtier.backup.catalog import parse_target, restore_options
 from dbtier.backup.ops import source_config_path
-from dbtier.backup.restore import DEFAULT_PORT_OFFSET, derive_target, with_restore_from, without_restore_from
-from dbtier.errors import RestoreError
+from dbtier.backup.restore import DEFAULT_PORT_OFFSET, with_restore_from, without_restore_from
+from dbtier.errors import DbtierError, RestoreFailed
 from dbtier.health import format_table
 from dbtier.providers.base import resolve_addresses
-from dbtier.spec import ClusterSpec, load_spec
+from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
 from flows.provision import bring_up
-from tasks.backup import (
-    check_restore_target,
-    flush_source_wal,
-    read_source_catalog,
-    refuse_existing_target,
-    require_stopped,
-    save_cluster_spec,
+from tasks.backup import flush_source_wal, save_cluster_spec
+from tasks.cluster import publish_member_table
+from tasks.restore import (
+    check_restore,
+    drop_set_aside,
+    plan_restore,
+    set_aside_data,
+    settle_target,
+    undo_failed_restore,
 )
-from tasks.cluster import publish_member_table, wipe_cluster
 
 
 @flow(name="restore", flow_run_name=run_name("restore"))
@@ -55,45 +60,36 @@ def restore(
 ) -> dict[str, Any]:
     """Restore the source cluster's backup to ``target`` into a new cluster (or in place), then verify it."""
     source = resolve_spec(spec_path, spec_block)
-    wanted = parse_target(target)
-    base = choose_target_spec(source, into, port_offset, target_spec_path, in_place)
-    if in_place:
-        require_stopped(source)
-    else:
-        refuse_existing_target(base)
-    flushed = flush_source_wal(source) if not in_place else "in place: the source is stopped"
-    catalog = read_source_catalog(base, source)
-    served_by = check_restore_target(wanted, catalog, repo)
-    if in_place:
-        wipe_cluster(source)
-    spec = with_restore_from(base, source, source_config_path(base), restore_options(wanted, repo),
+    plan = check_restore(source, target, into, port_offset, target_spec_path, repo, in_place)
+    flushed = "in place: the source is stopped" if in_place else flush_source_wal(source)
+    settled, options = settle_target(plan, source, repo)
+    spec = with_restore_from(plan.target, source, source_config_path(plan.target), options,
                              source.backup.restore_timeout_s)
+    if in_place:
+        set_aside_data(source)
     started = time.monotonic()
-    spec, status = bring_up(spec, source)
+    try:
+        spec, status = bring_up(spec, source)
+    except DbtierError as err:
+        undone = undo_failed_restore(spec, in_place)
+        raise RestoreFailed(f"restore of {source.name} into {spec.name} failed: {err.one_line()}; {undone}") from None
     elapsed = time.monotonic() - started
+    if in_place:
+        drop_set_aside(source)
     saved = save_cluster_spec(without_restore_from(spec))
-    headline = f"restored from {source.name} ({served_by}) in {elapsed:.1f} s; leader {status.health.leader}"
+    headline = f"restored from {source.name} ({plan.served_by}) in {elapsed:.1f} s; leader {status.health.leader}"
     publish_member_table(spec, status.rows, headline)
     create_markdown_artifact(
         key=f"{spec.name}-restore",
-        markdown=f"# Restore of {source.name} into {spec.name}\n\n- target: {wanted.describe()}\n"
-        f"- from: {served_by}\n- source WAL: {flushed}\n- healthy after: {elapsed:.1f} s\n"
-        f"- status: {status.health.sentence}\n- spec: `{saved}`\n- DSN: `{client_dsn(spec)}`\n",
+        markdown=f"# Restore of {source.name} into {spec.name}\n\n- target: {plan.wanted.describe()}\n"
+        f"- from: {plan.served_by}\n- how: {settled.sentence}\n- source WAL: {flushed}\n"
+        f"- healthy after: {elapsed:.1f} s\n- status: {status.health.sentence}\n- spec: `{saved}`\n"
+        f"- DSN: `{client_dsn(spec)}`\n",
     )
     get_run_logger().info("%s", headline)
-    return {"source": source.name, "cluster": spec.name, "target": wanted.describe(), "from": served_by,
-            "seconds": round(elapsed, 1), "spec": saved, "dsn": client_dsn(spec), "members": status.rows}
-
-
-def choose_target_spec(source: ClusterSpec, into: str | None, port_offset: int, target_spec_path: str | None,
-                       in_place: bool) -> ClusterSpec:
-    if in_place:
-        if into or target_spec_path:
-            raise RestoreError("in_place: restores the source itself; drop --into / --target-spec")
-        return source
-    if target_spec_path:
-        return resolve_addresses(load_spec(target_spec_path))
-    return derive_target(source, into or f"{source.name[:23]}-restored", port_offset)
+    return {"source": source.name, "cluster": spec.name, "target": plan.wanted.describe(), "from": plan.served_by,
+            "how": settled.sentence, "seconds": round(elapsed, 1), "spec": saved, "dsn": client_dsn(spec),
+            "members": status.rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(spec: ClusterSpec) -> int:
+        # Every refusal before the flow run starts: one line, exit 2, nothing written.
+        plan_restore(resolve_addresses(spec), args.target, args.into, args.port_offset, args.target_spec, args.repo, args.in_place)
         result = restore(spec_path=args.spec, target=args.target, into=args.into, port_offset=args.port_offset,
                          target_spec_path=args.target_spec, repo=args.repo, in_place=args.in_place)
         print(format_table(result["members"]))

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 
 def log_sentences(*sentences: str) -> None:
-    """Log each outcome sentence of a step on the current run's logger."""
+    """Log each outcome sentence of a step on the current run's logger (outside a run, as a command line's checks
+    before its flow run starts, they stay unsaid)."""
     from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
 
-    logger = get_run_logger()
+    try:
+        logger = get_run_logger()
+    except MissingContextError:
+        return
     for sentence in sentences:
         logger.info("%s", sentence)

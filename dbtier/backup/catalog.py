@@ -330,9 +330,14 @@ def check_target(target: RestoreTarget, catalog: Catalog, now: datetime) -> str:
                 f"target: {target.value} is before the oldest backup ends "
                 f"({oldest.label}, {oldest.stop.isoformat(sep=' ', timespec='seconds')}); pick a later time"
             )
-        base = [b for b in usable if b.stop <= target.at][-1]
-        return f"backup {base.label} + WAL up to {target.value}"
+        return f"backup {base_for_time(catalog, target.at).label} + WAL up to {target.value}"
     return f"backup {usable[-1].label} + WAL ({target.describe()})"
+
+
+def base_for_time(catalog: Catalog, at: datetime) -> BackupRecord:
+    """The newest usable backup that ended by ``at`` (the one pgBackRest restores for a time target);
+    ``check_target`` has made sure there is one."""
+    return [b for b in catalog.backups if not b.error and b.stop <= at][-1]
 
 
 def restore_options(target: RestoreTarget, repo: int | None = None) -> list[str]:
@@ -342,10 +347,14 @@ def restore_options(target: RestoreTarget, repo: int | None = None) -> list[str]
     ['--type=lsn', '--target=0/3000028', '--target-action=promote']
     >>> restore_options(parse_target("latest"), repo=2)
     ['--repo=2']
+    >>> restore_options(RestoreTarget("end", "20261202-005000F"))   # a backup to the end of its archive
+    ['--set=20261202-005000F']
     """
     options = [f"--repo={repo}"] if repo else []
     if target.kind == "latest":
         return options
+    if target.kind == "end":
+        return [*options, f"--set={target.value}"]
     if target.kind == "set":
         return [*options, f"--set={target.value}", "--type=immediate", "--target-action=promote"]
     return [*options, f"--type={target.kind}", f"--target={target.value}", "--target-action=promote"]

@@ -176,6 +176,53 @@ def read_source_catalog(provider: Provider, target: ClusterSpec, source: Cluster
         raise BackupError(f"pgbackrest info gave no JSON for stanza {source.name}") from None
 
 
+def last_archived_transaction(provider: Provider, target: ClusterSpec, source: ClusterSpec, secrets: BackupSecrets,
+                              newest: str, oldest: str | None) -> datetime | None:
+    """The time of the last commit or abort in ``source``'s archive, read back from its newest segment (at most
+    :data:`walscan.MAX_SEGMENTS` of them, down to ``oldest``, the base backup's first WAL), on the target's first
+    host: ``pgbackrest archive-get`` into a temporary directory, then ``pg_waldump --rmgr=Transaction``.
+    None when no segment since the backup holds a transaction."""
+    from dbtier.backup import walscan
+
+    waldump = f"{source.binaries.pg_bin_dir}/pg_waldump"
+    with temp_config(provider, target, source, secrets) as (runner, conf):
+        argv = pgbackrest.base_argv(source.binaries.pgbackrest, conf, source.name)
+        for names in walscan.segments_back(newest, oldest):
+            for name in names:
+                path = f"{conf.rsplit('/', 1)[0]}/{name}"
+                if runner.run([*argv, "archive-get", name, path], check=False, timeout=120).rc != 0:
+                    continue  # not on this timeline: try the one below
+                dump = runner.run([waldump, "--rmgr=Transaction", path], env={"TZ": "UTC"}, check=False, timeout=60)
+                runner.run(["rm", "-f", path], check=False)
+                found = walscan.last_transaction(dump.out)
+                if found is not None:
+                    return found
+                break  # this segment holds no transaction: read the one before it
+    return None
+
+
+def first_unarchived_transaction(provider: Provider, spec: ClusterSpec, archived_max: str | None) -> tuple[str, datetime] | None:
+    """The member whose own ``pg_wal`` (the cluster is stopped) holds the earliest transaction past the archive's
+    newest segment, and that transaction's time; None when every committed transaction reached the archive."""
+    from dbtier.backup import walscan
+
+    found: list[tuple[datetime, str]] = []
+    for member in pg_members(spec):
+        runner = provider.runner(spec, member.host)
+        wal_dir = f"{member.data_dir}/pg_wal"
+        for name in walscan.unarchived_segments(runner.list_dir(wal_dir) or [], archived_max):
+            dump = runner.run([f"{spec.binaries.pg_bin_dir}/pg_waldump", "--rmgr=Transaction", f"{wal_dir}/{name}"],
+                              env={"TZ": "UTC"}, check=False, timeout=60)
+            first = walscan.first_transaction(dump.out)
+            if first is not None:
+                found.append((first, member.name))
+                break
+    if not found:
+        return None
+    when, name = min(found)
+    return name, when
+
+
 def refuse_earlier_stanza(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
     """A new cluster must not inherit the stanza of an earlier cluster of the same name (pgBackRest would
     refuse its WAL: another system identifier); say how to restore it or drop it instead."""
@@ -289,3 +336,14 @@ def _bootstrap_error(provider: Provider, spec: ClusterSpec, services: list[Servi
         if errors:
             return " ".join(errors[-1].split())[:300]
     return f"every Patroni exited; see the patroni.log files under {spec.cluster_dir}"
+
+
+def stanzas(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> list[str]:
+    """Every stanza the cluster's repositories hold, its own included when it exists (``pgbackrest info``
+    without a stanza, from the cluster's first host through a temporary config)."""
+    with temp_config(provider, spec, spec, secrets) as (runner, conf):
+        done = runner.run([spec.binaries.pgbackrest, f"--config={conf}", "--output=json", "info"], timeout=300)
+    try:
+        return sorted(str(entry.get("name")) for entry in json.loads(done.out))
+    except (ValueError, AttributeError):
+        raise BackupError(f"pgbackrest info gave no JSON list of stanzas for cluster {spec.name}'s repositories") from None

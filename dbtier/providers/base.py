@@ -65,6 +65,10 @@ class Runner(ABC):
         """Remove ``path`` and everything below it (no error when absent)."""
 
     @abstractmethod
+    def rename(self, path: str, new_path: str) -> None:
+        """Move ``path`` to ``new_path`` on the same file system (atomic); ``new_path`` must not exist."""
+
+    @abstractmethod
     def port_in_use(self, port: int) -> bool:
         """True when something listens on this host's ``port``."""
 

@@ -130,6 +130,11 @@ class LocalRunner(Runner):
         if os.path.isdir(path):
             shutil.rmtree(path)
 
+    def rename(self, path: str, new_path: str) -> None:
+        if os.path.lexists(new_path):
+            raise FileExistsError(new_path)
+        os.rename(path, new_path)
+
     def port_in_use(self, port: int) -> bool:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:

@@ -172,6 +172,9 @@ class AbsentHost(Runner):
     def remove_tree(self, path: str) -> None:
         return None
 
+    def rename(self, path: str, new_path: str) -> None:
+        raise self._refuse()
+
     def port_in_use(self, port: int) -> bool:
         return False
 

@@ -155,6 +155,11 @@ class SSHRunner(Runner):
             raise ProvisionError(f"refusing to remove {path!r}: too close to /")
         self.run_as_root(["rm", "-rf", "--", path])
 
+    def rename(self, path: str, new_path: str) -> None:
+        self.run_as_root(["mv", "--no-target-directory", "--no-clobber", "--", path, new_path])
+        if self.run(["test", "-e", path], check=False).rc == 0:
+            raise ProvisionError(f"{self.host}: {new_path} exists; {path} was not moved")
+
     def port_in_use(self, port: int) -> bool:
         done = self.run(["ss", "-Hltn", f"sport = :{port}"])
         return bool(done.out.strip())
