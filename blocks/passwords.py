@@ -7,14 +7,16 @@ from typing import cast
 from prefect.blocks.system import Secret
 from pydantic import SecretStr
 
-from dbtier.errors import SecretError
+from blocks.api import POINT_AT_IT, missing_block_advice, prefect_api, which_api
+from dbtier.errors import BlockMissing
 from dbtier.secrets import ROLES, Passwords, block_name, new_password
 from dbtier.spec import ClusterSpec
 
 
 def load_secret(name: str) -> str | None:
     try:
-        block = cast(Secret, Secret.load(name))
+        with prefect_api():
+            block = cast(Secret, Secret.load(name))
     except ValueError:
         return None
     value = block.get()
@@ -29,10 +31,9 @@ def ensure_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
     """
     missing = [block_name(spec, role) for role in ROLES if load_secret(block_name(spec, role)) is None]
     if missing and initialised:
-        raise SecretError(
-            f"Secret block {missing[0]} is missing but cluster {spec.name} under {spec.cluster_dir} was "
-            "initialised with it; restore the block in this Prefect API (PREFECT_HOME/PREFECT_API_URL) "
-            "or remove the cluster with 'make teardown WIPE=1'"
+        raise BlockMissing(
+            f"{missing[0]}: no such Secret block in {which_api()}, but cluster {spec.name} under {spec.cluster_dir} "
+            f"was initialised with it: its blocks must be in another Prefect API; {POINT_AT_IT}"
         )
     made, kept = [], []
     for role in ROLES:
@@ -56,9 +57,7 @@ def load_passwords(spec: ClusterSpec) -> Passwords:
     for role in ROLES:
         value = load_secret(block_name(spec, role))
         if value is None:
-            raise SecretError(
-                f"Secret block {block_name(spec, role)} is missing; run 'python -m flows.provision' to create it"
-            )
+            raise BlockMissing(missing_block_advice(spec, block_name(spec, role)))
         values[role] = value
     return Passwords(**values)
 

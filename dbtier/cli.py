@@ -178,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in FLOW_VERBS:
         return run_flow_verb(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
+    from blocks.api import prefect_api
+
     try:
-        code: int = args.func(args)
+        with prefect_api():  # the Prefect API is input too: one line when it does not answer
+            code: int = args.func(args)
         return code
     except DbtierError as err:
         print(f"dbtier: error: {err.one_line()}", file=sys.stderr)

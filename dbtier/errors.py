@@ -61,6 +61,12 @@ class SecretError(DbtierError):
     """A secret could not be read or stored."""
 
 
+class BlockMissing(SecretError):
+    """A cluster's block is not in the Prefect API asked (often the wrong API): refused, nothing created."""
+
+    exit_code = 2
+
+
 class CommandFailed(DbtierError):
     """A command exited non-zero. The argv never holds a secret by construction."""
 

@@ -179,7 +179,7 @@ def test_lost_secret_block_is_refused_not_regenerated(provisioned: dict[str, Any
     before = _pids(spec)
     Secret.delete(name)
     try:
-        with pytest.raises(SecretError, match=f"Secret block {name} is missing but cluster itest .* was initialised"):
+        with pytest.raises(SecretError, match=f"{name}: no such Secret block in .*, but cluster itest .* was initialised"):
             provision(spec_path=provisioned["spec_file"])
         assert _pids(spec) == before
     finally:
