@@ -1,0 +1,160 @@
+"""What a person sees in the Prefect UI, against a real `prefect server start` on a port of its own (test block 16):
+the UI talks to that server's API, dbtier's block types can be created there, flow runs carry the cluster's name
+and tags, and the backup catalog artifact reads the restorable window.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from blocks.register import BLOCK_TYPES
+from dbtier import bootstrap
+from dbtier.engines.base import get_engine
+from dbtier.procs import stop_child
+from dbtier.providers.base import get_provider
+from dbtier.spec import ClusterSpec
+from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+
+pytestmark = pytest.mark.cluster
+REPO = Path(__file__).resolve().parent.parent.parent
+BIN = Path(sys.executable).parent
+BLOCK = 16
+SERVER_PORT = TEST_PORT_BASE + 100 * BLOCK + 90  # servers sit at +90 and up in a test block
+DBTIER_SLUGS = {b.get_block_type_slug() for b in BLOCK_TYPES}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """`prefect server start --port 21690` with a fresh home, PREFECT_API_URL in its own environment (as the README
+    says); stopped by its pid."""
+    assert not listening(SERVER_PORT), f"port {SERVER_PORT} is taken"
+    home = tempfile.mkdtemp(prefix="dbtier-ui-prefect-")
+    url = f"http://127.0.0.1:{SERVER_PORT}/api"
+    env = {**os.environ, "PREFECT_HOME": home, "PREFECT_API_URL": url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    with open(os.path.join(home, "server.log"), "wb") as log:
+        proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(SERVER_PORT)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _healthy(url):
+            assert proc.poll() is None and time.monotonic() < deadline, Path(home, "server.log").read_text()[-2000:]
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_child(proc)
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+def dbtier(server: str, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBTIER_")}
+    env["PREFECT_API_URL"] = server  # the session's temporary PREFECT_HOME (conftest) is inherited
+    return subprocess.run([str(BIN / "dbtier"), *argv], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=timeout)
+
+
+@contextmanager
+def client_of(server: str) -> Iterator[Any]:
+    """A Prefect client of ``server`` (not of the session's test harness)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server}), get_client(sync_client=True) as client:
+        yield client
+
+
+def test_the_ui_on_another_port_talks_to_its_own_api(server: str) -> None:
+    settings = requests.get(server.removesuffix("/api") + "/ui-settings", timeout=5).json()
+    assert settings["api_url"] == server
+
+
+def test_blocks_register_makes_dbtier_block_types_creatable(server: str) -> None:
+    with client_of(server) as client:
+        before = {t.slug for t in client.read_block_types()}
+    assert DBTIER_SLUGS & before == set()  # a fresh server knows only Prefect's own types
+    done = dbtier(server, "blocks", "register")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(" registered\n") == len(DBTIER_SLUGS) and server in done.stdout
+    with client_of(server) as client:
+        after = {t.slug: t for t in client.read_block_types()}
+        schemas = {s.block_type.slug for s in client.read_block_schemas()}
+    assert set(after) >= DBTIER_SLUGS and schemas >= DBTIER_SLUGS
+    assert after["dbtier-ssh-credentials"].name == "dbtier SSH Credentials"
+    again = dbtier(server, "blocks", "register")
+    assert (again.returncode, again.stdout) == (0, done.stdout)
+
+
+def test_blocks_register_against_no_api_is_one_line() -> None:
+    port = SERVER_PORT + 1
+    assert not listening(port)
+    done = dbtier(f"http://127.0.0.1:{port}/api", "blocks", "register", timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"dbtier: error: prefect api: http://127.0.0.1:{port}/api does not answer (ConnectError); "
+                     "start the server or point PREFECT_API_URL at the one the cluster uses"]
+
+
+@pytest.fixture(scope="module")
+def spec() -> ClusterSpec:
+    return spec_for_tests("uiruns", block=BLOCK, data_root=shared_tmpdir("dbtier-ui-"), members=1)
+
+
+@pytest.fixture(scope="module")
+def backed_up(server: str, spec: ClusterSpec) -> Iterator[str]:
+    """A one-member cluster provisioned and backed up through `dbtier <verb>`; stopped by pid and wiped after."""
+    spec_file = write_spec(spec, os.path.join(spec.data_root, "spec.yaml"))
+    with stopped_at_exit(spec):
+        done = dbtier(server, "provision", "--spec", spec_file)
+        assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+        done = dbtier(server, "backup", "--spec", spec_file, "--kind", "full")
+        assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+        yield spec_file
+    bootstrap.wipe(get_engine(spec), get_provider(spec), spec)
+
+
+def test_flow_runs_carry_the_cluster_name_and_tags(server: str, spec: ClusterSpec, backed_up: str) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with client_of(server) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"cluster:{spec.name}"])))
+    assert sorted(r.name for r in runs) == ["backup uiruns (full)", "provision uiruns"]
+    assert all(set(r.tags) >= {"dbtier", "cluster:uiruns"} for r in runs)
+    assert {r.state_type.value for r in runs if r.state_type} == {"COMPLETED"}
+
+
+def test_the_backup_catalog_artifact_reads_the_restorable_window(server: str, spec: ClusterSpec, backed_up: str) -> None:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with client_of(server) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"{spec.name}-backups", f"{spec.name}-backups-wal"])))
+    by_key = {a.key: a for a in found}
+    catalog, wal = by_key[f"{spec.name}-backups"], by_key[f"{spec.name}-backups-wal"]
+    rows = json.loads(catalog.data) if isinstance(catalog.data, str) else catalog.data
+    assert [list(r) for r in rows] == [["label", "type", "repo", "started", "took", "size", "stored", "verified"]]
+    assert (rows[0]["type"], rows[0]["repo"], rows[0]["verified"]) == ("full", "repo1", "yes")
+    assert catalog.description.startswith(f"**{spec.name}**: restorable from ")
+    assert f"(end of {rows[0]['label']}) to " in catalog.description and "(last archived WAL)" in catalog.description
+    assert "_s" not in catalog.description and "None" not in catalog.description
+    wal_rows = json.loads(wal.data) if isinstance(wal.data, str) else wal.data
+    assert wal_rows[0]["label"] == rows[0]["label"] and wal_rows[0]["WAL from"].startswith("0000000")
