@@ -5,38 +5,23 @@
 
 from __future__ import annotations
 
-import httpx
 from prefect.blocks.core import Block
 
+from blocks.api import prefect_api, which_api
 from blocks.cluster_spec import ClusterSpecBlock
 from blocks.proxmox import ProxmoxCredentials
 from blocks.s3 import S3Repository
 from blocks.ssh import SSHCredentials
-from dbtier.errors import ApiUnreachable, DbtierError
 
 #: Every block type dbtier defines (the passwords and the cipher passphrase are Prefect's own Secret blocks).
 BLOCK_TYPES: tuple[type[Block], ...] = (ClusterSpecBlock, S3Repository, SSHCredentials, ProxmoxCredentials)
 
 
-def api_url() -> str:
-    """The API the client talks to (``PREFECT_API_URL``), or a word saying it is a temporary one."""
-    from prefect.settings import PREFECT_API_URL
-
-    return str(PREFECT_API_URL.value() or "a temporary local API (PREFECT_API_URL is not set)")
-
-
 def register_block_types() -> list[str]:
-    """Register each block type and its schema (idempotent); one sentence per type."""
+    """Register each block type and its schema (idempotent); one sentence per type, then which API has them."""
     done = []
-    for block_type in BLOCK_TYPES:
-        slug = block_type.get_block_type_slug()
-        try:
+    with prefect_api():  # an API that does not answer: one line naming it (blocks/api.py)
+        for block_type in BLOCK_TYPES:
             block_type.register_type_and_schema()
-        except httpx.TransportError as err:
-            raise ApiUnreachable(f"prefect api: {api_url()} does not answer ({type(err).__name__}); start the server "
-                                 "or point PREFECT_API_URL at the one the cluster uses") from None
-        except Exception as err:  # Prefect's HTTP errors, translated at this boundary: one line
-            raise DbtierError(f"prefect api: {api_url()} refused block type {slug}: "
-                              f"{' '.join(str(err).split())[:160]}; check the server's version and logs") from None
-        done.append(f"block type {slug} ({block_type.get_block_type_name()}) registered")
-    return done
+            done.append(f"block type {block_type.get_block_type_slug()} ({block_type.get_block_type_name()}) registered")
+    return [*done, f"registered in {which_api()}: create them from the UI under Blocks"]

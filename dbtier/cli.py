@@ -97,11 +97,10 @@ def _host_keys(args: argparse.Namespace) -> int:
 
 
 def _blocks(args: argparse.Namespace) -> int:
-    from blocks.register import api_url, register_block_types
+    from blocks.register import register_block_types
 
     for sentence in register_block_types():
         print(sentence)
-    print(f"registered at {api_url()}: create them from the UI under Blocks")
     return 0
 
 

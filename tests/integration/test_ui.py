@@ -109,9 +109,10 @@ def test_blocks_register_against_no_api_is_one_line() -> None:
     assert not listening(port)
     done = dbtier(f"http://127.0.0.1:{port}/api", "blocks", "register", timeout=120)
     assert done.returncode == 2 and done.stdout == ""
-    lines = done.stderr.strip().splitlines()
-    assert lines == [f"dbtier: error: prefect api: http://127.0.0.1:{port}/api does not answer (ConnectError); "
-                     "start the server or point PREFECT_API_URL at the one the cluster uses"]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"dbtier: error: prefect api: the Prefect API at http://127.0.0.1:{port}/api does not answer "
+                           "(ConnectError"), line
+    assert "point PREFECT_API_URL at the API" in line
 
 
 @pytest.fixture(scope="module")
