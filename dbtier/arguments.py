@@ -34,6 +34,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpWithDefaults)
+        kwargs.setdefault("prog", module_prog())
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
@@ -46,6 +47,14 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(one_line_error(message, self.prog), file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+
+def module_prog() -> str | None:
+    """``python -m flows.backup`` when this process was started so (argparse would say ``backup.py``); else None,
+    and argparse names the program after ``sys.argv[0]`` (``dbtier backup`` when the front door runs it)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    return f"python -m {name}" if name and name.startswith(("flows.", "deployments.", "dbtier.")) else None
 
 
 def one_line_error(message: str, prog: str) -> str:

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dbtier {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB", parser_class=Parser)
     for verb, (module, text) in FLOW_VERBS.items():
-        sub.add_parser(verb, help=f"{text} [flow run: {module}]", add_help=False)
+        sub.add_parser(verb, help=f"{text} (= python -m {module})", add_help=False)
     for name, func, text in (
         ("status", _status, "member table and health, without a flow run; exit 0 only when healthy"),
         ("dsn", _dsn, "the read-write DSN (no password in it)"),

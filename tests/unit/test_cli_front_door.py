@@ -100,6 +100,11 @@ def test_python_dash_m_keeps_its_options() -> None:
     done = subprocess.run([sys.executable, "-m", "flows.backup", "--help"], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
     assert done.returncode == 0 and "--kind {auto,full,diff,incr}" in done.stdout
+    assert done.stdout.startswith("usage: python -m flows.backup ")
+    bad = subprocess.run([sys.executable, "-m", "flows.restore", "--bogus"], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert bad.returncode == 2
+    assert one_error_line(bad) == "dbtier: error: unrecognized arguments: --bogus; see python -m flows.restore --help"
 
 
 def test_serve_without_a_spec_serves_the_default_cluster_only() -> None:
