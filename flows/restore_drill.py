@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from dbtier.backup.catalog import RestoreTarget, parse_target, restore_options
-from dbtier.backup.drill import DrillVerdict, judge_copy
+from dbtier.backup.drill import DrillVerdict, drill_budgets, judge_copy
 from dbtier.backup.ops import source_config_path
 from dbtier.backup.restore import throwaway_spec, with_restore_from
 from dbtier.errors import DbtierError, DrillFailed
@@ -68,10 +68,11 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
         wipe_cluster(spec)
     facts = {"source": source.name, "target": wanted.describe(), "from": served_by, "copy": f"{copy.name} (removed)",
              "restore_s": round(restore_s, 1)}
+    expect = target if target in ("marker", "latest") else "any"
     if checks is None:
-        verdict = DrillVerdict(False, [f"the copy did not come up: {failure}"])
+        verdict = DrillVerdict(False, [f"the copy did not come up: {failure}"], drill_budgets(
+            marker, expect, source.backup.restore_drill.timeout_s, bool(source.backup.restore_drill.check_query)))
     else:
-        expect = target if target in ("marker", "latest") else "any"
         verdict = judge_copy(marker, checks, expect, restore_s, source.backup.restore_drill.timeout_s)
     create_markdown_artifact(key=f"{source.name}-restore-drill", markdown=verdict.markdown("Restore drill", facts))
     for sentence in verdict.sentences:
