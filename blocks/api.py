@@ -52,6 +52,20 @@ def unreachable(err: Exception) -> ApiUnreachable:
     return ApiUnreachable(f"prefect api: {which_api()} {verb} ({type(err).__name__}: {what}); start it, or {POINT_AT_IT}")
 
 
+def check_api(timeout: float = 5.0) -> None:
+    """Before a flow run: the API at PREFECT_API_URL answers at all (a status error, an auth wall, counts as
+    answering; the temporary API, started on demand, is not probed)."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        return
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+    except httpx.TransportError as err:
+        raise unreachable(err) from None
+
+
 @contextmanager
 def prefect_api() -> Iterator[None]:
     """Translate the API's transport errors at the boundary into :class:`ApiUnreachable`."""

@@ -23,18 +23,25 @@ def load_secret(name: str) -> str | None:
     return str(value)
 
 
-def ensure_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
-    """Create the Secret blocks that are missing; return which were made and which reused (never values).
-
-    A cluster that was ``initialised`` with passwords keeps them: a missing block is then an error
-    (new passwords would lock Patroni out of its own cluster at the next restart).
-    """
+def refuse_lost_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
+    """The names of the cluster's missing Secret blocks; refused (exit 2) when the cluster was ``initialised``
+    with them: its blocks are in another Prefect API, and new passwords would lock Patroni out."""
     missing = [block_name(spec, role) for role in ROLES if load_secret(block_name(spec, role)) is None]
     if missing and initialised:
         raise BlockMissing(
             f"{missing[0]}: no such Secret block in {which_api()}, but cluster {spec.name} under {spec.cluster_dir} "
             f"was initialised with it: its blocks must be in another Prefect API; {POINT_AT_IT}"
         )
+    return missing
+
+
+def ensure_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
+    """Create the Secret blocks that are missing; return which were made and which reused (never values).
+
+    A cluster that was ``initialised`` with passwords keeps them: a missing block is then an error
+    (new passwords would lock Patroni out of its own cluster at the next restart).
+    """
+    missing = refuse_lost_passwords(spec, initialised)
     made, kept = [], []
     for role in ROLES:
         name = block_name(spec, role)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from blocks.api import prefect_api
+from blocks.api import check_api, prefect_api
 from dbtier.arguments import Parser
 from dbtier.errors import DbtierError
 from dbtier.spec import ClusterSpec, load_spec, port_plan
@@ -34,7 +34,8 @@ def run_edge(body: Callable[[ClusterSpec], int], spec_path: str | None) -> int:
             WARNED.add(warning)  # the flow run does not say it again
             print(f"dbtier: warning: {warning}", file=sys.stderr)
         keep_temporary_api_off(cluster_ports(spec))
-        with run_tags_for(spec), prefect_api():  # an API that does not answer is one line too
+        check_api()  # an API that does not answer is one line, before anything happens
+        with run_tags_for(spec), prefect_api():
             return body(spec)
     except DbtierError as err:
         logging.getLogger("dbtier").debug("failure", exc_info=True)

@@ -41,9 +41,23 @@ class DropDbtierTracebacks(logging.Filter):
         return True
 
 
+class QuietTemporaryServer(logging.Filter):
+    """Drop Prefect's 'Starting/Stopping temporary server' lines (three per command): the temporary API is how
+    every command runs without PREFECT_API_URL, not news, and they would frame each refusal's one line.
+
+    >>> record = logging.LogRecord("prefect", logging.INFO, "", 0, "Starting temporary server on http://x", None, None)
+    >>> QuietTemporaryServer().filter(record)
+    False
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and str(record.msg).startswith(
+            ("Starting temporary server", "Stopping temporary server")))
+
+
 def install() -> None:
-    """Put the filter on Prefect's run loggers (once; logging.config keeps a logger's filters)."""
-    for name in RUN_LOGGERS:
+    """Put the filters on Prefect's loggers (once; logging.config keeps a logger's filters)."""
+    for name, kind in [*((n, DropDbtierTracebacks) for n in RUN_LOGGERS), ("prefect", QuietTemporaryServer)]:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, DropDbtierTracebacks) for f in logger.filters):
-            logger.addFilter(DropDbtierTracebacks())
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())

@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
+from blocks.passwords import refuse_lost_passwords
 from dbtier import bootstrap
 from dbtier.engines.base import ClusterStatus, get_engine
 from dbtier.health import format_table
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         # Refuse bad hosts, busy ports and foreign data dirs before Prefect or any process starts.
         spec = resolve_addresses(spec)
         bootstrap.preflight(get_engine(spec), get_provider(spec), spec, before_install=True)
+        refuse_lost_passwords(spec, bootstrap.is_initialised(get_engine(spec), get_provider(spec), spec))
         result = provision(spec_path=args.spec)
         print()
         print(format_table(result["members"]))
