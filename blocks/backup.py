@@ -51,7 +51,11 @@ def _cipher_pass(spec: ClusterSpec, create: bool) -> str | None:
     if name is None:
         return None
     value = load_secret(name)
+    from blocks.cleanup import record_cipher_use
+
     if value is not None:
+        if create:  # a cluster about to write backups with it: its teardown must not delete it under another
+            record_cipher_use(spec, created=False)
         return value
     if not create:
         raise SecretError(
@@ -60,4 +64,5 @@ def _cipher_pass(spec: ClusterSpec, create: bool) -> str | None:
         )
     passphrase = secrets.token_urlsafe(48)
     Secret(value=passphrase).save(name)
+    record_cipher_use(spec, created=True)
     return passphrase

@@ -10,7 +10,7 @@ import json
 import time
 
 from dbtier import procs
-from dbtier.engines.base import Engine
+from dbtier.engines.base import ClusterStatus, Engine
 from dbtier.errors import PreflightError, ProvisionError
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
@@ -200,25 +200,51 @@ def _stop_orphan_postmaster(runner: Runner, spec: ClusterSpec, data_dir: str, na
     return procs.stop_pid(runner, pid, data_dir, f"{name} postmaster", timeout=60)
 
 
-def wipe(engine: Engine, provider: Provider, spec: ClusterSpec) -> str:
-    """Remove the cluster directory (and its systemd units), only when it is ours and nothing of it runs."""
-    said: list[str] = []
-    for host in cluster_hosts(engine, spec):
-        runner = provider.runner(spec, host)
-        if runner.list_dir(spec.cluster_dir) is None:
-            continue
-        owner = _marker_owner(runner, spec)
+def hosts_with_data(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
+    """The cluster's hosts that hold its directory (whoever owns it)."""
+    return [h for h in cluster_hosts(engine, spec) if provider.runner(spec, h).list_dir(spec.cluster_dir) is not None]
+
+
+def check_owned(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
+    """The hosts holding the cluster's directory, each carrying this cluster's marker; else a refusal (exit 2)."""
+    hosts = hosts_with_data(engine, provider, spec)
+    for host in hosts:
+        owner = _marker_owner(provider.runner(spec, host), spec)
         if owner != spec.name:
-            raise ProvisionError(
-                f"data_root: {spec.cluster_dir} does not carry cluster {spec.name}'s marker; not wiping it"
+            whose = f"cluster {owner!r}'s" if owner else "no dbtier cluster's"
+            raise PreflightError(
+                f"data_root: {host}:{spec.cluster_dir} carries {whose} marker, not cluster {spec.name}'s; "
+                "nothing was stopped or deleted: check the spec's name and data_root"
             )
+    return hosts
+
+
+def check_wipe(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
+    """The hosts whose cluster directory :func:`wipe` may delete: on every one it carries this cluster's
+    marker and nothing of the cluster runs. Refuses (ProvisionError) before anything is deleted anywhere."""
+    hosts = check_owned(engine, provider, spec)
+    for host in hosts:
+        runner = provider.runner(spec, host)
         still = [s.name for s in all_services(engine, spec) if s.host == host and procs.running_pid(runner, s)]
         if still:
-            raise ProvisionError(f"not wiping {spec.cluster_dir}: {', '.join(still)} still running")
+            raise ProvisionError(f"not wiping {spec.cluster_dir}: {', '.join(still)} still running on {host}; "
+                                 "nothing was deleted: stop them (teardown without --wipe) and run again")
+    return hosts
+
+
+def wipe(engine: Engine, provider: Provider, spec: ClusterSpec) -> str:
+    """Remove the cluster directory (and its systemd units), only when it is ours and nothing of it runs
+    (checked on every host before anything is removed)."""
+    hosts = check_wipe(engine, provider, spec)
+    if not hosts:
+        return f"nothing to wipe: no {spec.cluster_dir} on {', '.join(cluster_hosts(engine, spec))}"
+    said: list[str] = []
+    for host in hosts:
+        runner = provider.runner(spec, host)
         services = [s for s in all_services(engine, spec) if s.host == host]
         said += provider.supervisor(spec, host).remove(runner, services)
         runner.remove_tree(spec.cluster_dir)
-    return "; ".join([*said, f"wiped {spec.cluster_dir}"])
+    return "; ".join([*said, f"wiped {spec.cluster_dir} on {', '.join(hosts)}"])
 
 
 def running_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
@@ -228,3 +254,39 @@ def running_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> l
         if procs.running_pid(provider.runner(spec, service.host), service) is not None:
             names.append(service.name)
     return names
+
+
+def pid_file_problems(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[procs.PidMismatch]:
+    """Services whose port is held by a process other than the one their pid file names (that pid dead, or
+    another pid on the port), one sentence each. A port nobody listens on says nothing (the member is down:
+    the engine's status tells that); a host whose sockets cannot be read is skipped."""
+    problems: list[procs.PidMismatch] = []
+    tables: dict[str, list[procs.Listener] | None] = {}
+    for service in all_services(engine, spec):
+        runner = provider.runner(spec, service.host)
+        if service.host not in tables:
+            tables[service.host] = procs.listeners(runner)
+        table = tables[service.host]
+        if table is None:
+            continue
+        pid = procs.read_pid(runner, service.pidfile)
+        alive = pid is not None and procs.pid_matches(runner, pid, service.marker)
+        for _field, port in service.ports:
+            holders = procs.port_holders(table, service.host, port)
+            if holders is None:
+                continue
+            legit = {pid} if alive and pid is not None else set()
+            owner_dir = engine.owned_port(spec, service, port)
+            postmaster = _live_postmaster(runner, owner_dir) if owner_dir else None
+            if postmaster is not None:
+                legit.add(postmaster)
+            if not holders & legit:
+                problems.append(procs.PidMismatch(service.name, pid, alive, port, holders))
+                break
+    return problems
+
+
+def checked_status(engine: Engine, provider: Provider, spec: ClusterSpec) -> ClusterStatus:
+    """The engine's status, with every service whose pid file does not match its port's process marked
+    (the row says so, and the cluster is not healthy: teardown and drills act on the pid files)."""
+    return engine.status(spec).with_pid_problems(pid_file_problems(engine, provider, spec))

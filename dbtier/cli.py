@@ -29,10 +29,12 @@ from dbtier.topology import client_dsn
 
 
 def _status(args: argparse.Namespace) -> int:
+    from dbtier.bootstrap import checked_status
     from dbtier.engines.base import get_engine
+    from dbtier.providers.base import get_provider
 
     spec = resolve_addresses(load_spec(args.spec))
-    current = get_engine(spec).status(spec)
+    current = checked_status(get_engine(spec), get_provider(spec), spec)  # pid files checked against the ports
     backups = _backup_line(spec)
     if args.json:
         print(json.dumps({"cluster": spec.name, "healthy": current.health.healthy,

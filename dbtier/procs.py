@@ -8,12 +8,14 @@ recycled pid is never mistaken for (or killed as) ours.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from dbtier.errors import ProvisionError
+from dbtier.errors import DbtierError, ProvisionError
 from dbtier.providers.base import Runner
 
 LAUNCH_SCRIPT = 'pidfile=$1; log=$2; shift 2; echo $$ > "$pidfile"; exec "$@" >>"$log" 2>&1 </dev/null'
@@ -133,3 +135,94 @@ def stop_child(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+#: A listening socket: local address, port, and the pids that hold it (empty: the runner's user cannot see them).
+Listener = tuple[str, int, frozenset[int]]
+
+_WILDCARDS = frozenset({"0.0.0.0", "*", "::", "[::]"})
+
+
+def parse_listeners(ss_out: str) -> list[Listener]:
+    """The listening TCP sockets in ``ss -Htlnp`` output.
+
+    >>> parse_listeners('LISTEN 0 4096 127.0.0.1:2379 0.0.0.0:* users:(("etcd",pid=41,fd=7))\\n'
+    ...                 'LISTEN 0 128 [::]:22 [::]:*\\n')
+    [('127.0.0.1', 2379, frozenset({41})), ('[::]', 22, frozenset())]
+    """
+    found: list[Listener] = []
+    for line in ss_out.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or ":" not in parts[3]:
+            continue
+        address, _, port = parts[3].rpartition(":")
+        if port.isdigit():
+            pids = frozenset(int(p) for p in re.findall(r"pid=(\d+)", " ".join(parts[5:])))
+            found.append((address.split("%")[0], int(port), pids))
+    return found
+
+
+def listeners(runner: Runner) -> list[Listener] | None:
+    """The host's listening TCP sockets (``ss``); None when they cannot be read there."""
+    try:
+        done = runner.run(["ss", "-Htlnp"], check=False, timeout=20)
+    except DbtierError:
+        return None
+    return parse_listeners(done.out) if done.rc == 0 else None
+
+
+def port_holders(table: list[Listener], host: str, port: int) -> frozenset[int] | None:
+    """The pids listening on ``host``'s ``port`` (on its address or a wildcard one); None when nobody listens.
+    ``host`` a name rather than an address: any socket on the port counts.
+
+    >>> table = [("127.0.0.11", 5432, frozenset({7})), ("0.0.0.0", 8008, frozenset({8}))]
+    >>> port_holders(table, "127.0.0.11", 5432), port_holders(table, "127.0.0.12", 5432), port_holders(table, "h", 8008)
+    (frozenset({7}), None, frozenset({8}))
+    """
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        named = False
+    except ValueError:
+        named = True
+    matching = [pids for address, p, pids in table
+                if p == port and (named or address in _WILDCARDS or address.strip("[]") == host.strip("[]"))]
+    return frozenset().union(*matching) if matching else None
+
+
+@dataclass(frozen=True)
+class PidMismatch:
+    """A service's port held by a process other than the one its pid file names."""
+
+    service: str
+    pid: int | None
+    alive: bool
+    port: int
+    holders: frozenset[int]
+
+    def _held(self) -> str:
+        return f"pid {', '.join(str(p) for p in sorted(self.holders))}" if self.holders else "another user's process"
+
+    @property
+    def sentence(self) -> str:
+        """
+        >>> PidMismatch("etcd0", 41, False, 2379, frozenset({77})).sentence
+        'etcd0: its pid file names pid 41, which is not running; port 2379 is held by pid 77'
+        >>> PidMismatch("etcd0", None, False, 2379, frozenset()).sentence
+        "etcd0: its pid file names no pid; port 2379 is held by another user's process"
+        >>> PidMismatch("etcd0", 41, True, 2379, frozenset({77, 78})).sentence
+        'etcd0: its pid file names pid 41, but port 2379 is held by pid 77, 78'
+        """
+        if self.pid is None:
+            return f"{self.service}: its pid file names no pid; port {self.port} is held by {self._held()}"
+        if self.alive:
+            return f"{self.service}: its pid file names pid {self.pid}, but port {self.port} is held by {self._held()}"
+        return f"{self.service}: its pid file names pid {self.pid}, which is not running; port {self.port} is held by {self._held()}"
+
+    @property
+    def cell(self) -> str:
+        """
+        >>> PidMismatch("etcd0", 41, False, 2379, frozenset({77})).cell, PidMismatch("pg0", None, False, 5432, frozenset()).cell
+        ('pid 41 dead; port 2379: pid 77', "no pid; port 5432: another user's process")
+        """
+        named = "no pid" if self.pid is None else f"pid {self.pid} {'alive' if self.alive else 'dead'}"
+        return f"{named}; port {self.port}: {self._held()}"

@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from dbtier.errors import Refused
 from dbtier.health import format_table
 from dbtier.spec import ClusterSpec
+from blocks.lock import changes_cluster, cluster_lock
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
@@ -31,6 +32,7 @@ from tasks.backup import (
 
 
 @flow(name="backup", flow_run_name=run_name("backup"))
+@changes_cluster("backup")
 def backup(spec_path: str | None = None, spec_block: str | None = None, kind: str = "auto",
            repo: int | None = None) -> dict[str, Any]:
     """Back up the cluster into each repository (or only ``repo``), verify, apply retention, publish the catalog."""
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(spec: ClusterSpec) -> int:
         _repos(spec, args.repo)  # refused before the flow run starts, as the flow's first step does
-        result = backup(spec_path=args.spec, kind=args.kind, repo=args.repo)
+        with cluster_lock(spec.name, "backup"):
+            result = backup(spec_path=args.spec, kind=args.kind, repo=args.repo)
         print(format_table(result["catalog"]))
         print(f"\ntook {', '.join(b['label'] for b in result['taken'])}; expired {', '.join(result['expired']) or 'nothing'}")
         return EXIT_OK

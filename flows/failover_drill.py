@@ -19,6 +19,7 @@ from dbtier.drills.verdict import Verdict
 from dbtier.errors import DrillFailed, Refused
 from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec
+from blocks.lock import changes_cluster, cluster_lock
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
@@ -42,6 +43,7 @@ def chosen_scenarios(scenario: str) -> list[str]:
 
 
 @flow(name="failover-drill", flow_run_name=run_name("failover-drill"))
+@changes_cluster("failover-drill")
 def failover_drill(
     scenario: str = ALL,
     spec_path: str | None = None,
@@ -71,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         # Refused before the flow run starts (the flow's first step makes the same checks for UI runs).
         chosen_scenarios(args.scenario)
         refuse_drill(resolve_addresses(spec), drill_settings(spec), f" --spec {args.spec}" if args.spec else "")
-        for verdict in failover_drill(scenario=args.scenario, spec_path=args.spec):
+        with cluster_lock(spec.name, "failover-drill"):
+            verdicts = failover_drill(scenario=args.scenario, spec_path=args.spec)
+        for verdict in verdicts:
             print(f"{verdict['scenario']}: passed (RTO {verdict['rto_s']} s, lost writes {verdict['lost_writes']})")
         return EXIT_OK
 

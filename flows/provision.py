@@ -19,6 +19,7 @@ from dbtier.health import format_table
 from dbtier.providers.base import get_provider, resolve_addresses
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
+from blocks.lock import changes_cluster, cluster_lock
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
@@ -42,6 +43,7 @@ from tasks.cluster import (
 
 
 @flow(name="provision", flow_run_name=run_name("provision"), log_prints=False)
+@changes_cluster("provision")
 def provision(spec_path: str | None = None, spec_block: str | None = None) -> dict[str, Any]:
     """Provision the cluster named by a spec file (or a stored spec block); idempotent."""
     spec = resolve_spec(spec_path, spec_block)
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = resolve_addresses(spec)
         bootstrap.preflight(get_engine(spec), get_provider(spec), spec, before_install=True)
         refuse_lost_passwords(spec, bootstrap.is_initialised(get_engine(spec), get_provider(spec), spec))
-        result = provision(spec_path=args.spec)
+        with cluster_lock(spec.name, "provision"):  # a second changer is refused here, in one line
+            result = provision(spec_path=args.spec)
         print()
         print(format_table(result["members"]))
         print()

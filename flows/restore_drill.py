@@ -25,6 +25,7 @@ from dbtier.backup.restore import throwaway_spec, with_restore_from
 from dbtier.errors import DbtierError, DrillFailed
 from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec
+from blocks.lock import changes_cluster, cluster_lock
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
@@ -40,9 +41,11 @@ from tasks.backup import (
     write_restore_marker,
 )
 from tasks.cluster import stop_cluster, wipe_cluster
+from tasks.teardown import forget_blocks
 
 
 @flow(name="restore-drill", flow_run_name=run_name("restore-drill"))
+@changes_cluster("restore-drill")
 def restore_drill(spec_path: str | None = None, spec_block: str | None = None, target: str = "marker") -> dict[str, Any]:
     """Restore into a throwaway copy, check it, remove it; fail (DrillFailed) on a failed verdict."""
     source = resolve_spec(spec_path, spec_block)
@@ -66,6 +69,7 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
         restore_s = time.monotonic() - started
         stop_cluster(spec)
         wipe_cluster(spec)
+        forget_blocks(spec, backups_remain=False)  # the copy's passwords and variables: none stay behind
     facts = {"source": source.name, "target": wanted.describe(), "from": served_by, "copy": f"{copy.name} (removed)",
              "restore_s": round(restore_s, 1)}
     expect = target if target in ("marker", "latest") else "any"
@@ -91,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     def body(spec: ClusterSpec) -> int:
         source = resolve_addresses(spec)
         restore_drill_checks(source, throwaway_spec(source), args.target)  # refused before the flow run starts
-        result = restore_drill(spec_path=args.spec, target=args.target)
+        with cluster_lock(spec.name, "restore-drill"):
+            result = restore_drill(spec_path=args.spec, target=args.target)
         print("\n".join([f"restore drill of {result['source']}: PASSED in {result['restore_s']} s", *result["verdict"]]))
         return EXIT_OK
 

@@ -5,6 +5,11 @@
 Backups stay in the repositories unless ``--drop-backups``: a new cluster of the same name is
 refused until they are restored (``flows.restore --in-place``) or dropped.
 
+Teardown looks before it destroys: what exists (data, processes, stanza, blocks; a cluster that
+never existed is "nothing to tear down"), whose marker the directory carries, that nothing runs
+after the stop; only then the stanza, the data, the cluster's Secret blocks and variables
+(``--wipe``) and, last, the cipher block (``--wipe --drop-backups``, when no other cluster may need it).
+
 ``--destroy-hosts`` (provider proxmox) then stops and destroys the containers dbtier created
 for the cluster, and only those: each carries the tags ``dbtier`` and ``dbtier-<cluster>``.
 """
@@ -16,16 +21,23 @@ import sys
 
 from prefect import flow, get_run_logger
 
+from dbtier import bootstrap
+from dbtier.cleanup import nothing_sentence
+from dbtier.engines.base import get_engine
+from dbtier.providers.base import get_provider, resolve_addresses
 from dbtier.spec import ClusterSpec
+from blocks.lock import changes_cluster, cluster_lock
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.backup import drop_backups as drop_cluster_backups
 from tasks.cluster import destroy_hosts as destroy_cluster_hosts
 from tasks.cluster import stop_cluster, wipe_cluster
+from tasks.teardown import check_stopped, drop_cipher, forget_blocks, survey_cluster
 
 
 @flow(name="teardown", flow_run_name=run_name("teardown"))
+@changes_cluster("teardown")
 def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: bool = False,
              destroy_hosts: bool = False, drop_backups: bool = False) -> list[str]:
     """Stop members, then etcd; with ``wipe`` also delete the cluster's data directory; with
@@ -33,18 +45,38 @@ def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: 
     ``destroy_hosts`` also destroy the containers the proxmox provider created."""
     spec = resolve_spec(spec_path, spec_block)
     logger = get_run_logger()
+    found = survey_cluster(spec, drop_backups, wipe)  # look first: nothing destroyed yet
+    own_stanza = drop_backups and spec.name in found["stanzas"]
+    if not (found["hosts"] or found["running"] or own_stanza or found["blocks"] or destroy_hosts):
+        return [nothing_sentence(spec, _checked(spec, drop_backups, wipe))]
     sentences = stop_cluster(spec)
+    if wipe or own_stanza:
+        check_stopped(spec, wipe)  # nothing left running, the directories ours: checked before anything goes
     if drop_backups:
-        sentences.append(drop_cluster_backups(spec))
+        sentences.append(drop_cluster_backups(spec) if own_stanza else
+                         f"no stanza {spec.name} in any repository: nothing to drop")
     else:
         logger.info("backups kept in the repositories (pass --drop-backups to delete them)")
     if wipe:
         sentences.append(wipe_cluster(spec))
+        sentences += forget_blocks(spec, backups_remain=not drop_backups, cipher_step_follows=drop_backups)
     elif not (destroy_hosts and spec.provider == "proxmox"):  # a destroyed container takes its data along
         logger.info("data kept under %s (pass --wipe to delete it)", spec.cluster_dir)
     if destroy_hosts:
         sentences += destroy_cluster_hosts(spec)
+    if wipe and drop_backups:  # the key to the backups goes last, after the stanza, and only if nobody needs it
+        sentences.append(drop_cipher(spec, [s for s in found["stanzas"] if s != spec.name]))
     return sentences
+
+
+def _checked(spec: ClusterSpec, drop_backups: bool, wipe: bool) -> list[str]:
+    """What a teardown that found nothing looked at."""
+    checked = ["no process of it runs", f"no {spec.cluster_dir}"]
+    if drop_backups:
+        checked.append(f"no stanza {spec.name} in any repository")
+    if wipe:
+        checked.append(f"no Secret block or variable of {spec.name}")
+    return checked
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(spec: ClusterSpec) -> int:
-        for sentence in teardown(spec_path=args.spec, wipe=args.wipe, destroy_hosts=args.destroy_hosts,
-                                 drop_backups=args.drop_backups):
+        if args.wipe:  # a directory of another cluster is refused in one line, before the flow run starts
+            resolved = resolve_addresses(spec)
+            bootstrap.check_owned(get_engine(resolved), get_provider(resolved), resolved)
+        with cluster_lock(spec.name, "teardown"):
+            said = teardown(spec_path=args.spec, wipe=args.wipe, destroy_hosts=args.destroy_hosts,
+                            drop_backups=args.drop_backups)
+        for sentence in said:
             print(sentence)
         return EXIT_OK
 

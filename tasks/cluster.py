@@ -132,8 +132,8 @@ def verify_replication(spec: ClusterSpec) -> str:
 
 @task(cache_policy=NONE)
 def read_status(spec: ClusterSpec) -> ClusterStatus:
-    engine, _ = _parts(spec)
-    status = engine.status(spec)
+    engine, provider = _parts(spec)
+    status = bootstrap.checked_status(engine, provider, spec)
     log_sentences(status.health.sentence)
     return status
 

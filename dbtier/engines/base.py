@@ -15,7 +15,7 @@ from typing import Any
 
 from dbtier.errors import ClusterUnhealthy
 from dbtier.health import Health
-from dbtier.procs import Service
+from dbtier.procs import PidMismatch, Service
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 
@@ -26,6 +26,24 @@ class ClusterStatus:
 
     health: Health
     rows: list[dict[str, Any]]
+
+    def with_pid_problems(self, problems: list[PidMismatch]) -> ClusterStatus:
+        """This status with a ``pid file`` column and a verdict problem per service whose pid file does not
+        match the process on its port (not healthy then); itself when there is none.
+
+        >>> ok = ClusterStatus(Health(True, "pg0"), [{"name": "pg0", "state": "running"}, {"name": "etcd0", "state": "leader"}])
+        >>> ok.with_pid_problems([]) is ok
+        True
+        >>> bad = ok.with_pid_problems([PidMismatch("etcd0", 41, False, 2379, frozenset({77}))])
+        >>> [row["pid file"] for row in bad.rows], bad.health.healthy, bad.health.problems
+        (['ok', 'pid 41 dead; port 2379: pid 77'], False, ['etcd0: its pid file names pid 41, which is not running; port 2379 is held by pid 77'])
+        """
+        if not problems:
+            return self
+        cells = {p.service: p.cell for p in problems}
+        rows = [{**row, "pid file": cells.get(str(row.get("name")), "ok")} for row in self.rows]
+        health = Health(False, self.health.leader, [*self.health.problems, *(p.sentence for p in problems)])
+        return ClusterStatus(health=health, rows=rows)
 
 
 class Engine(ABC):
