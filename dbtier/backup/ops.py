@@ -347,14 +347,3 @@ def stanzas(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> li
         return sorted(str(entry.get("name")) for entry in json.loads(done.out))
     except (ValueError, AttributeError):
         raise BackupError(f"pgbackrest info gave no JSON list of stanzas for cluster {spec.name}'s repositories") from None
-
-
-def stanzas(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> list[str]:
-    """Every stanza the cluster's repositories hold, its own included when it exists (``pgbackrest info``
-    without a stanza, from the cluster's first host through a temporary config)."""
-    with temp_config(provider, spec, spec, secrets) as (runner, conf):
-        done = runner.run([spec.binaries.pgbackrest, f"--config={conf}", "--output=json", "info"], timeout=300)
-    try:
-        return sorted(str(entry.get("name")) for entry in json.loads(done.out))
-    except (ValueError, AttributeError):
-        raise BackupError(f"pgbackrest info gave no JSON list of stanzas for cluster {spec.name}'s repositories") from None
