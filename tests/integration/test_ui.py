@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
@@ -159,3 +159,39 @@ def test_the_backup_catalog_artifact_reads_the_restorable_window(server: str, sp
     assert "_s" not in catalog.description and "None" not in catalog.description
     wal_rows = json.loads(wal.data) if isinstance(wal.data, str) else wal.data
     assert wal_rows[0]["label"] == rows[0]["label"] and wal_rows[0]["WAL from"].startswith("0000000")
+
+
+def test_a_deployment_run_is_named_and_tagged_like_a_command_line_run(server: str, spec: ClusterSpec,
+                                                                       backed_up: str) -> None:
+    """`dbtier serve --spec FILE` serves the cluster's deployments; a run of one carries the cluster's name and tags."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBTIER_")}
+    env["PREFECT_API_URL"] = server
+    log_path = os.path.join(spec.data_root, "serve.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(BIN / "dbtier"), "serve", "--spec", backed_up], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        name = f"archive-health/{spec.name}-archive-health"
+        deadline = time.monotonic() + 90
+        with client_of(server) as client:
+            while True:
+                try:
+                    deployment = client.read_deployment_by_name(name)
+                    break
+                except ObjectNotFound:
+                    assert proc.poll() is None and time.monotonic() < deadline, Path(log_path).read_text()[-2000:]
+                    time.sleep(0.5)
+        assert set(deployment.tags) == {"dbtier", f"cluster:{spec.name}"}
+        with temporary_settings({PREFECT_API_URL: server}):
+            run = cast(FlowRun, run_deployment(name, timeout=180))
+    finally:
+        stop_child(proc)
+    assert run.state is not None and run.state.is_completed(), Path(log_path).read_text()[-2000:]
+    assert run.name == f"archive-health {spec.name}"
+    assert set(run.tags) >= {"dbtier", f"cluster:{spec.name}"}
+    assert Path(log_path).read_text().startswith(f"cluster {spec.name} from {backed_up}:")
