@@ -24,6 +24,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from blocks.lock import cluster_lock
 from dbtier.backup.ops import source_config_path
 from dbtier.backup.restore import DEFAULT_PORT_OFFSET, with_restore_from, without_restore_from
 from dbtier.errors import DbtierError, RestoreFailed
@@ -39,6 +40,7 @@ from tasks.backup import flush_source_wal, save_cluster_spec
 from tasks.cluster import publish_member_table
 from tasks.restore import (
     check_restore,
+    choose_target_spec,
     drop_set_aside,
     plan_restore,
     set_aside_data,
@@ -60,6 +62,13 @@ def restore(
 ) -> dict[str, Any]:
     """Restore the source cluster's backup to ``target`` into a new cluster (or in place), then verify it."""
     source = resolve_spec(spec_path, spec_block)
+    landing = choose_target_spec(source, into, port_offset, target_spec_path, in_place)
+    with cluster_lock(landing.name, "restore"):  # the cluster the restore builds (or replaces, in place)
+        return _restore(source, target, into, port_offset, target_spec_path, repo, in_place)
+
+
+def _restore(source: ClusterSpec, target: str, into: str | None, port_offset: int, target_spec_path: str | None,
+             repo: int | None, in_place: bool) -> dict[str, Any]:
     plan = check_restore(source, target, into, port_offset, target_spec_path, repo, in_place)
     flushed = "in place: the source is stopped" if in_place else flush_source_wal(source)
     settled, options = settle_target(plan, source, repo)
@@ -105,12 +114,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(spec: ClusterSpec) -> int:
         # Every refusal before the flow run starts: one line, exit 2, nothing written.
-        plan_restore(resolve_addresses(spec), args.target, args.into, args.port_offset, args.target_spec, args.repo, args.in_place)
-        result = restore(spec_path=args.spec, target=args.target, into=args.into, port_offset=args.port_offset,
-                         target_spec_path=args.target_spec, repo=args.repo, in_place=args.in_place)
+        spec = resolve_addresses(spec)
+        landing = choose_target_spec(spec, args.into, args.port_offset, args.target_spec, args.in_place)
+        with cluster_lock(landing.name, "restore"):
+            plan_restore(spec, args.target, args.into, args.port_offset, args.target_spec, args.repo, args.in_place)
+            result = restore(spec_path=args.spec, target=args.target, into=args.into, port_offset=args.port_offset,
+                             target_spec_path=args.target_spec, repo=args.repo, in_place=args.in_place)
         print(format_table(result["members"]))
         print(f"\nrestored {result['source']} ({result['target']}, from {result['from']}) into {result['cluster']} "
               f"in {result['seconds']} s")
+        print(f"how: {result['how']}")
         print(f"read-write DSN: {result['dsn']}")
         print(f"status:   dbtier status --spec {result['spec']}")
         return EXIT_OK

@@ -9,7 +9,7 @@ set -euo pipefail
 
 OS_USER="${DBTIER_OS_USER:-dbtier}"
 RUNTIME_VENV="${DBTIER_RUNTIME_VENV:-/opt/dbtier/venv}"
-PACKAGES=(postgresql-15 etcd-server etcd-client pgbackrest python3-venv procps util-linux iproute2)
+PACKAGES=(postgresql-15 etcd-server etcd-client pgbackrest zstd lz4 bzip2 python3-venv procps util-linux iproute2)
 
 say() { printf 'host-setup: %s\n' "$*"; }
 quietly() {

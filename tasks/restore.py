@@ -111,8 +111,9 @@ def settle_target(plan: RestorePlan, source: ClusterSpec, repo: int | None) -> t
     secrets = load_backup_secrets(source)
     catalog = only_repo(ops.read_source_catalog(provider, plan.target, source, secrets), repo)
     base = base_for_time(catalog, plan.wanted.at)
-    last = ops.last_archived_transaction(provider, plan.target, source, secrets, catalog.wal_max or base.wal_stop or "",
-                                         base.wal_start) if (catalog.wal_max or base.wal_stop) else None
+    newest = catalog.wal_max or base.wal_stop
+    last = ops.last_archived_transaction(provider, plan.target, source, secrets, base.repo, newest,
+                                         base.wal_start) if newest else None
     settled = settle_time_target(plan.wanted, base.label, last)
     log_sentences(settled.sentence)
     options = restore_options(settled.target, repo or (base.repo if settled.target.kind == "end" else None))

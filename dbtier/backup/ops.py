@@ -7,6 +7,7 @@ provider's runner, so they work the same on every provider.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 import uuid
 from collections.abc import Iterator
@@ -177,28 +178,50 @@ def read_source_catalog(provider: Provider, target: ClusterSpec, source: Cluster
 
 
 def last_archived_transaction(provider: Provider, target: ClusterSpec, source: ClusterSpec, secrets: BackupSecrets,
-                              newest: str, oldest: str | None) -> datetime | None:
-    """The time of the last commit or abort in ``source``'s archive, read back from its newest segment (at most
-    :data:`walscan.MAX_SEGMENTS` of them, down to ``oldest``, the base backup's first WAL), on the target's first
-    host: ``pgbackrest archive-get`` into a temporary directory, then ``pg_waldump --rmgr=Transaction``.
-    None when no segment since the backup holds a transaction."""
+                              repo: int, newest: str, oldest: str | None) -> datetime | None:
+    """The time of the last commit or abort in ``source``'s archive in repository ``repo``, read back from its
+    newest segment (at most :data:`walscan.MAX_SEGMENTS` of them, down to ``oldest``, the base backup's first WAL),
+    on the target's first host: ``pgbackrest repo-ls`` / ``repo-get`` (which decrypts; the segment is then
+    decompressed) into a temporary directory, then ``pg_waldump --rmgr=Transaction``. It needs no data
+    directory, so it works for a source that is gone. None when no segment since the backup holds a transaction.
+    """
     from dbtier.backup import walscan
 
-    waldump = f"{source.binaries.pg_bin_dir}/pg_waldump"
     with temp_config(provider, target, source, secrets) as (runner, conf):
-        argv = pgbackrest.base_argv(source.binaries.pgbackrest, conf, source.name)
+        argv = [*pgbackrest.base_argv(source.binaries.pgbackrest, conf, source.name), f"--repo={repo}"]
+        archive = f"archive/{source.name}"
+        found_id = walscan.archive_id(_repo_names(runner, argv, archive))
+        if found_id is None:
+            return None
+        work = conf.rsplit("/", 1)[0]
         for names in walscan.segments_back(newest, oldest):
             for name in names:
-                path = f"{conf.rsplit('/', 1)[0]}/{name}"
-                if runner.run([*argv, "archive-get", name, path], check=False, timeout=120).rc != 0:
+                directory = f"{archive}/{found_id}/{name[:16]}"
+                stored = walscan.stored_segment(_repo_names(runner, argv, directory, f"^{name}"), name)
+                if stored is None:
                     continue  # not on this timeline: try the one below
-                dump = runner.run([waldump, "--rmgr=Transaction", path], env={"TZ": "UTC"}, check=False, timeout=60)
-                runner.run(["rm", "-f", path], check=False)
+                file, decompress = stored
+                script = f"{shlex.join([*argv, 'repo-get', f'{directory}/{file}'])} | {shlex.join(decompress)} > {shlex.quote(f'{work}/{name}')}"
+                runner.run(["sh", "-c", script], timeout=120)
+                dump = runner.run([f"{source.binaries.pg_bin_dir}/pg_waldump", "--rmgr=Transaction", f"{work}/{name}"],
+                                  env={"TZ": "UTC"}, check=False, timeout=60)
+                runner.run(["rm", "-f", f"{work}/{name}"], check=False)
                 found = walscan.last_transaction(dump.out)
                 if found is not None:
                     return found
                 break  # this segment holds no transaction: read the one before it
     return None
+
+
+def _repo_names(runner: Runner, argv: list[str], path: str, pattern: str | None = None) -> list[str]:
+    """The names ``pgbackrest repo-ls`` lists under a repository path (none when it does not exist)."""
+    extra = [f"--filter={pattern}"] if pattern else []
+    done = runner.run([*argv, "--output=json", *extra, "repo-ls", path], check=False, timeout=120)
+    try:
+        listing = json.loads(done.out or "{}")
+    except ValueError:
+        return []
+    return [name for name in listing if name != "."] if isinstance(listing, dict) else []
 
 
 def first_unarchived_transaction(provider: Provider, spec: ClusterSpec, archived_max: str | None) -> tuple[str, datetime] | None:

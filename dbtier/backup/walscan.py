@@ -92,6 +92,41 @@ def tail_refusal(target: RestoreTarget, member: str, first_unarchived: datetime 
             "into a new cluster (--into NAME)")
 
 
+#: How a segment stored by pgBackRest (``<segment>-<sha1>.<ext>``) is decompressed (``repo-get`` only decrypts).
+DECOMPRESS = {"zst": ["zstd", "-dcq"], "gz": ["gzip", "-dc"], "lz4": ["lz4", "-dc"], "bz2": ["bzip2", "-dc"]}
+
+ARCHIVE_ID_RE = re.compile(r"^(\d+)-(\d+)$")
+
+
+def archive_id(names: list[str]) -> str | None:
+    """The newest archive id (``<pg version>-<db id>``) among the names under ``archive/<stanza>``.
+
+    >>> archive_id(["archive.info", "archive.info.copy", "15-1", "15-2"])
+    '15-2'
+    >>> archive_id(["archive.info"]) is None
+    True
+    """
+    ids = [n for n in names if ARCHIVE_ID_RE.match(n)]
+    return max(ids, key=lambda n: int(n.split("-")[1])) if ids else None
+
+
+def stored_segment(names: list[str], segment: str) -> tuple[str, list[str]] | None:
+    """The stored file of ``segment`` among a WAL directory's names, and how to decompress it (``cat``: none).
+
+    >>> stored_segment(["000000010000000000000003-1f2e.zst", "000000010000000000000004-aa.zst"], "000000010000000000000003")
+    ('000000010000000000000003-1f2e.zst', ['zstd', '-dcq'])
+    >>> stored_segment(["000000010000000000000003-1f2e"], "000000010000000000000003")
+    ('000000010000000000000003-1f2e', ['cat'])
+    >>> stored_segment(["000000010000000000000003.partial-1f.zst"], "000000010000000000000003") is None
+    True
+    """
+    for name in sorted(names):
+        if name.startswith(f"{segment}-"):
+            ext = name.rsplit(".", 1)[-1] if "." in name else ""
+            return name, DECOMPRESS.get(ext, ["cat"])
+    return None
+
+
 def segment_name(timeline: int, segment: int) -> str:
     """
     >>> segment_name(2, 256)

@@ -118,6 +118,7 @@ def test_a_quiet_time_restores_on_a_live_source(source: str, spec: ClusterSpec, 
     copies.append(copy)
     done = _restore(source, "--target", quiet, "--into", copy.name, "--port-offset", str(RESTORE_OFFSET))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "how: no transaction after" in done.stdout and "(the last one at " in done.stdout, done.stdout
     assert _count(copy) == 30, "exactly the rows committed before the quiet moment"
     assert _count(spec) == 30, "the source is untouched"
 
