@@ -30,7 +30,8 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import VariableCreate, VariableUpdate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from dbtier.errors import ClusterBusy, DbtierError
+from blocks.api import unreachable
+from dbtier.errors import ClusterBusy
 from dbtier.lock import RUN_GONE, Holder, lock_name, refusal, stale_reason, takeover_sentence
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,14 +83,6 @@ def _new_holder(cluster: str, flow: str) -> Holder:
                   pid_start=start_ticks(os.getpid()), run_id=run_id, run_name=run_name)
 
 
-def _api_error(name: str, err: Exception) -> DbtierError:
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value() or "the temporary Prefect API (PREFECT_API_URL unset)"
-    return DbtierError(f"cluster lock {name}: the Prefect API at {url} failed ({type(err).__name__}: "
-                       f"{' '.join(str(err).split())[:160]}); check that it runs, or point PREFECT_API_URL at it")
-
-
 def _delete_by_id(client: SyncPrefectClient, variable_id: uuid.UUID) -> bool:
     """Delete exactly this variable (not a newer one of the same name); False when it is gone already."""
     try:
@@ -131,7 +124,7 @@ def acquire(cluster: str, flow: str) -> tuple[Holder, list[str]]:
                 if _delete_by_id(client, current.id):
                     said.append(takeover_sentence(cluster, holder, reason))
     except (httpx.HTTPError, OSError) as err:
-        raise _api_error(name, err) from None
+        raise unreachable(err) from None  # which API, and how to point at the right one
     raise ClusterBusy(refusal(cluster, holder))  # five rounds lost to other runs: someone holds it now
 
 
