@@ -59,11 +59,12 @@ def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: 
         logger.info("backups kept in the repositories (pass --drop-backups to delete them)")
     if wipe:
         sentences.append(wipe_cluster(spec))
-        sentences += forget_blocks(spec, backups_remain=not drop_backups, cipher_step_follows=drop_backups)
     elif not (destroy_hosts and spec.provider == "proxmox"):  # a destroyed container takes its data along
         logger.info("data kept under %s (pass --wipe to delete it)", spec.cluster_dir)
     if destroy_hosts:
-        sentences += destroy_cluster_hosts(spec)
+        sentences += destroy_cluster_hosts(spec)  # forgets its containers' host keys, and says so
+    if wipe:
+        sentences += forget_blocks(spec, backups_remain=not drop_backups, cipher_step_follows=drop_backups)
     if wipe and drop_backups:  # the key to the backups goes last, after the stanza, and only if nobody needs it
         sentences.append(drop_cipher(spec, [s for s in found["stanzas"] if s != spec.name]))
     return sentences
