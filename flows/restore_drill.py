@@ -18,7 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from dbtier.backup.catalog import RestoreTarget, parse_target, restore_options
+from dbtier.backup.catalog import RestoreTarget, parse_target
 from dbtier.backup.drill import DrillVerdict, drill_budgets, judge_copy
 from dbtier.backup.ops import source_config_path
 from dbtier.backup.restore import throwaway_spec, with_restore_from
@@ -41,6 +41,7 @@ from tasks.backup import (
     write_restore_marker,
 )
 from tasks.cluster import stop_cluster, wipe_cluster
+from tasks.restore import RestorePlan, settle_target
 from tasks.teardown import forget_blocks
 
 
@@ -56,8 +57,8 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
     flush_source_wal(source)
     wanted = RestoreTarget("time", marker.at.isoformat(sep=" "), marker.at) if target == "marker" else parse_target(target)
     served_by = check_restore_target(wanted, read_source_catalog(copy, source))
-    spec = with_restore_from(copy, source, source_config_path(copy), restore_options(wanted),
-                             source.backup.restore_drill.timeout_s)
+    _, options = settle_target(RestorePlan(copy, wanted, served_by, in_place=False), source, None)  # quiet times too
+    spec = with_restore_from(copy, source, source_config_path(copy), options, source.backup.restore_drill.timeout_s)
     started = time.monotonic()
     checks, failure = None, ""
     try:

@@ -14,6 +14,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from blocks.backup import load_backup_secrets
+from blocks.cleanup import forget_cluster_blocks
 from dbtier import bootstrap
 from dbtier.backup import inplace, ops
 from dbtier.backup.catalog import Catalog, RestoreTarget, base_for_time, check_target, parse_target, restore_options
@@ -148,7 +149,7 @@ def undo_failed_restore(spec: ClusterSpec, in_place: bool) -> str:
                     "start it with python -m flows.provision")
         said = inplace.remove_attempt(engine, provider, spec)
         said.append(_drop_new_stanza(spec))
-        said.append(_forget_blocks(spec))
+        said += forget_cluster_blocks(spec, backups_remain=False)
         log_sentences(*said)
         return f"nothing of {spec.name} is left (processes stopped, data, stanza and Secret blocks removed)"
     except DbtierError as err:
@@ -165,8 +166,3 @@ def _drop_new_stanza(spec: ClusterSpec) -> str:
         return f"no stanza {spec.name} was created"
     return ops.drop_stanza(provider, spec, secrets)
 
-
-def _forget_blocks(spec: ClusterSpec) -> str:
-    from blocks.passwords import forget_passwords
-
-    return forget_passwords(spec)
