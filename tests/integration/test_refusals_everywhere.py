@@ -103,6 +103,37 @@ def test_a_flow_run_from_the_ui_refuses_too(prefect_harness: None, idle: Cluster
     assert not os.path.exists(idle.cluster_dir)
 
 
+def test_a_failed_run_says_why_in_one_line_without_a_traceback(idle: ClusterSpec) -> None:
+    """Not a refusal (exit 1): the backup flow runs and finds no stanza. dbtier's own error ends the run; the
+    console shows the run's few lines and the one error line, no stack trace (today: 84 lines, 2 tracebacks)."""
+    done = run_cli(["flows.backup", "--spec", _spec_file(idle)])
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and len(lines) <= 10, done.stderr
+    assert lines[-1].startswith("dbtier: error: command '") and "pgbackrest" in lines[-1], lines[-1]
+
+
+def test_the_ui_shows_a_failed_run_without_a_traceback(prefect_harness: None, idle: ClusterSpec) -> None:
+    """The logs a person reads in the UI for a run that ended in dbtier's error carry its message, no stack."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.backup import backup
+
+    state = backup(spec_path=_spec_file(idle), repo=3, return_state=True)
+    assert state.is_failed()
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    deadline, text = time.monotonic() + 20, ""
+    while "Finished in state Failed" not in text and time.monotonic() < deadline:  # logs reach the API in batches
+        time.sleep(0.5)
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        text = "\n".join(log.message for log in logs)
+    assert "Encountered exception during execution: Refused('repo: 3 is not a repository of the spec" in text, text
+    assert "Traceback" not in text, text
+
+
 def test_a_drill_copy_on_the_clusters_own_ports_is_refused_when_the_spec_loads(idle: ClusterSpec) -> None:
     path = _spec_file(idle, backup={**idle.backup.model_dump(mode="json"), "restore_drill": {"port_offset": 1}})
     for argv in (["flows.restore_drill", "--spec", path], ["dbtier.cli", "status", "--spec", path]):
