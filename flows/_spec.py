@@ -20,10 +20,21 @@ def resolve_spec(spec_path: str | None, spec_block: str | None) -> ClusterSpec:
     warning = port_warning(spec)
     if warning and warning not in WARNED:  # a run from the command line has said it on stderr already
         WARNED.add(warning)
-        from prefect import get_run_logger
-
-        get_run_logger().warning("%s", warning)
+        _warn(warning)
     return resolve_addresses(spec)
+
+
+def _warn(warning: str) -> None:
+    """On the run's logger (console and UI), or on stderr outside a run."""
+    import sys
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        get_run_logger().warning("%s", warning)
+    except MissingContextError:
+        print(f"dbtier: warning: {warning}", file=sys.stderr)
 
 
 #: Warnings this process has given (the command line's, then the flow run's, say each once).

@@ -101,3 +101,20 @@ def test_a_spec_warns_for_its_copies_ports_too() -> None:
     assert warning is not None
     assert warning.startswith("restore drill copy's ports.postgres (member 0) 32800 ")
     assert port_warning(build_spec({}, environ={}), (32768, 60999)) is None
+
+
+def test_a_flow_says_the_warning_once(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """resolve_spec (every flow's first step) warns on the run's logger, or on stderr outside a run; once."""
+    import yaml
+
+    import dbtier.ports
+    from flows import _spec
+
+    monkeypatch.setattr(dbtier.ports, "ephemeral_range", lambda path=dbtier.ports.EPHEMERAL_RANGE_FILE: (32768, 60999))
+    monkeypatch.setattr(_spec, "WARNED", set())
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"ports": {"postgres": 40000, "patroni": 8008, "etcd": 2379}, "members": 1}))
+    _spec.resolve_spec(str(path), None)
+    _spec.resolve_spec(str(path), None)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dbtier: warning: ports.postgres (member 0) 40000 (and 2 more) lie"), lines
