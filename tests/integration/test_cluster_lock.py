@@ -3,7 +3,8 @@
 Runbook order: two provisions of one spec started at once through the command line (one provisions, the
 other is refused in one line naming the holder; every pid file then matches the process on its port);
 status notices a pid file that names a dead process; a lock left by a dead run is taken over; a lock
-held by a live run elsewhere refuses a teardown in one line and leaves the cluster running.
+held by a live run elsewhere refuses a teardown in one line and leaves the cluster running, also when
+the teardown flow is run without the command line (as a worker or `make serve` runs it).
 """
 
 from __future__ import annotations
@@ -151,5 +152,25 @@ def test_a_lock_held_elsewhere_refuses_teardown_in_one_line(
         f"dbtier: error: cluster: race is busy: {holder.describe()} is changing it; wait for that run to end and "
         "run again (if it is dead and dbtier cannot tell from here: prefect variable unset dbtier-race-lock)"
     ]
+    engine, provider = get_engine(spec), get_provider(spec)
+    assert len(bootstrap.running_services(engine, provider, spec)) == 6 and os.path.isdir(spec.cluster_dir)
+
+
+def test_a_scheduled_run_takes_the_lock_itself_and_is_refused_while_another_holds_it(
+    two_provisions_at_once: dict[str, Any], spec: ClusterSpec
+) -> None:
+    """A flow run a worker or `make serve` starts has no command line in front of it: the flow takes the lock."""
+    from prefect.variables import Variable
+
+    from dbtier.errors import ClusterBusy
+    from flows.teardown import teardown
+
+    holder = Holder(spec.name, "restore-drill", "db-elsewhere", 4242, "2026-01-01T00:00:00Z", "live-token")
+    Variable.set(lock_name(spec.name), holder.as_value())
+    try:
+        with pytest.raises(ClusterBusy, match="cluster: race is busy: flow restore-drill"):
+            teardown(spec_path=two_provisions_at_once["spec_file"], wipe=True)
+    finally:
+        Variable.unset(lock_name(spec.name))
     engine, provider = get_engine(spec), get_provider(spec)
     assert len(bootstrap.running_services(engine, provider, spec)) == 6 and os.path.isdir(spec.cluster_dir)
