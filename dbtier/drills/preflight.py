@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import time
 
+from dbtier import bootstrap
 from dbtier.drills.settings import DrillSettings, refusal
 from dbtier.engines.base import Engine
 from dbtier.errors import Refused
 from dbtier.health import Health
+from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 
 
@@ -37,6 +39,9 @@ def check_ready(engine: Engine, spec: ClusterSpec, settings: DrillSettings, spec
     why = refusal(settings)
     if why:
         raise Refused(why)
+    if not bootstrap.running_services(engine, get_provider(spec), spec):
+        raise Refused(f"cluster: {spec.name} is not running (no process of it runs under {spec.cluster_dir}); "
+                      "provision it first, or name the right cluster with --spec")
     deadline = time.monotonic() + spec.patroni.loop_wait
     while True:
         health = engine.status(spec).health

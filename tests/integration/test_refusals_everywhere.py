@@ -87,6 +87,13 @@ def test_a_drill_on_a_production_cluster_is_refused(idle: ClusterSpec) -> None:
     assert not os.path.exists(idle.cluster_dir) and nothing_listens(idle)
 
 
+def test_a_drill_on_a_cluster_that_does_not_run_is_refused_at_once(idle: ClusterSpec) -> None:
+    started = time.monotonic()
+    done = run_cli(["flows.failover_drill", "--scenario", "crash", "--spec", _spec_file(idle)])
+    refused(done, "cluster: idle is not running (no process of it runs under", "provision it first")
+    assert time.monotonic() - started < 30 and not os.path.exists(idle.cluster_dir) and nothing_listens(idle)
+
+
 def test_an_unknown_scenario_is_refused(idle: ClusterSpec) -> None:
     done = run_cli(["flows.failover_drill", "--scenario", "meteor", "--spec", _spec_file(idle)])
     refused(done, "--scenario: invalid choice: 'meteor'")
