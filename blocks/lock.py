@@ -14,6 +14,7 @@ starts takes the lock itself.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os
@@ -133,7 +134,7 @@ def _annotate(holder: Holder) -> Holder:
     run_id, run_name = _run_identity()
     if run_id is None or run_id == holder.run_id:
         return holder
-    annotated = Holder(**{**holder.__dict__, "run_id": run_id, "run_name": run_name})
+    annotated = dataclasses.replace(holder, run_id=run_id, run_name=run_name)
     name = lock_name(holder.cluster)
     with get_client(sync_client=True) as client:
         current = client.read_variable_by_name(name)
