@@ -206,6 +206,9 @@ def changes_cluster(flow: str) -> Callable[[F], F]:
             with cluster_lock(name, flow):
                 return fn(*args, **kwargs)
 
+        # Prefect reads the parameters' types from the wrapper's signature: give it the types resolved where
+        # ``fn`` lives (as strings they would be looked up in this module, which knows no DrillSettings).
+        locked.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
         return locked  # type: ignore[return-value]
 
     return wrap
