@@ -30,7 +30,7 @@ SANDBOX_MISSING = available()
 BLOCK = 5
 SSHD_PORT = TEST_PORT_BASE + 100 * BLOCK + 90
 VMID = 350
-BAD_PORTS = {"postgres": 20550, "patroni": 20560, "etcd": 20570}
+BAD_PORTS = {"postgres": 20550, "patroni": 20556, "etcd": 20570}
 
 
 @pytest.fixture(scope="module")

@@ -199,7 +199,7 @@ def test_bad_hosts_give_one_line_and_start_nothing(
     base = _ssh_spec(sshd, root, **settings)
     data = base.model_dump(mode="json")
     data["name"] = "sshbad"
-    data["ports"] = {"postgres": 20450, "patroni": 20460, "etcd": 20470}
+    data["ports"] = {"postgres": 20450, "patroni": 20456, "etcd": 20470}
     if etcd_bin:
         data["binaries"]["etcd"] = etcd_bin
     if host_key:
