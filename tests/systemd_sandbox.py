@@ -171,6 +171,26 @@ def sweep_dead_sandboxes() -> list[str]:
     return swept
 
 
+def _wait_booted(port: int, client_key: str, launcher: subprocess.Popen[bytes], base: Path, limit: float = 180) -> None:
+    """sshd listens early in the boot; wait until a command over it completes and systemd has finished booting
+    (on a loaded machine the first sessions can take longer than the provider's 30 s reachability check)."""
+    argv = ["ssh", "-i", client_key, "-p", str(port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "root@127.0.0.1",
+            "systemctl is-system-running --wait || true"]
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if launcher.poll() is not None:
+            break
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            continue
+        if done.returncode == 0 and done.stdout.strip() in ("running", "degraded"):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the systemd sandbox did not finish booting: {(base / 'console.log').read_text()[-2000:]}")
+
+
 @contextmanager
 def booted_systemd(port: int, share: str) -> Iterator[SSHServer]:
     """A systemd host reached by sshd on 127.0.0.1:``port`` (root, a generated key); ``share`` is bound in."""
@@ -205,6 +225,7 @@ def booted_systemd(port: int, share: str) -> Iterator[SSHServer]:
             if launcher.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the systemd sandbox did not come up: {(base / 'console.log').read_text()[-2000:]}")
             time.sleep(0.1)
+        _wait_booted(port, client_key, launcher, base)
         yield SSHServer(port=port, key_file=client_key, public_key=Path(f"{client_key}.pub").read_text(),
                         other_key_file=stranger, host_key=" ".join(Path(f"{host_key}.pub").read_text().split()[:2]))
     finally:
