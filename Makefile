@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SPEC_ARG := $(if $(SPEC),--spec $(SPEC),)
 WIPE_ARG := $(if $(filter 1 yes true,$(WIPE)),--wipe,) $(if $(filter 1 yes true,$(DROP_BACKUPS)),--drop-backups,)
 
-.PHONY: setup provision test teardown status bench lint backup archive-health restore restore-drill serve bench-backup
+.PHONY: setup provision test test-quick teardown status bench lint backup archive-health restore restore-drill serve bench-backup
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +14,10 @@ provision: setup
 
 test: setup
 	bash scripts/test.sh
+
+# The pure tables and doctests only: no cluster, no service, a few seconds.
+test-quick: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit dbtier flows deployments
 
 teardown: setup
 	$(PY) -m flows.teardown $(SPEC_ARG) $(WIPE_ARG)
