@@ -50,10 +50,9 @@ def choose_target_spec(source: ClusterSpec, into: str | None, port_offset: int, 
 
 
 def only_repo(catalog: Catalog, repo: int | None) -> Catalog:
+    """The catalog's backups in repository ``repo`` (all of them when None); plan_restore checked the number."""
     if repo is None:
         return catalog
-    if not any(b.repo == repo for b in catalog.backups) and not 1 <= repo <= 7:
-        raise RestoreError(f"repo: {repo} is not a repository number; see backup.repositories")
     return dataclasses.replace(catalog, backups=tuple(catalog.in_repo(repo)))
 
 
