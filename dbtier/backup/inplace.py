@@ -49,30 +49,20 @@ def set_aside(engine: Engine, provider: Provider, spec: ClusterSpec) -> str:
     return f"data of {spec.name} set aside as {aside_path(spec)} on {where} until the restored cluster is up"
 
 
-def remove_attempt(engine: Engine, provider: Provider, spec: ClusterSpec, forget_units: bool = True) -> list[str]:
-    """Stop every process of a failed restore by its pid file and delete the directory it built (and, for a new
-    cluster, its systemd units; an in-place restore's units are the cluster's own and stay)."""
-    said = bootstrap.stop_services(engine, provider, spec)
-    removed = []
-    for host in bootstrap.cluster_hosts(engine, spec):
-        runner = provider.runner(spec, host)
-        if runner.list_dir(spec.cluster_dir) is not None:
-            if forget_units:
-                services = [s for s in bootstrap.all_services(engine, spec) if s.host == host]
-                said += provider.supervisor(spec, host).remove(runner, services)
-            runner.remove_tree(spec.cluster_dir)
-            removed.append(host)
-    if removed:
-        said.append(f"removed the failed restore's {spec.cluster_dir} on {', '.join(removed)}")
-    return said
+def remove_attempt(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
+    """A failed restore into a new cluster: stop every process by its pid file, then wipe what it built
+    (:func:`bootstrap.wipe`: its directory and systemd units, only where its marker says it is ours)."""
+    return [*bootstrap.stop_services(engine, provider, spec), bootstrap.wipe(engine, provider, spec)]
 
 
 def put_back(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
-    """Undo a failed in-place restore: remove the attempt, move the old directory back where it was."""
-    said = remove_attempt(engine, provider, spec, forget_units=False)
+    """Undo a failed in-place restore: stop the attempt, delete the directory it built and move the old one back
+    where it was (the cluster's systemd units are its own and stay)."""
+    said = bootstrap.stop_services(engine, provider, spec)
     for host in bootstrap.cluster_hosts(engine, spec):
         runner = provider.runner(spec, host)
         if runner.list_dir(aside_path(spec)) is not None:
+            runner.remove_tree(spec.cluster_dir)
             runner.rename(aside_path(spec), spec.cluster_dir)
             said.append(f"{host}: the data of {spec.name} is back in {spec.cluster_dir}, as it was before the restore")
     return said
