@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from dbtier.spec import ClusterSpec
 
 if TYPE_CHECKING:
+    from dbtier.power import HostPower
     from dbtier.supervisors import Supervisor
 
 
@@ -95,6 +96,10 @@ class Provider(ABC):
     def installs_packages(self, spec: ClusterSpec) -> bool:
         """True when :meth:`prepare_host` installs what the hosts need (so a missing binary is not yet an error)."""
         return False
+
+    def power(self, spec: ClusterSpec) -> HostPower | None:
+        """Whole-host faults (freeze, power loss, boot) for the spec's hosts, where this provider has them."""
+        return None
 
     def destroy_hosts(self, spec: ClusterSpec) -> list[str]:
         """Destroy the hosts this provider created for the cluster; by default it created none."""
