@@ -24,7 +24,7 @@ from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
 from tests.clusters import RESTORE_OFFSET, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
-from tests.s3_server import S3Endpoint, running_s3
+from dbtier.lab.s3 import S3Endpoint, running_s3
 
 pytestmark = pytest.mark.cluster
 S3_PORT = 21090  # inside this suite's port block (10)

@@ -21,7 +21,7 @@ from dbtier.backup.s3 import archive_size, backup_sizes, ensure_bucket, read_man
 from dbtier.errors import BackupError, PreflightError
 from dbtier.spec import ClusterSpec
 from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir
-from tests.s3_server import S3Endpoint, running_s3
+from dbtier.lab.s3 import S3Endpoint, running_s3
 
 BLOCK = 8
 S3_PORT = TEST_PORT_BASE + 100 * BLOCK + 1

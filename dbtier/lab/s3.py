@@ -1,4 +1,6 @@
-"""moto's S3 over TLS on loopback, with connections that end in a TLS close_notify; stopped by PID.
+"""moto's S3 over TLS (a test double of S3), with connections that end in a TLS close_notify; stopped by PID.
+
+The tests run it on loopback; ``dbtier lab`` runs it on the lab's bridge so that every lab host reaches it.
 
 moto's own server (werkzeug) drops TLS connections without a close_notify alert, and
 pgBackRest, built on OpenSSL 3, then fails with "unexpected eof while reading". This
@@ -8,9 +10,9 @@ The TLS handshake runs in the connection's thread, so a silent client never bloc
 
 Run it in the foreground::
 
-    python -m tests.s3_server --port 20801 --cert cert.pem --key key.pem
+    python -m dbtier.lab.s3 --port 20801 --cert cert.pem --key key.pem [--bind 198.18.0.1]
 
-It binds 127.0.0.1 only, prints ``ready https://localhost:PORT`` and exits on SIGTERM.
+It binds 127.0.0.1 unless told, prints ``ready https://ADDRESS:PORT`` and exits on SIGTERM.
 Tests use :func:`running_s3`, which makes the certificate and starts and stops the process.
 """
 
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -35,7 +37,7 @@ from typing import Any
 
 ACCESS_KEY = "dbtier-test-key"
 SECRET_KEY = "dbtier-test-secret-0123456789"
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HANDSHAKE_TIMEOUT = 10.0
 CLOSE_NOTIFY_TIMEOUT = 2.0
 
@@ -56,8 +58,8 @@ class S3Endpoint:
         return f"https://{self.host}:{self.port}"
 
 
-def make_cert(directory: str) -> tuple[str, str]:
-    """Write a self-signed ``s3.pem`` / ``s3.key`` for ``localhost`` and 127.0.0.1 into ``directory``.
+def make_cert(directory: str, addresses: Sequence[str] = ()) -> tuple[str, str]:
+    """Write a self-signed ``s3.pem`` / ``s3.key`` for ``localhost``, 127.0.0.1 and ``addresses`` into ``directory``.
 
     The certificate (0644, in a 0755 directory) doubles as the CA file, readable by the
     database OS user that runs pgBackRest; the key stays 0600.
@@ -82,7 +84,8 @@ def make_cert(directory: str) -> tuple[str, str]:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), *(x509.IPAddress(ipaddress.ip_address(a))
+                                                                       for a in ("127.0.0.1", *addresses))]),
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -100,7 +103,7 @@ def make_cert(directory: str) -> tuple[str, str]:
     return cert_path, key_path
 
 
-def _make_server(port: int, cert: str, key: str) -> Any:
+def _make_server(bind: str, port: int, cert: str, key: str) -> Any:
     """A threaded werkzeug server for moto's app whose connections end with a close_notify."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import ThreadedWSGIServer
@@ -142,13 +145,14 @@ def _make_server(port: int, cert: str, key: str) -> Any:
             if not isinstance(sys.exc_info()[1], OSError):
                 super().handle_error(request, client_address)
 
-    server = CleanCloseServer("127.0.0.1", port, DomainDispatcherApplication(create_backend_app), handler=QuietHandler)
+    server = CleanCloseServer(bind, port, DomainDispatcherApplication(create_backend_app), handler=QuietHandler)
     server.ssl_context = context  # werkzeug then reports wsgi.url_scheme=https
     return server
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="moto's S3 over TLS on 127.0.0.1, closing connections cleanly")
+    parser = argparse.ArgumentParser(description="moto's S3 over TLS, closing connections cleanly")
+    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
@@ -159,29 +163,35 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _stop)
-    server = _make_server(args.port, args.cert, args.key)
+    server = _make_server(args.bind, args.port, args.cert, args.key)
     try:
-        print(f"ready https://localhost:{args.port}", flush=True)
+        print(f"ready https://{args.bind}:{args.port}", flush=True)
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], log_path: str, port: int, timeout: float = 30) -> None:
-    from tests.clusters import listening
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
 
+
+def wait_ready(proc: subprocess.Popen[bytes], log_path: str, port: int, bind: str = "127.0.0.1",
+               timeout: float = 30) -> None:
+    """Return once the server started as ``proc`` says it is ready and accepts connections."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open(log_path, "rb") as fh:
             ready = b"ready https://" in fh.read()
-        if ready and listening(port):
+        if ready and listening(port, bind):
             return
         if proc.poll() is not None:
             break
         time.sleep(0.05)
     with open(log_path, errors="replace") as fh:
         tail = fh.read()[-2000:]
-    raise RuntimeError(f"test S3 server on port {port} did not start (exit {proc.poll()}): {tail}")
+    raise RuntimeError(f"test S3 server on {bind}:{port} did not start (exit {proc.poll()}): {tail}")
 
 
 @contextmanager
@@ -197,14 +207,14 @@ def running_s3(port: int, workdir: str | None = None, *, check_keys: bool = Fals
     workdir = workdir or tempfile.mkdtemp(prefix="dbtier-s3-")
     cert, key = make_cert(workdir)
     log_path = os.path.join(workdir, "s3_server.log")
-    argv = [sys.executable, "-m", "tests.s3_server", "--port", str(port), "--cert", cert, "--key", key]
+    argv = [sys.executable, "-m", "dbtier.lab.s3", "--port", str(port), "--cert", cert, "--key", key]
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_keys else None
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        _wait_ready(proc, log_path, port)
+        wait_ready(proc, log_path, port)
         yield S3Endpoint(port=port, ca_file=cert)
     finally:
         stop_child(proc)
