@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.pve_double.server import PveDouble
+from dbtier.lab.pve.server import PveDouble
 
 
 def save_blocks(double: PveDouble, name: str, private_key: str, *, token_secret: str | None = None) -> None:

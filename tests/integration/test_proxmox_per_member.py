@@ -20,8 +20,8 @@ from dbtier.providers.proxmox import ssh_settings, with_leases
 from dbtier.spec import ClusterSpec, load_spec, pending_host
 from dbtier.topology import client_dsn, etcd_members, pg_members
 from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
-from tests.pve_double import PveDouble, running_pve_double
-from tests.pve_double.blocks import save_blocks
+from dbtier.lab.pve import PveDouble, running_pve_double
+from tests.pve_blocks import save_blocks
 from tests.sshd import SSHServer, running_sshd
 
 pytestmark = pytest.mark.cluster

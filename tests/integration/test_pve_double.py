@@ -16,7 +16,7 @@ from dbtier.providers.proxmox import learn_leases
 from dbtier.providers.proxmox_api import Client, ContainerPlan, ContainerRef, ProxmoxError, StaticIPv4
 from dbtier.spec import ClusterSpec, build_spec, pending_host
 from dbtier.topology import pg_members
-from tests.pve_double import PveDouble, running_pve_double
+from dbtier.lab.pve import PveDouble, running_pve_double
 
 FAST = {"timeout": 5.0, "poll": 0.01}
 PLAN = ContainerPlan(hostname="pg-1", cluster="pg", ostemplate="local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",

@@ -27,7 +27,7 @@ from dbtier.providers.proxmox_api import (
     task_failure,
     tls_verify,
 )
-from tests.pve_double.schema import load_schema, validate
+from dbtier.lab.pve.schema import load_schema, validate
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0ZXN0a2V5 dbtier@ci"
 PLAN = ContainerPlan(hostname="pg-1", cluster="pg", ostemplate="local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",

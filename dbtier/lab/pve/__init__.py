@@ -1,6 +1,11 @@
-"""A test double of the Proxmox VE REST API that follows the published schema.
+"""A test double of the Proxmox VE REST API that follows the published schema (not a Proxmox VE).
 
->>> from tests.pve_double import running_pve_double
+It answers only the paths, methods and parameters of the published schema (``apidata.json``, see
+:func:`dbtier.lab.pve.schema.schema_path`), the way PVE answers them, so the proxmox provider can be
+tested without a cluster. Its containers are in memory. The tests run it in a thread
+(:func:`running_pve_double`).
+
+>>> from dbtier.lab.pve import running_pve_double
 >>> with running_pve_double(nodes=("pve1",)) as pve:
 ...     pve.url.startswith("https://127.0.0.1:")
 True
@@ -12,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tests.pve_double.server import PveDouble
+from dbtier.lab.pve.server import PveDouble
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""A throw-away certificate authority and a server certificate for 127.0.0.1, made at start."""
+"""A throw-away certificate authority and a server certificate for 127.0.0.1, made at start (the PVE test double's)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.pve_double.state import ApiError, Container, Params, PveState, mac_for, new_digest
+from dbtier.lab.pve.state import ApiError, Container, Params, PveState, mac_for, new_digest
 
 Handler = Callable[[PveState, Params, Params], Any]
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]  # dbtier/lab/pve/schema.py -> the checkout
 SCHEMA_ENV = "PVE_API_SCHEMA"
 
 UNKNOWN = "property is not defined in schema and the schema does not allow additional properties"

@@ -24,10 +24,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from typing_extensions import Self
 
-from tests.pve_double.certs import ServerCerts, make_certs
-from tests.pve_double.handlers import ROUTES
-from tests.pve_double.schema import Schema, load_schema, validate
-from tests.pve_double.state import ApiError, Container, PveState
+from dbtier.lab.pve.certs import ServerCerts, make_certs
+from dbtier.lab.pve.handlers import ROUTES
+from dbtier.lab.pve.schema import Schema, load_schema, validate
+from dbtier.lab.pve.state import ApiError, Container, PveState
 
 API_PREFIX = "/api2/json"
 TOKEN_RE = re.compile(r"^PVEAPIToken[= ](?P<token_id>[^=\s]+)=(?P<secret>\S+)$")
