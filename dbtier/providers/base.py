@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from dbtier.spec import ClusterSpec
 
@@ -74,6 +74,18 @@ class Runner(ABC):
         """True when something listens on this host's ``port``."""
 
 
+@runtime_checkable
+class RootRunner(Protocol):
+    """Runs commands as root on one host of its own (its own kernel and network namespace): what a fault
+    on the host's network needs (``nft`` there). The SSH runner is one."""
+
+    host: str
+
+    def run_as_root(self, argv: Sequence[str], *, timeout: float = 900) -> Completed:
+        """Run ``argv`` as root on the host; raise ``CommandFailed`` on a non-zero exit."""
+        ...
+
+
 class Provider(ABC):
     """Places members on hosts and hands out a runner per host."""
 
@@ -100,6 +112,12 @@ class Provider(ABC):
     def power(self, spec: ClusterSpec) -> HostPower | None:
         """Whole-host faults (freeze, power loss, boot) for the spec's hosts, where this provider has them."""
         return None
+
+    def root_runner(self, spec: ClusterSpec, host: str) -> RootRunner | None:
+        """Root on ``host`` itself, or None where this provider has no host of the member's own (local: every
+        member shares this machine). By default: the host's runner, when it can act as root."""
+        runner = self.runner(spec, host)
+        return runner if isinstance(runner, RootRunner) else None
 
     def destroy_hosts(self, spec: ClusterSpec) -> list[str]:
         """Destroy the hosts this provider created for the cluster; by default it created none."""
