@@ -1,7 +1,8 @@
 """The endpoints the double implements, keyed by HTTP method and schema path template.
 
 Messages and status codes copy what PVE answers: a synchronous refusal is a 500 whose
-status line carries the reason; work that takes time returns a UPID and may fail later.
+status line carries the reason; work that takes time returns a UPID and may fail later. With a host backend, the tasks of a
+container bound to a host run the backend action of :data:`HOST_ACTIONS` (see :mod:`dbtier.lab.pve.backend`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dbtier.lab.pve.state import ApiError, Container, Params, PveState, mac_for, new_digest
+from dbtier.lab.pve.state import ApiError, Container, Params, PveState, mac_for, new_digest, static_ip
 
 Handler = Callable[[PveState, Params, Params], Any]
 
@@ -18,6 +19,10 @@ Handler = Callable[[PveState, Params, Params], Any]
 CREATE_ONLY = frozenset({"node", "vmid", "ostemplate", "ssh-public-keys", "start", "storage", "password",
                          "force", "restore", "unique", "ignore-unpack-errors", "bwlimit", "ha-managed", "pool"})
 INTEGER_CONFIG = frozenset({"cores", "memory", "swap", "unprivileged", "onboot", "tty", "cpuunits"})
+#: What each task does to the host of a bound container (a method of HostBackend).
+HOST_ACTIONS = {"vzstart": "boot", "vzstop": "kill", "vzshutdown": "kill", "vzsuspend": "freeze",
+                "vzresume": "thaw", "vzdestroy": "kill"}
+TRUE = ("1", "true", "yes", "on")
 
 
 def version(state: PveState, path: Params, params: Params) -> Any:
@@ -53,10 +58,11 @@ def lxc_list(state: PveState, path: Params, params: Params) -> Any:
 
 def lxc_create(state: PveState, path: Params, params: Params) -> Any:
     node, vmid = path["node"], int(params["vmid"])
+    host = _bind(state, params)
     existing = state.containers.get(vmid)
     if existing is not None:
         raise ApiError(500, f"CT {vmid} already exists on node '{existing.node}'")
-    ct = Container(vmid, node, _initial_config(vmid, params))
+    ct = Container(vmid, node, _initial_config(vmid, params), host=host)
     state.containers[vmid] = ct
     problem = _create_problem(state, params)
     if problem and not state.faults.fail_next:
@@ -64,13 +70,59 @@ def lxc_create(state: PveState, path: Params, params: Params) -> Any:
 
     def created() -> None:
         ct.config.pop("lock", None)
-        if params.get("start", "0").lower() in ("1", "true", "yes", "on"):
+        if params.get("start", "0").lower() in TRUE:
             state.boot(ct)
 
     def failed() -> None:
         state.containers.pop(vmid, None)
 
-    return state.new_task(node, "vzcreate", vmid, created, failed)
+    return state.new_task(node, "vzcreate", vmid, created, failed, _create_work(state, host, params))
+
+
+def _bind(state: PveState, params: Params) -> str | None:
+    """The backend host a new container is (the one at its static address); None without a backend."""
+    if state.backend is None:
+        return None
+    cidr = static_ip(params.get("net0", ""))
+    if cidr is None:
+        raise ApiError(400, "Parameter verification failed.", {"net0": (
+            "this PVE test double serves lab hosts, each at its own static address; set ip=ADDRESS/PREFIX "
+            "to a lab host's address (dbtier lab status lists them)")})
+    address = cidr.split("/")[0]
+    host = state.backend.host_at(address)
+    if host is None:
+        raise ApiError(400, "Parameter verification failed.", {"net0": (
+            f"no lab host has the address {address}; use a lab host's address (dbtier lab status lists them)")})
+    taken = next((ct for ct in state.containers.values() if ct.host == host), None)
+    if taken is not None:
+        raise ApiError(400, "Parameter verification failed.", {"net0": (
+            f"lab host {host} ({address}) is CT {taken.vmid} already; destroy CT {taken.vmid} or use another address")})
+    return host
+
+
+def _create_work(state: PveState, host: str | None, params: Params) -> Callable[[], None] | None:
+    """Creating a bound container: its root keys go to the host, then the host boots when ``start``."""
+    backend = state.backend
+    if backend is None or host is None:
+        return None
+    keys, start = params.get("ssh-public-keys", ""), params.get("start", "0").lower() in TRUE
+
+    def work() -> None:
+        if keys.strip():
+            backend.authorize(host, keys)
+        if start:
+            backend.boot(host)
+
+    return work
+
+
+def host_work(state: PveState, ct: Container, kind: str) -> Callable[[], None] | None:
+    """The backend call a task of ``kind`` makes on ``ct``'s host; None for a container without a host."""
+    backend, host = state.backend, ct.host
+    if backend is None or host is None or kind not in HOST_ACTIONS:
+        return None
+    action: Callable[[str], None] = getattr(backend, HOST_ACTIONS[kind])
+    return lambda: action(host)
 
 
 def _initial_config(vmid: int, params: Params) -> dict[str, Any]:
@@ -108,7 +160,7 @@ def lxc_destroy(state: PveState, path: Params, params: Params) -> Any:
     def destroyed() -> None:
         state.containers.pop(ct.vmid, None)
 
-    return state.new_task(ct.node, "vzdestroy", ct.vmid, destroyed)
+    return state.new_task(ct.node, "vzdestroy", ct.vmid, destroyed, work=host_work(state, ct, "vzdestroy"))
 
 
 def lxc_status(state: PveState, path: Params, params: Params) -> Any:
@@ -131,17 +183,36 @@ def lxc_start(state: PveState, path: Params, params: Params) -> Any:
     ct = _unlocked(state.container(path["node"], path["vmid"]))
     if ct.status == "running":
         raise ApiError(500, f"CT {ct.vmid} already running")
-    return state.new_task(ct.node, "vzstart", ct.vmid, lambda: state.boot(ct))
+    return state.new_task(ct.node, "vzstart", ct.vmid, lambda: state.boot(ct), work=host_work(state, ct, "vzstart"))
 
 
 def _halt(kind: str) -> Handler:
     def handler(state: PveState, path: Params, params: Params) -> Any:
-        ct = _unlocked(state.container(path["node"], path["vmid"]))
-        if ct.status != "running":
-            raise ApiError(500, f"CT {ct.vmid} not running")
-        return state.new_task(ct.node, kind, ct.vmid, lambda: state.halt(ct))
+        ct = _running(state, path)
+        return state.new_task(ct.node, kind, ct.vmid, lambda: state.halt(ct), work=host_work(state, ct, kind))
 
     return handler
+
+
+def _freeze(kind: str, frozen: bool) -> Handler:
+    """suspend (``vzsuspend``) and resume (``vzresume``): the container keeps running, its processes
+    stopped or let go. (PVE marks suspend experimental; it needs a running container.)"""
+    def handler(state: PveState, path: Params, params: Params) -> Any:
+        ct = _running(state, path)
+
+        def done() -> None:
+            ct.frozen = frozen
+
+        return state.new_task(ct.node, kind, ct.vmid, done, work=host_work(state, ct, kind))
+
+    return handler
+
+
+def _running(state: PveState, path: Params) -> Container:
+    ct = _unlocked(state.container(path["node"], path["vmid"]))
+    if ct.status != "running":
+        raise ApiError(500, f"CT {ct.vmid} not running")
+    return ct
 
 
 def lxc_interfaces(state: PveState, path: Params, params: Params) -> Any:
@@ -183,6 +254,8 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/nodes/{node}/lxc/{vmid}/status/start"): lxc_start,
     ("POST", "/nodes/{node}/lxc/{vmid}/status/stop"): _halt("vzstop"),
     ("POST", "/nodes/{node}/lxc/{vmid}/status/shutdown"): _halt("vzshutdown"),
+    ("POST", "/nodes/{node}/lxc/{vmid}/status/suspend"): _freeze("vzsuspend", True),
+    ("POST", "/nodes/{node}/lxc/{vmid}/status/resume"): _freeze("vzresume", False),
     ("GET", "/nodes/{node}/lxc/{vmid}/interfaces"): lxc_interfaces,
     ("GET", "/nodes/{node}/tasks/{upid}/status"): task_status,
 }

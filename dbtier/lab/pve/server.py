@@ -1,4 +1,4 @@
-"""The PVE API double served over HTTPS on loopback, one thread, stopped by joining it.
+"""The PVE API double served over HTTPS (on loopback unless told), one thread, stopped by joining it.
 
 A request goes through the same gates as on a real PVE: the token, the path and method
 (only those in the published schema), the node, then the parameters (HTTP 400 with an
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from typing_extensions import Self
@@ -28,6 +28,9 @@ from dbtier.lab.pve.certs import ServerCerts, make_certs
 from dbtier.lab.pve.handlers import ROUTES
 from dbtier.lab.pve.schema import Schema, load_schema, validate
 from dbtier.lab.pve.state import ApiError, Container, PveState
+
+if TYPE_CHECKING:
+    from dbtier.lab.pve.backend import HostBackend
 
 API_PREFIX = "/api2/json"
 TOKEN_RE = re.compile(r"^PVEAPIToken[= ](?P<token_id>[^=\s]+)=(?P<secret>\S+)$")
@@ -106,16 +109,24 @@ class PveDouble:
     ``state.dhcp_delay`` how long a started DHCP container waits for its address. ``leases`` are
     DHCP reservations (vmid -> IPv4 CIDR, e.g. a loopback address where a test sshd listens);
     other DHCP containers get 10.99.0.100/24 and up.
+
+    ``backend``: the containers are that backend's hosts (:mod:`dbtier.lab.pve.backend`). ``listen``:
+    the IPv4 address and port to serve on (port 0: any free one). ``cert_dir``: where the CA and server
+    certificates go (kept at stop, valid for a year); by default a temporary directory, removed at stop.
     """
 
     def __init__(self, nodes: tuple[str, ...] = ("pve1", "pve2"), token_id: str = "dbtier@pve!provision",
                  token_secret: str | None = None, task_seconds: float = 0.1, schema_file: str | None = None,
-                 leases: Mapping[int, str] | None = None) -> None:
+                 leases: Mapping[int, str] | None = None, backend: HostBackend | None = None,
+                 listen: tuple[str, int] = ("127.0.0.1", 0), cert_dir: Path | None = None) -> None:
         self.token_id = token_id
         self.token_secret = token_secret or str(uuid.uuid4())
         self.schema: Schema = load_schema(schema_file)
         self._nodes, self._task_seconds, self._leases = nodes, task_seconds, dict(leases or {})
-        self.state = PveState(list(nodes), token_id, task_seconds, leases=self._leases)
+        self.backend = backend
+        self.listen = listen
+        self.state = self._new_state()
+        self._cert_dir = cert_dir
         self._tmp: Path | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -123,12 +134,18 @@ class PveDouble:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    def _new_state(self) -> PveState:
+        return PveState(list(self._nodes), self.token_id, self._task_seconds, leases=self._leases,
+                        backend=self.backend)
+
     def start(self) -> Self:
-        self._tmp = Path(tempfile.mkdtemp(prefix="dbtier-pve-double-"))
-        self.certs = make_certs(self._tmp)
+        directory = self._cert_dir
+        if directory is None:
+            directory = self._tmp = Path(tempfile.mkdtemp(prefix="dbtier-pve-double-"))
+        self.certs = make_certs(directory, self.listen[0], days=1 if self._tmp else 365)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.certs.cert_file, self.certs.key_file)
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server = _Server(self.listen, _Handler)
         server.socket = context.wrap_socket(server.socket, server_side=True)
         server.double = self
         self._server = server
@@ -143,6 +160,7 @@ class PveDouble:
             self._server.server_close()
             self._thread.join(timeout=10)
         self._server = self._thread = None
+        self.state.join_workers()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -161,7 +179,7 @@ class PveDouble:
     @property
     def host(self) -> str:
         """``host:port`` as proxmoxer takes it."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self.listen[0]}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -176,8 +194,9 @@ class PveDouble:
 
     def reset(self) -> None:
         """Forget containers, tasks and faults (between tests sharing one server)."""
+        self.state.join_workers()
         with self.state.lock:
-            self.state = PveState(list(self._nodes), self.token_id, self._task_seconds, leases=self._leases)
+            self.state = self._new_state()
 
     def fail_next_task(self, exitstatus: str = "unable to create CT - command 'lxc-usernsexec' failed") -> None:
         """The next task started ends ``stopped`` with this exit status instead of ``OK``."""

@@ -3,6 +3,10 @@
 Every handler takes the path parameters and the (already schema-checked) request parameters
 and returns the ``data`` of PVE's answer, or raises :class:`ApiError` with PVE's status and
 message. Tasks finish lazily: whoever looks at the state after a task's deadline sees it done.
+
+With a :class:`~dbtier.lab.pve.backend.HostBackend`, a container bound to a host (``Container.host``)
+reports the host's real state, and a task that acts on the host runs that action in a worker thread
+(the task is ``running`` until it returns).
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dbtier.lab.pve.backend import HostBackend
 
 Params = dict[str, str]
 
@@ -36,6 +43,8 @@ class Container:
     config: dict[str, Any]
     status: str = "stopped"
     address: str | None = None
+    host: str | None = None  # the backend's host this container is, when the double has a backend
+    frozen: bool = False
 
     @property
     def name(self) -> str:
@@ -72,6 +81,7 @@ class Task:
     on_ok: Callable[[], None] | None = None
     on_error: Callable[[], None] | None = None
     settled: bool = False
+    planned: float = 0.0  # when a task with work ends at the earliest (monotonic)
 
     def status(self, now: float) -> dict[str, Any]:
         fields = self.upid.split(":")
@@ -96,8 +106,10 @@ class PveState:
     """The cluster as the double sees it. All access goes through ``lock``."""
 
     def __init__(self, nodes: list[str], user: str, task_seconds: float = 0.1, subnet: str = "10.99.0.0/24",
-                 leases: Mapping[int, str] | None = None) -> None:
+                 leases: Mapping[int, str] | None = None, backend: HostBackend | None = None) -> None:
         self.lock = threading.RLock()
+        self.backend = backend
+        self.workers: list[threading.Thread] = []
         self.nodes = list(nodes)
         self.user = user
         self.task_seconds = task_seconds
@@ -116,8 +128,12 @@ class PveState:
     # -- tasks ---------------------------------------------------------------------------------
 
     def new_task(self, node: str, kind: str, vmid: int, on_ok: Callable[[], None] | None = None,
-                 on_error: Callable[[], None] | None = None) -> str:
-        """Start a task; the UPID has PVE's shape ``UPID:node:pid:pstart:starttime:type:id:user:``."""
+                 on_error: Callable[[], None] | None = None, work: Callable[[], None] | None = None) -> str:
+        """Start a task; the UPID has PVE's shape ``UPID:node:pid:pstart:starttime:type:id:user:``.
+
+        ``work`` (an action on a backend host) runs in a worker thread unless a fault makes the task fail
+        or hang; the task runs until it returns, and fails with its exception's text.
+        """
         self._pid += 1
         now = time.time()
         upid = f"UPID:{node}:{self._pid:08X}:{self._pid * 7:08X}:{int(now):08X}:{kind}:{vmid}:{self.user}:"
@@ -126,8 +142,29 @@ class PveState:
         if self.faults.hang_next:
             self.faults.hang_next -= 1
             deadline = None
-        self.tasks[upid] = Task(upid, node, kind, vmid, now, deadline, exitstatus, on_ok, on_error)
+        task = Task(upid, node, kind, vmid, now, deadline, exitstatus, on_ok, on_error)
+        self.tasks[upid] = task
+        if work is not None and deadline is not None and exitstatus == "OK":
+            task.planned, task.deadline = deadline, None
+            worker = threading.Thread(target=self._work, args=(task, work), name=f"pve-{kind}-{vmid}")
+            self.workers = [w for w in self.workers if w.is_alive()] + [worker]
+            worker.start()
         return upid
+
+    def _work(self, task: Task, work: Callable[[], None]) -> None:
+        try:
+            work()
+            exitstatus = "OK"
+        except Exception as err:  # the task's failure, as PVE's task log ends
+            exitstatus = " ".join(str(err).split()) or type(err).__name__
+        with self.lock:
+            task.exitstatus = exitstatus
+            task.deadline = max(time.monotonic(), task.planned)
+
+    def join_workers(self, timeout: float = 60) -> None:
+        """Wait for the host actions still running (before the double stops)."""
+        for worker in list(self.workers):
+            worker.join(timeout)
 
     def settle(self) -> None:
         """Apply the effects of every task that has reached its deadline."""
@@ -139,6 +176,17 @@ class PveState:
             effect = task.on_ok if task.exitstatus == "OK" else task.on_error
             if effect:
                 effect()
+        for ct in self.containers.values():
+            self._observe(ct)
+
+    def _observe(self, ct: Container) -> None:
+        """A bound container is as its host is: running or not, whatever the last task said."""
+        if ct.host is None or self.backend is None:
+            return
+        if not self.backend.running(ct.host):
+            ct.status, ct.address, ct.frozen = "stopped", None, False
+        elif ct.status != "running":
+            self.boot(ct)
 
     # -- containers -----------------------------------------------------------------------------
 
@@ -161,10 +209,9 @@ class PveState:
         return ct
 
     def _address_for(self, ct: Container) -> str:
-        ip = str(ct.config.get("net0", ""))
-        for part in ip.split(","):
-            if part.startswith("ip=") and part != "ip=dhcp":
-                return part[3:]
+        static = static_ip(str(ct.config.get("net0", "")))
+        if static is not None:
+            return static
         if ct.vmid not in self.leases:
             self.leases[ct.vmid] = f"{next(self._hosts)}/24"
         return self.leases[ct.vmid]
@@ -177,6 +224,19 @@ class PveState:
     def halt(self, ct: Container) -> None:
         ct.status = "stopped"
         ct.address = None
+        ct.frozen = False
+
+
+def static_ip(net0: str) -> str | None:
+    """The static ``ip=`` (CIDR) of a ``net0`` value; None on DHCP or without one.
+
+    >>> static_ip("name=eth0,bridge=vmbr0,ip=198.18.0.11/15,gw=198.18.0.1"), static_ip("name=eth0,ip=dhcp")
+    ('198.18.0.11/15', None)
+    """
+    for part in net0.split(","):
+        if part.startswith("ip=") and part != "ip=dhcp":
+            return part[3:]
+    return None
 
 
 def mac_for(vmid: int) -> str:
