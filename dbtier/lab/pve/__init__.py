@@ -2,8 +2,10 @@
 
 It answers only the paths, methods and parameters of the published schema (``apidata.json``, see
 :func:`dbtier.lab.pve.schema.schema_path`), the way PVE answers them, so the proxmox provider can be
-tested without a cluster. Its containers are in memory. The tests run it in a thread
-(:func:`running_pve_double`).
+tested without a cluster. Its containers are in memory; given a :class:`~dbtier.lab.pve.backend.HostBackend`
+(``dbtier lab`` hands in its hosts) each container is the host at its static address, and its power
+calls act on that host. The tests run it in a thread (:func:`running_pve_double`); a lab runs it as its
+own process (``python -m dbtier.lab.pve``, :mod:`dbtier.lab.pve.serve`).
 
 >>> from dbtier.lab.pve import running_pve_double
 >>> with running_pve_double(nodes=("pve1",)) as pve:
