@@ -58,6 +58,17 @@ class S3Endpoint:
         return f"https://{self.host}:{self.port}"
 
 
+def _alt_names(addresses: Sequence[str]) -> list[Any]:
+    """localhost, 127.0.0.1 and each of ``addresses`` as an IP name and also as a DNS name: pgBackRest matches the
+    endpoint's host against DNS names only, even when it is an address (boto3 and OpenSSL clients use the IP name)."""
+    from cryptography import x509
+
+    names: list[Any] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    for address in addresses:
+        names += [x509.IPAddress(ipaddress.ip_address(address)), x509.DNSName(address)]
+    return names
+
+
 def make_cert(directory: str, addresses: Sequence[str] = ()) -> tuple[str, str]:
     """Write a self-signed ``s3.pem`` / ``s3.key`` for ``localhost``, 127.0.0.1 and ``addresses`` into ``directory``.
 
@@ -84,8 +95,7 @@ def make_cert(directory: str, addresses: Sequence[str] = ()) -> tuple[str, str]:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), *(x509.IPAddress(ipaddress.ip_address(a))
-                                                                       for a in ("127.0.0.1", *addresses))]),
+            x509.SubjectAlternativeName(_alt_names(addresses)),
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -1,0 +1,454 @@
+"""Bringing a lab up and down, and acting on its hosts (root only).
+
+Everything a lab makes is recorded in its state file *before* it is made, so a ``down`` after an
+interrupted ``up`` removes it all: launcher processes (by PID, checked against their command line),
+cgroups, the bridge, veth ends, the S3 server, the lab's directory. A second ``down`` finds nothing.
+
+Layout on this machine, ``/var/lib/dbtier-lab/<name>/`` (``DBTIER_LAB_ROOT`` moves it)::
+
+    lab.json                 the state: plan, PIDs, what was made
+    public/                  what hosts and flows read: S3 CA, the ready specs
+    private/                 hidden inside the hosts: the lab's key pair, each host's disk (hosts/<host>/upper)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dbtier.errors import DbtierError, Refused
+from dbtier.lab import plan as plans
+from dbtier.lab.host import CGROUP_ROOT, HostConfig, cgroup_pids, remove_cgroup
+from dbtier.lab.plan import LabHost, LabPlan
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+NEEDED = ("ip", "nft", "unshare", "nsenter", "ssh-keygen", "/usr/sbin/sshd", "/lib/systemd/systemd")
+
+
+class LabError(DbtierError):
+    """A lab could not be brought up, acted on or down."""
+
+
+def lab_root() -> Path:
+    return Path(os.environ.get("DBTIER_LAB_ROOT", "/var/lib/dbtier-lab"))
+
+
+@dataclass
+class LabState:
+    """What a lab is and what of it was made; saved as ``lab.json`` after every step."""
+
+    name: str
+    subnet: str
+    hosts: int
+    launchers: dict[str, int] = field(default_factory=dict)  #: host name -> launcher PID
+    s3_pid: int | None = None
+    pve_pid: int | None = None
+    bridge_made: bool = False
+    created: float = field(default_factory=time.time)
+
+    @property
+    def plan(self) -> LabPlan:
+        return plans.plan_lab(self.name, self.hosts, self.subnet)
+
+    @property
+    def dir(self) -> Path:
+        return lab_root() / self.name
+
+    @property
+    def public(self) -> Path:
+        return self.dir / "public"
+
+    @property
+    def private(self) -> Path:
+        return self.dir / "private"
+
+    @property
+    def key_file(self) -> str:
+        return str(self.private / "id_ed25519")
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.public / "s3-ca.pem")
+
+    def host_dir(self, host: LabHost) -> Path:
+        return self.private / "hosts" / host.name
+
+    def cgroup(self, host: LabHost) -> Path:
+        return CGROUP_ROOT / f"dbtier-lab-{self.name}-{host.index}"
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / "lab.json.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(self.dir / "lab.json")
+
+    @classmethod
+    def load(cls, name: str) -> LabState | None:
+        path = lab_root() / plans.check_name(name) / "lab.json"
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+# -- small helpers ---------------------------------------------------------------------------------------------
+
+
+def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise LabError(f"{' '.join(argv)}: {(done.stderr or done.stdout).strip() or f'exit {done.returncode}'}")
+    return done
+
+
+def _alive(pid: int | None, marker: str) -> bool:
+    """True when ``pid`` runs and its command line holds ``marker`` (so a reused PID is never signalled)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def _stop_pid(pid: int | None, marker: str, grace: float = 10) -> None:
+    if not _alive(pid, marker):
+        return
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid, marker) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.1)
+    if _alive(pid, marker):
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _link_exists(name: str) -> bool:
+    return _run(["ip", "link", "show", name], check=False).returncode == 0
+
+
+def _addresses_in_use() -> list[str]:
+    done = _run(["ip", "-j", "-4", "addr"], check=False)
+    used: list[str] = []
+    for link in json.loads(done.stdout or "[]"):
+        used.extend(f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []))
+    return used
+
+
+def _ssh_argv(state: LabState, host: LabHost, command: str, timeout: int = 10) -> list[str]:
+    return ["ssh", "-i", state.key_file, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={timeout}",
+            f"root@{host.address}", command]
+
+
+def check_machine() -> None:
+    """Refuse, in one line, a machine the lab cannot run on."""
+    if os.geteuid() != 0:
+        raise Refused("dbtier lab: needs root (it makes network namespaces, a bridge and overlay mounts); run it with sudo")
+    missing = [n for n in NEEDED if not (shutil.which(n) or Path(n).exists())]
+    if missing:
+        raise Refused(f"dbtier lab: missing {', '.join(missing)}; run `make setup` (it installs them)")
+    if not (CGROUP_ROOT / "cgroup.procs").exists():
+        raise Refused(f"dbtier lab: no cgroup2 hierarchy at {CGROUP_ROOT}")
+
+
+# -- up ---------------------------------------------------------------------------------------------------------
+
+
+def up(name: str = "lab", hosts: int = 3, subnet: str | None = None, progress: Any = print) -> LabState:
+    """Bring a lab up (or find it up): bridge, hosts booted with their sshd answering, S3, the ready specs."""
+    check_machine()
+    plans.check_name(name)
+    existing = LabState.load(name)
+    if existing is not None:
+        if all(_alive(existing.launchers.get(h.name), "dbtier.lab.host") for h in existing.plan.hosts):
+            progress(f"lab {name} is already up")
+            return existing
+        raise Refused(f"lab {name}: a lab of that name is partly up (an interrupted up, or a host down); "
+                      f"run `dbtier lab down --name {name}` first")
+    chosen = plans.check_subnet(subnet) if subnet else plans.free_subnet(_addresses_in_use())
+    state = LabState(name=name, subnet=chosen, hosts=hosts)
+    lab = state.plan  # validates name, size and subnet before anything is made
+    if _link_exists(lab.bridge):
+        raise Refused(f"lab {name}: interface {lab.bridge} exists but no lab state does; remove it with "
+                      f"`ip link del {lab.bridge}`")
+    state.save()
+    try:
+        _make_bridge(state)
+        _make_keys(state)
+        for host in lab.hosts:
+            _make_disk(state, host)
+        _start_s3(state)
+        progress(f"lab {name}: S3 at https://{lab.gateway}:{plans.S3_PORT}")
+        for host in lab.hosts:
+            boot_host(state, host, wait=False)
+        for host in lab.hosts:
+            _wait_ssh(state, host)
+            progress(f"lab {name}: {host.name} booted at {host.address}")
+        _write_specs(state)
+    except BaseException:
+        progress(f"lab {name}: up failed; `dbtier lab down --name {name}` removes what was made")
+        raise
+    return state
+
+
+def _make_bridge(state: LabState) -> None:
+    lab = state.plan
+    state.bridge_made = True
+    state.save()
+    _run(["ip", "link", "add", lab.bridge, "type", "bridge"])
+    _run(["ip", "addr", "add", f"{lab.gateway}/{lab.prefix}", "dev", lab.bridge])
+    _run(["ip", "link", "set", lab.bridge, "up"])
+    # The machine never forwards for the lab: its hosts reach only each other and this machine.
+    Path(f"/proc/sys/net/ipv4/conf/{lab.bridge}/forwarding").write_text("0\n")
+
+
+def _make_keys(state: LabState) -> None:
+    state.private.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state.public.mkdir(parents=True, exist_ok=True)
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dbtier-lab-{state.name}", "-f", state.key_file])
+    from dbtier.lab.s3 import make_cert
+
+    cert, key = make_cert(str(state.private / "s3"), [state.plan.gateway])
+    shutil.copy(cert, state.ca_file)
+    os.chmod(state.ca_file, 0o644)
+
+
+def _opaque_dir(path: Path) -> None:
+    """A directory of the host's own that hides what this machine has at the same path."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.setxattr(path, "trusted.overlay.opaque", b"y")
+
+
+def _make_disk(state: LabState, host: LabHost) -> None:
+    """The host's own disk (overlay upper dir) with its sshd, keys and units, before its first boot."""
+    base = state.host_dir(host)
+    for sub in ("upper", "work", "root"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    upper = base / "upper"
+    key = base / "ssh_host_ed25519_key"
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(key)])
+    authorized = Path(f"{state.key_file}.pub").read_text()
+    for path, (text, mode) in plans.host_files(host, key.read_text(), authorized).items():
+        target = upper / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        target.chmod(mode)
+    (upper / "etc" / "machine-id").write_text(os.urandom(16).hex() + "\n")
+    units = upper / "etc" / "systemd" / "system"
+    for wants in ("multi-user.target.wants", "sysinit.target.wants", "sockets.target.wants", "timers.target.wants"):
+        _opaque_dir(units / wants)
+    (units / "multi-user.target.wants" / "dbtier-lab-sshd.service").symlink_to(
+        "/etc/systemd/system/dbtier-lab-sshd.service")
+    for unit in plans.MASKED:
+        (units / unit).symlink_to("/dev/null")
+    _opaque_dir(upper / plans.HOST_DATA_ROOT.lstrip("/"))
+
+
+def boot_host(state: LabState, host: LabHost, wait: bool = True) -> int:
+    """Start the host's launcher (detached); with ``wait``, return once its sshd runs a command."""
+    base = state.host_dir(host)
+    cgroup = state.cgroup(host)
+    if cgroup.exists():
+        remove_cgroup(cgroup)
+    cgroup.mkdir()
+    config = HostConfig(name=host.name, base=str(base), cgroup=str(cgroup), hide=str(state.private),
+                        bridge=state.plan.bridge, veth=host.veth, address=host.interface)
+    config.save(base / "host.json")
+    with open(base / "console.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "dbtier.lab.host", str(base / "host.json")], cwd=REPO_ROOT,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    state.launchers[host.name] = proc.pid
+    state.save()
+    if wait:
+        _wait_ssh(state, host)
+    return proc.pid
+
+
+def _wait_ssh(state: LabState, host: LabHost, limit: float = 180) -> None:
+    """Until a command over the host's sshd completes and systemd has finished booting."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if not _alive(state.launchers.get(host.name), "dbtier.lab.host"):
+            break
+        try:
+            done = subprocess.run(_ssh_argv(state, host, "systemctl is-system-running --wait || true"),
+                                  capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            continue
+        if done.returncode == 0 and done.stdout.strip() in ("running", "degraded"):
+            return
+        time.sleep(0.3)
+    tail = (state.host_dir(host) / "console.log").read_text(errors="replace")[-1500:]
+    raise LabError(f"lab {state.name}: {host.name} did not boot within {limit:.0f} s: {' '.join(tail.split())}")
+
+
+def _start_s3(state: LabState) -> None:
+    from dbtier.lab.s3 import wait_ready
+
+    lab = state.plan
+    log_path = state.private / "s3" / "s3.log"
+    argv = [sys.executable, "-m", "dbtier.lab.s3", "--bind", lab.gateway, "--port", str(plans.S3_PORT),
+            "--cert", str(state.private / "s3" / "s3.pem"), "--key", str(state.private / "s3" / "s3.key")]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    state.s3_pid = proc.pid
+    state.save()
+    try:
+        wait_ready(proc, str(log_path), plans.S3_PORT, lab.gateway)
+    except RuntimeError as err:
+        raise LabError(f"lab {state.name}: S3: {' '.join(str(err).split())}") from None
+
+
+def host_key_line(state: LabState, host: LabHost) -> str:
+    pub = (state.host_dir(host) / "ssh_host_ed25519_key.pub").read_text().split()
+    return " ".join(pub[:2])
+
+
+def _write_specs(state: LabState) -> None:
+    lab = state.plan
+    keys = {h.name: host_key_line(state, h) for h in lab.hosts}
+    spec = plans.ssh_spec(lab, state.key_file, keys, state.ca_file)
+    (state.public / "ssh-spec.yaml").write_text(
+        f"# The lab {state.name}'s hosts over SSH: one member per host, backups in the lab's S3.\n"
+        + yaml.safe_dump(spec, sort_keys=False))
+    (state.public / "s3.json").write_text(json.dumps(s3_settings(state), indent=2))
+
+
+def s3_settings(state: LabState) -> dict[str, Any]:
+    """What an S3Repository block for the lab's S3 holds (moto accepts any key)."""
+    from dbtier.lab.s3 import ACCESS_KEY, SECRET_KEY
+
+    return {"bucket": plans.S3_BUCKET, "endpoint": state.plan.gateway, "port": plans.S3_PORT, "uri_style": "path",
+            "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY, "ca_file": state.ca_file}
+
+
+# -- acting on hosts -----------------------------------------------------------------------------------------
+
+
+def host_running(state: LabState, host: LabHost) -> bool:
+    return _alive(state.launchers.get(host.name), "dbtier.lab.host")
+
+
+def freeze(state: LabState, host: LabHost) -> str:
+    (state.cgroup(host) / "cgroup.freeze").write_text("1\n")
+    return f"{host.name}: every process frozen (cgroup.freeze)"
+
+
+def thaw(state: LabState, host: LabHost) -> str:
+    (state.cgroup(host) / "cgroup.freeze").write_text("0\n")
+    return f"{host.name}: running again"
+
+
+def kill(state: LabState, host: LabHost) -> str:
+    """Power loss: every process of the host killed at once; its namespaces (sockets, rules, veth) die with them."""
+    cgroup = state.cgroup(host)
+    if cgroup.exists():
+        (cgroup / "cgroup.kill").write_text("1\n")
+        deadline = time.monotonic() + 15
+        while cgroup_pids(cgroup) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    pid = state.launchers.get(host.name)
+    deadline = time.monotonic() + 10
+    while _alive(pid, "dbtier.lab.host") and time.monotonic() < deadline:
+        assert pid is not None
+        _reap(pid)
+        time.sleep(0.05)
+    _stop_pid(pid, "dbtier.lab.host", grace=2)
+    remove_cgroup(cgroup)
+    if _link_exists(host.veth):
+        _run(["ip", "link", "del", host.veth], check=False)
+    return f"{host.name}: powered off (every process killed at once)"
+
+
+# -- down and status ------------------------------------------------------------------------------------------
+
+
+def down(name: str = "lab", progress: Any = print) -> list[str]:
+    """Remove everything the lab made; a lab that does not exist is a no-op."""
+    check_machine()
+    state = LabState.load(name)
+    if state is None:
+        leftovers = [f"dbtl-{name}"] if _link_exists(f"dbtl-{name}") else []
+        if not leftovers:
+            progress(f"lab {name}: nothing to take down")
+            return []
+    done: list[str] = []
+    if state is not None:
+        lab = state.plan
+        for host in lab.hosts:
+            if host.name in state.launchers or state.cgroup(host).exists():
+                kill(state, host)
+                done.append(f"{host.name} stopped")
+        _stop_pid(state.s3_pid, "dbtier.lab.s3")
+        _stop_pid(state.pve_pid, "dbtier.lab.pve")
+        if _link_exists(lab.bridge):
+            _run(["ip", "link", "del", lab.bridge])
+            done.append(f"bridge {lab.bridge} removed")
+        _unmount_below(state.dir)
+        shutil.rmtree(state.dir, ignore_errors=True)
+        done.append(f"{state.dir} removed")
+    elif _link_exists(f"dbtl-{name}"):
+        _run(["ip", "link", "del", f"dbtl-{name}"])
+        done.append(f"bridge dbtl-{name} removed")
+    for line in done:
+        progress(f"lab {name}: {line}")
+    return done
+
+
+def _unmount_below(path: Path) -> None:
+    """Mounts under ``path`` in this machine's own mount namespace (none expected: hosts mount in their own)."""
+    for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+        target = line.split()[1]
+        if target.startswith(str(path)):
+            _run(["umount", "-l", target], check=False)
+
+
+def status(name: str = "lab") -> dict[str, Any] | None:
+    """Hosts, addresses and what runs in each (None: no such lab)."""
+    state = LabState.load(name)
+    if state is None:
+        return None
+    lab = state.plan
+    hosts = []
+    for host in lab.hosts:
+        running = host_running(state, host)
+        services: list[str] = []
+        if running:
+            done = subprocess.run(_ssh_argv(state, host, "systemctl list-units --type=service --state=running "
+                                                         "--no-legend --plain 'dbtier-*'", timeout=5),
+                                  capture_output=True, text=True, timeout=30)
+            services = [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
+        frozen = (state.cgroup(host) / "cgroup.freeze").exists() and \
+            (state.cgroup(host) / "cgroup.freeze").read_text().strip() == "1"
+        hosts.append({"name": host.name, "address": host.address,
+                      "state": "frozen" if frozen else "running" if running else "down", "services": services})
+    return {"name": name, "subnet": lab.subnet, "bridge": lab.bridge, "gateway": lab.gateway,
+            "s3": f"https://{lab.gateway}:{plans.S3_PORT}" if _alive(state.s3_pid, "dbtier.lab.s3") else None,
+            "ssh_spec": str(state.public / "ssh-spec.yaml"), "key_file": state.key_file, "hosts": hosts}
+
+
+def reachable(address: str, port: int = 22, timeout: float = 1.0) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((address, port)) == 0
