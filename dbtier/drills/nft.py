@@ -183,8 +183,9 @@ def packet_loss(percent: int, comment: str = "packet loss", spared_ports: Sequen
         raise RuleError(f"loss_percent: {percent} is out of range; drop between 1 and 100 % of the packets")
     spared = [f"meta l4proto tcp th {end} {_ports(spared_ports)} accept" for end in ("dport", "sport")] \
         if spared_ports else []
-    return ruleset([*spared, f'iifname != "lo" numgen random mod 100 < {percent} counter drop'],
-                   [*spared, f'oifname != "lo" numgen random mod 100 < {percent} counter drop'], comment)
+    share = "" if percent == 100 else f"numgen random mod 100 < {percent} "  # numgen's range ends at 99
+    return ruleset([*spared, f'iifname != "lo" {share}counter drop'],
+                   [*spared, f'oifname != "lo" {share}counter drop'], comment)
 
 
 # -- commands -------------------------------------------------------------------------------------------------

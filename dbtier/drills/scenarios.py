@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from dbtier.health import role_holder
 from dbtier.drills import faults, writer
 from dbtier.drills.settings import DrillSettings, quorum_loss_hold
-from dbtier.drills.verdict import Attempt, Expectation, Observed, Verdict, judge
+from dbtier.drills.verdict import Attempt, Evidence, Expectation, Observed, Verdict, judge
 from dbtier.engines import etcd
 from dbtier.engines.base import get_engine
 from dbtier.errors import ClusterUnhealthy, DbtierError
@@ -186,13 +186,14 @@ class Drill:
     # -- judging --------------------------------------------------------------------------------
 
     def finish(self, fault_at: float, leader_before: str, expect: Expectation,
-               rejoin: tuple[float | None, int | None] = (None, None)) -> DrillResult:
-        """Read back every id, judge, and save verdict.json next to the writer's log."""
+               rejoin: tuple[float | None, int | None] = (None, None), evidence: Evidence | None = None) -> DrillResult:
+        """Read back every id, judge (with ``evidence``: timeline histories, the old-primary probe), and save
+        verdict.json next to the writer's log."""
         attempts = writer.read_attempts(self.log)
         leader_after, primary_ids, replica_ids = self._read_back(attempts)
         seen = Observed(fault_at=fault_at, leader_before=leader_before, leader_after=leader_after,
                         primary_ids=primary_ids, replica_ids=replica_ids, rejoin_s=rejoin[0], rejoin_lag=rejoin[1],
-                        events=self.events, notes=self.notes, problems=self.problems)
+                        events=self.events, notes=self.notes, problems=self.problems, evidence=evidence or Evidence())
         verdict = judge(self.scenario, attempts, seen, expect)
         runner = self.provider.runner(self.spec, self.spec.host)
         runner.write_file(f"{self.dir}/verdict.json", json.dumps(verdict.to_dict(), indent=2).encode(), 0o640)

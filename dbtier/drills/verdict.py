@@ -7,7 +7,10 @@ writer run on the same host).
 - Gap: from the last acknowledgement before the fault to the first one after it.
 - Lost writes: acknowledged ids that are missing on the final primary.
 - Split brain: an acknowledgement on an older timeline after one on a newer
-  timeline, or two servers acknowledging writes on the same timeline.
+  timeline, or two servers acknowledging writes on the same timeline; where the
+  drill read the members' timeline histories, also what :mod:`dbtier.drills.history` finds.
+- Old-primary window: writes the old primary acknowledged after the new primary's
+  first (a probe writer pinned to the old primary counts them).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from dbtier.drills.history import MemberHistory, split_brain_from_histories
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,15 @@ class Expectation:
     max_gap_s: float | None = None
     rejoin_member: str | None = None
     rejoin_budget_s: float | None = None
+    max_old_primary_window: int | None = None  # writes the old primary may acknowledge after the new one's first
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a network or host drill gathers besides the writer's log (empty for the other drills)."""
+
+    histories: Mapping[str, MemberHistory] = field(default_factory=dict)  # read after the drill, by member
+    old_primary_probe: Sequence[Attempt] = ()  # a writer pinned to the old primary: every attempt it made
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,7 @@ class Observed:
     events: Sequence[tuple[float, str]] = ()
     notes: Sequence[str] = ()
     problems: Sequence[str] = ()
+    evidence: Evidence = field(default_factory=Evidence)
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,7 @@ class Verdict:
     timeline: list[tuple[float, str]]
     notes: list[str]
     budgets: Expectation = field(default_factory=Expectation)  # what it was judged against
+    old_primary_window: int | None = None  # None: not measured (no probe, no new primary)
 
     @property
     def sentence(self) -> str:
@@ -213,6 +229,38 @@ def split_brain(attempts: Sequence[Attempt]) -> list[str]:
     return findings
 
 
+def old_primary_window(attempts: Sequence[Attempt], probe: Sequence[Attempt], fault_at: float,
+                       old_port: int | None) -> int | None:
+    """Writes the old primary (``old_port``) acknowledged after the new primary's first acknowledgement, in the
+    writer's log and the probe's; None when there is no new primary's acknowledgement to count from.
+
+    >>> main = [Attempt(1, 9, 9.1, True, 5432), Attempt(2, 10.5, 14, False), Attempt(3, 14, 14.1, True, 5433)]
+    >>> old_primary_window(main, [Attempt(1, 9, 9.1, True, 5432), Attempt(2, 11, 11.1, True, 5432)], 10, 5432)
+    0
+    >>> old_primary_window(main, [Attempt(5, 14.0, 14.3, True, 5432)], 10, 5432)
+    1
+    >>> old_primary_window(main[:2], [], 10, 5432) is None
+    True
+    """
+    first = first_ack_after(attempts, fault_at, old_port)
+    if first is None or old_port is None:
+        return None
+    return sum(1 for a in [*attempts, *probe] if a.ok and a.port == old_port and a.done > first.done)
+
+
+def acked_timelines(attempts: Iterable[Attempt]) -> dict[int, int]:
+    """How many writes were acknowledged on each timeline.
+
+    >>> acked_timelines([Attempt(1, 0, 1, True, 1, 1), Attempt(2, 0, 1, True, 1, 2), Attempt(3, 0, 1, False)])
+    {1: 1, 2: 1}
+    """
+    counts: dict[int, int] = {}
+    for a in attempts:
+        if a.ok and a.timeline is not None:
+            counts[a.timeline] = counts.get(a.timeline, 0) + 1
+    return counts
+
+
 def replica_gaps(attempts: Sequence[Attempt], primary: frozenset[int], replicas: Mapping[str, frozenset[int]]) -> list[str]:
     """Acknowledged ids the primary holds but a replica (after catching up) does not."""
     wanted = {a.id for a in attempts if a.ok} & primary
@@ -227,7 +275,11 @@ def judge(scenario: str, attempts: Sequence[Attempt], seen: Observed, expect: Ex
     """Turn the evidence into a verdict with a reason per failed expectation."""
     old_port = old_primary_port(attempts, seen.fault_at) if expect.leader_change else None
     measured_rto, lost = rto(attempts, seen.fault_at, old_port), lost_ids(attempts, seen.primary_ids)
-    brain = split_brain(attempts)
+    evidence = seen.evidence
+    brain = split_brain(attempts) + split_brain_from_histories(
+        evidence.histories, seen.leader_after, acked_timelines([*attempts, *evidence.old_primary_probe]))
+    window = old_primary_window(attempts, evidence.old_primary_probe, seen.fault_at, old_port) \
+        if evidence.old_primary_probe else None
     changed = seen.leader_before is not None and seen.leader_after not in (None, seen.leader_before)
     reasons = list(seen.problems)
     reasons += _rto_reasons(measured_rto, longest_gap(attempts), expect)
@@ -235,6 +287,7 @@ def judge(scenario: str, attempts: Sequence[Attempt], seen: Observed, expect: Ex
     reasons += _leader_reasons(seen, changed, expect)
     reasons += _rejoin_reasons(seen, expect)
     reasons += replica_gaps(attempts, seen.primary_ids, seen.replica_ids)
+    reasons += _window_reasons(window, expect)
     return Verdict(
         scenario=scenario,
         passed=not reasons,
@@ -256,7 +309,15 @@ def judge(scenario: str, attempts: Sequence[Attempt], seen: Observed, expect: Ex
         timeline=event_timeline(attempts, seen, old_port),
         notes=list(seen.notes),
         budgets=expect,
+        old_primary_window=window,
     )
+
+
+def _window_reasons(window: int | None, expect: Expectation) -> list[str]:
+    if expect.max_old_primary_window is None or window is None or window <= expect.max_old_primary_window:
+        return []
+    return [f"the old primary acknowledged {window} write(s) after the new primary's first "
+            f"(at most {expect.max_old_primary_window} allowed)"]
 
 
 def _rto_reasons(measured: float | None, gap: float | None, expect: Expectation) -> list[str]:
@@ -328,6 +389,9 @@ def budget_lines(expect: Expectation) -> list[str]:
     if expect.rejoin_member is not None:
         within = f" within {expect.rejoin_budget_s:g} s" if expect.rejoin_budget_s is not None else ""
         lines.append(f"{expect.rejoin_member} rejoins as a streaming replica{within}")
+    if expect.max_old_primary_window is not None:
+        lines.append(f"the old primary acknowledges at most {expect.max_old_primary_window} write(s) after the "
+                     "new primary's first")
     return lines
 
 
@@ -348,6 +412,7 @@ def summary_row(v: Verdict) -> dict[str, object]:
         "leader": f"{v.leader_before} -> {v.leader_after}",
         "rejoin": _secs(v.rejoin_s),
         "rejoin budget": _budget(v.budgets.rejoin_budget_s) if v.budgets.rejoin_member else "-",
+        "old-primary window": "-" if v.old_primary_window is None else v.old_primary_window,
     }
 
 
@@ -366,6 +431,9 @@ def markdown_report(cluster: str, verdicts: Sequence[Verdict]) -> str:
     for v in verdicts:
         lines += ["", f"## {v.scenario}", "", f"Judged against: {'; '.join(budget_lines(v.budgets))}.", ""]
         lines += [f"- **{reason}**" for reason in v.reasons]
+        if v.old_primary_window is not None:
+            lines.append(f"- old-primary window: {v.old_primary_window} write(s) acknowledged by the old primary "
+                         "after the new primary's first")
         lines += [f"- note: {note}" for note in v.notes]
         lines += [f"- `{offset:+8.2f} s` {what}" for offset, what in v.timeline]
     return "\n".join(lines) + "\n"
