@@ -77,7 +77,7 @@ class Bench:
     spec_file: str
     provider: Provider
     passwords: Passwords
-    scratch: str  # owned by the cluster's OS user, under the data root
+    scratch: str  # owned by the cluster's OS user, under the data root, on every host of the cluster
 
     def primary(self) -> tuple[PgMember, Runner]:
         member = ops.leader(self.spec)
@@ -178,9 +178,10 @@ def provision(spec: ClusterSpec, report: Report) -> Bench:
     started = time.monotonic()
     provision_flow(spec_path=spec_file)
     report.note(f"provision flow: 3 members + 3 etcd healthy, stanza created, in {time.monotonic() - started:.1f} s")
-    provider = get_provider(spec)
+    engine, provider = get_engine(spec), get_provider(spec)
     scratch = f"{spec.data_root}/bench"
-    provider.runner(spec, spec.host).make_dirs(scratch, 0o700)
+    for host in bootstrap.cluster_hosts(engine, spec):  # whichever member is primary finds it on its host
+        provider.runner(spec, host).make_dirs(scratch, 0o700)
     return Bench(spec, spec_file, provider, load_passwords(spec), scratch)
 
 
@@ -312,7 +313,8 @@ def pg_basebackup(b: Bench, label: str, *extra: str) -> int:
             "-D", target, "-X", "stream", "-c", "fast", *extra]
     try:
         runner.run(argv, env={"PGPASSWORD": b.passwords.replication}, timeout=LONG)
-        return sum(p.stat().st_size for p in Path(target).rglob("*") if p.is_file())
+        sizes = runner.run(["find", target, "-type", "f", "-printf", "%s\n"], timeout=LONG).out.split()
+        return sum(int(size) for size in sizes)  # measured on the primary's host, where the copy is
     finally:
         runner.remove_tree(target)
 

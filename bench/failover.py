@@ -6,7 +6,8 @@ For each timing profile (Patroni's defaults: ttl 30, loop_wait 10, retry_timeout
 ttl 20, loop_wait 2, retry_timeout 5) and each replication mode, it provisions a fresh
 three-member cluster (plain function calls, passwords kept in memory, no Prefect), runs N
 crash drills and M switchovers under the drill writer, prints the median and worst RTO and
-the total of lost acknowledged writes, then stops the cluster by pid and wipes it.
+the total of lost acknowledged writes, then stops the cluster by pid and wipes it. Each drill's
+evidence stays in the work directory (``$DBTIER_WORK_DIR``, see dbtier/workdir.py).
 Ports: --port-base (default 30100) to +99 (the tests use 20000-20999).
 """
 
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from common import provision_plain  # noqa: E402
-from dbtier import bootstrap  # noqa: E402
+from dbtier import bootstrap, workdir  # noqa: E402
 from dbtier.drills import scenarios  # noqa: E402
 from dbtier.drills.settings import DrillSettings  # noqa: E402
 from dbtier.drills.verdict import Verdict  # noqa: E402
@@ -95,6 +96,7 @@ def main() -> int:
     print(f"\n{'profile':8} {'mode':6} {'scenario':11} {'runs':>4} {'median':>7} {'worst':>7} {'lost':>6} {'failed':>6}")
     print("\n".join(line for line in lines if line))
     print(f"(RTO in seconds: fault to the first write acknowledged by the new primary; {time.monotonic() - started:.0f} s)")
+    print(f"(each drill's writes.jsonl and verdict.json: {workdir.cluster_work_dir('benchfailover')}/drills/, on this machine)")
     return 0
 
 

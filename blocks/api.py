@@ -89,11 +89,12 @@ def missing_block_advice(spec: ClusterSpec, block: str) -> str:
 
 def cluster_exists(spec: ClusterSpec) -> bool:
     """True when any host of the cluster holds its data directory with its marker (False when unsure)."""
+    from blocks.loaders import PREFECT_LOADERS
     from dbtier import bootstrap
     from dbtier.engines.base import get_engine
     from dbtier.providers.base import get_provider
 
     try:
-        return bootstrap.is_initialised(get_engine(spec), get_provider(spec), spec)
+        return bootstrap.is_initialised(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec)
     except DbtierError:
         return False

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
-from dbtier.providers.proxmox_api import Client, ProxmoxError, make_client, normalize_fingerprint, tls_verify
+from dbtier.providers.loaders import PVEToken
+from dbtier.providers.proxmox_api import Client, ProxmoxError, normalize_fingerprint
 
 
 class ProxmoxCredentials(Block):
@@ -40,13 +41,10 @@ class ProxmoxCredentials(Block):
         except ProxmoxError as err:
             raise ValueError(str(err)) from None
 
+    def token(self) -> PVEToken:
+        """The block's token and placement defaults as the providers take them (from any loader)."""
+        return PVEToken(**{name: getattr(self, name) for name in PVEToken.model_fields})
+
     def get_client(self) -> Client:
         """A proxmoxer ``ProxmoxAPI`` using the token over HTTPS."""
-        return make_client(
-            self.api_url,
-            self.token_id,
-            self.token_secret.get_secret_value(),
-            verify=tls_verify(self.verify_ssl, self.ca_file),
-            fingerprint=self.fingerprint,
-            timeout=self.timeout,
-        )
+        return self.token().get_client()

@@ -25,7 +25,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC_PATH = REPO_ROOT / "deployments" / "clusters" / "default.yaml"
 
 #: Environment variables with the DBTIER_ prefix that are settings of the tool, not of the spec.
-NON_SPEC_ENV = frozenset({"DBTIER_SPEC", "DBTIER_WIPE", "DBTIER_DROP_BACKUPS", "DBTIER_RUNTIME_VENV"})
+NON_SPEC_ENV = frozenset({"DBTIER_SPEC", "DBTIER_WIPE", "DBTIER_DROP_BACKUPS", "DBTIER_RUNTIME_VENV", "DBTIER_WORK_DIR",
+                          "DBTIER_PVE_API_URL", "DBTIER_PVE_TOKEN_ID", "DBTIER_PVE_TOKEN_SECRET",
+                          "DBTIER_PVE_FINGERPRINT", "DBTIER_PVE_CA_FILE", "DBTIER_PVE_VERIFY_SSL"})
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 
@@ -245,12 +247,22 @@ class ProxmoxSettings(_Model):
     bridge: str | None = None
     template: str | None = None
     ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    ssh_credentials_block: str = Field(description="an SSHCredentials block: its public key goes into the containers")
+    ssh_credentials_block: str | None = Field(None, description="an SSHCredentials block: its public key goes into "
+                                              "the containers (or ssh_key_file)")
+    ssh_key_file: str | None = Field(None, description="a private key file on the machine that runs dbtier, for runs "
+                                     "without Prefect (the lab, the benches); its public key goes into the containers")
     ssh_port: int = Field(22, ge=1, le=65535)
     connect_timeout: int = Field(10, ge=1, le=300)
     ssh_wait_s: float = Field(120.0, gt=0, description="how long a started container may take to answer SSH")
     dhcp_wait_s: float = Field(60.0, gt=0, description="how long a started DHCP container may take to get its address")
     task_timeout_s: float = Field(300.0, gt=0, description="how long one Proxmox task (create, start, destroy) may take")
+
+    @model_validator(mode="after")
+    def _one_ssh_key(self) -> ProxmoxSettings:
+        if not self.ssh_credentials_block and not self.ssh_key_file:
+            raise ValueError("proxmox: name the containers' SSH key: ssh_credentials_block (an SSHCredentials block) "
+                             "or ssh_key_file (a path)")
+        return self
 
     @model_validator(mode="after")
     def _distinct(self) -> ProxmoxSettings:

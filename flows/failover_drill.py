@@ -20,6 +20,7 @@ from dbtier.errors import DrillFailed, Refused
 from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec
 from blocks.lock import changes_cluster, cluster_lock
+from blocks.loaders import PREFECT_LOADERS
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(spec: ClusterSpec) -> int:
         # Refused before the flow run starts (the flow's first step makes the same checks for UI runs).
         chosen_scenarios(args.scenario)
-        refuse_drill(resolve_addresses(spec), drill_settings(spec), f" --spec {args.spec}" if args.spec else "")
+        refuse_drill(resolve_addresses(spec, loaders=PREFECT_LOADERS), drill_settings(spec), f" --spec {args.spec}" if args.spec else "")
         with cluster_lock(spec.name, "failover-drill"):
             verdicts = failover_drill(scenario=args.scenario, spec_path=args.spec)
         for verdict in verdicts:

@@ -20,6 +20,7 @@ from dbtier.providers.base import get_provider, resolve_addresses
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
 from blocks.lock import changes_cluster, cluster_lock
+from blocks.loaders import PREFECT_LOADERS
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
@@ -109,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(spec: ClusterSpec) -> int:
         # Refuse bad hosts, busy ports and foreign data dirs before Prefect or any process starts.
-        spec = resolve_addresses(spec)
-        bootstrap.preflight(get_engine(spec), get_provider(spec), spec, before_install=True)
-        refuse_lost_passwords(spec, bootstrap.is_initialised(get_engine(spec), get_provider(spec), spec))
+        spec = resolve_addresses(spec, loaders=PREFECT_LOADERS)
+        bootstrap.preflight(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec, before_install=True)
+        refuse_lost_passwords(spec, bootstrap.is_initialised(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec))
         with cluster_lock(spec.name, "provision"):  # a second changer is refused here, in one line
             result = provision(spec_path=args.spec)
         print()

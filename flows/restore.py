@@ -25,6 +25,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from blocks.lock import cluster_lock
+from blocks.loaders import PREFECT_LOADERS
 from dbtier.backup.ops import source_config_path
 from dbtier.backup.restore import DEFAULT_PORT_OFFSET, with_restore_from, without_restore_from
 from dbtier.errors import DbtierError, RestoreFailed
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(spec: ClusterSpec) -> int:
         # Every refusal before the flow run starts: one line, exit 2, nothing written.
-        spec = resolve_addresses(spec)
+        spec = resolve_addresses(spec, loaders=PREFECT_LOADERS)
         landing = choose_target_spec(spec, args.into, args.port_offset, args.target_spec, args.in_place)
         with cluster_lock(landing.name, "restore"):
             plan_restore(spec, args.target, args.into, args.port_offset, args.target_spec, args.repo, args.in_place)

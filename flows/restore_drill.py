@@ -26,6 +26,7 @@ from dbtier.errors import DbtierError, DrillFailed
 from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec
 from blocks.lock import changes_cluster, cluster_lock
+from blocks.loaders import PREFECT_LOADERS
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(spec: ClusterSpec) -> int:
-        source = resolve_addresses(spec)
+        source = resolve_addresses(spec, loaders=PREFECT_LOADERS)
         restore_drill_checks(source, throwaway_spec(source), args.target)  # refused before the flow run starts
         with cluster_lock(spec.name, "restore-drill"):
             result = restore_drill(spec_path=args.spec, target=args.target)

@@ -27,6 +27,7 @@ from dbtier.engines.base import get_engine
 from dbtier.providers.base import get_provider, resolve_addresses
 from dbtier.spec import ClusterSpec
 from blocks.lock import changes_cluster, cluster_lock
+from blocks.loaders import PREFECT_LOADERS
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(spec: ClusterSpec) -> int:
         if args.wipe:  # a directory of another cluster is refused in one line, before the flow run starts
-            resolved = resolve_addresses(spec)
-            bootstrap.check_owned(get_engine(resolved), get_provider(resolved), resolved)
+            resolved = resolve_addresses(spec, loaders=PREFECT_LOADERS)
+            bootstrap.check_owned(get_engine(resolved), get_provider(resolved, PREFECT_LOADERS), resolved)
         with cluster_lock(spec.name, "teardown"):
             said = teardown(spec_path=args.spec, wipe=args.wipe, destroy_hosts=args.destroy_hosts,
                             drop_backups=args.drop_backups)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,8 +12,9 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from blocks.backup import load_backup_secrets, s3_repositories
+from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
-from dbtier import bootstrap
+from dbtier import bootstrap, workdir
 from dbtier.backup import drill, ops
 from dbtier.backup.archive import ArchiveVerdict, judge_archive
 from dbtier.backup.catalog import (
@@ -40,7 +42,7 @@ def configure_backups(spec: ClusterSpec, source: ClusterSpec | None = None) -> N
     """pgbackrest.conf on every member host (and the source's, for a restore); S3 buckets checked or created."""
     secrets = load_backup_secrets(spec, create_cipher=True)
     theirs = load_backup_secrets(source) if source is not None else None
-    sentences = ops.write_configs(get_provider(spec), spec, secrets, load_passwords(spec).superuser,
+    sentences = ops.write_configs(get_provider(spec, PREFECT_LOADERS), spec, secrets, load_passwords(spec).superuser,
                                   source=source, source_secrets=theirs)
     log_sentences(*ensure_buckets(spec), *sentences)
 
@@ -54,7 +56,7 @@ def ensure_buckets(spec: ClusterSpec) -> list[str]:
 @task(cache_policy=NONE)
 def refuse_earlier_stanza(spec: ClusterSpec) -> None:
     """Before a new cluster starts: its stanza must not hold an earlier cluster's backups."""
-    engine, provider = get_engine(spec), get_provider(spec)
+    engine, provider = get_engine(spec), get_provider(spec, PREFECT_LOADERS)
     if spec.restore_from is not None or bootstrap.is_initialised(engine, provider, spec):
         return
     log_sentences(ops.refuse_earlier_stanza(provider, spec, load_backup_secrets(spec, create_cipher=True)))
@@ -63,7 +65,7 @@ def refuse_earlier_stanza(spec: ClusterSpec) -> None:
 @task(cache_policy=NONE)
 def drop_backups(spec: ClusterSpec) -> str:
     """Delete the cluster's stanza from every repository. Not retried: it destroys backups."""
-    sentence = ops.drop_stanza(get_provider(spec), spec, load_backup_secrets(spec))
+    sentence = ops.drop_stanza(get_provider(spec, PREFECT_LOADERS), spec, load_backup_secrets(spec))
     log_sentences(sentence)
     return sentence
 
@@ -71,12 +73,12 @@ def drop_backups(spec: ClusterSpec) -> str:
 @task(cache_policy=NONE, retries=3, retry_delay_seconds=[2, 5, 10])
 def create_stanza(spec: ClusterSpec) -> None:
     """stanza-create (idempotent) and check: WAL reaches every repository."""
-    log_sentences(ops.create_stanza(get_provider(spec), spec))
+    log_sentences(ops.create_stanza(get_provider(spec, PREFECT_LOADERS), spec))
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
 def read_catalog(spec: ClusterSpec) -> Catalog:
-    catalog = ops.catalog(get_provider(spec), spec)
+    catalog = ops.catalog(get_provider(spec, PREFECT_LOADERS), spec)
     log_sentences(f"stanza {spec.name}: {len(catalog.backups)} backup(s), WAL {catalog.wal_min} .. {catalog.wal_max}")
     return catalog
 
@@ -91,14 +93,14 @@ def pick_backup_kind(spec: ClusterSpec, requested: str, catalog: Catalog, repo: 
 @task(cache_policy=NONE, task_run_name="backup repo{repo}")
 def take_backup(spec: ClusterSpec, kind: str, repo: int) -> str:
     """Not retried: a failed backup is reported, and the next run takes a new one."""
-    sentence = ops.take_backup(get_provider(spec), spec, kind, repo)
+    sentence = ops.take_backup(get_provider(spec, PREFECT_LOADERS), spec, kind, repo)
     log_sentences(sentence)
     return sentence
 
 
 @task(cache_policy=NONE, task_run_name="verify repo{repo}")
 def verify_repository(spec: ClusterSpec, repo: int) -> str:
-    sentence = ops.verify(get_provider(spec), spec, repo)
+    sentence = ops.verify(get_provider(spec, PREFECT_LOADERS), spec, repo)
     log_sentences(sentence)
     return sentence
 
@@ -108,7 +110,7 @@ def apply_retention(spec: ClusterSpec, repo: int, before: Catalog) -> tuple[list
     """Expire what retention no longer keeps; return the labels that went and the catalog left."""
     retention = spec.backup.retention
     keep_full = fulls_to_keep(before.in_repo(repo), retention.full, retention.window_days, datetime.now(timezone.utc))
-    provider = get_provider(spec)
+    provider = get_provider(spec, PREFECT_LOADERS)
     ops.expire(provider, spec, repo, keep_full, retention.diff)
     left = ops.catalog(provider, spec)
     gone = expired_labels(before.in_repo(repo), left.in_repo(repo))
@@ -118,7 +120,7 @@ def apply_retention(spec: ClusterSpec, repo: int, before: Catalog) -> tuple[list
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
 def check_archiving(spec: ClusterSpec) -> str:
-    sentence = ops.check(get_provider(spec), spec)
+    sentence = ops.check(get_provider(spec, PREFECT_LOADERS), spec)
     log_sentences(sentence)
     return sentence
 
@@ -148,7 +150,7 @@ def _refuse_running(engine: Engine, provider: Provider, spec: ClusterSpec, field
 @task(cache_policy=NONE)
 def refuse_existing_target(target: ClusterSpec) -> None:
     """A restore never lands on a cluster that runs or exists: it would mix two clusters' data."""
-    engine, provider = get_engine(target), get_provider(target)
+    engine, provider = get_engine(target), get_provider(target, PREFECT_LOADERS)
     _refuse_running(engine, provider, target, "target", "restore into a new name, or stop it first (python -m flows.teardown)")
     if bootstrap.is_initialised(engine, provider, target):
         raise RestoreError(
@@ -161,7 +163,7 @@ def refuse_existing_target(target: ClusterSpec) -> None:
 @task(cache_policy=NONE)
 def require_stopped(source: ClusterSpec) -> None:
     """An in-place restore replaces the cluster's data: only once nothing of it runs (orphan postmasters stopped)."""
-    engine, provider = get_engine(source), get_provider(source)
+    engine, provider = get_engine(source), get_provider(source, PREFECT_LOADERS)
     _refuse_running(engine, provider, source, "in_place",
                     "stop it first (python -m flows.teardown) — an in-place restore replaces its data")
     log_sentences(*bootstrap.stop_services(engine, provider, source))
@@ -170,7 +172,7 @@ def require_stopped(source: ClusterSpec) -> None:
 @task(cache_policy=NONE)
 def flush_source_wal(source: ClusterSpec) -> str:
     """When the source still runs, push its current WAL to the repositories (so 'now' is restorable)."""
-    engine, provider = get_engine(source), get_provider(source)
+    engine, provider = get_engine(source), get_provider(source, PREFECT_LOADERS)
     if not bootstrap.running_services(engine, provider, source):
         sentence = f"source {source.name} is not running: restoring from what its repositories hold"
     else:
@@ -184,7 +186,7 @@ def flush_source_wal(source: ClusterSpec) -> str:
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
 def read_source_catalog(target: ClusterSpec, source: ClusterSpec) -> Catalog:
-    catalog = ops.read_source_catalog(get_provider(target), target, source, load_backup_secrets(source))
+    catalog = ops.read_source_catalog(get_provider(target, PREFECT_LOADERS), target, source, load_backup_secrets(source))
     log_sentences(f"source stanza {source.name}: {len(catalog.backups)} backup(s), WAL up to {catalog.wal_max}")
     return catalog
 
@@ -200,20 +202,24 @@ def check_restore_target(target: RestoreTarget, catalog: Catalog, repo: int | No
 
 @task(cache_policy=NONE)
 def wait_for_restore(spec: ClusterSpec) -> str:
-    sentence = ops.wait_for_restore(get_provider(spec), spec, spec.timeouts.healthy)
+    sentence = ops.wait_for_restore(get_provider(spec, PREFECT_LOADERS), spec, spec.timeouts.healthy)
     log_sentences(sentence)
     return sentence
 
 
 @task(cache_policy=NONE)
 def save_cluster_spec(spec: ClusterSpec) -> str:
-    """Write the restored cluster's spec beside its data, for ``dbtier status --spec`` and teardown."""
+    """Write the restored cluster's spec beside its data on each host, and into this machine's work directory
+    (``dbtier status --spec`` and teardown read it here, where the flows run); return the local path."""
     path = f"{spec.cluster_dir}/cluster-spec.yaml"
     text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-    for host in bootstrap.cluster_hosts(get_engine(spec), spec):
-        get_provider(spec).runner(spec, host).write_file(path, text.encode(), 0o644)
-    log_sentences(f"spec of {spec.name} saved: {path}")
-    return path
+    hosts = bootstrap.cluster_hosts(get_engine(spec), spec)
+    for host in hosts:
+        get_provider(spec, PREFECT_LOADERS).runner(spec, host).write_file(path, text.encode(), 0o644)
+    local = os.path.join(workdir.cluster_work_dir(spec.name), "cluster-spec.yaml")
+    workdir.write_private(local, text.encode(), 0o644)
+    log_sentences(f"spec of {spec.name} saved: {local} (and {path} on {', '.join(hosts)})")
+    return local
 
 
 # ---- restore drill ------------------------------------------------------------------------------
@@ -222,7 +228,7 @@ def save_cluster_spec(spec: ClusterSpec) -> str:
 @task(cache_policy=NONE)
 def clear_throwaway(copy: ClusterSpec) -> None:
     """A copy left by an interrupted drill is the drill's own: stop and remove it."""
-    engine, provider = get_engine(copy), get_provider(copy)
+    engine, provider = get_engine(copy), get_provider(copy, PREFECT_LOADERS)
     if bootstrap.running_services(engine, provider, copy) or bootstrap.is_initialised(engine, provider, copy):
         log_sentences(*bootstrap.stop_services(engine, provider, copy), bootstrap.wipe(engine, provider, copy))
 
@@ -231,9 +237,9 @@ def restore_drill_checks(source: ClusterSpec, copy: ClusterSpec, target: str = "
     """What the restore drill proves before it writes a single marker row, each a one-line refusal (exit 2):
     the copy's directory holds nothing but an earlier drill's copy, the copy's ports are free, and the
     source has a backup that serves ``target``. The command line runs it before the flow run starts."""
-    sentences = bootstrap.preflight(get_engine(copy), get_provider(copy), copy)
+    sentences = bootstrap.preflight(get_engine(copy), get_provider(copy, PREFECT_LOADERS), copy)
     wanted = RestoreTarget("latest") if target == "marker" else parse_target(target)
-    catalog = ops.read_source_catalog(get_provider(copy), copy, source, load_backup_secrets(source))
+    catalog = ops.read_source_catalog(get_provider(copy, PREFECT_LOADERS), copy, source, load_backup_secrets(source))
     served_by = check_target(wanted, catalog, datetime.now(timezone.utc))
     return [*sentences, f"source stanza {source.name}: {len(catalog.backups)} backup(s); target served by {served_by}"]
 

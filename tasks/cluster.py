@@ -9,7 +9,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
 from blocks.passwords import ensure_passwords, load_passwords
-from dbtier import bootstrap
+from blocks.loaders import PREFECT_LOADERS
+from dbtier import bootstrap, workdir
 from dbtier.backup import ops as backup_ops
 from dbtier.errors import SecretError
 from dbtier.engines.base import ClusterStatus, Engine, get_engine
@@ -21,7 +22,7 @@ from tasks import log_sentences
 
 
 def _parts(spec: ClusterSpec) -> tuple[Engine, Provider]:
-    return get_engine(spec), get_provider(spec)
+    return get_engine(spec), get_provider(spec, PREFECT_LOADERS)
 
 
 def _service(spec: ClusterSpec, name: str) -> Service:
@@ -57,7 +58,7 @@ def prepare_hosts(spec: ClusterSpec) -> None:
 @task(cache_policy=NONE)
 def learn_addresses(spec: ClusterSpec) -> ClusterSpec:
     """``spec`` with the addresses the hosts just got (Proxmox containers on DHCP); read-only, waits for leases."""
-    learned = resolve_addresses(spec, wait=True)
+    learned = resolve_addresses(spec, wait=True, loaders=PREFECT_LOADERS)
     if learned is not spec:
         log_sentences(f"hosts: {', '.join(bootstrap.cluster_hosts(get_engine(learned), learned))}")
     return learned
@@ -158,9 +159,12 @@ def stop_cluster(spec: ClusterSpec) -> list[str]:
 
 @task(cache_policy=NONE)
 def wipe_cluster(spec: ClusterSpec) -> str:
-    """Delete the cluster's directory (and its systemd units); return what was done."""
+    """Delete the cluster's directory (and its systemd units), then its work directory on this machine (the
+    drills' evidence); return what was done."""
     engine, provider = _parts(spec)
     said = bootstrap.wipe(engine, provider, spec)
+    local = workdir.forget_cluster(spec.name)
+    said += f"; {local}" if local else ""
     log_sentences(said)
     return said
 
@@ -171,6 +175,6 @@ def destroy_hosts(spec: ClusterSpec) -> list[str]:
 
     Not retried: destroying is not a step to repeat blindly.
     """
-    sentences = get_provider(spec).destroy_hosts(spec)
+    sentences = get_provider(spec, PREFECT_LOADERS).destroy_hosts(spec)
     log_sentences(*sentences)
     return sentences

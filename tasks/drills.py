@@ -8,11 +8,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
 from dbtier.drills import preflight, scenarios
 from dbtier.drills.settings import DrillSettings
 from dbtier.drills.verdict import Verdict, markdown_report, summary_row
 from dbtier.engines.base import get_engine
+from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 
 
@@ -20,7 +22,8 @@ def refuse_drill(spec: ClusterSpec, settings: DrillSettings, spec_flag: str = ""
     """Every check a drill makes before it breaks anything, each a one-line refusal (exit 2): not a production
     cluster that does not opt in, a cluster healthy now (never a 180 s wait), its passwords readable.
     The command line runs it before the flow run starts; the flow runs it as its first step."""
-    sentence = preflight.check_ready(get_engine(spec), spec, settings, spec_flag)
+    sentence = preflight.check_ready(get_engine(spec), spec, settings, spec_flag,
+                                     provider=get_provider(spec, PREFECT_LOADERS))
     load_passwords(spec)
     return sentence
 
@@ -34,10 +37,11 @@ def check_drill_allowed(spec: ClusterSpec, settings: DrillSettings) -> None:
 @task(cache_policy=NONE, task_run_name="drill {scenario}")
 def run_drill(spec: ClusterSpec, scenario: str, settings: DrillSettings) -> Verdict:
     """Run one scenario (never retried: a drill breaks things on purpose) and return its verdict."""
-    result = scenarios.run(spec, scenario, settings, load_passwords(spec).app)
+    result = scenarios.run(spec, scenario, settings, load_passwords(spec).app,
+                           provider=get_provider(spec, PREFECT_LOADERS))
     logger = get_run_logger()
     logger.info("%s", result.verdict.sentence)
-    logger.info("evidence (verdict.json, writes.jsonl) saved under %s", result.report_dir)
+    logger.info("evidence (verdict.json, writes.jsonl) saved on this machine under %s", result.report_dir)
     return result.verdict
 
 

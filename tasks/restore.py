@@ -15,6 +15,7 @@ from prefect.cache_policies import NONE
 
 from blocks.backup import load_backup_secrets
 from blocks.cleanup import forget_cluster_blocks
+from blocks.loaders import PREFECT_LOADERS
 from dbtier import bootstrap
 from dbtier.backup import inplace, ops
 from dbtier.backup.catalog import Catalog, RestoreTarget, base_for_time, check_target, parse_target, restore_options
@@ -45,7 +46,7 @@ def choose_target_spec(source: ClusterSpec, into: str | None, port_offset: int, 
             raise RestoreError("in_place: restores the source itself; drop --into / --target-spec")
         return source
     if target_spec_path:
-        return resolve_addresses(load_spec(target_spec_path))
+        return resolve_addresses(load_spec(target_spec_path), loaders=PREFECT_LOADERS)
     return derive_target(source, into or f"{source.name[:23]}-restored", port_offset)
 
 
@@ -61,7 +62,7 @@ def plan_restore(source: ClusterSpec, target: str, into: str | None, port_offset
     """Check everything a restore needs before anything is written; return the plan and what was checked."""
     wanted = parse_target(target)
     base = choose_target_spec(source, into, port_offset, target_spec_path, in_place)
-    engine, provider = get_engine(base), get_provider(base)
+    engine, provider = get_engine(base), get_provider(base, PREFECT_LOADERS)
     said: list[str] = []
     if repo is not None and not 1 <= repo <= len(source.backup.repositories):
         raise RestoreError(f"repo: {repo} is not a repository of {source.name} (1..{len(source.backup.repositories)}); "
@@ -85,7 +86,7 @@ def plan_restore(source: ClusterSpec, target: str, into: str | None, port_offset
 
 def _refuse_unarchived_tail(source: ClusterSpec, wanted: RestoreTarget, catalog: Catalog) -> str:
     """An in-place restore must not drop what the stopped cluster committed after its last archived WAL."""
-    tail = ops.first_unarchived_transaction(get_provider(source), source, catalog.wal_max)
+    tail = ops.first_unarchived_transaction(get_provider(source, PREFECT_LOADERS), source, catalog.wal_max)
     refusal = tail_refusal(wanted, *tail) if tail else None
     if refusal:
         raise RestoreError(refusal)
@@ -107,7 +108,7 @@ def settle_target(plan: RestorePlan, source: ClusterSpec, repo: int | None) -> t
     becomes its backup to the end of the archive (recovery could never reach it). Read after the source's WAL flush."""
     if plan.wanted.kind != "time" or plan.wanted.at is None:
         return settle_time_target(plan.wanted, "", None), restore_options(plan.wanted, repo)
-    provider = get_provider(plan.target)
+    provider = get_provider(plan.target, PREFECT_LOADERS)
     secrets = load_backup_secrets(source)
     catalog = only_repo(ops.read_source_catalog(provider, plan.target, source, secrets), repo)
     base = base_for_time(catalog, plan.wanted.at)
@@ -123,7 +124,7 @@ def settle_target(plan: RestorePlan, source: ClusterSpec, repo: int | None) -> t
 @task(cache_policy=NONE)
 def set_aside_data(source: ClusterSpec) -> str:
     """In place: stop any orphan postmaster, then rename the cluster's directory aside (nothing is deleted yet)."""
-    engine, provider = get_engine(source), get_provider(source)
+    engine, provider = get_engine(source), get_provider(source, PREFECT_LOADERS)
     said = [*bootstrap.stop_services(engine, provider, source), inplace.set_aside(engine, provider, source)]
     log_sentences(*said)
     return said[-1]
@@ -131,7 +132,7 @@ def set_aside_data(source: ClusterSpec) -> str:
 
 @task(cache_policy=NONE)
 def drop_set_aside(source: ClusterSpec) -> str:
-    sentence = inplace.drop_aside(get_engine(source), get_provider(source), source)
+    sentence = inplace.drop_aside(get_engine(source), get_provider(source, PREFECT_LOADERS), source)
     log_sentences(sentence)
     return sentence
 
@@ -140,7 +141,7 @@ def drop_set_aside(source: ClusterSpec) -> str:
 def undo_failed_restore(spec: ClusterSpec, in_place: bool) -> str:
     """Leave nothing of a failed restore: put the old data back (in place), or remove the new cluster entirely
     (processes, data, the stanza it created, its Secret blocks). Returns the sentence the user reads."""
-    engine, provider = get_engine(spec), get_provider(spec)
+    engine, provider = get_engine(spec), get_provider(spec, PREFECT_LOADERS)
     try:
         if in_place:
             log_sentences(*inplace.put_back(engine, provider, spec))
@@ -158,7 +159,7 @@ def undo_failed_restore(spec: ClusterSpec, in_place: bool) -> str:
 
 def _drop_new_stanza(spec: ClusterSpec) -> str:
     """The stanza a failed restore created (check_restore made sure none existed before it)."""
-    provider = get_provider(spec)
+    provider = get_provider(spec, PREFECT_LOADERS)
     secrets = load_backup_secrets(spec)
     catalog = ops.read_source_catalog(provider, spec, spec, secrets)
     if not catalog.backups and catalog.wal_max is None and catalog.status == "missing stanza":

@@ -9,6 +9,7 @@ from prefect.cache_policies import NONE
 
 from blocks.backup import load_backup_secrets
 from blocks.cleanup import cluster_blocks, drop_cipher_block, forget_cluster_blocks
+from blocks.loaders import PREFECT_LOADERS
 from dbtier import bootstrap
 from dbtier.backup import ops
 from dbtier.engines.base import get_engine
@@ -23,7 +24,7 @@ def survey_cluster(spec: ClusterSpec, drop_backups: bool, wipe: bool) -> dict[st
     """What of the cluster exists: hosts holding its directory, services running, (optionally) the stanzas
     of its repositories (``drop_backups``), its Secret blocks and variables (``wipe``). Changes nothing; for a
     wipe, refuses a directory that carries another cluster's marker before anything is stopped."""
-    engine, provider = get_engine(spec), get_provider(spec)
+    engine, provider = get_engine(spec), get_provider(spec, PREFECT_LOADERS)
     found: dict[str, Any] = {
         "hosts": bootstrap.check_owned(engine, provider, spec) if wipe else
         bootstrap.hosts_with_data(engine, provider, spec),
@@ -42,7 +43,7 @@ def survey_cluster(spec: ClusterSpec, drop_backups: bool, wipe: bool) -> dict[st
 def check_stopped(spec: ClusterSpec, wipe: bool) -> None:
     """After the stop and before anything is deleted: nothing of the cluster runs; with ``wipe``, every
     directory to delete carries the cluster's marker (:func:`bootstrap.check_wipe`)."""
-    engine, provider = get_engine(spec), get_provider(spec)
+    engine, provider = get_engine(spec), get_provider(spec, PREFECT_LOADERS)
     if wipe:
         hosts = bootstrap.check_wipe(engine, provider, spec)
         log_sentences(f"{spec.cluster_dir} on {', '.join(hosts) or 'no host'}: ours, nothing running")

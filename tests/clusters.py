@@ -85,6 +85,7 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
 @contextmanager
 def stopped_at_exit(spec: ClusterSpec) -> Iterator[None]:
     """Whatever happens in the block, stop every process of the cluster by its pid file."""
+    from blocks.loaders import PREFECT_LOADERS
     from dbtier import bootstrap
     from dbtier.engines.base import get_engine
     from dbtier.providers.base import get_provider
@@ -92,7 +93,7 @@ def stopped_at_exit(spec: ClusterSpec) -> Iterator[None]:
     try:
         yield
     finally:
-        bootstrap.stop_services(get_engine(spec), get_provider(spec), spec)
+        bootstrap.stop_services(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec)
 
 
 def write_spec(spec: ClusterSpec, path: str) -> str:

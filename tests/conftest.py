@@ -24,10 +24,12 @@ os.environ.update(
 )
 for _key in [k for k in os.environ if k.startswith("DBTIER_")]:
     del os.environ[_key]
+os.environ["DBTIER_WORK_DIR"] = os.path.join(_PREFECT_HOME, "work")  # drill evidence and local pins: removed below
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Leave no temporary directory behind: the clusters' data roots, the S3 servers' and Prefect's home."""
+    """Leave no temporary directory behind: the clusters' data roots, the S3 servers' and Prefect's home (with
+    dbtier's work directory in it)."""
     import shutil
 
     from tests.clusters import remove_made_dirs

@@ -13,7 +13,7 @@ from dbtier.drills.settings import DrillSettings, refusal
 from dbtier.engines.base import Engine
 from dbtier.errors import Refused
 from dbtier.health import Health
-from dbtier.providers.base import get_provider
+from dbtier.providers.base import Provider, get_provider
 from dbtier.spec import ClusterSpec
 
 
@@ -31,15 +31,17 @@ def unhealthy_refusal(spec: ClusterSpec, health: Health, spec_flag: str = "") ->
             f"cluster: fix it first (see 'dbtier status{spec_flag}')")
 
 
-def check_ready(engine: Engine, spec: ClusterSpec, settings: DrillSettings, spec_flag: str = "") -> str:
+def check_ready(engine: Engine, spec: ClusterSpec, settings: DrillSettings, spec_flag: str = "",
+                provider: Provider | None = None) -> str:
     """Refuse a drill that must not run (production) or cannot be judged (unhealthy); else say it may run.
 
-    A cluster gets one Patroni loop (``loop_wait``) to settle, never the drill's 180 s.
+    A cluster gets one Patroni loop (``loop_wait``) to settle, never the drill's 180 s. ``provider``
+    reaches the members (default: the spec's, with the library's loaders).
     """
     why = refusal(settings)
     if why:
         raise Refused(why)
-    if not bootstrap.running_services(engine, get_provider(spec), spec):
+    if not bootstrap.running_services(engine, provider or get_provider(spec), spec):
         raise Refused(f"cluster: {spec.name} is not running (no process of it runs under {spec.cluster_dir}); "
                       "provision it first, or name the right cluster with --spec")
     deadline = time.monotonic() + spec.patroni.loop_wait

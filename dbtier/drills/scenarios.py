@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from dbtier import workdir
 from dbtier.health import role_holder
 from dbtier.drills import faults, writer
 from dbtier.drills.settings import DrillSettings, quorum_loss_hold
@@ -21,27 +22,34 @@ from dbtier.drills.verdict import Attempt, Evidence, Expectation, Observed, Verd
 from dbtier.engines import etcd
 from dbtier.engines.base import get_engine
 from dbtier.errors import ClusterUnhealthy, DbtierError
-from dbtier.providers.base import get_provider
+from dbtier.providers.base import Provider, get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn, pg_member, pg_members
 
 
 @dataclass(frozen=True)
 class DrillResult:
-    """A verdict and where its evidence (verdict.json, the writer's log) was saved."""
+    """A verdict and where its evidence (verdict.json, the writer's log) was saved: a local directory of the
+    machine that ran the drill (:func:`dbtier.workdir.drill_dir`)."""
 
     verdict: Verdict
     report_dir: str
 
 
 class Drill:
-    """One drill in progress: its writer, its events, and what it must restore."""
+    """One drill in progress: its writer, its events, and what it must restore.
 
-    def __init__(self, spec: ClusterSpec, settings: DrillSettings, password: str, scenario: str) -> None:
+    The writer runs here, where the drill runs; its log, stderr and the verdict live in a local work
+    directory of this machine (``<work>/<cluster>/drills/<id>/``), never on a member. ``provider``
+    reaches the members (default: the spec's, with the library's loaders).
+    """
+
+    def __init__(self, spec: ClusterSpec, settings: DrillSettings, password: str, scenario: str,
+                 provider: Provider | None = None) -> None:
         self.spec, self.settings, self.scenario, self._password = spec, settings, scenario, password
-        self.provider, self.engine = get_provider(spec), get_engine(spec)
+        self.provider, self.engine = provider or get_provider(spec), get_engine(spec)
         self.id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{scenario}"
-        self.dir = f"{spec.cluster_dir}/drills/{self.id}"
+        self.dir = workdir.drill_dir(spec.name, self.id)
         self.events: list[tuple[float, str]] = []
         self.notes: list[str] = []
         self.problems: list[str] = []
@@ -85,8 +93,7 @@ class Drill:
     @contextmanager
     def writing(self) -> Iterator[None]:
         """Run the writer for the block; restore every fault and stop the writer on the way out."""
-        runner = self.provider.runner(self.spec, self.spec.host)
-        runner.make_dirs(self.dir, 0o750)
+        workdir.make_private_dir(self.dir)
         writer.create_table(client_dsn(self.spec), self._password)
         argv = writer.writer_argv(client_dsn(self.spec), self.id, self.log, self.settings.write_interval_ms,
                                   self.settings.write_timeout_s)
@@ -195,8 +202,7 @@ class Drill:
                         primary_ids=primary_ids, replica_ids=replica_ids, rejoin_s=rejoin[0], rejoin_lag=rejoin[1],
                         events=self.events, notes=self.notes, problems=self.problems, evidence=evidence or Evidence())
         verdict = judge(self.scenario, attempts, seen, expect)
-        runner = self.provider.runner(self.spec, self.spec.host)
-        runner.write_file(f"{self.dir}/verdict.json", json.dumps(verdict.to_dict(), indent=2).encode(), 0o640)
+        workdir.write_private(f"{self.dir}/verdict.json", json.dumps(verdict.to_dict(), indent=2).encode())
         return DrillResult(verdict, self.dir)
 
     def _read_back(self, attempts: list[Attempt]) -> tuple[str | None, frozenset[int], dict[str, frozenset[int]]]:
@@ -366,12 +372,14 @@ SCENARIO_FUNCS: dict[str, Callable[[Drill], DrillResult]] = {
 }
 
 
-def run(spec: ClusterSpec, scenario: str, settings: DrillSettings, password: str) -> DrillResult:
-    """Run one scenario on a healthy cluster and return its verdict (the cluster is healthy again after)."""
+def run(spec: ClusterSpec, scenario: str, settings: DrillSettings, password: str,
+        provider: Provider | None = None) -> DrillResult:
+    """Run one scenario on a healthy cluster and return its verdict (the cluster is healthy again after).
+    ``provider``: how to reach the members (the flows hand in theirs; default: the library's)."""
     if scenario not in SCENARIO_FUNCS:
         raise DbtierError(f"scenario: unknown {scenario!r}; choose one of {', '.join(SCENARIO_FUNCS)} or drill-all")
     get_engine(spec).wait_healthy(spec, settings.healthy_timeout_s)
-    drill = Drill(spec, settings, password, scenario)
+    drill = Drill(spec, settings, password, scenario, provider)
     # In synchronous mode Patroni promotes only the named sync standby: drill only once it has one.
     drill.sync_standby()
     return SCENARIO_FUNCS[scenario](drill)

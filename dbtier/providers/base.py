@@ -16,6 +16,7 @@ from dbtier.spec import ClusterSpec
 
 if TYPE_CHECKING:
     from dbtier.power import HostPower
+    from dbtier.providers.loaders import Loaders
     from dbtier.supervisors import Supervisor
 
 
@@ -128,32 +129,41 @@ class Provider(ABC):
         return f"{host}: nothing to install (the {self.name} provider's hosts are set up by 'make setup')"
 
 
-def get_provider(spec: ClusterSpec) -> Provider:
-    """The provider the spec names; its SDK is imported only when chosen."""
+def get_provider(spec: ClusterSpec, loaders: Loaders | None = None) -> Provider:
+    """The provider the spec names; its SDK is imported only when chosen.
+
+    ``loaders`` say where SSH keys, host-key pins and PVE tokens come from: by default
+    :data:`~dbtier.providers.loaders.FILE_LOADERS` (no Prefect); the tasks and flows hand in
+    ``blocks.loaders.PREFECT_LOADERS``. The local provider needs none.
+    """
     if spec.provider == "local":
         from dbtier.providers.local import LocalProvider
 
         return LocalProvider()
+    from dbtier.providers.loaders import FILE_LOADERS
+
     if spec.provider == "ssh" and spec.ssh is not None:
         from dbtier.providers.ssh import shared_provider
 
-        return shared_provider(spec.ssh)
+        return shared_provider(spec.ssh, loaders or FILE_LOADERS)
     if spec.provider == "proxmox" and spec.proxmox is not None:
         from dbtier.providers.proxmox import ProxmoxProvider
 
-        return ProxmoxProvider(spec.proxmox)
+        return ProxmoxProvider(spec.proxmox, loaders or FILE_LOADERS)
     raise NotImplementedError(f"provider {spec.provider!r}")  # pragma: no cover - the spec admits only known names
 
 
-def resolve_addresses(spec: ClusterSpec, *, wait: bool = False) -> ClusterSpec:
+def resolve_addresses(spec: ClusterSpec, *, wait: bool = False, loaders: Loaders | None = None) -> ClusterSpec:
     """``spec`` with the addresses its hosts got at run time filled in, so topology places members there.
 
     Only Proxmox containers on DHCP have such addresses: they are read from the PVE API (read-only); one
     that does not run yet keeps a placeholder host that the provider treats as absent. ``wait``: the
     containers have just started, wait for their leases. Any other spec comes back as it is, without I/O.
+    The API token comes from ``loaders`` (as for :func:`get_provider`).
     """
     if spec.provider == "proxmox" and spec.proxmox is not None and spec.proxmox.uses_dhcp:
+        from dbtier.providers.loaders import FILE_LOADERS
         from dbtier.providers.proxmox import learn_leases
 
-        return learn_leases(spec, wait=wait)
+        return learn_leases(spec, wait=wait, loaders=loaders or FILE_LOADERS)
     return spec

@@ -5,8 +5,9 @@ that address. Two ways to know it:
 
 - ``ssh.hosts[i].host_key`` in the spec (``ssh-ed25519 AAAA...``, the line of the host's
   ``/etc/ssh/ssh_host_ed25519_key.pub``): only that key is accepted, from the first connection on;
-- otherwise the key seen on the first connection is pinned for the cluster (kept in a Prefect
-  variable, :mod:`blocks.hostkeys`), and every later connection must present the same key.
+- otherwise the key seen on the first connection is pinned for the cluster (kept where the provider's
+  loaders say: a Prefect variable for the flows, ``blocks/hostkeys.py``; else a file in the work
+  directory, :mod:`dbtier.providers.loaders`), and every later connection must present the same key.
 
 A different key stops the run with one line that says how to forget the pin when the host was
 rebuilt on purpose (``dbtier host-keys --forget HOST:PORT``).

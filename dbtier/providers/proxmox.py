@@ -17,11 +17,12 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
 
 from dbtier.errors import PreflightError, ProvisionError
+from dbtier.power import HostPower
 from dbtier.providers import proxmox_api as pve
 from dbtier.providers.base import Completed, Provider, Runner
+from dbtier.providers.loaders import FILE_LOADERS, Loaders, PVEToken, public_key_line
 from dbtier.providers.ssh import SSHProvider, shared_provider
 from dbtier.supervisors import Processes, Supervisor
 from dbtier.spec import ClusterSpec, ProxmoxContainer, ProxmoxSettings, SSHHost, SSHSettings
@@ -44,6 +45,7 @@ def ssh_settings(settings: ProxmoxSettings) -> SSHSettings:
         hosts=[SSHHost(address=ct.ip, port=settings.ssh_port) for ct in settings.containers],
         user=settings.ssh_user,
         credentials_block=settings.ssh_credentials_block,
+        key_file=settings.ssh_key_file,
         connect_timeout=settings.connect_timeout,
         install_packages=True,
     )
@@ -110,15 +112,17 @@ def wait_for_ssh(host: str, port: int, timeout: float, poll: float = 1.0) -> flo
         time.sleep(poll)
 
 
-def learn_leases(spec: ClusterSpec, *, wait: bool = False, client: pve.Client | None = None) -> ClusterSpec:
+def learn_leases(spec: ClusterSpec, *, wait: bool = False, client: pve.Client | None = None,
+                 loaders: Loaders = FILE_LOADERS) -> ClusterSpec:
     """``spec`` with the addresses its running DHCP containers hold, read from the PVE API (read-only).
 
     A container that does not exist or run (or is not this cluster's) stays pending. ``wait``: the
     containers have just started; wait up to ``dhcp_wait_s`` for each one's lease, else fail naming it.
+    Without ``client``, the API token comes from ``loaders``.
     """
     settings = _settings(spec)
     if client is None:
-        client = load_credentials(settings.credentials_block).get_client()
+        client = loaders.pve_token(settings).get_client()
     running = {ref.vmid: ref for ref in pve.list_containers(client)
                if ref.status == "running" and pve.owned_by(ref.tags, spec.host_owner)}
     leases: dict[int, str | None] = {}
@@ -183,24 +187,26 @@ class AbsentHost(Runner):
 
 
 class ProxmoxProvider(Provider):
-    """Members in the containers listed in ``spec.proxmox``; inside them, the SSH provider does the work."""
+    """Members in the containers listed in ``spec.proxmox``; inside them, the SSH provider does the work.
+    The API token, the SSH key and the host-key pins come from ``loaders``."""
 
     name = "proxmox"
 
-    def __init__(self, settings: ProxmoxSettings) -> None:
+    def __init__(self, settings: ProxmoxSettings, loaders: Loaders = FILE_LOADERS) -> None:
         self.settings = settings
+        self.loaders = loaders
         self.ssh_settings = ssh_settings(settings)
-        self.ssh: SSHProvider = shared_provider(self.ssh_settings)
-        self._block: Any = None
+        self.ssh: SSHProvider = shared_provider(self.ssh_settings, loaders)
+        self._token: PVEToken | None = None
         self._client: pve.Client = None
         self._running: set[str] = set()  # addresses whose container is known to run
 
-    # blocks and clients, loaded once per provider (a provider lives for one task)
+    # the token and its client, loaded once per provider (a provider lives for one task)
 
-    def credentials(self) -> Any:
-        if self._block is None:
-            self._block = load_credentials(self.settings.credentials_block)
-        return self._block
+    def credentials(self) -> PVEToken:
+        if self._token is None:
+            self._token = self.loaders.pve_token(self.settings)
+        return self._token
 
     def client(self) -> pve.Client:
         if self._client is None:
@@ -264,13 +270,19 @@ class ProxmoxProvider(Provider):
     def installs_packages(self, spec: ClusterSpec) -> bool:
         return True
 
+    def power(self, spec: ClusterSpec) -> HostPower:
+        """Whole-container faults through the PVE API: suspend, resume, stop, start (then SSH answers)."""
+        from dbtier.providers.proxmox_power import ProxmoxPower
+
+        return ProxmoxPower(spec, self.client)
+
     def prepare_host(self, spec: ClusterSpec, host: str) -> str:
         """Find or create the container, start it, learn its DHCP address, wait for SSH, then set it up
         like any SSH host."""
         index, ct = container_of(spec, host)
-        block = self.credentials()
-        plan = container_plan(spec, index, load_public_key(self.settings.ssh_credentials_block),
-                              storage=block.storage, bridge=block.bridge, template=block.template)
+        token = self.credentials()
+        plan = container_plan(spec, index, public_key_line(self.loaders.ssh_key(self.ssh_settings)),
+                              storage=token.storage, bridge=token.bridge, template=token.template)
         ref, said = pve.ensure_container(self.client(), ct.node, plan, timeout=self.settings.task_timeout_s)
         if ct.dhcp:
             host = pve.container_address(self.client(), ref, timeout=self.settings.dhcp_wait_s)
@@ -289,38 +301,6 @@ class ProxmoxProvider(Provider):
                     f"(teardown of {spec.host_owner} with --destroy-hosts destroys them)"]
         said = pve.destroy_cluster_containers(self.client(), spec.name, timeout=self.settings.task_timeout_s)
         self._running.clear()
-        from blocks.hostkeys import forget_pins
-
-        if forget_pins(spec.name):  # new containers at these addresses will have new host keys
+        if self.loaders.forget_pins(spec.name):  # new containers at these addresses will have new host keys
             said.append(f"forgot the SSH host keys pinned for {spec.name}'s containers")
         return said or [f"no container tagged {pve.owner_tags(spec.name)[1]} is left to destroy"]
-
-
-# -- blocks ----------------------------------------------------------------------------------------
-
-
-def load_credentials(name: str) -> Any:
-    """The ProxmoxCredentials block ``name``, or a one-line error saying how to create it."""
-    from blocks.proxmox import ProxmoxCredentials
-
-    try:
-        return ProxmoxCredentials.load(name)
-    except ValueError:
-        raise PreflightError(f"proxmox.credentials_block: no ProxmoxCredentials block named {name!r}; save one "
-                             "first (ProxmoxCredentials(api_url=..., token_id=..., token_secret=...).save(name))") from None
-
-
-def load_public_key(name: str) -> str:
-    """The OpenSSH public key line of the private key in the SSHCredentials block ``name``."""
-    from blocks.ssh import SSHCredentials
-
-    pkey = SSHCredentials.load_connect_kwargs(name)["pkey"]
-    return public_key_line(cast(str, pkey.get_name()), cast(str, pkey.get_base64()))
-
-
-def public_key_line(kind: str, base64: str, comment: str = "dbtier") -> str:
-    """
-    >>> public_key_line("ssh-ed25519", "AAAAC3Nz")
-    'ssh-ed25519 AAAAC3Nz dbtier'
-    """
-    return f"{kind} {base64} {comment}"

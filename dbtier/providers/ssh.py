@@ -12,13 +12,14 @@ import shlex
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dbtier.errors import CommandFailed, PreflightError, ProvisionError
 from dbtier.providers.base import Completed, Provider, Runner
-from dbtier.providers.hostkeys import HostKeyPins, Loader, Saver, spec_host_keys
+from dbtier.providers.hostkeys import HostKeyPins, spec_host_keys
+from dbtier.providers.loaders import FILE_LOADERS, Loaders
 from dbtier.spec import ClusterSpec, SSHSettings
 from dbtier.supervisors import Processes, Supervisor, Systemd, systemd_runs
 
@@ -184,13 +185,12 @@ def describe_connect_error(host: str, port: int, user: str, err: Exception) -> P
 
 
 class SSHProvider(Provider):
-    """Members on the hosts listed in ``spec.ssh``, round-robin."""
+    """Members on the hosts listed in ``spec.ssh``, round-robin; keys and pins come from ``loaders``."""
 
     name = "ssh"
 
-    def __init__(self, key_loader: Callable[[SSHSettings], dict[str, Any]], pin_store: tuple[Loader, Saver]) -> None:
-        self._key_loader = key_loader
-        self._pin_store = pin_store
+    def __init__(self, loaders: Loaders = FILE_LOADERS) -> None:
+        self.loaders = loaders
         self._pins: dict[str, HostKeyPins] = {}
         self._runners: dict[tuple[str, int, str], SSHRunner] = {}
         self._systemd: dict[tuple[str, int], bool] = {}
@@ -207,17 +207,17 @@ class SSHProvider(Provider):
         with self._lock:
             owner = spec.host_owner  # a restored copy trusts the keys pinned for its source's hosts
             if owner not in self._pins or self._pins[owner].fixed != fixed:
-                self._pins[owner] = HostKeyPins(owner, *self._pin_store, fixed=fixed)
+                self._pins[owner] = HostKeyPins(owner, self.loaders.load_pins, self.loaders.save_pins, fixed=fixed)
             return self._pins[owner]
 
     def runner(self, spec: ClusterSpec, host: str) -> SSHRunner:
         settings = self._settings(spec)
-        port = next(h.port for h in settings.hosts if h.address == host)
+        port = host_port(settings, host)
         key = (host, port, spec.os_user)
         pins = self.pins(spec)
         with self._lock:
             if key not in self._runners or self._runners[key].pins is not pins:
-                self._runners[key] = SSHRunner(host, port, settings, spec.os_user, self._key_loader(settings), pins)
+                self._runners[key] = SSHRunner(host, port, settings, spec.os_user, self.loaders.ssh_key(settings), pins)
             return self._runners[key]
 
     def supervisor(self, spec: ClusterSpec, host: str) -> Supervisor:
@@ -262,44 +262,34 @@ class SSHProvider(Provider):
         return f"{host}: {last}"
 
 
-_PROVIDERS: dict[str, SSHProvider] = {}
+def host_port(settings: SSHSettings, host: str) -> int:
+    """The SSH port of ``host``, which must be one of ``ssh.hosts``.
+
+    >>> from dbtier.spec import SSHHost
+    >>> settings = SSHSettings(hosts=[SSHHost(address="10.0.0.11", port=2222)], key_file="/k")
+    >>> host_port(settings, "10.0.0.11")
+    2222
+    >>> host_port(settings, "127.0.0.1")
+    Traceback (most recent call last):
+    ...
+    dbtier.errors.PreflightError: ssh.hosts: 127.0.0.1 is not one of the spec's hosts (10.0.0.11:2222); add it to ssh.hosts, or ask for the runner of a member's host
+    """
+    for h in settings.hosts:
+        if h.address == host:
+            return h.port
+    known = ", ".join(f"{h.address}:{h.port}" for h in settings.hosts)
+    raise PreflightError(f"ssh.hosts: {host} is not one of the spec's hosts ({known}); add it to ssh.hosts, "
+                         "or ask for the runner of a member's host")
+
+
+_PROVIDERS: dict[tuple[str, Loaders], SSHProvider] = {}
 _PROVIDERS_LOCK = threading.Lock()
 
 
-def shared_provider(settings: SSHSettings) -> SSHProvider:
-    """One provider (so one connection per host) per SSH settings, for the life of the process."""
-    key = settings.model_dump_json()
+def shared_provider(settings: SSHSettings, loaders: Loaders = FILE_LOADERS) -> SSHProvider:
+    """One provider (so one connection per host) per SSH settings and loaders, for the life of the process."""
+    key = (settings.model_dump_json(), loaders)
     with _PROVIDERS_LOCK:
         if key not in _PROVIDERS:
-            _PROVIDERS[key] = SSHProvider(load_key, (load_pins, save_pins))
+            _PROVIDERS[key] = SSHProvider(loaders)
         return _PROVIDERS[key]
-
-
-def load_pins(cluster: str) -> dict[str, str]:
-    from blocks.hostkeys import load_pins as load
-
-    return load(cluster)
-
-
-def save_pins(cluster: str, pins: dict[str, str]) -> None:
-    from blocks.hostkeys import save_pins as save
-
-    save(cluster, pins)
-
-
-def load_key(settings: SSHSettings) -> dict[str, Any]:
-    """Connect arguments for the key the settings name: a Prefect block, else a key file."""
-    if settings.credentials_block:
-        from blocks.ssh import SSHCredentials
-
-        return SSHCredentials.load_connect_kwargs(settings.credentials_block)
-    return key_from_file(settings)
-
-
-def key_from_file(settings: SSHSettings) -> dict[str, Any]:
-    """Connect arguments for a private key file on the machine that runs dbtier."""
-    if not settings.key_file:
-        raise PreflightError("ssh.key_file: not set")
-    if not Path(settings.key_file).is_file():
-        raise PreflightError(f"ssh.key_file: {settings.key_file} does not exist; give the path of the private key")
-    return {"key_filename": settings.key_file}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from blocks.passwords import load_passwords
-from dbtier import bootstrap
+from dbtier import bootstrap, workdir
 from dbtier.health import role_holder
 from dbtier.drills import faults, scenarios
 from dbtier.drills.settings import DrillSettings
@@ -145,8 +145,11 @@ def test_a_failed_verdict_fails_the_flow_and_keeps_the_evidence(synchronous_clus
     impossible = FAST.model_copy(update={"rto_budget_s": 0.001})
     with pytest.raises(DrillFailed, match="RTO .* is above the budget"):
         drill(synchronous_cluster_under_drill, "switchover", impossible)
-    reports = sorted(os.listdir(f"{spec.cluster_dir}/drills"))
-    latest = f"{spec.cluster_dir}/drills/{reports[-1]}"
+    evidence = os.path.join(workdir.cluster_work_dir(spec.name), "drills")  # where the flow ran, not on a member
+    reports = sorted(os.listdir(evidence))
+    latest = os.path.join(evidence, reports[-1])
+    assert latest == os.path.join(os.environ["DBTIER_WORK_DIR"], spec.name, "drills", reports[-1])
+    assert not os.path.exists(f"{spec.cluster_dir}/drills"), "nothing of the drill is kept in the cluster's directory"
     with open(f"{latest}/verdict.json") as fh:
         record = json.load(fh)
     assert record["scenario"] == "switchover" and record["passed"] is False
@@ -181,7 +184,7 @@ def test_the_report_is_published_and_no_secret_leaks(synchronous_cluster_under_d
     for scenario in ("switchover", "replica-loss", "etcd-member-loss", "crash", "freeze", "etcd-quorum-loss"):
         assert f"| {scenario} |" in reports, scenario
     published = " ".join([str(a.data) + str(a.description) for a in artifacts] + [log.message for log in logs])
-    for root, _, files in os.walk(f"{spec.cluster_dir}/drills"):
+    for root, _, files in os.walk(os.path.join(workdir.cluster_work_dir(spec.name), "drills")):
         for name in files:
             with open(os.path.join(root, name), errors="replace") as fh:
                 published += fh.read()

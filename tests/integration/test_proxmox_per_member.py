@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from blocks.loaders import PREFECT_LOADERS
 from dbtier.providers.base import resolve_addresses
 from dbtier.providers.proxmox import ssh_settings, with_leases
 from dbtier.spec import ClusterSpec, load_spec, pending_host
@@ -104,7 +105,7 @@ def test_the_dhcp_address_is_read_from_the_interfaces_and_used(three_members_in_
                                                                pve: PveDouble) -> None:
     interfaces = ("GET", f"/nodes/{NODES[1]}/lxc/{DHCP_VMID}/interfaces")
     assert interfaces in pve.state.requests
-    learned = resolve_addresses(load_spec(three_members_in_three_containers))
+    learned = resolve_addresses(load_spec(three_members_in_three_containers), loaders=PREFECT_LOADERS)
     assert [m.host for m in pg_members(learned)] == list(ADDRESSES)
     # Patroni's own view: every member registered at its container's address, pg1 at the DHCP lease
     cluster = requests.get(f"{pg_members(learned)[0].rest_url}/cluster", timeout=5).json()
@@ -113,7 +114,7 @@ def test_the_dhcp_address_is_read_from_the_interfaces_and_used(three_members_in_
 
 
 def test_members_and_etcd_bind_only_their_own_address(three_members_in_three_containers: str) -> None:
-    learned = resolve_addresses(load_spec(three_members_in_three_containers))
+    learned = resolve_addresses(load_spec(three_members_in_three_containers), loaders=PREFECT_LOADERS)
     for m in pg_members(learned):
         assert listening(m.pg_port, m.host) and listening(m.rest_port, m.host), m.name
         assert not listening(m.pg_port, "127.0.0.1") and not listening(m.rest_port, "127.0.0.1"), m.name
@@ -170,7 +171,7 @@ def test_teardown_destroys_exactly_the_three_containers(three_members_in_three_c
 
     pve.add_container(120, "pve1", "web", tags="prod")  # someone else's
     pve.add_container(364, "pve3", "other-0", tags="dbtier;dbtier-other")  # another dbtier cluster's
-    learned = resolve_addresses(load_spec(three_members_in_three_containers))
+    learned = resolve_addresses(load_spec(three_members_in_three_containers), loaders=PREFECT_LOADERS)
     assert main(["--spec", three_members_in_three_containers, "--wipe", "--destroy-hosts"]) == 0
     out = capsys.readouterr().out
     for index, (vmid, node) in enumerate(zip(VMIDS, NODES, strict=True)):
@@ -181,4 +182,4 @@ def test_teardown_destroys_exactly_the_three_containers(three_members_in_three_c
     ports += [(e.host, p) for e in etcd_members(learned) for p in (e.client_port, e.peer_port)]
     assert not [(host, port) for host, port in ports if listening(port, host)]
     # with its container gone, the DHCP member is back on its placeholder
-    assert pending_host(DHCP_VMID) in client_dsn(resolve_addresses(load_spec(three_members_in_three_containers)))
+    assert pending_host(DHCP_VMID) in client_dsn(resolve_addresses(load_spec(three_members_in_three_containers), loaders=PREFECT_LOADERS))

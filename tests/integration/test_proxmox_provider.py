@@ -141,9 +141,10 @@ def test_the_cluster_has_one_leader_and_two_streaming_replicas(three_members_in_
 def test_inside_the_container_members_are_systemd_units_and_debians_etcd_is_disabled(
     three_members_in_one_container: str, spec: ClusterSpec
 ) -> None:
+    from blocks.loaders import PREFECT_LOADERS
     from dbtier.providers.base import get_provider
 
-    root = get_provider(spec).runner(spec, "127.0.0.1")
+    root = get_provider(spec, PREFECT_LOADERS).runner(spec, "127.0.0.1")
     units = [unit_name(spec.name, s.name) for s in all_services(get_engine(spec), spec)]
     said = root.run_as_root(["systemctl", "is-active", *units]).out.split()  # type: ignore[attr-defined]
     assert said == ["active"] * 6

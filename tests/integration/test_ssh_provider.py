@@ -26,6 +26,7 @@ from dbtier.providers.hostkeys import fingerprint
 from dbtier.supervisors import unit_name
 from dbtier.topology import pg_members
 from blocks.hostkeys import forget_pins, load_pins, save_pins
+from blocks.loaders import PREFECT_LOADERS
 from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from tests.sshd import SSHServer, running_sshd
 from tests.systemd_sandbox import available, booted_systemd
@@ -65,7 +66,7 @@ def spec(sshd: SSHServer, ssh_root: str) -> ClusterSpec:
 
 def on_host(spec: ClusterSpec, *argv: str) -> str:
     """Run ``argv`` as root on the systemd host (through the provider's own SSH connection)."""
-    return get_provider(spec).runner(spec, "127.0.0.1").run_as_root(list(argv)).out.strip()  # type: ignore[attr-defined]
+    return get_provider(spec, PREFECT_LOADERS).runner(spec, "127.0.0.1").run_as_root(list(argv)).out.strip()  # type: ignore[attr-defined]
 
 
 def unit_state(spec: ClusterSpec, service: str) -> dict[str, str]:
@@ -98,7 +99,7 @@ def test_cluster_over_ssh_has_one_leader_and_streaming_replicas(provisioned: str
 
 @needs_systemd
 def test_every_member_runs_as_an_enabled_systemd_unit_of_the_database_user(provisioned: str, spec: ClusterSpec) -> None:
-    provider = get_provider(spec)
+    provider = get_provider(spec, PREFECT_LOADERS)
     for service in all_services(get_engine(spec), spec):
         pid = procs.running_pid(provider.runner(spec, service.host), service)
         state = unit_state(spec, service.name)
@@ -118,7 +119,7 @@ def test_debians_etcd_unit_is_disabled_and_never_ran(provisioned: str, spec: Clu
 @needs_systemd
 def test_systemd_restarts_a_member_that_dies(provisioned: str, spec: ClusterSpec) -> None:
     """Restart=on-failure: an etcd member killed by SIGKILL is back, under a new pid, without dbtier."""
-    provider = get_provider(spec)
+    provider = get_provider(spec, PREFECT_LOADERS)
     etcd1 = next(s for s in all_services(get_engine(spec), spec) if s.name == "etcd1")
     runner = provider.runner(spec, etcd1.host)
     before = procs.running_pid(runner, etcd1)
@@ -209,9 +210,9 @@ def test_bad_hosts_give_one_line_and_start_nothing(
         save_pins(bad.name, {f"[127.0.0.1]:{sshd.port}": sshd.other_public_key})
     try:
         with pytest.raises(PreflightError) as err:
-            bootstrap.preflight(get_engine(bad), get_provider(bad), bad, before_install=True)
-            bootstrap.prepare_hosts(get_engine(bad), get_provider(bad), bad)
-            bootstrap.preflight(get_engine(bad), get_provider(bad), bad)
+            bootstrap.preflight(get_engine(bad), get_provider(bad, PREFECT_LOADERS), bad, before_install=True)
+            bootstrap.prepare_hosts(get_engine(bad), get_provider(bad, PREFECT_LOADERS), bad)
+            bootstrap.preflight(get_engine(bad), get_provider(bad, PREFECT_LOADERS), bad)
     finally:
         forget_pins(bad.name)
     message = err.value.one_line()
