@@ -3,8 +3,11 @@
     python -m flows.failover_drill --scenario crash [--spec FILE]
     python -m flows.failover_drill --scenario drill-all [--spec FILE]
 
-Scenarios: crash, freeze, switchover, replica-loss, etcd-member-loss, etcd-quorum-loss.
-Each leaves the cluster healthy; the flow fails when any verdict fails.
+Scenarios: crash, freeze, switchover, replica-loss, etcd-member-loss, etcd-quorum-loss; on members with hosts of
+their own (a `dbtier lab`, ssh or proxmox hosts), the network drills partition-replica, etcd-minority, lossy-network,
+partition-primary, and where the provider has power over the hosts, host-freeze and host-crash.
+Each leaves the cluster healthy; the flow fails when any verdict fails. drill-all skips, in one line each, the
+scenarios the cluster cannot run; one of them named on its own is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from blocks.loaders import PREFECT_LOADERS
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
-from tasks.drills import check_drill_allowed, publish_drill_report, refuse_drill, run_drill
+from tasks.drills import check_drill_allowed, plan_drills, publish_drill_report, refuse_drill, refuse_scenario, run_drill
 
 ALL = "drill-all"
 
@@ -56,6 +59,7 @@ def failover_drill(
     chosen = drill_settings(spec, settings)
     names = chosen_scenarios(scenario)
     check_drill_allowed(spec, chosen)
+    names = plan_drills(spec, names, single=scenario != ALL)
     verdicts: list[Verdict] = [run_drill(spec, name, chosen) for name in names]
     publish_drill_report(spec, verdicts)
     failed = [v for v in verdicts if not v.passed]
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     def body(spec: ClusterSpec) -> int:
         # Refused before the flow run starts (the flow's first step makes the same checks for UI runs).
         chosen_scenarios(args.scenario)
+        if args.scenario != ALL:
+            refuse_scenario(resolve_addresses(spec, loaders=PREFECT_LOADERS), args.scenario)
         refuse_drill(resolve_addresses(spec, loaders=PREFECT_LOADERS), drill_settings(spec), f" --spec {args.spec}" if args.spec else "")
         with cluster_lock(spec.name, "failover-drill"):
             verdicts = failover_drill(scenario=args.scenario, spec_path=args.spec)

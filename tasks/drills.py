@@ -10,10 +10,11 @@ from prefect.cache_policies import NONE
 
 from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
-from dbtier.drills import preflight, scenarios
+from dbtier.drills import network, preflight, scenarios
 from dbtier.drills.settings import DrillSettings
 from dbtier.drills.verdict import Verdict, markdown_report, summary_row
 from dbtier.engines.base import get_engine
+from dbtier.errors import Refused
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 
@@ -32,6 +33,27 @@ def refuse_drill(spec: ClusterSpec, settings: DrillSettings, spec_flag: str = ""
 def check_drill_allowed(spec: ClusterSpec, settings: DrillSettings) -> None:
     """Refuse a drill that must not run here or cannot be judged (see :func:`refuse_drill`)."""
     get_run_logger().info("%s", refuse_drill(spec, settings))
+
+
+def refuse_scenario(spec: ClusterSpec, scenario: str) -> None:
+    """A scenario named on its own that the cluster's placement or provider cannot run (a network drill on the
+    local provider, a host drill without power over the hosts): refused in one line (exit 2)."""
+    why = network.cannot_run(spec, scenario, get_provider(spec, PREFECT_LOADERS))
+    if why:
+        raise Refused(why)
+
+
+@task(cache_policy=NONE)
+def plan_drills(spec: ClusterSpec, names: list[str], single: bool) -> list[str]:
+    """The scenarios of ``names`` the cluster can run. ``drill-all`` skips the others with one line each; a
+    scenario named on its own (``single``) that cannot run is refused."""
+    if single:
+        refuse_scenario(spec, names[0])
+        return names
+    runnable, skipped = network.plan(spec, names, get_provider(spec, PREFECT_LOADERS))
+    for line in skipped:
+        get_run_logger().info("%s", line)
+    return runnable
 
 
 @task(cache_policy=NONE, task_run_name="drill {scenario}")

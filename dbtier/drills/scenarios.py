@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from dbtier import workdir
 from dbtier.health import role_holder
-from dbtier.drills import faults, writer
+from dbtier.drills import faults, network, writer
 from dbtier.drills.settings import DrillSettings, quorum_loss_hold
 from dbtier.drills.verdict import Attempt, Evidence, Expectation, Observed, Verdict, judge
 from dbtier.engines import etcd
@@ -369,6 +369,7 @@ SCENARIO_FUNCS: dict[str, Callable[[Drill], DrillResult]] = {
     "replica-loss": replica_loss,
     "etcd-member-loss": etcd_member_loss,
     "etcd-quorum-loss": etcd_quorum_loss,
+    **network.SCENARIOS,  # partition-primary, partition-replica, etcd-minority, lossy-network, host-freeze, host-crash
 }
 
 

@@ -10,8 +10,10 @@ from dbtier.spec import ClusterSpec, DrillSettings
 
 __all__ = ["SCENARIOS", "DrillSettings", "drill_settings", "quorum_loss_hold", "refusal"]
 
-#: Every scenario ``drill-all`` runs, in this order (each leaves the cluster healthy).
-SCENARIOS = ("switchover", "replica-loss", "etcd-member-loss", "etcd-quorum-loss", "crash", "freeze")
+#: Every scenario ``drill-all`` runs, in this order (each leaves the cluster healthy). The network and host
+#: drills (:mod:`dbtier.drills.network`) come last; ``drill-all`` skips those the cluster cannot run, in one line.
+SCENARIOS = ("switchover", "replica-loss", "etcd-member-loss", "etcd-quorum-loss", "crash", "freeze",
+             "partition-replica", "etcd-minority", "lossy-network", "partition-primary", "host-freeze", "host-crash")
 
 
 def drill_settings(spec: ClusterSpec, override: DrillSettings | None = None) -> DrillSettings:

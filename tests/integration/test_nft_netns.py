@@ -127,7 +127,7 @@ def host_peer_and_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
             sh("ip", "-n", names["host"], "link", "set", "eth-" + other, "up")
             sh("ip", "-n", names[other], "link", "set", "eth-host", "up")
             sh("ip", "-n", names[other], "route", "add", "default", "via", near.split("/")[0])
-        for role, ns in names.items():
+        for ns in names.values():
             for port in (PG, OTHER):
                 listeners.append(subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", LISTEN, str(port)],
                                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
