@@ -140,7 +140,8 @@ def test_second_provision_over_ssh_changes_nothing(provisioned: str, spec: Clust
 
 
 @pytest.mark.parametrize("scenario", ["switchover", "crash"])
-def test_drills_run_unchanged_on_the_ssh_cluster(provisioned: str, scenario: str) -> None:
+def test_drills_run_unchanged_on_the_ssh_cluster(provisioned: str, spec: ClusterSpec, scenario: str) -> None:
+    from dbtier import workdir
     from dbtier.spec import DrillSettings
     from flows.failover_drill import failover_drill
 
@@ -149,6 +150,9 @@ def test_drills_run_unchanged_on_the_ssh_cluster(provisioned: str, scenario: str
     assert verdict["passed"], verdict["reasons"]
     assert verdict["leader_changed"] and verdict["split_brain"] == []
     assert verdict["rto_s"] > 0 and verdict["rejoin_s"] is not None
+    evidence = os.path.join(workdir.cluster_work_dir(spec.name), "drills")
+    assert any(name.endswith(f"-{scenario}") for name in os.listdir(evidence)), "kept where the flow ran"
+    assert on_host(spec, "sh", "-c", f"test -e {spec.cluster_dir}/drills && echo there || echo absent") == "absent"
 
 
 def test_backups_and_the_restore_drill_run_unchanged_on_the_ssh_cluster(provisioned: str, spec: ClusterSpec) -> None:
