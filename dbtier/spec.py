@@ -131,6 +131,8 @@ class SSHSettings(_Model):
     services: Literal["auto", "systemd", "processes"] = Field(
         "auto", description="systemd units where systemd is the host's init (auto), always, or detached processes"
     )
+    lab: str | None = Field(None, pattern=r"^[a-z][a-z0-9]{0,7}$", description="the `dbtier lab` whose hosts these are: "
+                            "whole-host drills (host-freeze, host-crash) act on them through the lab")
 
     @model_validator(mode="after")
     def _one_key(self) -> SSHSettings:

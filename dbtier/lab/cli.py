@@ -46,19 +46,19 @@ def _up(args: argparse.Namespace) -> int:
 def _save_blocks(state: object) -> None:
     """The S3Repository block the lab's spec names, where a Prefect API is at hand (else one line saying how)."""
     from dbtier.lab import plan
-    from dbtier.lab.lab import LabState, s3_settings
+    from dbtier.lab.lab import LabState
 
     assert isinstance(state, LabState)
-    name = plan.s3_block_name(state.name)
+    s3, pve = plan.s3_block_name(state.name), plan.pve_block_name(state.name)
     try:
-        from blocks.s3 import S3Repository
+        from blocks.lab import save_lab_blocks
 
-        S3Repository(**s3_settings(state)).save(name, overwrite=True)
+        save_lab_blocks(state)
     except Exception as err:  # noqa: BLE001 - any failure of the Prefect API: say it in one line, the lab stays up
-        print(f"lab {state.name}: S3Repository block {name} not saved ({type(err).__name__}); the ssh spec's backups "
-              f"need it: save it from {state.public / 's3.json'}")
+        print(f"lab {state.name}: blocks {s3} and {pve} not saved ({type(err).__name__}); the specs' backups and the "
+              f"proxmox spec need them: save them from {state.public / 's3.json'} and the PVE double's pve-api.json")
     else:
-        print(f"lab {state.name}: S3Repository block {name} saved (bucket {plan.S3_BUCKET})")
+        print(f"lab {state.name}: blocks {s3} (S3, bucket {plan.S3_BUCKET}) and {pve} (PVE API) saved")
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -72,11 +72,12 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2))
     else:
         print(f"lab {found['name']}: bridge {found['bridge']} {found['gateway']} ({found['subnet']}), "
-              f"S3 {found['s3'] or 'not running'}")
+              f"S3 {found['s3'] or 'not running'}, PVE API {found['pve'] or 'not running'}")
         for host in found["hosts"]:
             services = ", ".join(host["services"]) or "-"
             print(f"  {host['name']:<10} {host['address']:<15} {host['state']:<8} {services}")
-        print(f"spec: {found['ssh_spec']}  key: {found['key_file']}")
+        print(f"specs: {found['ssh_spec']} (provider ssh), {found['proxmox_spec']} (provider proxmox)")
+        print(f"key: {found['key_file']}  (ssh -i KEY root@ADDRESS)")
     return 0 if all(h["state"] == "running" for h in found["hosts"]) else 1
 
 

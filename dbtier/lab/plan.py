@@ -20,6 +20,7 @@ MAX_HOSTS = 9
 #: Where the cluster's files live on each lab host: a directory of the host's own disk only.
 HOST_DATA_ROOT = "/srv/dbtier"
 S3_PORT = 9000
+PVE_PORT = 8006
 S3_BUCKET = "dbtier-lab"
 
 
@@ -198,6 +199,7 @@ def ssh_spec(lab: LabPlan, key_file: str, host_keys: dict[str, str], ca_file: st
             "hosts": [{"address": h.address, "port": 22, "host_key": host_keys[h.name]} for h in lab.hosts],
             "user": "root",
             "key_file": key_file,
+            "lab": lab.name,
         },
         "allowed_client_networks": [lab.subnet],
         "synchronous_mode": True,
@@ -205,6 +207,36 @@ def ssh_spec(lab: LabPlan, key_file: str, host_keys: dict[str, str], ca_file: st
             "repositories": [{"type": "s3", "block": s3_block_name(lab.name), "path": f"/{cluster}"}],
         },
     }
+
+
+def proxmox_spec(lab: LabPlan, key_file: str, cluster: str) -> dict[str, Any]:
+    """A ready spec for ``provider: proxmox``: the lab's PVE double, whose containers are the lab's hosts."""
+    return {
+        "name": cluster,
+        "provider": "proxmox",
+        "members": len(lab.hosts),
+        "data_root": HOST_DATA_ROOT,
+        "proxmox": {
+            "credentials_block": pve_block_name(lab.name),
+            "layout": "per-member",
+            "containers": [{"vmid": 900 + h.index, "node": f"pve{h.index}", "address": h.interface}
+                           for h in lab.hosts],
+            "ssh_key_file": key_file,
+        },
+        "allowed_client_networks": [lab.subnet],
+        "synchronous_mode": True,
+        "backup": {
+            "repositories": [{"type": "s3", "block": s3_block_name(lab.name), "path": f"/{cluster}"}],
+        },
+    }
+
+
+def pve_block_name(lab: str) -> str:
+    """
+    >>> pve_block_name("lab")
+    'lab-lab-pve'
+    """
+    return f"lab-{lab}-pve"
 
 
 def s3_block_name(lab: str) -> str:

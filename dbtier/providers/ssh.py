@@ -20,6 +20,7 @@ from dbtier.errors import CommandFailed, PreflightError, ProvisionError
 from dbtier.providers.base import Completed, Provider, Runner
 from dbtier.providers.hostkeys import HostKeyPins, spec_host_keys
 from dbtier.providers.loaders import FILE_LOADERS, Loaders
+from dbtier.power import HostPower
 from dbtier.spec import ClusterSpec, SSHSettings
 from dbtier.supervisors import Processes, Supervisor, Systemd, systemd_runs
 
@@ -248,6 +249,15 @@ class SSHProvider(Provider):
 
     def installs_packages(self, spec: ClusterSpec) -> bool:
         return self._settings(spec).install_packages
+
+    def power(self, spec: ClusterSpec) -> HostPower | None:
+        """On a ``dbtier lab`` (``ssh.lab``), the lab's power over its hosts; existing hosts have none dbtier holds."""
+        name = self._settings(spec).lab
+        if name is None:
+            return None
+        from dbtier.lab.power import LabPower
+
+        return LabPower(name)
 
     def prepare_host(self, spec: ClusterSpec, host: str) -> str:
         runner = self.runner(spec, host)
