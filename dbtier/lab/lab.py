@@ -56,6 +56,7 @@ class LabState:
     s3_pid: int | None = None
     pve_pid: int | None = None
     bridge_made: bool = False
+    ready: bool = False  #: set once up has finished: every part made and answering
     created: float = field(default_factory=time.time)
 
     @property
@@ -183,7 +184,8 @@ def up(name: str = "lab", hosts: int = 3, subnet: str | None = None, progress: A
     plans.check_name(name)
     existing = LabState.load(name)
     if existing is not None:
-        if all(_alive(existing.launchers.get(h.name), "dbtier.lab.host") for h in existing.plan.hosts):
+        if existing.ready and all(_alive(existing.launchers.get(h.name), "dbtier.lab.host")
+                                  for h in existing.plan.hosts):
             progress(f"lab {name} is already up")
             return existing
         raise Refused(f"lab {name}: a lab of that name is partly up (an interrupted up, or a host down); "
@@ -210,6 +212,8 @@ def up(name: str = "lab", hosts: int = 3, subnet: str | None = None, progress: A
         _start_pve(state)
         progress(f"lab {name}: PVE API double at https://{lab.gateway}:{plans.PVE_PORT} (the hosts are its containers)")
         _write_specs(state)
+        state.ready = True
+        state.save()
     except BaseException:
         progress(f"lab {name}: up failed; `dbtier lab down --name {name}` removes what was made")
         raise
