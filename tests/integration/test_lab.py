@@ -1,0 +1,192 @@
+"""The remote paths on a lab of three separate hosts, through the lab's own ssh spec.
+
+Runbook: ``dbtier lab up`` (hosts with their own network, disk and systemd), provision one member per host,
+a second provision changes nothing, drills, a backup into the lab's S3 from whichever host is primary,
+archive health, a point-in-time restore into a new cluster on the lab hosts, teardown; then ``lab down``
+leaves nothing. The machine that runs the flows holds no cluster data.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dbtier.lab import lab
+from dbtier.lab.lab import LabState
+from dbtier.lab.plan import HOST_DATA_ROOT, S3_BUCKET
+from tests.clusters import FAST_TIMING, RESTORE_OFFSET
+from tests.lab import running_lab, save_s3_block, unavailable
+
+pytestmark = [pytest.mark.cluster, pytest.mark.skipif(unavailable() is not None, reason=f"lab: {unavailable()}")]
+NAME, SUBNET = "tlab", "198.18.10.0/24"
+
+
+@pytest.fixture(scope="module")
+def the_lab() -> Iterator[LabState]:
+    with running_lab(NAME, SUBNET) as state:
+        yield state
+
+
+def on_host(state: LabState, host: str, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(lab.ssh_argv(state, state.plan.host(host), command), capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.fixture(scope="module")
+def spec_file(the_lab: LabState, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The lab's own ssh spec, with Patroni's fast test timing."""
+    data: dict[str, Any] = yaml.safe_load((the_lab.public / "ssh-spec.yaml").read_text())
+    data["patroni"] = FAST_TIMING
+    path = tmp_path_factory.mktemp("tlab") / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    save_s3_block(the_lab)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def provisioned(spec_file: str) -> str:
+    from flows.provision import provision
+
+    provision(spec_path=spec_file)
+    return spec_file
+
+
+def test_hosts_are_separate_machines(the_lab: LabState) -> None:
+    found = lab.status(NAME)
+    assert found is not None
+    assert [h["state"] for h in found["hosts"]] == ["running"] * 3
+    assert [h["address"] for h in found["hosts"]] == ["198.18.10.11", "198.18.10.12", "198.18.10.13"]
+    one = on_host(the_lab, "tlab-1", "hostname; ip route; touch /srv/dbtier/only-on-1; cat /proc/1/comm").stdout.split("\n")
+    assert one[0] == "tlab-1"
+    assert one[1].startswith("198.18.10.0/24 dev eth0") and "default" not in " ".join(one), "no route leaves the lab"
+    assert one[2] == "systemd"
+    two = on_host(the_lab, "tlab-2", f"ls -A /srv/dbtier; ls -A {the_lab.private} 2>&1 | wc -l; "
+                                     "timeout 3 bash -c 'echo > /dev/tcp/198.18.10.11/22' && echo reach")
+    assert "only-on-1" not in two.stdout, "a host's disk is its own"
+    assert two.stdout.split("\n")[0:2] == ["0", "reach"], "the lab's keys are hidden; the other hosts are reachable"
+    assert not Path("/srv/dbtier/only-on-1").exists(), "nothing a host writes lands on this machine"
+    cut = on_host(the_lab, "tlab-1", "timeout 3 bash -c 'echo > /dev/tcp/192.0.2.1/80' 2>&1 || true")
+    assert "Network is unreachable" in cut.stdout
+
+
+def test_provision_is_healthy_and_idempotent_with_one_member_per_host(provisioned: str) -> None:
+    from dbtier.providers.base import get_provider
+    from dbtier.spec import load_spec
+    from dbtier.engines.base import get_engine
+    from dbtier.topology import pg_members
+    from flows.provision import provision
+    from blocks.loaders import PREFECT_LOADERS
+
+    spec = load_spec(provisioned)
+    assert {m.host for m in pg_members(spec)} == {"198.18.10.11", "198.18.10.12", "198.18.10.13"}
+    assert get_engine(spec).status(spec).health.healthy
+    assert provision(spec_path=provisioned)["changed"] is False
+    assert get_provider(spec, PREFECT_LOADERS).supervisor(spec, "198.18.10.11").__class__.__name__ == "Systemd"
+    done = subprocess.run([".venv/bin/dbtier", "status", "--spec", provisioned], capture_output=True, text=True)
+    assert done.returncode == 0 and "healthy" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_wrong_pinned_host_key_is_refused_in_one_line(provisioned: str, tmp_path: Path) -> None:
+    from dbtier.errors import PreflightError
+    from dbtier.providers.base import get_provider
+    from dbtier.spec import load_spec
+
+    data = yaml.safe_load(Path(provisioned).read_text())
+    data["ssh"]["hosts"][1]["host_key"] = data["ssh"]["hosts"][0]["host_key"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    spec = load_spec(str(bad))
+    with pytest.raises(PreflightError) as refused:
+        get_provider(spec).check_host(spec, "198.18.10.12")
+    assert refused.value.one_line().startswith("ssh.hosts: 198.18.10.12:22 presented host key SHA256:")
+    assert "not the host_key of the spec" in refused.value.one_line()
+    assert get_provider(spec).check_host(spec, "198.18.10.11") == [], "the host whose key matches is reached"
+
+
+@pytest.mark.parametrize("scenario", ["switchover", "crash"])
+def test_drills_on_the_lab_lose_no_acknowledged_write(provisioned: str, scenario: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbtier.spec import DrillSettings
+    from flows.failover_drill import failover_drill
+
+    monkeypatch.setenv("DBTIER_WORK_DIR", str(tmp_path))
+    fast = DrillSettings(rto_budget_s=40, rejoin_budget_s=90, settle_s=1.0, tail_s=0.5, healthy_timeout_s=120)
+    (verdict,) = failover_drill(scenario=scenario, spec_path=provisioned, settings=fast)
+    assert verdict["passed"], verdict["reasons"]
+    assert verdict["leader_changed"] and verdict["split_brain"] == [] and verdict["lost_writes"] == 0
+    logs = list(tmp_path.rglob("writes.jsonl"))
+    assert len(logs) == 1 and logs[0].stat().st_size > 0, "the writer's log is kept where the flow runs"
+
+
+def test_backup_into_the_labs_s3_and_a_pitr_restore_into_a_new_cluster(provisioned: str) -> None:
+    import boto3
+    from psycopg import connect
+
+    from blocks.passwords import load_passwords
+    from dbtier import bootstrap
+    from dbtier.backup.restore import derive_target
+    from dbtier.engines.base import get_engine
+    from dbtier.providers.base import get_provider
+    from dbtier.spec import load_spec
+    from dbtier.topology import client_dsn
+    from flows.archive_health import archive_health
+    from flows.backup import backup
+    from flows.restore import restore
+    from blocks.loaders import PREFECT_LOADERS
+
+    spec = load_spec(provisioned)
+    taken = backup(spec_path=provisioned, kind="full")["taken"]
+    assert [b["kind"] for b in taken] == ["full"]
+    settings = lab.s3_settings(LabState.load(NAME))  # type: ignore[arg-type]
+    s3 = boto3.client("s3", endpoint_url=f"https://{settings['endpoint']}:{settings['port']}",
+                      aws_access_key_id=settings["access_key_id"], aws_secret_access_key=settings["secret_access_key"],
+                      region_name="us-east-1", verify=settings["ca_file"])
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix=f"{NAME}/backup/")["Contents"]]
+    assert any(taken[0]["label"] in k for k in keys), "the backup is in the lab's bucket"
+    assert archive_health(spec_path=provisioned)["healthy"] is True
+
+    with connect(client_dsn(spec), password=load_passwords(spec).app, autocommit=True) as conn:
+        conn.execute("CREATE TABLE lab_events (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO lab_events SELECT g FROM generate_series(1, 25) g")
+        target_time = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        time.sleep(0.3)
+        conn.execute("INSERT INTO lab_events SELECT g FROM generate_series(26, 40) g")
+    copy = derive_target(spec, f"{NAME}-pitr", RESTORE_OFFSET)
+    provider = get_provider(copy, PREFECT_LOADERS)
+    try:
+        restore(spec_path=provisioned, target=target_time.isoformat(sep=" "), into=copy.name,
+                port_offset=RESTORE_OFFSET)
+        with connect(client_dsn(copy), password=load_passwords(copy).app) as conn:
+            assert conn.execute("SELECT count(*) FROM lab_events").fetchone()[0] == 25
+        hosts = {s.host for s in bootstrap.all_services(get_engine(copy), copy)}
+        assert hosts == {"198.18.10.11", "198.18.10.12", "198.18.10.13"}, "the copy runs on the lab hosts"
+    finally:
+        bootstrap.stop_services(get_engine(copy), provider, copy)
+        if bootstrap.is_initialised(get_engine(copy), provider, copy):
+            bootstrap.wipe(get_engine(copy), provider, copy)
+    assert not Path(HOST_DATA_ROOT).exists(), "this machine holds no cluster data"
+
+
+def test_teardown_then_lab_down_leaves_nothing(provisioned: str, the_lab: LabState) -> None:
+    from flows.teardown import teardown
+
+    teardown(spec_path=provisioned, wipe=True)
+    assert on_host(the_lab, "tlab-1", f"ls -A {HOST_DATA_ROOT}/{NAME} 2>/dev/null | wc -l").stdout.strip() == "0"
+    pids = [p for p in the_lab.launchers.values()]
+    lab.down(NAME, progress=lambda _line: None)
+    assert lab.down(NAME, progress=lambda _line: None) == [], "a second down is a no-op"
+    assert not any(Path(f"/proc/{p}").exists() and b"dbtier.lab.host" in Path(f"/proc/{p}/cmdline").read_bytes()
+                   for p in pids)
+    assert subprocess.run(["ip", "link", "show", the_lab.plan.bridge], capture_output=True).returncode != 0
+    assert not the_lab.dir.exists()
+    assert not any(the_lab.plan.bridge in line or str(the_lab.dir) in line
+                   for line in Path("/proc/self/mounts").read_text().splitlines())
+    assert not any(Path("/sys/fs/cgroup/unified").glob(f"dbtier-lab-{NAME}-*"))
+    assert os.path.exists("/proc/self")  # the machine is still here
