@@ -9,12 +9,4 @@ VENV="${VENV:-.venv}"
 # its own port block, data root and Prefect harness, and most of their time is spent waiting
 # (Patroni's TTL, restores), not computing. TEST_WORKERS=0 runs everything in this one process.
 PYTEST=("$VENV/bin/python" -m pytest)
-if [ "$#" -gt 0 ]; then exec "${PYTEST[@]}" -n "${TEST_WORKERS:-2}" --dist loadfile "$@"; fi
-# The Proxmox suite (its container is a systemd sandbox) runs alone after the rest: inside a full two-worker run
-# its first SSH commands have timed out (twice this session, never alone or beside the ssh and drill suites);
-# the cause is not found yet, see the README's Tests section.
-PROXMOX=tests/integration/test_proxmox_provider.py
-rc=0
-"${PYTEST[@]}" -n "${TEST_WORKERS:-2}" --dist loadfile --ignore="$PROXMOX" || rc=$?
-"${PYTEST[@]}" "$PROXMOX" || rc=$?
-exit "$rc"
+exec "${PYTEST[@]}" -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
