@@ -7,11 +7,17 @@ Each module that uses a lab gives it its own name and subnet, so modules running
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from dbtier.lab import lab
 from dbtier.lab.lab import LabState
+from tests.clusters import FAST_TIMING
 
 
 def unavailable() -> str | None:
@@ -38,3 +44,20 @@ def save_s3_block(state: LabState) -> list[str]:
     from blocks.lab import save_lab_blocks
 
     return save_lab_blocks(state)
+
+
+def lab_spec_file(state: LabState, which: str, directory: Path) -> str:
+    """The lab's own ready spec (``ssh`` or ``proxmox``) with Patroni's fast test timing, in ``directory``; the
+    lab's blocks saved in the current Prefect API."""
+    data: dict[str, Any] = yaml.safe_load((state.public / f"{which}-spec.yaml").read_text())
+    data["patroni"] = FAST_TIMING
+    path = directory / f"{which}-spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    save_s3_block(state)
+    return str(path)
+
+
+def on_host(state: LabState, host: str, command: str) -> subprocess.CompletedProcess[str]:
+    """``command`` as root on a lab host (by name or address), over its sshd with the lab's key."""
+    return subprocess.run(lab.ssh_argv(state, state.plan.host(host), command), capture_output=True, text=True,
+                          timeout=60)

@@ -17,14 +17,13 @@ one of those effects inside:
 
 The network is shared: services inside bind 127.0.0.1 on test ports, as anywhere else.
 Stopped by PID (the launcher's ``unshare``; its death kills the namespace's init and so all of it).
+The launcher is the lab's (:mod:`dbtier.lab.host`), without a network namespace of its own.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,40 +32,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dbtier.lab.host import CGROUP_ROOT, HostConfig, cgroup_pids, remove_cgroup
 from dbtier.procs import stop_child
 from tests.clusters import listening
 from tests.sshd import SSHD, SSHServer, keygen
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNS = 0x00020000
-CGROUP_ROOT = Path("/sys/fs/cgroup/unified")  # this machine's cgroup2 hierarchy (hybrid layout)
-ID_RANGE = "0 0 65536\n"
-
-#: As this machine's root, in a mount namespace of the launcher's own: the sandbox's file system.
-PREPARE = r"""
-set -eu
-B=$1; SHARE=$2
-R=$B/root
-mount --make-rprivate /
-mount -t overlay overlay -o "lowerdir=/,upperdir=$B/upper,workdir=$B/work" "$R"
-mount --rbind /sys "$R/sys"
-mount --rbind /dev "$R/dev"
-mount -t tmpfs -o mode=755 tmpfs "$R/run"
-mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
-mkdir -p "$R/run/sshd" "$R$SHARE"
-mount --bind "$SHARE" "$R$SHARE"
-"""
-
-#: As root of the user namespace, PID 1 of the new PID namespace: /proc and cgroups of its own, then systemd.
-BOOT = r"""
-set -eu
-R=$1/root
-mount -t proc proc "$R/proc"
-mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup"
-exec chroot "$R" /usr/bin/env -i container=dbtier-sandbox PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-  /lib/systemd/systemd --unit=dbtier-sandbox.target --log-target=console --log-level=warning
-"""
-
+TARGET_UNIT = "dbtier-sandbox.target"
 TARGET = """[Unit]
 Description=dbtier test sandbox
 Wants=dbtier-sandbox-sshd.service
@@ -90,65 +61,10 @@ def available() -> str | None:
     return None
 
 
-def _launch(base: str, cgroup: str, share: str) -> None:
-    """The launcher (``python -m tests.systemd_sandbox``): a fresh single-threaded process.
-
-    The child joins the sandbox's cgroup, makes a mount namespace and, still as this machine's root,
-    mounts the sandbox's file system there (an overlay of / cannot be mounted from inside a user
-    namespace: / has locked submounts). Then it makes a user namespace and waits until the parent
-    has written its uid/gid maps; then ``unshare`` makes the other namespaces and runs the boot
-    script as their PID 1, which execs systemd.
-    """
-    ready_r, ready_w = os.pipe()
-    mapped_r, mapped_w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(ready_r)
-        os.close(mapped_w)
-        Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
-        libc = ctypes.CDLL(None, use_errno=True)
-        for flag, what in ((CLONE_NEWNS, "CLONE_NEWNS"), (CLONE_NEWUSER, "CLONE_NEWUSER")):
-            if libc.unshare(flag) != 0:
-                os.write(2, f"unshare({what}): {os.strerror(ctypes.get_errno())}\n".encode())
-                os._exit(1)
-            if flag == CLONE_NEWNS and subprocess.run(["bash", "-c", PREPARE, "prepare", base, share]).returncode:
-                os._exit(1)
-        os.write(ready_w, b"u")
-        if os.read(mapped_r, 1) != b"m":
-            os._exit(1)
-        os.execv("/usr/bin/unshare", ["unshare", "--pid", "--mount", "--cgroup", "--fork", "--kill-child=SIGKILL",
-                                      "bash", "-c", BOOT, "boot", base])
-    os.close(ready_w)
-    os.close(mapped_r)
-    if os.read(ready_r, 1) != b"u":
-        os.waitpid(child, 0)
-        sys.exit(1)
-    Path(f"/proc/{child}/uid_map").write_text(ID_RANGE)
-    Path(f"/proc/{child}/gid_map").write_text(ID_RANGE)
-    os.write(mapped_w, b"m")
-    # Die with the child, and let a TERM to this launcher reach it (its death kills the namespace).
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGKILL))
-    _, status = os.waitpid(child, 0)
-    sys.exit(os.waitstatus_to_exitcode(status))
-
-
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     path.chmod(mode)
-
-
-def _remove_cgroup(path: Path) -> None:
-    """Remove a cgroup and the ones systemd made under it, deepest first (empty once the namespace died)."""
-    if not path.exists():
-        return
-    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        sub.rmdir()
-    path.rmdir()
-
-
-def _has_processes(cgroup: Path) -> bool:
-    return any((p / "cgroup.procs").read_text().strip() for p in [cgroup, *cgroup.rglob("*")] if p.is_dir())
 
 
 def sweep_dead_sandboxes() -> list[str]:
@@ -163,9 +79,9 @@ def sweep_dead_sandboxes() -> list[str]:
         cgroup = CGROUP_ROOT / base.name
         if time.time() - base.stat().st_mtime < 300:
             continue  # young: maybe another run's sandbox, still being set up (its cgroup still empty)
-        if cgroup.exists() and _has_processes(cgroup):
+        if cgroup_pids(cgroup):
             continue  # alive: another run's sandbox
-        _remove_cgroup(cgroup)
+        remove_cgroup(cgroup)
         shutil.rmtree(base, ignore_errors=True)
         swept.append(base.name)
     return swept
@@ -222,7 +138,10 @@ def booted_systemd(port: int, share: str) -> Iterator[SSHServer]:
     cgroup = CGROUP_ROOT / base.name
     cgroup.mkdir()
     log = open(base / "console.log", "wb")  # noqa: SIM115 - closed in finally
-    launcher = subprocess.Popen([sys.executable, "-m", "tests.systemd_sandbox", str(base), str(cgroup), share],
+    config = HostConfig(name="dbtier-sandbox", base=str(base), cgroup=str(cgroup), hide="", target=TARGET_UNIT,
+                        share=share)
+    config.save(base / "host.json")
+    launcher = subprocess.Popen([sys.executable, "-m", "dbtier.lab.host", str(base / "host.json")],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
     try:
         deadline = time.monotonic() + 30
@@ -237,14 +156,10 @@ def booted_systemd(port: int, share: str) -> Iterator[SSHServer]:
         stop_child(launcher, grace=15)
         log.close()
         deadline = time.monotonic() + 15
-        while (cgroup / "cgroup.procs").exists() and _has_processes(cgroup):
+        while cgroup_pids(cgroup):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"processes of the systemd sandbox outlived it in {cgroup}")
             time.sleep(0.1)
-        _remove_cgroup(cgroup)
+        remove_cgroup(cgroup)
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(keys, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    _launch(*sys.argv[1:4])

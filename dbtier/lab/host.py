@@ -48,6 +48,7 @@ class HostConfig:
     veth: str = ""  #: name of the veth end on the bridge
     address: str = ""  #: the host's address with prefix, 198.18.x.y/24
     target: str = "multi-user.target"
+    share: str = ""  #: a directory of this machine bound in at the same path (the test sandbox's data root); "" none
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -60,7 +61,7 @@ class HostConfig:
 #: As this machine's root, in a mount namespace of the launcher's own: the host's file system.
 PREPARE = r"""
 set -eu
-B=$1; HIDE=$2
+B=$1; HIDE=$2; SHARE=$3
 R=$B/root
 mount --make-rprivate /
 mount -t overlay overlay -o "lowerdir=/,upperdir=$B/upper,workdir=$B/work" "$R"
@@ -70,6 +71,7 @@ mount -t tmpfs -o mode=755 tmpfs "$R/run"
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
 mkdir -p "$R/run/sshd"
 if [ -n "$HIDE" ] && [ -d "$R$HIDE" ]; then mount -t tmpfs -o mode=700,size=1m tmpfs "$R$HIDE"; fi
+if [ -n "$SHARE" ]; then mkdir -p "$R$SHARE"; mount --bind "$SHARE" "$R$SHARE"; fi
 """
 
 #: As root of the user namespace, PID 1 of the new PID namespace: /proc and cgroups of its own, then systemd.
@@ -118,7 +120,7 @@ def launch(config: HostConfig) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.unshare(CLONE_NEWNS) != 0:
             _fail("unshare(CLONE_NEWNS)")
-        if subprocess.run(["bash", "-c", PREPARE, "prepare", config.base, config.hide]).returncode:
+        if subprocess.run(["bash", "-c", PREPARE, "prepare", config.base, config.hide, config.share]).returncode:
             os._exit(1)
         if libc.unshare(CLONE_NEWUSER) != 0:
             _fail("unshare(CLONE_NEWUSER)")

@@ -13,7 +13,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -21,8 +20,8 @@ import yaml
 from dbtier.lab import lab
 from dbtier.lab.lab import LabState
 from dbtier.lab.plan import HOST_DATA_ROOT, S3_BUCKET
-from tests.clusters import FAST_TIMING, RESTORE_OFFSET
-from tests.lab import running_lab, save_s3_block, unavailable
+from tests.clusters import RESTORE_OFFSET
+from tests.lab import lab_spec_file, on_host, running_lab, unavailable
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(unavailable() is not None, reason=f"lab: {unavailable()}")]
 NAME, SUBNET = "tlab", "198.18.10.0/24"
@@ -34,20 +33,10 @@ def the_lab() -> Iterator[LabState]:
         yield state
 
 
-def on_host(state: LabState, host: str, command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(lab.ssh_argv(state, state.plan.host(host), command), capture_output=True, text=True,
-                          timeout=60)
-
-
 @pytest.fixture(scope="module")
 def spec_file(the_lab: LabState, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The lab's own ssh spec, with Patroni's fast test timing."""
-    data: dict[str, Any] = yaml.safe_load((the_lab.public / "ssh-spec.yaml").read_text())
-    data["patroni"] = FAST_TIMING
-    path = tmp_path_factory.mktemp("tlab") / "spec.yaml"
-    path.write_text(yaml.safe_dump(data))
-    save_s3_block(the_lab)
-    return str(path)
+    return lab_spec_file(the_lab, "ssh", tmp_path_factory.mktemp(NAME))
 
 
 @pytest.fixture(scope="module")
