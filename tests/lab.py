@@ -61,3 +61,15 @@ def on_host(state: LabState, host: str, command: str) -> subprocess.CompletedPro
     """``command`` as root on a lab host (by name or address), over its sshd with the lab's key."""
     return subprocess.run(lab.ssh_argv(state, state.plan.host(host), command), capture_output=True, text=True,
                           timeout=60)
+
+
+def bucket_keys(state: LabState, prefix: str) -> list[str]:
+    """The keys under ``prefix`` in the lab's S3 bucket, listed with boto3 over the lab's TLS."""
+    import boto3
+
+    settings = lab.s3_settings(state)
+    s3 = boto3.client("s3", endpoint_url=f"https://{settings['endpoint']}:{settings['port']}",
+                      aws_access_key_id=settings["access_key_id"], aws_secret_access_key=settings["secret_access_key"],
+                      region_name="us-east-1", verify=settings["ca_file"])
+    listed = s3.list_objects_v2(Bucket=settings["bucket"], Prefix=prefix)
+    return [o["Key"] for o in listed.get("Contents", [])]

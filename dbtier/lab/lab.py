@@ -161,9 +161,6 @@ def ssh_argv(state: LabState, host: LabHost, command: str, timeout: int = 10) ->
             f"root@{host.address}", command]
 
 
-_ssh_argv = ssh_argv  # the name the network drills' test module uses
-
-
 def check_machine() -> None:
     """Refuse, in one line, a machine the lab cannot run on."""
     if os.geteuid() != 0:

@@ -19,9 +19,9 @@ import yaml
 
 from dbtier.lab import lab
 from dbtier.lab.lab import LabState
-from dbtier.lab.plan import HOST_DATA_ROOT, S3_BUCKET
+from dbtier.lab.plan import HOST_DATA_ROOT
 from tests.clusters import RESTORE_OFFSET
-from tests.lab import lab_spec_file, on_host, running_lab, unavailable
+from tests.lab import bucket_keys, lab_spec_file, on_host, running_lab, unavailable
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(unavailable() is not None, reason=f"lab: {unavailable()}")]
 NAME, SUBNET = "tlab", "198.18.10.0/24"
@@ -114,8 +114,7 @@ def test_drills_on_the_lab_lose_no_acknowledged_write(provisioned: str, scenario
     assert len(logs) == 1 and logs[0].stat().st_size > 0, "the writer's log is kept where the flow runs"
 
 
-def test_backup_into_the_labs_s3_and_a_pitr_restore_into_a_new_cluster(provisioned: str) -> None:
-    import boto3
+def test_backup_into_the_labs_s3_and_a_pitr_restore_into_a_new_cluster(provisioned: str, the_lab: LabState) -> None:
     from psycopg import connect
 
     from blocks.passwords import load_passwords
@@ -133,11 +132,7 @@ def test_backup_into_the_labs_s3_and_a_pitr_restore_into_a_new_cluster(provision
     spec = load_spec(provisioned)
     taken = backup(spec_path=provisioned, kind="full")["taken"]
     assert [b["kind"] for b in taken] == ["full"]
-    settings = lab.s3_settings(LabState.load(NAME))  # type: ignore[arg-type]
-    s3 = boto3.client("s3", endpoint_url=f"https://{settings['endpoint']}:{settings['port']}",
-                      aws_access_key_id=settings["access_key_id"], aws_secret_access_key=settings["secret_access_key"],
-                      region_name="us-east-1", verify=settings["ca_file"])
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix=f"{NAME}/backup/")["Contents"]]
+    keys = bucket_keys(the_lab, f"{NAME}/backup/")
     assert any(taken[0]["label"] in k for k in keys), "the backup is in the lab's bucket"
     assert archive_health(spec_path=provisioned)["healthy"] is True
 

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from dbtier.lab.lab import LabState
 from dbtier.spec import DrillSettings
-from tests.clusters import FAST_TIMING
-from tests.lab import running_lab, save_s3_block, unavailable
+from tests.lab import lab_spec_file, running_lab, unavailable
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(unavailable() is not None, reason=f"lab: {unavailable()}")]
 NAME, SUBNET = "tnet", "198.18.11.0/24"
@@ -38,13 +36,9 @@ def provisioned(the_lab: LabState, prefect_harness: None, tmp_path_factory: pyte
     """The lab's own ssh spec (synchronous mode), with Patroni's fast test timing, provisioned."""
     from flows.provision import provision
 
-    data: dict[str, Any] = yaml.safe_load((the_lab.public / "ssh-spec.yaml").read_text())
-    data["patroni"] = FAST_TIMING
-    path = tmp_path_factory.mktemp(NAME) / "spec.yaml"
-    path.write_text(yaml.safe_dump(data))
-    save_s3_block(the_lab)
-    provision(spec_path=str(path))
-    return str(path)
+    path = lab_spec_file(the_lab, "ssh", tmp_path_factory.mktemp(NAME))
+    provision(spec_path=path)
+    return path
 
 
 def drill(spec_file: str, scenario: str, work: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:

@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from dbtier.lab import lab
 from dbtier.lab.lab import LabState
-from dbtier.lab.plan import HOST_DATA_ROOT, S3_BUCKET
+from dbtier.lab.plan import HOST_DATA_ROOT
 from dbtier.spec import ClusterSpec, DrillSettings
-from tests.clusters import FAST_TIMING
-from tests.lab import running_lab, save_s3_block, unavailable
+from tests.lab import bucket_keys, lab_spec_file, running_lab, unavailable
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(unavailable() is not None, reason=f"lab: {unavailable()}")]
 NAME, SUBNET = "tpve", "198.18.12.0/24"
@@ -48,12 +46,7 @@ def the_lab() -> Iterator[LabState]:
 @pytest.fixture(scope="module")
 def spec_file(the_lab: LabState, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The lab's own proxmox spec, with Patroni's fast test timing; the lab's blocks saved."""
-    data: dict[str, Any] = yaml.safe_load((the_lab.public / "proxmox-spec.yaml").read_text())
-    data["patroni"] = FAST_TIMING
-    path = tmp_path_factory.mktemp(NAME) / "spec.yaml"
-    path.write_text(yaml.safe_dump(data))
-    save_s3_block(the_lab)
-    return str(path)
+    return lab_spec_file(the_lab, "proxmox", tmp_path_factory.mktemp(NAME))
 
 
 @pytest.fixture(scope="module")
@@ -202,20 +195,14 @@ def test_a_power_loss_on_the_primarys_container_loses_no_acknowledged_write(
         os.waitpid(launchers[victim.name], os.WNOHANG)
 
 
-def test_a_full_backup_in_the_labs_s3_archive_health_and_the_restore_drill(provisioned: str) -> None:
-    import boto3
-
+def test_a_full_backup_in_the_labs_s3_archive_health_and_the_restore_drill(provisioned: str, the_lab: LabState) -> None:
     from flows.archive_health import archive_health
     from flows.backup import backup
     from flows.restore_drill import restore_drill
 
     taken = backup(spec_path=provisioned, kind="full")["taken"]
     assert [b["kind"] for b in taken] == ["full"]
-    settings = lab.s3_settings(LabState.load(NAME))  # type: ignore[arg-type]
-    s3 = boto3.client("s3", endpoint_url=f"https://{settings['endpoint']}:{settings['port']}",
-                      aws_access_key_id=settings["access_key_id"], aws_secret_access_key=settings["secret_access_key"],
-                      region_name="us-east-1", verify=settings["ca_file"])
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix=f"{CLUSTER}/backup/")["Contents"]]
+    keys = bucket_keys(the_lab, f"{CLUSTER}/backup/")
     assert any(taken[0]["label"] in k for k in keys), "the backup is in the lab's bucket"
     assert archive_health(spec_path=provisioned)["healthy"] is True
     drill = restore_drill(spec_path=provisioned)
