@@ -25,14 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Bring a lab up: N hosts, each with its own network namespace (one address on "
                         "the lab's bridge, no route off this machine), its own root file system (an overlay of this "
                         "machine's) and systemd booting an sshd on port 22; S3 (moto, TLS) on the bridge; a ready "
-                        "spec for provider ssh. An existing lab that runs is left as it is.")
-    up.add_argument("--hosts", type=int, default=3, help="how many hosts (default 3)")
+                        "spec for provider ssh, and the PVE API double with a ready spec for provider proxmox. An existing lab that runs is "
+                        "left as it is; exit 0 when every host runs, 2 refused.")
+    up.add_argument("--hosts", type=int, default=3, help="how many hosts, 1-9")
     up.add_argument("--subnet", help="a /24 inside 198.18.0.0/15 (default: the first one free on this machine)")
     status = sub.add_parser("status", help="hosts, addresses and what runs in each")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("down", help="stop every host by PID, remove bridge, mounts and directories")
     for cmd in sub.choices.values():
-        cmd.add_argument("--name", default="lab", help="the lab's name: 1-8 lower-case letters or digits (default lab)")
+        cmd.add_argument("--name", default="lab", help="the lab's name: 1-8 lower-case letters or digits")
     return parser
 
 
