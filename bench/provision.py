@@ -30,7 +30,7 @@ from common import provision_plain  # noqa: E402
 from dbtier import bootstrap  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
-from dbtier.secrets import Passwords, new_password  # noqa: E402
+from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec, build_spec  # noqa: E402
 
 TIMINGS = {"default": {"ttl": 30, "loop_wait": 10, "retry_timeout": 10}, "tuned": {"ttl": 20, "loop_wait": 2, "retry_timeout": 5}}
@@ -48,7 +48,7 @@ def bench_spec(name: str, timing: str) -> ClusterSpec:
 
 def bare(spec: ClusterSpec) -> float:
     """The provision steps as plain function calls: the baseline."""
-    passwords = Passwords(*(new_password() for _ in range(4)))
+    passwords = Passwords.generate()
     started = time.monotonic()
     provision_plain(spec, passwords)
     return time.monotonic() - started

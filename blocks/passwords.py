@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from blocks.api import POINT_AT_IT, missing_block_advice, prefect_api, which_api
 from dbtier.errors import BlockMissing
-from dbtier.secrets import ROLES, Passwords, block_name, new_password
+from dbtier.secrets import CORE_ROLES, ROLES, Passwords, block_name, new_password
 from dbtier.spec import ClusterSpec
 
 
@@ -27,9 +27,10 @@ def refuse_lost_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
     """The names of the cluster's missing Secret blocks; refused (exit 2) when the cluster was ``initialised``
     with them: its blocks are in another Prefect API, and new passwords would lock Patroni out."""
     missing = [block_name(spec, role) for role in ROLES if load_secret(block_name(spec, role)) is None]
-    if missing and initialised:
+    lost = [name for name in missing if name in {block_name(spec, role) for role in CORE_ROLES}]
+    if lost and initialised:
         raise BlockMissing(
-            f"{missing[0]}: no such Secret block in {which_api()}, but cluster {spec.name} under {spec.cluster_dir} "
+            f"{lost[0]}: no such Secret block in {which_api()}, but cluster {spec.name} under {spec.cluster_dir} "
             f"was initialised with it: its blocks must be in another Prefect API; {POINT_AT_IT}"
         )
     return missing
@@ -38,8 +39,9 @@ def refuse_lost_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
 def ensure_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
     """Create the Secret blocks that are missing; return which were made and which reused (never values).
 
-    A cluster that was ``initialised`` with passwords keeps them: a missing block is then an error
-    (new passwords would lock Patroni out of its own cluster at the next restart).
+    A cluster that was ``initialised`` with passwords keeps them: a missing core block is then an error
+    (new passwords would lock Patroni out of its own cluster at the next restart); a role added by a later
+    version of dbtier gets its password on the first provision after the upgrade.
     """
     missing = refuse_lost_passwords(spec, initialised)
     made, kept = [], []

@@ -11,17 +11,31 @@ from dataclasses import dataclass, fields
 
 from dbtier.spec import ClusterSpec
 
-ROLES = ("superuser", "replication", "rewind", "app")
+#: The passwords a cluster was first made with: one missing on an initialised cluster would lock Patroni out.
+CORE_ROLES = ("superuser", "replication", "rewind", "app")
+#: Every password of a cluster. The ones after the core are made on the first provision that needs them:
+#: ``monitoring`` (a PostgreSQL role with pg_monitor), ``restapi`` (Patroni REST's unsafe endpoints),
+#: ``etcd_root`` (etcd's root user) and ``etcd`` (the cluster's etcd user, limited to its prefix).
+ROLES = (*CORE_ROLES, "monitoring", "restapi", "etcd_root", "etcd")
 
 
 @dataclass(frozen=True, repr=False)
 class Passwords:
-    """The four passwords of a PostgreSQL cluster."""
+    """The passwords of a PostgreSQL cluster (see :data:`ROLES`)."""
 
     superuser: str
     replication: str
     rewind: str
     app: str
+    monitoring: str
+    restapi: str
+    etcd_root: str
+    etcd: str
+
+    @classmethod
+    def generate(cls) -> Passwords:
+        """A fresh password for every role (benchmarks and tests that keep no blocks)."""
+        return cls(*(new_password() for _ in ROLES))
 
     def __repr__(self) -> str:
         return "Passwords(" + ", ".join(f"{f.name}='**********'" for f in fields(self)) + ")"

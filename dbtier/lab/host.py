@@ -21,11 +21,13 @@ same directory is a reboot from the same disk.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -166,9 +168,23 @@ def remove_cgroup(path: Path) -> None:
     """Remove a cgroup and the ones systemd made under it, deepest first (empty once the host died)."""
     if not path.exists():
         return
-    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        sub.rmdir()
-    path.rmdir()
+    for sub in [*sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True), path]:
+        _rmdir_when_released(sub)
+
+
+def _rmdir_when_released(group: Path, timeout: float = 15.0) -> None:
+    """``rmdir`` a cgroup; the kernel answers EBUSY while its killed processes are still being torn down."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            if err.errno != errno.EBUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def cgroup_pids(cgroup: Path) -> list[int]:
