@@ -50,10 +50,12 @@ def block_name(spec: ClusterSpec, role: str) -> str:
     """
     >>> block_name(ClusterSpec(name="orders"), "app")
     'dbtier-orders-app-password'
+    >>> block_name(ClusterSpec(name="orders"), "etcd_root")
+    'dbtier-orders-etcd-root-password'
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    return f"dbtier-{spec.name}-{role}-password"
+    return f"dbtier-{spec.name}-{role.replace('_', '-')}-password"  # block names take no underscore
 
 
 def new_password() -> str:
