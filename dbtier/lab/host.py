@@ -69,6 +69,8 @@ mount --make-rprivate /
 mount -t overlay overlay -o "lowerdir=/,upperdir=$B/upper,workdir=$B/work" "$R"
 mount --rbind /sys "$R/sys"
 mount --rbind /dev "$R/dev"
+# systemd as PID 1 writes to /dev/console: the host's console log, not this machine's console
+if [ -f "$B/console.log" ]; then mount --bind "$B/console.log" "$R/dev/console"; fi
 mount -t tmpfs -o mode=755 tmpfs "$R/run"
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
 mkdir -p "$R/run/sshd"
@@ -97,12 +99,25 @@ def _network(config: HostConfig, pid: int) -> None:
         ["ip", "link", "set", peer, "netns", str(pid)],
         ["ip", "link", "set", config.veth, "master", str(config.bridge), "up"],
         ["nsenter", f"--net={ns}", "ip", "link", "set", peer, "name", "eth0"],
+        # the same MAC at every boot, as a machine keeps its NIC's: the bridge's and the other hosts' neighbour
+        # entries stay right, where a new MAC left them pointing at the dead one for ~30 s after a power loss
+        ["nsenter", f"--net={ns}", "ip", "link", "set", "eth0", "address", host_mac(config.address)],
         ["nsenter", f"--net={ns}", "ip", "addr", "add", config.address, "dev", "eth0"],
         ["nsenter", f"--net={ns}", "ip", "link", "set", "eth0", "up"],
         ["nsenter", f"--net={ns}", "ip", "link", "set", "lo", "up"],
     ]
     for argv in steps:
         subprocess.run(argv, check=True, capture_output=True)
+
+
+def host_mac(interface: str) -> str:
+    """A locally administered unicast MAC made of the host's IPv4 address.
+
+    >>> host_mac("198.18.10.11/24")
+    '02:db:c6:12:0a:0b'
+    """
+    octets = [int(part) for part in interface.split("/")[0].split(".")]
+    return ":".join(f"{b:02x}" for b in [0x02, 0xDB, *octets])
 
 
 def _fail(what: str) -> None:

@@ -290,14 +290,18 @@ def boot_host(state: LabState, host: LabHost, wait: bool = True) -> int:
     state.launchers[host.name] = proc.pid
     state.save()
     if wait:
-        wait_ssh(state, host)
+        wait_ssh(state, host, launcher=proc)
     return proc.pid
 
 
-def wait_ssh(state: LabState, host: LabHost, limit: float = 180) -> None:
+def wait_ssh(state: LabState, host: LabHost, limit: float = 180, launcher: subprocess.Popen[bytes] | None = None) -> None:
     """Until a command over the host's sshd completes and systemd has finished booting."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
+        if launcher is not None and launcher.poll() is not None:
+            tail = (state.host_dir(host) / "console.log").read_text(errors="replace")[-1500:]
+            raise LabError(f"lab {state.name}: {host.name} stopped while booting (its launcher exited with "
+                           f"{launcher.returncode}): {' '.join(tail.split()) or 'nothing on its console'}")
         if not _alive(state.launchers.get(host.name), "dbtier.lab.host"):
             break
         try:
