@@ -481,7 +481,7 @@ def sample_archiver(b: Bench, writer: threading.Thread) -> tuple[list[Sample], f
     samples: list[Sample] = []
     stopped_at: float | None = None
     while True:
-        stats = ops.archiver_stats(b.spec, b.passwords.superuser)
+        stats = ops.archiver_stats(b.spec, b.passwords.monitoring)
         samples.append(Sample(stats, judge_archive(stats, b.spec.backup.archive_lag_limit_s), *ready_files(b)))
         if not writer.is_alive():
             stopped_at = stopped_at or time.monotonic()

@@ -12,8 +12,10 @@ from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.variables import Variable
 
+from blocks.ca import forget_ca
 from blocks.hostkeys import variable_name as pins_variable
 from blocks.passwords import forget_passwords, load_secret
+from dbtier.ca_store import ca_cert_variable, ca_key_block
 from dbtier.cleanup import cipher_record_name, cluster_of_cipher_record, keep_cipher_reason, kept_cipher_sentence
 from dbtier.lock import lock_name
 from dbtier.secrets import ROLES, block_name
@@ -54,7 +56,8 @@ def cipher_users(block: str) -> dict[str, bool]:
 def cluster_blocks(spec: ClusterSpec) -> list[str]:
     """The Secret blocks and variables that carry this cluster's name (its lock aside)."""
     names = [block_name(spec, role) for role in ROLES if load_secret(block_name(spec, role)) is not None]
-    return names + [v for v in (pins_variable(spec.name), cipher_record_name(spec.name))
+    names += [ca_key_block(spec.name)] if load_secret(ca_key_block(spec.name)) is not None else []
+    return names + [v for v in (pins_variable(spec.name), cipher_record_name(spec.name), ca_cert_variable(spec.name))
                     if Variable.get(v, default=None) is not None]
 
 
@@ -63,6 +66,9 @@ def forget_cluster_blocks(spec: ClusterSpec, backups_remain: bool, cipher_step_f
     the record of the cipher block they need stays (so no other cluster's teardown deletes that block);
     ``cipher_step_follows``: :func:`drop_cipher_block` reads that record next, and removes it."""
     said = [forget_passwords(spec)]
+    ca_gone = forget_ca(spec.name)
+    if ca_gone:
+        said.append(f"cluster CA {', '.join(ca_gone)} deleted")
     gone = [v for v in (pins_variable(spec.name),) if Variable.unset(v)]
     record = cipher_record_name(spec.name)
     if cipher_step_follows:

@@ -1,4 +1,4 @@
-"""The ``dbtier`` verbs that answer without a flow run: status, dsn, password, host-keys, blocks register.
+"""The ``dbtier`` verbs that answer without a flow run: status, dsn, password, host-keys, certs, ca, blocks register.
 
 ``dbtier/cli.py`` parses them and hands them here by module name (as it hands the flow verbs to
 ``flows.*``), so the library never imports ``blocks/``. They see the cluster as the flows do: keys,
@@ -90,6 +90,55 @@ def host_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ca_cert(spec: ClusterSpec) -> bytes:
+    """The cluster CA's certificate from the Prefect API, or a one-line refusal saying where it should be."""
+    from blocks.api import missing_block_advice
+    from blocks.ca import PREFECT_CA_STORE
+    from dbtier.ca_store import ca_cert_variable
+    from dbtier.errors import BlockMissing
+
+    pem = PREFECT_CA_STORE.load_cert(spec.name)
+    if pem is None:
+        raise BlockMissing(missing_block_advice(spec, ca_cert_variable(spec.name)))
+    return pem
+
+
+def certs(args: argparse.Namespace) -> int:
+    """The certificates the members really hold, judged against the cluster CA; exit 1 when one is bad."""
+    import sys
+
+    from dbtier import tls_files
+    from dbtier.certs import describe
+    from dbtier.health import format_table
+    from dbtier.providers.base import get_provider
+    from dbtier.tls import fix_hint
+
+    spec = resolve_addresses(load_spec(args.spec), loaders=PREFECT_LOADERS)
+    ca_pem, now = _ca_cert(spec), tls_files.now_utc()
+    rows = tls_files.survey(get_provider(spec, PREFECT_LOADERS), spec, ca_pem, now)
+    ca = describe(ca_pem)
+    print(format_table([r.row() for r in rows]))
+    print(f"CA: {ca.subject}, until {ca.not_after:%Y-%m-%d} ({ca.days_left(now)} days left); `dbtier ca` prints it")
+    hint = fix_hint(f" --spec {args.spec}" if args.spec else "")
+    bad = [r for r in rows if r.problem]
+    for row in bad:
+        print(f"dbtier: {row.need.label} on {row.need.host}: {row.need.paths.cert}: {row.problem}; {hint}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def ca(args: argparse.Namespace) -> int:
+    """Write the CA certificate (public) under the cluster's work directory; print its path and the PEM."""
+    from dbtier import workdir
+
+    spec = load_spec(args.spec)
+    pem = _ca_cert(spec)
+    path = workdir.ca_cert_file(spec.name)
+    workdir.write_private(path, pem, 0o644)
+    print(path)
+    print(pem.decode(), end="")
+    return 0
+
+
 def register_blocks(args: argparse.Namespace) -> int:
     from blocks.register import register_block_types
 
@@ -101,6 +150,7 @@ def register_blocks(args: argparse.Namespace) -> int:
 #: ``dbtier VERB`` -> what answers it.
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": status, "dsn": dsn, "password": password, "host-keys": host_keys, "blocks": register_blocks,
+    "certs": certs, "ca": ca,
 }
 
 

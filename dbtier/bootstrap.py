@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 from dbtier import procs
 from dbtier.engines.base import ClusterStatus, Engine
@@ -17,6 +18,9 @@ from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 from dbtier.supervisors import unit_name
+
+if TYPE_CHECKING:
+    from dbtier.ca_store import CAStore
 
 MARKER = "dbtier-cluster.json"
 
@@ -160,6 +164,25 @@ def write_member_files(engine: Engine, provider: Provider, spec: ClusterSpec, se
             runner.write_file(path, content, 0o600)
             changed.append(path.rsplit("/", 1)[-1])
     return f"{service.name}: wrote {', '.join(changed)}" if changed else f"{service.name}: configuration unchanged"
+
+
+def ensure_certificates(provider: Provider, spec: ClusterSpec, store: CAStore, rotate: bool = False) -> list[str]:
+    """The cluster CA (made on the first provision, kept in ``store``, reused after; its key never goes to a
+    member) and each member's certificates (:func:`dbtier.tls.cert_plan`): those missing, foreign, expired,
+    lacking a SAN or expiring within ``tls.renew_before_days`` are issued and written through the members'
+    runners, valid ones kept. ``rotate``: every one issued anew. Sentences say what, never a key."""
+    from dbtier import tls_files
+
+    now = tls_files.now_utc()
+    ca, said = tls_files.ensure_ca(store, spec, now)
+    return [said, *tls_files.ensure_certificates(provider, spec, ca, now, rotate)]
+
+
+def certificates_problem(provider: Provider, spec: ClusterSpec, store: CAStore) -> str | None:
+    """Why provision must issue certificates (no CA yet, or a member's certificate is bad), or None."""
+    from dbtier import tls_files
+
+    return tls_files.certificates_ok(provider, spec, store, tls_files.now_utc())
 
 
 def ensure_running(provider: Provider, spec: ClusterSpec, service: Service) -> str:

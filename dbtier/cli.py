@@ -1,11 +1,13 @@
 """The ``dbtier`` command: one front door for every flow, and fast answers without a flow run.
 
-    dbtier provision | teardown | backup | restore | restore-drill | drill | archive-health | serve
+    dbtier provision | teardown | backup | restore | restore-drill | drill | archive-health | rotate-certs | serve
                                              each runs its flow (the same as python -m flows.<name>)
     dbtier status [--spec FILE] [--json]     exit 0 only when healthy (no flow run)
     dbtier dsn [--spec FILE]                 the read-write connection string (no password)
     dbtier password [--role app] [--spec FILE]
     dbtier host-keys [--forget HOST:PORT]    the SSH host keys pinned for the cluster
+    dbtier certs [--spec FILE]               the members' certificates; exit 1 when one is bad or expiring
+    dbtier ca [--spec FILE]                  the cluster CA's certificate (path and PEM) for clients
     dbtier blocks register                   make dbtier's block types creatable in the Prefect UI
     dbtier lab up | status | down            a lab of separate hosts on this machine (root; see dbtier lab --help)
 
@@ -37,6 +39,7 @@ FLOW_VERBS: dict[str, tuple[str, str]] = {
     "restore-drill": ("flows.restore_drill", "restore into a throwaway copy, check it, remove it"),
     "drill": ("flows.failover_drill", "a failover drill under write load (--scenario NAME)"),
     "archive-health": ("flows.archive_health", "WAL archiving lag, failures and pgbackrest check"),
+    "rotate-certs": ("flows.rotate_certs", "new certificates for every member and service, reloaded in place"),
     "serve": ("deployments.serve", "serve one cluster's scheduled deployments (--list prints the plan)"),
 }
 #: Verbs handed to a module's own ``main(argv)`` that run no flow.
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("dsn", "the read-write DSN (no password in it)"),
         ("password", "print one of the cluster's passwords (from its Prefect Secret block)"),
         ("host-keys", "the SSH host keys pinned for the cluster; --forget HOST:PORT after a rebuild"),
+        ("certs", "each member's certificates as the members hold them: subject, SANs, expiry; exit 1 when one "
+                  "is missing, expired, foreign or about to expire"),
+        ("ca", "write the cluster CA's certificate to the work directory; print its path and PEM (for clients)"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--spec", help="cluster spec YAML (default: deployments/clusters/default.yaml or $DBTIER_SPEC)")

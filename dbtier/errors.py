@@ -57,6 +57,10 @@ class ClusterUnhealthy(DbtierError):
     """The cluster did not reach (or lost) the healthy state."""
 
 
+class ControlPlaneError(DbtierError):
+    """Patroni's REST API or etcd refused a call dbtier made, or did not answer it (the member is named)."""
+
+
 class SecretError(DbtierError):
     """A secret could not be read or stored."""
 
@@ -98,3 +102,7 @@ class RestoreFailed(RestoreError):
     """An accepted restore did not come up (the backup could not be restored or recovered)."""
 
     exit_code = 1
+
+
+class CertificateError(DbtierError):
+    """A certificate or the cluster CA is unusable (not PEM, foreign, expired) or could not be made."""

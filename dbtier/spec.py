@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dbtier.audit import AuditSettings
 from dbtier.backup.settings import BackupSettings, RestoreSource
 from dbtier.errors import SpecError
 from dbtier.ports import DEFAULT_PORT_OFFSET, copy_clash, shifted
@@ -91,6 +92,21 @@ class Timeouts(_Model):
     etcd_quorum: int = Field(60, ge=1)
     healthy: int = Field(180, ge=1)
     replica_read: int = Field(60, ge=1)
+
+
+class TlsSettings(_Model):
+    """How long the cluster CA and its certificates live, in days (see dbtier/certs.py)."""
+
+    cert_days: int = Field(180, ge=1, le=397, description="a member's certificate: months, not decades")
+    ca_days: int = Field(730, ge=30, le=730, description="the cluster CA: at most two years")
+    renew_before_days: int = Field(30, ge=0, description="provision issues a new certificate this close to its end")
+
+    @model_validator(mode="after")
+    def _fits(self) -> TlsSettings:
+        if self.renew_before_days >= self.cert_days:
+            raise ValueError(f"renew_before_days ({self.renew_before_days}) must be below cert_days ({self.cert_days}), "
+                             "or every provision would issue new certificates")
+        return self
 
 
 class SSHHost(_Model):
@@ -322,6 +338,7 @@ class ClusterSpec(_Model):
     synchronous_mode: bool = False
     postgresql_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     allowed_client_networks: list[str] = Field(default_factory=list)
+    audit: AuditSettings = AuditSettings()
     ssh: SSHSettings | None = None
     proxmox: ProxmoxSettings | None = None
     production: bool = False
@@ -333,6 +350,7 @@ class ClusterSpec(_Model):
     app: AppDatabase = AppDatabase()
     binaries: Binaries = Binaries()
     timeouts: Timeouts = Timeouts()
+    tls: TlsSettings = TlsSettings()
 
     @field_validator("name", "hosts_of")
     @classmethod

@@ -6,6 +6,9 @@ Where: ``$DBTIER_WORK_DIR``, else ``$XDG_STATE_HOME/dbtier``, else ``~/.local/st
                                     verdict.json
     <work>/<cluster>/host-keys.json SSH host keys pinned on first use, when a run has no Prefect (the flows pin
                                     in Prefect variables instead)
+    <work>/<cluster>/ca.crt         the cluster CA's certificate, written by ``dbtier ca`` for clients (public)
+    <work>/<cluster>/ca/            the cluster CA (ca.key 0600, ca.crt) when a run has no Prefect (the flows keep
+                                    it in a Secret block and a variable instead)
     <work>/pve/<block>.yaml         the Proxmox API token of ``proxmox.credentials_block`` for runs without Prefect
 
 A member's files (data, configs, pid and log files) are reached only through that member's Runner;
@@ -69,6 +72,14 @@ def pin_file(cluster: str, environ: Mapping[str, str] | None = None) -> str:
     '/w/orders/host-keys.json'
     """
     return os.path.join(cluster_work_dir(cluster, environ), "host-keys.json")
+
+
+def ca_cert_file(cluster: str, environ: Mapping[str, str] | None = None) -> str:
+    """
+    >>> ca_cert_file("orders", {"DBTIER_WORK_DIR": "/w"})
+    '/w/orders/ca.crt'
+    """
+    return os.path.join(cluster_work_dir(cluster, environ), "ca.crt")
 
 
 def pve_token_file(block: str, environ: Mapping[str, str] | None = None) -> str:

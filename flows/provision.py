@@ -27,6 +27,7 @@ from flows._spec import resolve_spec
 from tasks.backup import configure_backups, create_stanza, refuse_earlier_stanza, wait_for_restore
 from tasks.cluster import (
     create_app_database,
+    ensure_cluster_certificates,
     ensure_cluster_passwords,
     inspect_cluster,
     learn_addresses,
@@ -35,6 +36,7 @@ from tasks.cluster import (
     prepare_hosts,
     prepare_replicas,
     publish_member_table,
+    secure_consensus,
     start_service,
     verify_replication,
     wait_for_consensus,
@@ -77,11 +79,13 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
         refuse_earlier_stanza(spec)
     ensure_cluster_passwords(spec)
     prepare_data_dirs(spec)
+    ensure_cluster_certificates(spec)
     configure_backups(spec, source)
     consensus = [s.name for s in engine.consensus_services(spec)]
     members = [s.name for s in engine.member_services(spec)]
     start_service.map(unmapped(spec), consensus).result()
     wait_for_consensus(spec)
+    secure_consensus(spec)
     write_member_config.map(unmapped(spec), members).result()
     start_service.map(unmapped(spec), members).result()
     if source is not None:

@@ -2,14 +2,14 @@
 # The host part of dbtier's set-up, run as root on every host that runs members: this machine
 # (scripts/setup.sh calls it) or a host reached over SSH (the ssh provider sends it on stdin).
 # Idempotent: a second run only checks.
-#   - Debian packages: PostgreSQL 15, etcd, pgBackRest, Python venv support, nftables (the network drills)
+#   - Debian packages: PostgreSQL 15 with pgaudit, etcd, pgBackRest, Python venv support, nftables (the network drills)
 #   - the unprivileged OS user that runs the database processes (PostgreSQL refuses root)
 #   - a runtime venv for that user (Patroni), built from Debian's python3 so that user can read it
 set -euo pipefail
 
 OS_USER="${DBTIER_OS_USER:-dbtier}"
 RUNTIME_VENV="${DBTIER_RUNTIME_VENV:-/opt/dbtier/venv}"
-PACKAGES=(postgresql-15 etcd-server etcd-client pgbackrest zstd lz4 bzip2 python3-venv procps util-linux iproute2 nftables)
+PACKAGES=(postgresql-15 postgresql-15-pgaudit etcd-server etcd-client pgbackrest zstd lz4 bzip2 python3-venv procps util-linux iproute2 nftables)
 
 say() { printf 'host-setup: %s\n' "$*"; }
 quietly() {

@@ -127,7 +127,7 @@ def check_archiving(spec: ClusterSpec) -> str:
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
 def judge_archiving(spec: ClusterSpec) -> ArchiveVerdict:
-    stats = ops.archiver_stats(spec, load_passwords(spec).superuser)
+    stats = ops.archiver_stats(spec, load_passwords(spec).monitoring)
     verdict = judge_archive(stats, spec.backup.archive_lag_limit_s)
     log_sentences(verdict.sentence)
     return verdict
@@ -260,7 +260,7 @@ def write_restore_marker(spec: ClusterSpec) -> Marker:
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
 def check_restored_copy(spec: ClusterSpec, marker: Marker) -> CopyChecks:
-    checks = drill.check_copy(spec, load_passwords(spec).superuser, marker)
+    checks = drill.check_copy(spec, get_provider(spec, PREFECT_LOADERS), marker)
     log_sentences(f"copy holds {checks.found_before} + {checks.found_after} marker rows; amcheck {checks.amcheck}; "
          f"query {checks.query}")
     return checks
@@ -311,7 +311,7 @@ def _last_archived(spec: ClusterSpec) -> datetime | None:
     import psycopg
 
     try:
-        return ops.archiver_stats(spec, load_passwords(spec).superuser).last_archived_time
+        return ops.archiver_stats(spec, load_passwords(spec).monitoring).last_archived_time
     except (DbtierError, psycopg.Error) as err:
         log_sentences(f"the last archived WAL's time is unknown ({type(err).__name__}); the window ends at the newest backup")
         return None

@@ -8,6 +8,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
+from blocks.ca import PREFECT_CA_STORE
 from blocks.passwords import ensure_passwords, load_passwords
 from blocks.loaders import PREFECT_LOADERS
 from dbtier import bootstrap, workdir
@@ -43,8 +44,11 @@ def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
         except SecretError:
             done = False  # ensure_cluster_passwords says what is wrong, in one line
         else:
-            done = engine.app_database_present(spec, passwords)
-    log_sentences(f"{len(running)} of {expected} services running; {status.health.sentence}")
+            done = engine.app_database_present(spec, passwords, provider)
+    certs_said = bootstrap.certificates_problem(provider, spec, PREFECT_CA_STORE) if done else None
+    done = done and certs_said is None
+    log_sentences(f"{len(running)} of {expected} services running; {status.health.sentence}"
+                  + (f"; {certs_said}" if certs_said else ""))
     return {"provisioned": done, "rows": status.rows, "leader": status.health.leader}
 
 
@@ -82,6 +86,13 @@ def ensure_cluster_passwords(spec: ClusterSpec) -> None:
     log_sentences(*ensure_passwords(spec, initialised=bootstrap.is_initialised(engine, provider, spec)))
 
 
+@task(cache_policy=NONE)
+def ensure_cluster_certificates(spec: ClusterSpec) -> None:
+    """The cluster CA (made once, its key in a Secret block) and every member's certificates (safe to repeat)."""
+    _, provider = _parts(spec)
+    log_sentences(*bootstrap.ensure_certificates(provider, spec, PREFECT_CA_STORE))
+
+
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3], task_run_name="start {name}")
 def start_service(spec: ClusterSpec, name: str) -> str:
     """Start one service unless it runs (safe to repeat)."""
@@ -97,6 +108,13 @@ def wait_for_consensus(spec: ClusterSpec) -> None:
     log_sentences(engine.wait_consensus(spec, spec.timeouts.etcd_quorum))
 
 
+@task(cache_policy=NONE)
+def secure_consensus(spec: ClusterSpec) -> None:
+    """etcd's root and cluster users, the cluster's role on its own prefix, auth on (idempotent)."""
+    engine, _ = _parts(spec)
+    log_sentences(engine.secure_consensus(spec, load_passwords(spec)))
+
+
 @task(cache_policy=NONE, task_run_name="configure {name}")
 def write_member_config(spec: ClusterSpec, name: str) -> None:
     engine, provider = _parts(spec)
@@ -105,8 +123,8 @@ def write_member_config(spec: ClusterSpec, name: str) -> None:
 
 @task(cache_policy=NONE)
 def prepare_replicas(spec: ClusterSpec) -> None:
-    engine, _ = _parts(spec)
-    log_sentences(engine.prepare_replicas(spec, load_passwords(spec), spec.timeouts.healthy))
+    engine, provider = _parts(spec)
+    log_sentences(engine.prepare_replicas(spec, load_passwords(spec), spec.timeouts.healthy, provider))
 
 
 @task(cache_policy=NONE)
@@ -119,8 +137,8 @@ def wait_until_healthy(spec: ClusterSpec) -> ClusterStatus:
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
 def create_app_database(spec: ClusterSpec) -> None:
-    engine, _ = _parts(spec)
-    log_sentences(engine.create_app_database(spec, load_passwords(spec)))
+    engine, provider = _parts(spec)
+    log_sentences(engine.create_app_database(spec, load_passwords(spec), provider))
 
 
 @task(cache_policy=NONE)

@@ -14,6 +14,7 @@ from dbtier.drills import network, preflight, scenarios
 from dbtier.drills.settings import DrillSettings
 from dbtier.drills.verdict import Verdict, markdown_report, summary_row
 from dbtier.engines.base import get_engine
+from dbtier.engines.control_plane import rest_login
 from dbtier.errors import Refused
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
@@ -59,8 +60,9 @@ def plan_drills(spec: ClusterSpec, names: list[str], single: bool) -> list[str]:
 @task(cache_policy=NONE, task_run_name="drill {scenario}")
 def run_drill(spec: ClusterSpec, scenario: str, settings: DrillSettings) -> Verdict:
     """Run one scenario (never retried: a drill breaks things on purpose) and return its verdict."""
-    result = scenarios.run(spec, scenario, settings, load_passwords(spec).app,
-                           provider=get_provider(spec, PREFECT_LOADERS))
+    passwords = load_passwords(spec)
+    result = scenarios.run(spec, scenario, settings, passwords.app, provider=get_provider(spec, PREFECT_LOADERS),
+                           rest_login=rest_login(passwords))
     logger = get_run_logger()
     logger.info("%s", result.verdict.sentence)
     logger.info("evidence (verdict.json, writes.jsonl) saved on this machine under %s", result.report_dir)

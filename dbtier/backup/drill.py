@@ -7,11 +7,17 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
-from dbtier.engines.postgres import connect
+from dbtier.engines import pg_admin
+from dbtier.engines.pg_roles import literal
+from dbtier.engines.postgres import connect, fetch_cluster
+from dbtier.errors import DbtierError
+from dbtier.health import role_holder
+from dbtier.providers.base import Provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn
+from dbtier.topology import client_dsn, pg_member, pg_members
 
 MARKER_TABLE = "dbtier_restore_drill"
 
@@ -138,44 +144,54 @@ def write_marker(spec: ClusterSpec, app_password: str, before: int = 100, after:
     return Marker(drill_id, before, after, row[0])
 
 
-def check_copy(spec: ClusterSpec, superuser_password: str, marker: Marker) -> CopyChecks:
-    """Count the marker rows on the restored copy, run amcheck on its B-tree indexes and the spec's query."""
-    dsn = client_dsn(spec, "postgres", spec.app.database)
-    with connect(dsn, superuser_password) as conn:
-        counts = dict(conn.execute(
-            f"SELECT phase, count(*) FROM {MARKER_TABLE} WHERE drill_id = %s GROUP BY phase", (marker.drill_id,)
-        ).fetchall())
-        amcheck, amcheck_ok = _amcheck(conn)
-        query, query_ok = _user_query(conn, spec.backup.restore_drill.check_query)
-    return CopyChecks(int(counts.get("before", 0)), int(counts.get("after", 0)), amcheck, amcheck_ok, query, query_ok)
+def check_copy(spec: ClusterSpec, provider: Provider, marker: Marker) -> CopyChecks:
+    """Count the marker rows on the restored copy, run amcheck on its B-tree indexes and the spec's query; as the
+    superuser on the copy's primary over its socket (never over TCP: client networks cannot reach the superuser)."""
+    name = role_holder(fetch_cluster(spec), "leader")
+    primary = pg_member(spec, name) if name else pg_members(spec)[0]
+    runner = provider.runner(spec, primary.host)
+
+    def sql(statements: list[str], what: str) -> list[list[str]]:
+        return pg_admin.run_sql(runner, spec, primary, spec.app.database, statements, what)
+
+    rows = sql([f"SELECT phase, count(*) FROM {MARKER_TABLE} WHERE drill_id = {literal(marker.drill_id)} GROUP BY phase"],
+               "counting the marker rows")
+    counts = {phase: int(n) for phase, n in rows}
+    amcheck, amcheck_ok = _amcheck(sql)
+    query, query_ok = _user_query(sql, spec.backup.restore_drill.check_query)
+    return CopyChecks(counts.get("before", 0), counts.get("after", 0), amcheck, amcheck_ok, query, query_ok)
 
 
-def _amcheck(conn: Any) -> tuple[str, bool]:
-    import psycopg
+BTREE_INDEXES = (
+    "SELECT c.oid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence <> 't' AND i.indisready"
+)
 
+
+def _amcheck(sql: Callable[[list[str], str], list[list[str]]]) -> tuple[str, bool]:
     try:
-        if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'").fetchone():
+        if not sql(["SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'"], "looking for amcheck"):
             return "skipped: the amcheck extension is not installed", True
-        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
-        indexes = [r[0] for r in conn.execute(
-            "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence <> 't' AND i.indisready"
-        ).fetchall()]
-        for name in indexes:
-            conn.execute("SELECT bt_index_check(%s::regclass, true)", (name,))
-    except psycopg.Error as err:
+        rows = sql([
+            "CREATE EXTENSION IF NOT EXISTS amcheck",
+            f"DO $$DECLARE r record; BEGIN FOR r IN {BTREE_INDEXES} LOOP "
+            "PERFORM bt_index_check(r.oid::regclass, true); END LOOP; END$$",
+            f"SELECT count(*) FROM ({BTREE_INDEXES}) AS indexes",
+        ], "amcheck")
+    except DbtierError as err:
         return f"failed: {' '.join(str(err).split())[:200]}", False
-    return f"{len(indexes)} B-tree indexes consistent (bt_index_check with heapallindexed)", True
+    return f"{rows[0][0]} B-tree indexes consistent (bt_index_check with heapallindexed)", True
 
 
-def _user_query(conn: Any, query: str | None) -> tuple[str, bool]:
-    import psycopg
-
+def _user_query(sql: Callable[[list[str], str], list[list[str]]], query: str | None) -> tuple[str, bool]:
     if not query:
         return "none given (backup.restore_drill.check_query)", True
     try:
-        row = conn.execute(query).fetchone()
-    except psycopg.Error as err:
+        rows = sql([query], "the check query")
+    except DbtierError as err:
         return f"failed: {' '.join(str(err).split())[:200]}", False
-    ok = bool(row and row[0] is True)
-    return ("returned true" if ok else f"returned {row[0] if row else 'no row'!r}, not true"), ok
+    ok = bool(rows and rows[0][0] == "t")
+    if ok:
+        return "returned true", True
+    shown = {"f": "False", "": "None"}.get(rows[0][0], repr(rows[0][0])) if rows else "'no row'"  # psql's f and NULL
+    return f"returned {shown}, not true", False

@@ -20,6 +20,7 @@ from dbtier.backup.archive import WAL_RE, ArchiverStats
 from dbtier.backup.catalog import Catalog, parse_info
 from dbtier.backup.pgbackrest import S3Target
 from dbtier.backup.settings import FsRepository
+from dbtier.engines.pg_roles import MONITORING_USER
 from dbtier.engines.postgres import connect, fetch_cluster
 from dbtier.errors import BackupError, PreflightError, RestoreFailed
 from dbtier.procs import Service
@@ -291,11 +292,12 @@ def expire(provider: Provider, spec: ClusterSpec, repo: int, keep_full: int, kee
     run(provider, spec, primary, pgbackrest.command_argv(spec, None, "expire", *pgbackrest.expire_options(repo, keep_full, keep_diff)))
 
 
-def archiver_stats(spec: ClusterSpec, superuser_password: str) -> ArchiverStats:
-    """``pg_stat_archiver`` and the current WAL file, read on the primary."""
+def archiver_stats(spec: ClusterSpec, monitoring_password: str) -> ArchiverStats:
+    """``pg_stat_archiver`` and the current WAL file, read on the primary by the monitoring role (pg_monitor:
+    the superuser is not reachable from client networks, where the machine running dbtier may be)."""
     primary = leader(spec)
-    conninfo = f"host={primary.host} port={primary.pg_port} user=postgres dbname=postgres connect_timeout=3"
-    with connect(conninfo, superuser_password) as conn:
+    conninfo = f"host={primary.host} port={primary.pg_port} user={MONITORING_USER} dbname=postgres connect_timeout=3"
+    with connect(conninfo, monitoring_password) as conn:
         row = conn.execute(
             "SELECT now(), pg_walfile_name(pg_current_wal_lsn()), archived_count, last_archived_wal, "
             "last_archived_time, failed_count, last_failed_wal, last_failed_time FROM pg_stat_archiver"

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import requests
-
 from dbtier import bootstrap, procs
 from dbtier.engines.base import get_engine
+from dbtier.engines import patroni_rest
+from dbtier.engines.control_plane import Login
 from dbtier.engines.postgres import fetch_cluster
-from dbtier.errors import DbtierError
+from dbtier.errors import ControlPlaneError, DbtierError
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.spec import ClusterSpec
@@ -31,12 +31,7 @@ def cluster_doc(spec: ClusterSpec, avoid: str | None = None, timeout: float = 1.
 
 def member_status(spec: ClusterSpec, name: str, timeout: float = 1.0) -> dict[str, Any]:
     """Member ``name``'s own ``/patroni`` document (empty when it does not answer)."""
-    try:
-        response = requests.get(f"{pg_member(spec, name).rest_url}/patroni", timeout=timeout)
-        doc: dict[str, Any] = response.json() if response.ok else {}
-        return doc
-    except (requests.RequestException, ValueError):
-        return {}
+    return patroni_rest.get_json(spec, pg_member(spec, name), "/patroni", timeout) or {}
 
 
 def streaming_replica(status: dict[str, Any]) -> bool:
@@ -205,35 +200,33 @@ def restart_service(provider: Provider, spec: ClusterSpec, name: str) -> str:
     return bootstrap.ensure_running(provider, spec, service_named(spec, name))
 
 
-def switchover(spec: ClusterSpec, leader: str, candidate: str) -> str:
+def switchover(spec: ClusterSpec, leader: str, candidate: str, login: Login | None) -> str:
     """Ask Patroni for a planned switchover from ``leader`` to ``candidate``."""
-    url = f"{pg_member(spec, leader).rest_url}/switchover"
-    response = requests.post(url, json={"leader": leader, "candidate": candidate}, timeout=60)
+    response = patroni_rest.call(spec, pg_member(spec, leader), "POST", "/switchover", login,
+                                 {"leader": leader, "candidate": candidate}, timeout=60)
     if response.status_code != 200:
-        text = " ".join(response.text.split())[:200]
-        raise DbtierError(f"switchover {leader} -> {candidate}: Patroni answered {response.status_code}: {text}")
+        raise DbtierError(f"switchover {leader} -> {candidate}: {patroni_rest.refusal(spec, response)}")
     return f"switchover {leader} -> {candidate} accepted: {' '.join(response.text.split())[:120]}"
 
 
-def set_synchronous_mode(spec: ClusterSpec, enabled: bool) -> str:
+def set_synchronous_mode(spec: ClusterSpec, enabled: bool, login: Login | None) -> str:
     """Turn Patroni's ``synchronous_mode`` on or off in the DCS (a dynamic setting)."""
+    said = "no Patroni member answered"
     for member in pg_members(spec):
         try:
-            response = requests.patch(f"{member.rest_url}/config", json={"synchronous_mode": enabled}, timeout=10)
-        except requests.RequestException:
+            response = patroni_rest.call(spec, member, "PATCH", "/config", login, {"synchronous_mode": enabled}, 10)
+        except ControlPlaneError:
             continue
         if response.ok:
             return f"synchronous_mode set to {str(enabled).lower()} through {member.name}"
-    raise DbtierError(f"could not set synchronous_mode to {enabled}: no Patroni member accepted PATCH /config")
+        said = f"{member.name}: {patroni_rest.refusal(spec, response)}"
+    raise DbtierError(f"could not set synchronous_mode to {enabled} through PATCH /config: {said}")
 
 
 def synchronous_mode(spec: ClusterSpec) -> bool:
     """Patroni's current ``synchronous_mode`` (from the DCS through any member)."""
     for member in pg_members(spec):
-        try:
-            response = requests.get(f"{member.rest_url}/config", timeout=2)
-            if response.ok:
-                return bool(response.json().get("synchronous_mode", False))
-        except (requests.RequestException, ValueError):
-            continue
+        doc = patroni_rest.get_json(spec, member, "/config", timeout=2)
+        if doc is not None:
+            return bool(doc.get("synchronous_mode", False))
     return spec.synchronous_mode

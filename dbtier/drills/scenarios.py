@@ -21,6 +21,7 @@ from dbtier.drills.settings import DrillSettings, quorum_loss_hold
 from dbtier.drills.verdict import Attempt, Evidence, Expectation, Observed, Verdict, judge
 from dbtier.engines import etcd
 from dbtier.engines.base import get_engine
+from dbtier.engines.control_plane import Login
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.providers.base import Provider, get_provider
 from dbtier.spec import ClusterSpec
@@ -45,8 +46,9 @@ class Drill:
     """
 
     def __init__(self, spec: ClusterSpec, settings: DrillSettings, password: str, scenario: str,
-                 provider: Provider | None = None) -> None:
+                 provider: Provider | None = None, rest_login: Login | None = None) -> None:
         self.spec, self.settings, self.scenario, self._password = spec, settings, scenario, password
+        self.rest_login = rest_login  # Patroni REST's unsafe endpoints (a switchover)
         self.provider, self.engine = provider or get_provider(spec), get_engine(spec)
         self.id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{scenario}"
         self.dir = workdir.drill_dir(spec.name, self.id)
@@ -292,7 +294,7 @@ def switchover(drill: Drill) -> DrillResult:
     candidate = drill.sync_standby() or next(m.name for m in pg_members(spec) if m.name != leader)
     with drill.writing():
         fault_at = drill.fault(f"switchover {leader} -> {candidate}",
-                               lambda: faults.switchover(spec, leader, candidate))
+                               lambda: faults.switchover(spec, leader, candidate, drill.rest_login))
         drill.wait_ack(fault_at, avoid_port=drill.port(leader))
         rejoin = drill.wait_rejoin(leader, fault_at)
         drill.healthy_then_tail()
@@ -374,13 +376,14 @@ SCENARIO_FUNCS: dict[str, Callable[[Drill], DrillResult]] = {
 
 
 def run(spec: ClusterSpec, scenario: str, settings: DrillSettings, password: str,
-        provider: Provider | None = None) -> DrillResult:
+        provider: Provider | None = None, rest_login: Login | None = None) -> DrillResult:
     """Run one scenario on a healthy cluster and return its verdict (the cluster is healthy again after).
-    ``provider``: how to reach the members (the flows hand in theirs; default: the library's)."""
+    ``provider``: how to reach the members (the flows hand in theirs; default: the library's); ``rest_login``:
+    Patroni REST's login (:func:`dbtier.engines.control_plane.rest_login`), which a switchover needs."""
     if scenario not in SCENARIO_FUNCS:
         raise DbtierError(f"scenario: unknown {scenario!r}; choose one of {', '.join(SCENARIO_FUNCS)} or drill-all")
     get_engine(spec).wait_healthy(spec, settings.healthy_timeout_s)
-    drill = Drill(spec, settings, password, scenario, provider)
+    drill = Drill(spec, settings, password, scenario, provider, rest_login)
     # In synchronous mode Patroni promotes only the named sync standby: drill only once it has one.
     drill.sync_standby()
     return SCENARIO_FUNCS[scenario](drill)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbtier.errors import ClusterUnhealthy
 from dbtier.health import Health
 from dbtier.procs import PidMismatch, Service
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
+
+if TYPE_CHECKING:
+    from dbtier.providers.base import Provider
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class Engine(ABC):
         """Block until the consensus store has quorum; return a sentence."""
 
     @abstractmethod
+    def secure_consensus(self, spec: ClusterSpec, passwords: Passwords) -> str:
+        """Give the consensus store its users and turn its auth on (idempotent); return a sentence."""
+
+    @abstractmethod
     def status(self, spec: ClusterSpec) -> ClusterStatus:
         """The cluster's health and member table, read from the running members."""
 
@@ -88,20 +95,34 @@ class Engine(ABC):
             time.sleep(0.5)
 
     @abstractmethod
-    def prepare_replicas(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
+    def prepare_replicas(self, spec: ClusterSpec, passwords: Passwords, timeout: float,
+                         provider: Provider | None = None) -> str:
         """Once a primary accepts writes, do what lets replicas catch up at once; return a sentence."""
 
     @abstractmethod
-    def app_database_present(self, spec: ClusterSpec, passwords: Passwords) -> bool:
-        """True when the application user and database exist."""
+    def app_database_present(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> bool:
+        """True when the application user and database exist (and the roles beside them); ``provider`` reaches the
+        leader's host (default: the library's own)."""
 
     @abstractmethod
-    def create_app_database(self, spec: ClusterSpec, passwords: Passwords) -> str:
+    def create_app_database(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> str:
         """Create (or update) the application user and database; return a sentence."""
 
     @abstractmethod
     def verify_replication(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
         """Write on the primary and read it back on every replica; return a sentence."""
+
+    @abstractmethod
+    def reload_certificates(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> list[str]:
+        """Make every running member read its configuration and certificate files again (see
+        :func:`dbtier.tls.tls_paths`) without a restart and without a failover; one sentence per member.
+
+        Which service needs what once it serves TLS: PostgreSQL reads ``ssl_cert_file`` / ``ssl_key_file`` /
+        ``ssl_ca_file`` again on a reload; Patroni's REST API re-reads its ``certfile`` / ``keyfile`` when Patroni
+        reloads (SIGHUP or ``POST /reload``); etcd 3.4 reads its certificate files at every new TLS handshake, so
+        it needs neither a reload nor a restart. None of them needs a restart for new certificates (a new CA
+        for etcd peers aside: etcd reads ``--peer-trusted-ca-file`` at start only).
+        """
 
 
 def get_engine(spec: ClusterSpec) -> Engine:

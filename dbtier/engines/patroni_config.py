@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from dbtier.audit import audit_parameters
 from dbtier.backup import pgbackrest
+from dbtier.engines import control_plane
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
-from dbtier.topology import PgMember, etcd_members, pg_members
+from dbtier.topology import PgMember, pg_members
 
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
@@ -34,16 +36,31 @@ def _cidr(address: str) -> str:
     return f"{ip}/{32 if ip.version == 4 else 128}"
 
 
-def pg_hba(spec: ClusterSpec) -> list[str]:
-    """pg_hba lines: scram-sha-256 on every TCP line, never ``trust``.
+#: Roles only members use: never reachable from ``allowed_client_networks``.
+MEMBER_ONLY_ROLES = (SUPERUSER, REPLICATION_USER, REWIND_USER)
 
-    >>> pg_hba(ClusterSpec())[:2]
-    ['local all all scram-sha-256', 'host replication replicator 127.0.0.1/32 scram-sha-256']
+
+def pg_hba(spec: ClusterSpec) -> list[str]:
+    """pg_hba lines: scram-sha-256 on every TCP line, never ``trust``; the first line that matches decides.
+
+    The members' own addresses come first; then client networks reject the superuser, replication and
+    rewind roles (and any replication connection) before their ``host all all`` lines.
+
+    >>> pg_hba(ClusterSpec())[:3]  # doctest: +NORMALIZE_WHITESPACE
+    ['local all all scram-sha-256', 'local replication replicator scram-sha-256',
+     'host replication replicator 127.0.0.1/32 scram-sha-256']
+    >>> pg_hba(ClusterSpec(allowed_client_networks=["10.0.0.0/24"]))[-4:-1]  # doctest: +NORMALIZE_WHITESPACE
+    ['host all postgres,replicator,rewind_user 10.0.0.0/24 reject', 'host replication all 10.0.0.0/24 reject',
+     'host all all 10.0.0.0/24 scram-sha-256']
     """
     member_nets = sorted({_cidr(m.host) for m in pg_members(spec)} | {"127.0.0.1/32"})
-    lines = ["local all all scram-sha-256"]
+    # Patroni asks its own member for the timeline over the socket (use_unix_socket_repl): "all" does not
+    # match a replication connection.
+    lines = ["local all all scram-sha-256", f"local replication {REPLICATION_USER} scram-sha-256"]
     lines += [f"host replication {REPLICATION_USER} {net} scram-sha-256" for net in member_nets]
     lines += [f"host all all {net} scram-sha-256" for net in member_nets]
+    for net in spec.allowed_client_networks:
+        lines += [f"host all {','.join(MEMBER_ONLY_ROLES)} {net} reject", f"host replication all {net} reject"]
     lines += [f"host all all {net} scram-sha-256" for net in spec.allowed_client_networks]
     lines.append("host all all ::1/128 scram-sha-256")
     return lines
@@ -53,6 +70,7 @@ def postgresql_parameters(spec: ClusterSpec) -> dict[str, Any]:
     params = dict(BASE_PARAMETERS)
     params.update(pgbackrest.archive_parameters(spec))
     params.update(spec.postgresql_parameters)
+    params.update(audit_parameters(spec.audit, params))
     return params
 
 
@@ -64,11 +82,9 @@ def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwo
         "namespace": "/dbtier/",
         "name": member.name,
         "log": {"level": "INFO"},
-        "restapi": {
-            "listen": f"{member.host}:{member.rest_port}",
-            "connect_address": f"{member.host}:{member.rest_port}",
-        },
-        "etcd3": {"hosts": [f"{m.host}:{m.client_port}" for m in etcd_members(spec)]},
+        "restapi": control_plane.restapi_section(spec, member, passwords),
+        "etcd3": control_plane.etcd3_section(spec, passwords),
+        "ctl": control_plane.ctl_section(spec, passwords),
         "bootstrap": {
             "dcs": {
                 "ttl": timing.ttl,
@@ -95,6 +111,10 @@ def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwo
             # leave from another one (127.0.0.x loopback aliases leave from 127.0.0.1), which the trust lines
             # Patroni opens while a restore bootstraps do not match.
             "use_unix_socket": True,
+            # ... and so do its replication connections: then the trust lines Patroni opens while a custom
+            # bootstrap (a restore) runs are ``local`` ones only (the socket, in the member's 0700 directory),
+            # never ``host`` lines on TCP.
+            "use_unix_socket_repl": True,
             "authentication": {
                 "superuser": {"username": SUPERUSER, "password": passwords.superuser},
                 "replication": {"username": REPLICATION_USER, "password": passwords.replication},

@@ -6,18 +6,32 @@ import time
 import uuid
 from typing import Any
 
-import requests
 import yaml
 
-from dbtier.engines import etcd
+from dbtier.engines import etcd, etcd_auth, patroni_rest
 from dbtier.engines.base import ClusterStatus, Engine
-from dbtier.engines.patroni_config import SUPERUSER, patroni_argv, render_patroni_config
-from dbtier.errors import ClusterUnhealthy
-from dbtier.health import Health, assess, member_rows, merge_live
+from dbtier.audit import PGAUDIT, preloads_pgaudit
+from dbtier.engines import pg_admin, pg_roles
+from dbtier.engines.patroni_config import patroni_argv, render_patroni_config
+from dbtier.errors import ClusterUnhealthy, DbtierError
+from dbtier.health import Health, assess, member_rows, merge_live, role_holder
 from dbtier.procs import Service
+from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 from dbtier.topology import PgMember, client_dsn, pg_member, pg_members
+
+
+#: The libraries the server loaded at start (a row of :func:`pg_admin.run_sql`).
+PRELOADED = "SELECT 'preload', current_setting('shared_preload_libraries')"
+
+
+def _loads_pgaudit(rows: list[list[str]]) -> bool:
+    """
+    >>> _loads_pgaudit([["role", "app"], ["preload", "pg_stat_statements,pgaudit"]]), _loads_pgaudit([["preload", ""]])
+    (True, False)
+    """
+    return any(row[0] == "preload" and preloads_pgaudit({"shared_preload_libraries": row[1]}) for row in rows)
 
 
 def fetch_cluster(spec: ClusterSpec, timeout: float = 2.0, avoid: str | None = None) -> dict[str, Any] | None:
@@ -25,13 +39,9 @@ def fetch_cluster(spec: ClusterSpec, timeout: float = 2.0, avoid: str | None = N
     for member in pg_members(spec):
         if member.name == avoid:
             continue
-        try:
-            response = requests.get(f"{member.rest_url}/cluster", timeout=timeout)
-            if response.ok:
-                doc: dict[str, Any] = response.json()
-                return doc
-        except (requests.RequestException, ValueError):
-            continue
+        doc = patroni_rest.get_json(spec, member, "/cluster", timeout)
+        if doc is not None:
+            return doc
     return None
 
 
@@ -39,11 +49,7 @@ def fetch_live(spec: ClusterSpec, timeout: float = 2.0) -> dict[str, dict[str, A
     """Each member's own ``GET /patroni`` answer (None for a member that does not answer)."""
     live: dict[str, dict[str, Any] | None] = {}
     for member in pg_members(spec):
-        try:
-            response = requests.get(f"{member.rest_url}/patroni", timeout=timeout)
-            live[member.name] = response.json()
-        except (requests.RequestException, ValueError):
-            live[member.name] = None
+        live[member.name] = patroni_rest.get_json(spec, member, "/patroni", timeout)
     return live
 
 
@@ -89,6 +95,9 @@ class PostgresEngine(Engine):
     def wait_consensus(self, spec: ClusterSpec, timeout: float) -> str:
         return etcd.wait_for_quorum(spec, timeout)
 
+    def secure_consensus(self, spec: ClusterSpec, passwords: Passwords) -> str:
+        return etcd_auth.secure(spec, passwords)
+
     def status(self, spec: ClusterSpec) -> ClusterStatus:
         cluster = merge_live(fetch_cluster(spec), fetch_live(spec))
         health = assess(cluster, [m.name for m in pg_members(spec)])
@@ -98,8 +107,9 @@ class PostgresEngine(Engine):
             health = Health(False, health.leader, [*health.problems, quorum_sentence])
         return ClusterStatus(health=health, rows=member_rows(spec, cluster, states))
 
-    def prepare_replicas(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
-        """Once the leader accepts writes, create each replica's replication slot on it.
+    def prepare_replicas(self, spec: ClusterSpec, passwords: Passwords, timeout: float,
+                         provider: Provider | None = None) -> str:
+        """Once the leader accepts writes, create each replica's replication slot on it (over its socket).
 
         Patroni would create them on the leader's next HA loop (up to ``loop_wait`` later) and
         the replicas, already cloned, would wait that long to stream. Patroni adopts these slots:
@@ -108,57 +118,78 @@ class PostgresEngine(Engine):
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with self._superuser(spec, passwords) as conn:
-                    leader_port = conn.info.port
-                    existing = {row[0] for row in conn.execute("SELECT slot_name FROM pg_replication_slots")}
-                    wanted = [m.name for m in pg_members(spec) if m.pg_port != leader_port]
-                    for slot in wanted:
-                        if slot not in existing:
-                            conn.execute(
-                                "SELECT pg_create_physical_replication_slot(%s) "
-                                "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
-                                (slot, slot),
-                            )
-                made = [slot for slot in wanted if slot not in existing]
-                return f"replication slots ready on the leader (port {leader_port}): " + (
+                leader, runner = self._leader_runner(spec, provider)
+                rows = pg_admin.run_sql(runner, spec, leader, "postgres", [
+                    "SELECT pg_is_in_recovery()", "SELECT slot_name FROM pg_replication_slots"], "reading slots")
+                if rows[0] != ["f"]:
+                    raise ClusterUnhealthy(f"{leader.name} is still in recovery")
+                existing = {row[0] for row in rows[1:]}
+                made = [m.name for m in pg_members(spec) if m.name != leader.name and m.name not in existing]
+                pg_admin.run_sql(runner, spec, leader, "postgres", [
+                    f"SELECT pg_create_physical_replication_slot({pg_roles.literal(slot)}) WHERE NOT EXISTS "
+                    f"(SELECT 1 FROM pg_replication_slots WHERE slot_name = {pg_roles.literal(slot)})" for slot in made
+                ], "creating replication slots")
+                return f"replication slots ready on the leader {leader.name}: " + (
                     f"created {', '.join(made)}" if made else "all present"
                 )
-            except Exception as err:  # noqa: BLE001 - the leader may still be bootstrapping
+            except DbtierError as err:  # the leader may still be bootstrapping
                 if time.monotonic() > deadline:
                     raise ClusterUnhealthy(
-                        f"no leader accepted writes within {timeout:.0f} s ({type(err).__name__}); "
+                        f"no leader accepted writes within {timeout:.0f} s ({err}); "
                         f"see the patroni.log files under {spec.cluster_dir}"
                     ) from None
                 time.sleep(0.3)
 
-    def _superuser(self, spec: ClusterSpec, passwords: Passwords) -> Any:
-        return connect(client_dsn(spec, SUPERUSER, "postgres"), passwords.superuser)
+    @staticmethod
+    def _leader_runner(spec: ClusterSpec, provider: Provider | None) -> tuple[PgMember, Runner]:
+        """The member Patroni names leader and a runner on its host: the superuser works there, over the socket."""
+        from dbtier.providers.base import get_provider
 
-    def app_database_present(self, spec: ClusterSpec, passwords: Passwords) -> bool:
-        with self._superuser(spec, passwords) as conn:
-            role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (spec.app.user,)).fetchone()
-            db = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (spec.app.database,)).fetchone()
-        return role is not None and db is not None
+        name = role_holder(fetch_cluster(spec), "leader")
+        if name is None:
+            raise ClusterUnhealthy(f"cluster {spec.name}: no member is leader")
+        leader = pg_member(spec, name)
+        return leader, (provider or get_provider(spec)).runner(spec, leader.host)
 
-    def create_app_database(self, spec: ClusterSpec, passwords: Passwords) -> str:
-        from psycopg import sql
+    def app_database_present(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> bool:
+        """The app's database and every role of :mod:`pg_roles` exist, and pgaudit's extension is as audit wants."""
+        leader, runner = self._leader_runner(spec, provider)
+        rows = pg_admin.run_sql(runner, spec, leader, "postgres", [
+            "SELECT 'role', rolname FROM pg_roles",
+            f"SELECT 'db', datname FROM pg_database WHERE datname = {pg_roles.literal(spec.app.database)}",
+            f"SELECT 'ext', extname FROM pg_extension WHERE extname = {pg_roles.literal(PGAUDIT)}",
+            PRELOADED,
+        ], "reading roles")
+        roles = {name for kind, name in rows if kind == "role"}
+        have_db, audited = ["db", spec.app.database] in rows, ["ext", PGAUDIT] in rows
+        return pg_roles.wanted_roles(spec.app) <= roles and have_db and audited == _loads_pgaudit(rows)
 
-        user, database = spec.app.user, spec.app.database
-        with self._superuser(spec, passwords) as conn:
-            # Send a SCRAM verifier, never the password itself, so no server log can show it.
-            verifier = conn.pgconn.encrypt_password(passwords.app.encode(), user.encode(), b"scram-sha-256").decode()
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
-            verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
-            conn.execute(
-                sql.SQL("{} {} WITH LOGIN PASSWORD {}").format(verb, sql.Identifier(user), sql.Literal(verifier))
-            )
-            have_db = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
-            if not have_db:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(user))
-                )
+    def create_app_database(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> str:
+        """The app's role and database, its readonly and monitoring roles, their grants, pgaudit's extension;
+        run on the leader's host over its socket."""
+        app = spec.app
+        leader, runner = self._leader_runner(spec, provider)
+        rows = pg_admin.run_sql(runner, spec, leader, "postgres", [
+            "SELECT 'role', rolname FROM pg_roles",
+            f"SELECT 'db', datname FROM pg_database WHERE datname = {pg_roles.literal(app.database)}",
+            PRELOADED,
+        ], "reading roles")
+        existing = {name for kind, name in rows if kind == "role"}
+        have_db, audit = ["db", app.database] in rows, _loads_pgaudit(rows)
+        # SCRAM verifiers, never the passwords themselves (and the statements run with logging off).
+        verifiers = {app.user: pg_admin.scram_verifier(passwords.app),
+                     pg_roles.MONITORING_USER: pg_admin.scram_verifier(passwords.monitoring)}
+        # The extension follows what the server loaded (a spec's audit setting reaches a cluster when it is made):
+        # pgaudit's event triggers fail without its library.
+        plan = pg_roles.role_plan(app, verifiers, existing, have_db, audit)
+        pg_admin.run_sql(runner, spec, leader, "postgres", plan.in_postgres, "creating roles")
+        pg_admin.run_sql(runner, spec, leader, app.database, plan.in_app_database, "granting readonly")
         made = "exists" if have_db else "created"
-        return f"application role {user} {'updated' if exists else 'created'}, database {database} {made}"
+        return (
+            f"application role {app.user} {'updated' if app.user in existing else 'created'}, database {app.database} "
+            f"{made}; roles {pg_roles.readonly_role(app)} and {pg_roles.MONITORING_USER} ready; "
+            f"pgaudit {'on' if audit else 'off'} (on {leader.name})"
+        )
 
     def verify_replication(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
         token = uuid.uuid4().hex
@@ -176,6 +207,15 @@ class PostgresEngine(Engine):
             f"verified: a row written on the primary (port {primary_port}) was read on "
             f"{len(replicas)} replica(s) within {time.monotonic() - started:.1f} s"
         )
+
+    def reload_certificates(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> list[str]:
+        """``pg_reload_conf()`` on each member over its socket, checked by ``pg_conf_load_time()`` (see
+        :meth:`Engine.reload_certificates` for what each service needs once it serves TLS: Patroni REST will need
+        a Patroni reload too)."""
+        from dbtier.engines.pg_reload import reload_all
+        from dbtier.providers.base import get_provider
+
+        return reload_all(provider or get_provider(spec), spec)
 
     def _wait_for_row(self, spec: ClusterSpec, member: PgMember, passwords: Passwords, token: str, deadline: float) -> None:
         conninfo = f"host={member.host} port={member.pg_port} user={spec.app.user} dbname={spec.app.database} connect_timeout=3"

@@ -106,6 +106,11 @@ class Provider(ABC):
 
         return Processes()
 
+    def host_names(self, spec: ClusterSpec, host: str) -> list[str]:
+        """DNS names ``host`` is known by, which its members' certificates carry beside its address: none by
+        default (an SSH host's address may itself be a name)."""
+        return []
+
     def installs_packages(self, spec: ClusterSpec) -> bool:
         """True when :meth:`prepare_host` installs what the hosts need (so a missing binary is not yet an error)."""
         return False

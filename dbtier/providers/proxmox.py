@@ -267,6 +267,11 @@ class ProxmoxProvider(Provider):
         self._running.add(host)
         return self.ssh.check_host(self.inner(spec), host)
 
+    def host_names(self, spec: ClusterSpec, host: str) -> list[str]:
+        """The hostname dbtier gave the container at ``host``."""
+        index, _ = container_of(spec, host)
+        return [container_hostname(spec.host_owner, self.settings.layout, index)]
+
     def installs_packages(self, spec: ClusterSpec) -> bool:
         return True
 

@@ -26,6 +26,7 @@ from dbtier.backup.archive import wal_position
 from dbtier.backup.restore import derive_target
 from dbtier.drills import faults
 from dbtier.engines.base import get_engine
+from dbtier.engines.control_plane import rest_login
 from dbtier.engines.postgres import connect
 from dbtier.errors import DrillFailed, PreflightError, RestoreError
 from dbtier.providers.base import get_provider
@@ -155,7 +156,7 @@ def test_archiving_keeps_working_after_a_switchover(cluster_with_full_backup: st
     doc = faults.cluster_doc(spec)
     leader = role_holder(doc, "leader")
     candidate = next(m["name"] for m in (doc or {})["members"] if m["name"] != leader)
-    faults.switchover(spec, leader or "", candidate)
+    faults.switchover(spec, leader or "", candidate, rest_login(load_passwords(spec)))
     get_engine(spec).wait_healthy(spec, 90)
     assert role_holder(faults.cluster_doc(spec), "leader") == candidate
 

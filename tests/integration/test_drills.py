@@ -24,6 +24,7 @@ from dbtier.health import role_holder
 from dbtier.drills import faults, scenarios
 from dbtier.drills.settings import DrillSettings
 from dbtier.engines.base import get_engine
+from dbtier.engines.control_plane import rest_login
 from dbtier.errors import DrillFailed
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
@@ -124,14 +125,14 @@ def test_wrong_expectation_fails_async_crash_with_paused_wal_senders_loses_ackno
     synchronous_cluster_under_drill: str, spec: ClusterSpec
 ) -> None:
     """Expecting zero loss from asynchronous replication is wrong, and the checker must say so."""
-    faults.set_synchronous_mode(spec, False)
+    faults.set_synchronous_mode(spec, False, rest_login(load_passwords(spec)))
     _wait_for(lambda: role_holder(faults.cluster_doc(spec), "sync_standby") is None)
     try:
         run = scenarios.Drill(spec, FAST, load_passwords(spec).app, "crash")
         assert run.zero_loss is False
         verdict = scenarios.crash(run, pause_wal_senders_s=2.0, expect_zero_loss=True).verdict
     finally:
-        faults.set_synchronous_mode(spec, True)
+        faults.set_synchronous_mode(spec, True, rest_login(load_passwords(spec)))
         _wait_for(lambda: role_holder(faults.cluster_doc(spec), "sync_standby") is not None)
     print(f"\nasync crash: {verdict.sentence}")
     assert verdict.passed is False

@@ -113,15 +113,18 @@ def test_in_asynchronous_mode_the_partitioned_primary_also_stops_first(
         provisioned: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Patroni demotes a primary that cannot reach etcd (loop_wait + retry_timeout) before its leader key expires
     (ttl): the window is 0 without synchronous replication too; the writes it acknowledged alone are counted."""
+    from blocks.passwords import load_passwords
     from dbtier.drills import faults
+    from dbtier.engines.control_plane import rest_login
     from dbtier.spec import load_spec
 
     spec = load_spec(provisioned)
-    faults.set_synchronous_mode(spec, False)
+    login = rest_login(load_passwords(spec))
+    faults.set_synchronous_mode(spec, False, login)
     try:
         verdict = drill(provisioned, "partition-primary", tmp_path, monkeypatch)
     finally:
-        faults.set_synchronous_mode(spec, True)
+        faults.set_synchronous_mode(spec, True, login)
     assert verdict["passed"], verdict["reasons"]
     assert verdict["budgets"]["max_old_primary_window"] is None and not verdict["budgets"]["zero_loss"]
     assert verdict["old_primary_window"] == 0 and verdict["split_brain"] == []

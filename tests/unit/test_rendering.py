@@ -44,7 +44,7 @@ def test_patroni_config_has_the_safety_settings() -> None:
 def test_pg_hba_is_scram_on_every_tcp_line_and_never_trust(fields: dict[str, object]) -> None:
     lines = pg_hba(build_spec(fields, environ={}))
     tcp = [line for line in lines if line.startswith("host")]
-    assert tcp and all(line.endswith(" scram-sha-256") for line in tcp)
+    assert tcp and all(line.endswith((" scram-sha-256", " reject")) for line in tcp)
     assert not any("trust" in line for line in lines)
     for net in fields.get("allowed_client_networks", []):  # type: ignore[attr-defined]
         assert f"host all all {net} scram-sha-256" in lines

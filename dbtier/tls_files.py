@@ -1,0 +1,149 @@
+"""The cluster's certificates on its members: read, judged and installed through each member's Runner.
+
+No provider is named here: files go through ``provider.runner(spec, host)``, which writes as the database
+OS user (keys mode 0600). The CA comes from a :class:`~dbtier.ca_store.CAStore`; its key never leaves the
+machine that runs dbtier, and no sentence returned here carries a key.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from dbtier import certs
+from dbtier.ca_store import CAStore
+from dbtier.certs import CertAuthority
+from dbtier.errors import CertificateError
+from dbtier.providers.base import Provider
+from dbtier.spec import ClusterSpec
+from dbtier.tls import CERT_MODE, DIR_MODE, KEY_MODE, CertNeed, cert_plan, renewal_reason
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def plan_for(provider: Provider, spec: ClusterSpec) -> list[CertNeed]:
+    """The cluster's certificates, with the host names the provider knows."""
+    return cert_plan(spec, lambda host: provider.host_names(spec, host))
+
+
+def ensure_ca(store: CAStore, spec: ClusterSpec, now: datetime.datetime) -> tuple[CertAuthority, str]:
+    """The cluster's CA: the one in ``store``, else a new one saved there; and a sentence (never the key)."""
+    ca = store.load(spec.name)
+    if ca is not None:
+        info = certs.describe(ca.cert_pem)
+        if now >= info.not_after:
+            raise CertificateError(f"ca: cluster {spec.name}'s CA ({info.subject}) expired on {info.not_after:%Y-%m-%d}; "
+                                   f"delete it from {store.where(spec.name)} to make a new one (every certificate "
+                                   "is then issued again)")
+        soon = (f"; it ends in {info.days_left(now)} days and no certificate outlives it: a new CA is not made "
+                "automatically yet") if info.days_left(now) < spec.tls.cert_days else ""
+        return ca, f"cluster CA reused ({info.subject}, until {info.not_after:%Y-%m-%d}){soon}"
+    ca = certs.make_ca(spec.name, now, spec.tls.ca_days)
+    store.save(spec.name, ca)
+    info = certs.describe(ca.cert_pem)
+    return ca, f"cluster CA made ({info.subject}, until {info.not_after:%Y-%m-%d}); kept in {store.where(spec.name)}"
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What a member holds for one certificate: the certificate, whether its key is the certificate's,
+    and the CA certificate beside it."""
+
+    cert_pem: bytes | None
+    key_ok: bool
+    ca_pem: bytes | None
+
+
+def read_installed(provider: Provider, spec: ClusterSpec, need: CertNeed) -> Installed:
+    runner = provider.runner(spec, need.host)
+    cert = runner.read_file(need.paths.cert)
+    key_ok = False
+    if cert is not None:
+        try:
+            key_ok = certs.key_matches(cert, runner.read_file(need.paths.key))
+        except CertificateError:
+            key_ok = False
+    return Installed(cert_pem=cert, key_ok=key_ok, ca_pem=runner.read_file(need.paths.ca))
+
+
+def install(provider: Provider, spec: ClusterSpec, need: CertNeed, issued: certs.IssuedCert, ca_pem: bytes) -> None:
+    """Write the CA certificate, the key (0600) and then the certificate into the member's ``tls`` directory."""
+    runner = provider.runner(spec, need.host)
+    runner.make_dirs(need.paths.dir, DIR_MODE)
+    runner.write_file(need.paths.key, issued.key_pem, KEY_MODE)
+    runner.write_file(need.paths.cert, issued.cert_pem, CERT_MODE)
+    if runner.read_file(need.paths.ca) != ca_pem:
+        runner.write_file(need.paths.ca, ca_pem, CERT_MODE)
+
+
+def ensure_certificates(provider: Provider, spec: ClusterSpec, ca: CertAuthority, now: datetime.datetime,
+                        rotate: bool = False) -> list[str]:
+    """Issue and install every certificate that is missing, foreign, expired, lacking SANs, soon expiring or
+    whose key is not its own (``rotate``: every one); keep the others. One sentence per certificate issued,
+    then the counts."""
+    issued: list[str] = []
+    kept = 0
+    for need in plan_for(provider, spec):
+        found = read_installed(provider, spec, need)
+        reason = "rotated" if rotate else renewal_reason(need, found.cert_pem, found.key_ok, ca.cert_pem, now,
+                                                         spec.tls.renew_before_days)
+        if reason is None:
+            kept += 1
+            if found.ca_pem != ca.cert_pem:
+                runner = provider.runner(spec, need.host)
+                runner.write_file(need.paths.ca, ca.cert_pem, CERT_MODE)
+            continue
+        leaf = certs.issue(ca, need.common_name, need.sans, now, spec.tls.cert_days)
+        install(provider, spec, need, leaf, ca.cert_pem)
+        info = certs.describe(leaf.cert_pem)
+        issued.append(f"{need.label}: issued ({reason}), serial {info.serial:x}, {need.sans}, until "
+                      f"{info.not_after:%Y-%m-%d}")
+    return [*issued, f"certificates of {spec.name}: {len(issued)} issued, {kept} reused"]
+
+
+@dataclass(frozen=True)
+class CertRow:
+    """One certificate as ``dbtier certs`` shows it."""
+
+    need: CertNeed
+    subject: str
+    sans: str
+    not_after: str
+    days_left: int | None
+    problem: str | None
+
+    def row(self) -> dict[str, object]:
+        return {"member": self.need.member, "service": self.need.service, "subject": self.subject,
+                "SANs": self.sans, "not after": self.not_after,
+                "days left": "" if self.days_left is None else self.days_left, "status": self.problem or "ok"}
+
+
+def survey(provider: Provider, spec: ClusterSpec, ca_pem: bytes, now: datetime.datetime) -> list[CertRow]:
+    """Every certificate as the members hold it, judged against the CA ``ca_pem`` and ``now``."""
+    rows = []
+    for need in plan_for(provider, spec):
+        found = read_installed(provider, spec, need)
+        reason = renewal_reason(need, found.cert_pem, found.key_ok, ca_pem, now, spec.tls.renew_before_days)
+        if reason is None and found.ca_pem != ca_pem:
+            reason = f"{need.paths.ca} is not the cluster's CA certificate"
+        try:
+            info = certs.describe(found.cert_pem) if found.cert_pem is not None else None
+        except CertificateError:
+            info = None
+        rows.append(CertRow(need=need, subject=info.subject if info else "", sans=str(info.sans) if info else "",
+                            not_after=f"{info.not_after:%Y-%m-%d %H:%M}" if info else "",
+                            days_left=info.days_left(now) if info else None, problem=reason))
+    return rows
+
+
+def certificates_ok(provider: Provider, spec: ClusterSpec, store: CAStore, now: datetime.datetime) -> str | None:
+    """None when the store holds a CA and every member's certificate is good; else why not (no key, no secret)."""
+    ca_pem = store.load_cert(spec.name)
+    if ca_pem is None:
+        return f"no CA for cluster {spec.name} in {store.where(spec.name)}"
+    bad = [r for r in survey(provider, spec, ca_pem, now) if r.problem]
+    if bad:
+        return f"{len(bad)} certificate(s) to issue ({bad[0].need.label}: {bad[0].problem})"
+    return None
