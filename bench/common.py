@@ -17,13 +17,18 @@ from dbtier.spec import ClusterSpec  # noqa: E402
 
 
 def provision_plain(spec: ClusterSpec, passwords: Passwords) -> None:
-    """The provision flow's steps, in its order, as plain calls: the baseline the flow is measured against."""
+    """The provision flow's steps, in its order, as plain calls: the baseline the flow is measured against.
+
+    Its providers use the library's loaders (key files, the spec's ``host_key`` pins); it configures no backups.
+    """
     engine, provider = get_engine(spec), get_provider(spec)
+    bootstrap.prepare_hosts(engine, provider, spec)  # a no-op on the local provider; the ssh provider's host set-up
     bootstrap.preflight(engine, provider, spec)
     bootstrap.prepare_dirs(engine, provider, spec)
     for service in engine.consensus_services(spec):
         bootstrap.ensure_running(provider, spec, service)
     engine.wait_consensus(spec, 60)
+    engine.secure_consensus(spec, passwords)
     for service in engine.member_services(spec):
         bootstrap.write_member_files(engine, provider, spec, service, passwords)
         bootstrap.ensure_running(provider, spec, service)
