@@ -10,6 +10,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from dbtier import bootstrap  # noqa: E402
+from dbtier.backup import pgbackrest  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
@@ -25,6 +26,10 @@ def provision_plain(spec: ClusterSpec, passwords: Passwords) -> None:
     bootstrap.prepare_hosts(engine, provider, spec)  # a no-op on the local provider; the ssh provider's host set-up
     bootstrap.preflight(engine, provider, spec)
     bootstrap.prepare_dirs(engine, provider, spec)
+    for host in bootstrap.cluster_hosts(engine, spec):  # the superuser's pgpass (the flow's configure_backups writes it)
+        runner = provider.runner(spec, host)
+        runner.make_dirs(spec.backup_dir, 0o700)
+        runner.write_file(pgbackrest.pgpass_path(spec), (pgbackrest.pgpass_line(passwords.superuser) + "\n").encode())
     for service in engine.consensus_services(spec):
         bootstrap.ensure_running(provider, spec, service)
     engine.wait_consensus(spec, 60)

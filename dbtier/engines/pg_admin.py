@@ -46,7 +46,8 @@ def psql_argv(spec: ClusterSpec, member: PgMember, database: str, script: str) -
     >>> psql_argv(ClusterSpec(), pg_members(ClusterSpec())[0], "app", "/x.sql")[-8:]
     ['-h', '/var/lib/dbtier/dbtier/pg0/run', '-p', '5432', '-U', 'postgres', '-d', 'app']
     """
-    return [f"{spec.binaries.pg_bin_dir}/psql", "-X", "-q", "-At", "-F", SEPARATOR, "-v", "ON_ERROR_STOP=1",
+    # -w: never prompt. Without the pgpass, psql would wait for a password on its SSH channel for ever.
+    return [f"{spec.binaries.pg_bin_dir}/psql", "-X", "-w", "-q", "-At", "-F", SEPARATOR, "-v", "ON_ERROR_STOP=1",
             "-f", script, "-h", member.socket_dir, "-p", str(member.pg_port), "-U", SUPERUSER, "-d", database]
 
 
