@@ -96,6 +96,27 @@ def stopped_at_exit(spec: ClusterSpec) -> Iterator[None]:
         bootstrap.stop_services(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec)
 
 
+@contextmanager
+def provisioned_by_flow(spec: ClusterSpec, wipe: bool = False) -> Iterator[str]:
+    """``spec`` provisioned by the provision flow from a spec file in its data root (yielded); afterwards every
+    process stopped by PID and, with ``wipe``, the cluster's data and its data root removed."""
+    import shutil
+
+    from blocks.loaders import PREFECT_LOADERS
+    from dbtier import bootstrap
+    from dbtier.engines.base import get_engine
+    from dbtier.providers.base import get_provider
+    from flows.provision import provision
+
+    with stopped_at_exit(spec):
+        spec_file = write_spec(spec, os.path.join(spec.data_root, "spec.yaml"))
+        provision(spec_path=spec_file)
+        yield spec_file
+    if wipe:
+        bootstrap.wipe(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec)
+        shutil.rmtree(spec.data_root, ignore_errors=True)
+
+
 def write_spec(spec: ClusterSpec, path: str) -> str:
     """Save ``spec`` as a YAML file a CLI run can take with --spec."""
     import yaml

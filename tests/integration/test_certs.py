@@ -24,7 +24,7 @@ from dbtier.engines.base import get_engine
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.tls import CertNeed, cert_plan
-from tests.clusters import shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.clusters import provisioned_by_flow, shared_tmpdir, spec_for_tests, write_spec
 
 pytestmark = pytest.mark.cluster
 BLOCK = 21
@@ -39,11 +39,7 @@ def spec() -> ClusterSpec:
 @pytest.fixture(scope="module")
 def cluster_with_certificates(prefect_harness: None, spec: ClusterSpec) -> Iterator[str]:
     """three_node_cluster_with_certificates: provisioned through the flow, stopped by PID afterwards; the spec file."""
-    from flows.provision import provision
-
-    with stopped_at_exit(spec):
-        spec_file = write_spec(spec, os.path.join(spec.data_root, "spec.yaml"))
-        provision(spec_path=spec_file)
+    with provisioned_by_flow(spec) as spec_file:
         yield spec_file
 
 

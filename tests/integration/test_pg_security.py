@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
@@ -39,7 +38,8 @@ from dbtier.engines.postgres import connect
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.topology import PgMember, client_dsn, pg_members
-from tests.clusters import RESTORE_OFFSET, TEST_PORT_BASE, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.clusters import (RESTORE_OFFSET, TEST_PORT_BASE, provisioned_by_flow, shared_tmpdir, spec_for_tests,
+                            write_spec)
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,14 +59,8 @@ def spec() -> ClusterSpec:
 @pytest.fixture(scope="module")
 def secured_cluster(prefect_harness: None, spec: ClusterSpec) -> Iterator[str]:
     """A healthy three-member cluster provisioned by the flow; stopped by PID and wiped after."""
-    from flows.provision import provision
-
-    with stopped_at_exit(spec):
-        spec_file = write_spec(spec, os.path.join(spec.data_root, "spec.yaml"))
-        provision(spec_path=spec_file)
+    with provisioned_by_flow(spec, wipe=True) as spec_file:
         yield spec_file
-    bootstrap.wipe(get_engine(spec), get_provider(spec), spec)
-    shutil.rmtree(spec.data_root, ignore_errors=True)
 
 
 def _superuser(spec: ClusterSpec, database: str = "postgres") -> Any:
