@@ -6,6 +6,7 @@ The library's own store (no Prefect) is :data:`dbtier.ca_store.FILE_CA_STORE`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect.blocks.system import Secret
@@ -17,6 +18,9 @@ from blocks.passwords import load_secret
 from dbtier.ca_store import CAStore, ca_cert_variable, ca_key_block, pair
 from dbtier.certs import CertAuthority
 from dbtier.errors import Refused
+from dbtier.spec import ClusterSpec
+from dbtier.workdir import ca_cert_file
+from dbtier.tls_files import write_client_ca
 
 
 def load_cert(cluster: str) -> bytes | None:
@@ -53,6 +57,17 @@ def require_ca(cluster: str) -> None:
     if load_cert(cluster) is None:
         raise Refused(f"ca: cluster {cluster} has no CA in {where(cluster)}; provision it first "
                       "(python -m flows.provision), which makes the CA and every certificate")
+
+
+def ensure_client_ca(spec: ClusterSpec) -> None:
+    """Give this machine the cluster CA's certificate its clients verify the members with (a worker that did
+    not provision the cluster has none yet); nothing when TLS is off, the copy is there (provision rewrites
+    it when the CA changes) or the cluster has no CA yet."""
+    if not spec.tls.enabled or os.path.exists(ca_cert_file(spec.name)):
+        return
+    pem = load_cert(spec.name)
+    if pem is not None:
+        write_client_ca(spec, pem)
 
 
 def where(cluster: str) -> str:

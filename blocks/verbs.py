@@ -25,7 +25,7 @@ def status(args: argparse.Namespace) -> int:
     from dbtier.health import format_table
     from dbtier.providers.base import get_provider
 
-    spec = resolve_addresses(load_spec(args.spec), loaders=PREFECT_LOADERS)
+    spec = _client_spec(args)
     current = checked_status(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec)  # pid files vs ports
     backups = backup_line(spec)
     if args.json:
@@ -54,8 +54,18 @@ def backup_line(spec: ClusterSpec) -> str:
 
 
 def dsn(args: argparse.Namespace) -> int:
-    print(client_dsn(resolve_addresses(load_spec(args.spec), loaders=PREFECT_LOADERS)))
+    print(client_dsn(_client_spec(args)))
     return 0
+
+
+def _client_spec(args: argparse.Namespace) -> ClusterSpec:
+    """The spec of ``--spec`` with its hosts' addresses, this machine holding the CA certificate its clients
+    verify the members with."""
+    from blocks.ca import ensure_client_ca
+
+    spec = load_spec(args.spec)
+    ensure_client_ca(spec)
+    return resolve_addresses(spec, loaders=PREFECT_LOADERS)
 
 
 def password(args: argparse.Namespace) -> int:
@@ -113,7 +123,7 @@ def certs(args: argparse.Namespace) -> int:
     from dbtier.providers.base import get_provider
     from dbtier.tls import fix_hint
 
-    spec = resolve_addresses(load_spec(args.spec), loaders=PREFECT_LOADERS)
+    spec = _client_spec(args)
     ca_pem, now = _ca_cert(spec), tls_files.now_utc()
     rows = tls_files.survey(get_provider(spec, PREFECT_LOADERS), spec, ca_pem, now)
     ca = describe(ca_pem)

@@ -136,6 +136,9 @@ def preflight(engine: Engine, provider: Provider, spec: ClusterSpec, before_inst
             if service.host == host:
                 check_ports(engine, runner, spec, service)
     sentences.append(f"ports of {len(all_services(engine, spec))} services are free or already ours")
+    mismatch = engine.transport_problem(spec)
+    if mismatch:
+        raise PreflightError(mismatch)
     return sentences
 
 
@@ -175,7 +178,8 @@ def ensure_certificates(provider: Provider, spec: ClusterSpec, store: CAStore, r
 
     now = tls_files.now_utc()
     ca, said = tls_files.ensure_ca(store, spec, now)
-    return [said, *tls_files.ensure_certificates(provider, spec, ca, now, rotate)]
+    client = tls_files.write_client_ca(spec, ca.cert_pem)
+    return [said, *([client] if client else []), *tls_files.ensure_certificates(provider, spec, ca, now, rotate)]
 
 
 def certificates_problem(provider: Provider, spec: ClusterSpec, store: CAStore) -> str | None:

@@ -95,8 +95,12 @@ class Timeouts(_Model):
 
 
 class TlsSettings(_Model):
-    """How long the cluster CA and its certificates live, in days (see dbtier/certs.py)."""
+    """TLS on every connection, and how long the cluster CA and its certificates live, in days (see
+    dbtier/certs.py and dbtier/tls.py)."""
 
+    enabled: bool = Field(True, description="PostgreSQL (hostssl only), Patroni's REST API (HTTPS) and etcd (client "
+                          "and peer TLS) with the cluster CA's certificates; false leaves them in clear (a lab, a "
+                          "benchmark's baseline), never on a network you do not own")
     cert_days: int = Field(180, ge=1, le=397, description="a member's certificate: months, not decades")
     ca_days: int = Field(730, ge=30, le=730, description="the cluster CA: at most two years")
     renew_before_days: int = Field(30, ge=0, description="provision issues a new certificate this close to its end")
@@ -322,6 +326,43 @@ class DrillSettings(_Model):
         return self
 
 
+class FirewallSettings(_Model):
+    """dbtier's own nftables table on each host of the cluster's own (providers ssh and proxmox; see
+    dbtier/firewall.py): the cluster's ports answer only members, loopback, the controller (the machine that runs
+    dbtier) and ``admin_networks``; PostgreSQL's also ``allowed_client_networks``. Nothing else on the host changes."""
+
+    enabled: bool = Field(True, description="false: provision installs none, and removes one left from before")
+    controller: str | None = Field(None, description="the address the hosts see the controller at; default: "
+                                   "learned on each host from its SSH session (SSH_CONNECTION)")
+    admin_networks: list[str] = Field(default_factory=list, description="more sources (CIDR) that reach every port "
+                                      "of the cluster, as the controller does: monitoring, operators' machines")
+
+    @field_validator("controller")
+    @classmethod
+    def _address(cls, address: str | None) -> str | None:
+        import ipaddress
+
+        if address is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(address))
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IP address; give the address the hosts see this machine at, "
+                             "e.g. 10.0.0.5, or remove it to learn it from SSH") from None
+
+    @field_validator("admin_networks")
+    @classmethod
+    def _networks(cls, nets: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network; write it as CIDR, e.g. 10.0.0.0/24") from None
+        return nets
+
+
 class ClusterSpec(_Model):
     """Everything dbtier needs to know about one cluster."""
 
@@ -343,6 +384,7 @@ class ClusterSpec(_Model):
     proxmox: ProxmoxSettings | None = None
     production: bool = False
     drills: DrillSettings = DrillSettings()
+    firewall: FirewallSettings = FirewallSettings()
     backup: BackupSettings = BackupSettings()
     restore_from: RestoreSource | None = None
     hosts_of: str | None = Field(None, description="set on a restored or drill copy: the cluster whose hosts it runs "

@@ -10,13 +10,24 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from dbtier import certs
+from dbtier import certs, workdir
 from dbtier.ca_store import CAStore
 from dbtier.certs import CertAuthority
 from dbtier.errors import CertificateError
 from dbtier.providers.base import Provider
 from dbtier.spec import ClusterSpec
 from dbtier.tls import CERT_MODE, DIR_MODE, KEY_MODE, CertNeed, cert_plan, renewal_reason
+
+
+def write_client_ca(spec: ClusterSpec, ca_pem: bytes) -> str | None:
+    """Keep this machine's copy of the CA certificate (:func:`dbtier.workdir.ca_cert_file`), which every
+    dbtier client of the cluster verifies the members with; a sentence when it was written, None when it
+    was already that certificate."""
+    path = workdir.ca_cert_file(spec.name)
+    if workdir.read_local(path) == ca_pem:
+        return None
+    workdir.write_private(path, ca_pem, CERT_MODE)
+    return f"CA certificate for this machine's clients written to {path}"
 
 
 def now_utc() -> datetime.datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from blocks.ca import ensure_client_ca
 from blocks.loaders import PREFECT_LOADERS
 from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec, load_spec, port_plan
@@ -22,6 +23,7 @@ def resolve_spec(spec_path: str | None, spec_block: str | None) -> ClusterSpec:
     if warning and warning not in WARNED:  # a run from the command line has said it on stderr already
         WARNED.add(warning)
         _warn(warning)
+    ensure_client_ca(spec)
     return resolve_addresses(spec, loaders=PREFECT_LOADERS)
 
 

@@ -24,6 +24,8 @@ from blocks.loaders import PREFECT_LOADERS
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
+from tasks.firewall import apply_firewall, firewall_status
+from tasks.certs import reload_renewed_certificates
 from tasks.backup import configure_backups, create_stanza, refuse_earlier_stanza, wait_for_restore
 from tasks.cluster import (
     create_app_database,
@@ -58,6 +60,7 @@ def provision(spec_path: str | None = None, spec_block: str | None = None) -> di
     current = inspect_cluster(spec)
     if current["provisioned"]:
         logger.info("cluster %s is already healthy and provisioned; nothing changed", spec.name)
+        apply_firewall(spec)  # a healthy cluster still gets the firewall its spec asks for now
         publish_member_table(spec, current["rows"], "already healthy; nothing changed")
         return _summary(spec, current["rows"], current["leader"], changed=False)
 
@@ -75,6 +78,7 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
     prepare_hosts(spec)
     spec = learn_addresses(spec)
     preflight_checks(spec)
+    apply_firewall(spec)  # before any service listens
     if archiving(spec):
         refuse_earlier_stanza(spec)
     ensure_cluster_passwords(spec)
@@ -96,6 +100,7 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
     verify_replication(spec)
     if archiving(spec):
         create_stanza(spec)
+    reload_renewed_certificates(spec)
     return spec, wait_until_healthy(spec)
 
 
@@ -105,11 +110,17 @@ def archiving(spec: ClusterSpec) -> bool:
 
 
 def _summary(spec: ClusterSpec, rows: list[dict[str, Any]], leader: str | None, changed: bool) -> dict[str, Any]:
-    return {"cluster": spec.name, "leader": leader, "changed": changed, "dsn": client_dsn(spec), "members": rows}
+    return {"cluster": spec.name, "leader": leader, "changed": changed, "dsn": client_dsn(spec), "members": rows,
+            "firewall": firewall_status(spec)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = spec_parser("Provision a dbtier cluster (idempotent).")
+    parser = spec_parser("Provision a dbtier cluster (idempotent).\n\n"
+                         "On hosts of the cluster's own (providers ssh and proxmox) it first loads the cluster's host\n"
+                         "firewall, nft table inet dbtier_fw_<cluster>: PostgreSQL answers members, loopback, this\n"
+                         "machine, firewall.admin_networks and allowed_client_networks; Patroni's REST API and etcd\n"
+                         "the same but for the client networks; nothing else of the host changes. It is reloaded at\n"
+                         "boot (dbtier-firewall-<cluster>.service); firewall.enabled: false removes it.")
     args = parser.parse_args(argv)
 
     def body(spec: ClusterSpec) -> int:
@@ -123,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(result["members"]))
         print()
         print(f"cluster {spec.name}: leader {result['leader']}" + ("" if result["changed"] else " (nothing changed)"))
+        for line in result.get("firewall", []):
+            print(line)
         print(f"read-write DSN: {result['dsn']}")
         cli = _dbtier_command()
         print(f"password: {cli} password --role app{_spec_flag(args.spec)}")

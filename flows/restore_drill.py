@@ -42,6 +42,7 @@ from tasks.backup import (
     write_restore_marker,
 )
 from tasks.cluster import stop_cluster, wipe_cluster
+from tasks.firewall import remove_firewall
 from tasks.restore import RestorePlan, settle_target
 from tasks.teardown import forget_blocks
 
@@ -71,6 +72,7 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
         restore_s = time.monotonic() - started
         stop_cluster(spec)
         wipe_cluster(spec)
+        remove_firewall(spec)  # the copy's host firewall goes with it
         forget_blocks(spec, backups_remain=False)  # the copy's passwords and variables: none stay behind
     facts = {"source": source.name, "target": wanted.describe(), "from": served_by, "copy": f"{copy.name} (removed)",
              "restore_s": round(restore_s, 1)}

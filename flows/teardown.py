@@ -10,6 +10,10 @@ never existed is "nothing to tear down"), whose marker the directory carries, th
 after the stop; only then the stanza, the data, the cluster's Secret blocks and variables
 (``--wipe``) and, last, the cipher block (``--wipe --drop-backups``, when no other cluster may need it).
 
+On hosts of the cluster's own (providers ssh and proxmox) teardown also removes the cluster's host firewall:
+its nft table ``inet dbtier_fw_<cluster>``, ``/etc/dbtier/firewall-<cluster>.nft`` and the unit
+``dbtier-firewall-<cluster>.service``; nothing else of the hosts' nftables.
+
 ``--destroy-hosts`` (provider proxmox) then stops and destroys the containers dbtier created
 for the cluster, and only those: each carries the tags ``dbtier`` and ``dbtier-<cluster>``.
 """
@@ -34,6 +38,7 @@ from flows._spec import resolve_spec
 from tasks.backup import drop_backups as drop_cluster_backups
 from tasks.cluster import destroy_hosts as destroy_cluster_hosts
 from tasks.cluster import stop_cluster, wipe_cluster
+from tasks.firewall import remove_firewall
 from tasks.teardown import check_stopped, drop_cipher, forget_blocks, survey_cluster
 
 
@@ -51,6 +56,7 @@ def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: 
     if not (found["hosts"] or found["running"] or own_stanza or found["blocks"] or destroy_hosts):
         return [nothing_sentence(spec, _checked(spec, drop_backups, wipe))]
     sentences = stop_cluster(spec)
+    sentences += remove_firewall(spec)  # the host firewall's table, rules file and boot unit on each host
     if wipe or own_stanza:
         check_stopped(spec, wipe)  # nothing left running, the directories ours: checked before anything goes
     if drop_backups:
@@ -82,7 +88,9 @@ def _checked(spec: ClusterSpec, drop_backups: bool, wipe: bool) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = spec_parser("Stop a dbtier cluster's processes (data kept unless --wipe).")
+    parser = spec_parser("Stop a dbtier cluster's processes (data kept unless --wipe).\n\n"
+                         "On ssh and proxmox hosts it also removes the cluster's host firewall (nft table\n"
+                         "inet dbtier_fw_<cluster>, /etc/dbtier/firewall-<cluster>.nft, dbtier-firewall-<cluster>.service).")
     parser.add_argument("--wipe", action="store_true", default=os.environ.get("DBTIER_WIPE") == "1",
                         help="also delete the cluster's data directory (or DBTIER_WIPE=1)")
     parser.add_argument("--destroy-hosts", action="store_true",

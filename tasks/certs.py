@@ -35,3 +35,18 @@ def reload_services(spec: ClusterSpec) -> list[str]:
     sentences = get_engine(spec).reload_certificates(spec, load_passwords(spec), get_provider(spec, PREFECT_LOADERS))
     log_sentences(*sentences)
     return sentences
+
+
+@task(cache_policy=NONE)
+def reload_renewed_certificates(spec: ClusterSpec) -> list[str]:
+    """Provision's last step: a service that still serves a certificate provision replaced under it (renewed,
+    foreign, expiring) is reloaded in place, as rotation does; nothing when every one serves its member's."""
+    provider = get_provider(spec, PREFECT_LOADERS)
+    engine = get_engine(spec)
+    stale = engine.stale_certificates(spec, provider)
+    if not stale:
+        return []
+    sentences = [f"{len(stale)} service(s) serve an older certificate than their member's ({', '.join(stale)}): "
+                 "reloading", *engine.reload_certificates(spec, load_passwords(spec), provider)]
+    log_sentences(*sentences)
+    return sentences

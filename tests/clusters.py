@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dbtier.spec import ClusterSpec, build_spec, port_plan
+from dbtier.topology import PgMember
 
 #: Tests use ports from 20000 up, never a user's defaults (5432, 8008, 2379...). Each suite takes a block of 100
 #: and keeps every port it opens inside it, restored copies included, because suites run side by side (xdist):
@@ -115,6 +116,23 @@ def provisioned_by_flow(spec: ClusterSpec, wipe: bool = False) -> Iterator[str]:
     if wipe:
         bootstrap.wipe(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec)
         shutil.rmtree(spec.data_root, ignore_errors=True)
+
+
+def rest_request(spec: ClusterSpec, member: PgMember, method: str, path: str, timeout: float = 5,
+                 **kwargs: Any) -> Any:
+    """One call to ``member``'s Patroni REST API as dbtier makes it (HTTPS verifying the cluster CA when TLS
+    is on); the ``requests`` response."""
+    from dbtier.engines.control_plane import http_session
+
+    with http_session(spec) as session:
+        return session.request(method, f"{member.rest_url}{path}", timeout=timeout, **kwargs)
+
+
+def rest_json(spec: ClusterSpec, member: PgMember, path: str) -> Any:
+    """A readable REST document (``/cluster``, ``/patroni``) of ``member``."""
+    answer = rest_request(spec, member, "GET", path)
+    answer.raise_for_status()
+    return answer.json()
 
 
 def write_spec(spec: ClusterSpec, path: str) -> str:

@@ -2,7 +2,8 @@
 
 Each module that uses a lab gives it its own name and subnet, so modules running side by side never meet:
 ``tlab`` 198.18.10.0/24 (test_lab), ``tnet`` 198.18.11.0/24 (network drills), ``tpve`` 198.18.12.0/24
-(the proxmox spec), ``tcut`` 198.18.13.0/24 (interrupted up).
+(the proxmox spec), ``tcut`` 198.18.13.0/24 (interrupted up), ``fwlab`` 198.18.14.0/24 (the host firewall: three
+members and a host outside the cluster).
 """
 
 from __future__ import annotations
@@ -46,11 +47,17 @@ def save_s3_block(state: LabState) -> list[str]:
     return save_lab_blocks(state)
 
 
-def lab_spec_file(state: LabState, which: str, directory: Path) -> str:
+def lab_spec_file(state: LabState, which: str, directory: Path, members: int | None = None,
+                  **fields: Any) -> str:
     """The lab's own ready spec (``ssh`` or ``proxmox``) with Patroni's fast test timing, in ``directory``; the
-    lab's blocks saved in the current Prefect API."""
+    lab's blocks saved in the current Prefect API. ``members``: only the first hosts carry the cluster (the others
+    stay outside it); ``fields`` replace the spec's own."""
     data: dict[str, Any] = yaml.safe_load((state.public / f"{which}-spec.yaml").read_text())
     data["patroni"] = FAST_TIMING
+    if members is not None and which == "ssh":
+        data["members"] = members
+        data["ssh"]["hosts"] = data["ssh"]["hosts"][:members]
+    data.update(fields)
     path = directory / f"{which}-spec.yaml"
     path.write_text(yaml.safe_dump(data))
     save_s3_block(state)

@@ -27,7 +27,7 @@ from dbtier.procs import Service
 from dbtier.providers.base import Completed, Provider, Runner
 from dbtier.spec import ClusterSpec
 from dbtier.health import role_holder
-from dbtier.topology import PgMember, pg_member, pg_members
+from dbtier.topology import PgMember, conninfo, pg_member, pg_members
 
 
 @dataclass(frozen=True)
@@ -296,8 +296,7 @@ def archiver_stats(spec: ClusterSpec, monitoring_password: str) -> ArchiverStats
     """``pg_stat_archiver`` and the current WAL file, read on the primary by the monitoring role (pg_monitor:
     the superuser is not reachable from client networks, where the machine running dbtier may be)."""
     primary = leader(spec)
-    conninfo = f"host={primary.host} port={primary.pg_port} user={MONITORING_USER} dbname=postgres connect_timeout=3"
-    with connect(conninfo, monitoring_password) as conn:
+    with connect(conninfo(spec, primary.host, primary.pg_port, MONITORING_USER, "postgres"), monitoring_password) as conn:
         row = conn.execute(
             "SELECT now(), pg_walfile_name(pg_current_wal_lsn()), archived_count, last_archived_wal, "
             "last_archived_time, failed_count, last_failed_wal, last_failed_time FROM pg_stat_archiver"

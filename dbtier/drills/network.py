@@ -28,7 +28,7 @@ from dbtier.errors import CommandFailed, DbtierError, Refused
 from dbtier.power import HostPower
 from dbtier.providers.base import Provider, RootRunner, get_provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import etcd_members, pg_member, pg_members
+from dbtier.topology import client_dsn, etcd_members, pg_member, pg_members
 
 if TYPE_CHECKING:  # scenarios.py registers these scenarios, so it imports this module
     from dbtier.drills.scenarios import Drill, DrillResult
@@ -192,8 +192,7 @@ def old_primary_probe(drill: Drill, name: str) -> Iterator[str]:
     It counts what the old primary acknowledges after the new primary's first write (the window).
     """
     spec, member = drill.spec, pg_member(drill.spec, name)
-    dsn = (f"postgresql://{spec.app.user}@{member.host}:{member.pg_port}/{spec.app.database}"
-           "?target_session_attrs=read-write&connect_timeout=3")
+    dsn = client_dsn(spec, members=[member])
     log, err = f"{drill.dir}/old-primary-probe.jsonl", f"{drill.dir}/old-primary-probe.err"
     argv = writer.writer_argv(dsn, f"{drill.id}-probe", log, drill.settings.write_interval_ms,
                               drill.settings.write_timeout_s)

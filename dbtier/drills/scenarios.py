@@ -25,7 +25,7 @@ from dbtier.engines.control_plane import Login
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.providers.base import Provider, get_provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn, pg_member, pg_members
+from dbtier.topology import client_dsn, conninfo, pg_member, pg_members
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ class Drill:
         import psycopg
 
         member = pg_member(self.spec, name)
-        info = writer.member_conninfo(member.host, member.pg_port, self.spec.app.user, self.spec.app.database)
+        info = conninfo(self.spec, member.host, member.pg_port, self.spec.app.user, self.spec.app.database)
         deadline, error, ids = time.monotonic() + timeout, "", None
         while time.monotonic() < deadline:
             try:

@@ -167,15 +167,6 @@ def read_attempts(log: str) -> list[Attempt]:
     return attempts
 
 
-def member_conninfo(host: str, port: int, user: str, database: str) -> str:
-    """A single-server conninfo without a password.
-
-    >>> member_conninfo("127.0.0.1", 5433, "app", "app")
-    'host=127.0.0.1 port=5433 user=app dbname=app connect_timeout=3'
-    """
-    return f"host={host} port={port} user={user} dbname={database} connect_timeout=3"
-
-
 def create_table(dsn: str, password: str) -> None:
     import psycopg
 

@@ -112,6 +112,15 @@ class Engine(ABC):
     def verify_replication(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
         """Write on the primary and read it back on every replica; return a sentence."""
 
+    def transport_problem(self, spec: ClusterSpec) -> str | None:
+        """Why the running members cannot be managed with the spec's transport (a cluster serving in clear while
+        the spec asks for TLS, or the other way round), or None. By default: nothing to check."""
+        return None
+
+    def stale_certificates(self, spec: ClusterSpec, provider: Provider | None = None) -> list[str]:
+        """The services serving another certificate than the one their member holds; by default none."""
+        return []
+
     @abstractmethod
     def reload_certificates(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> list[str]:
         """Make every running member read its configuration and certificate files again (see

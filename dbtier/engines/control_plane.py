@@ -4,8 +4,8 @@ Patroni's unsafe endpoints (``POST /restart``, ``/switchover``, ``PATCH /config`
 endpoints (``GET /health``, ``/cluster``, ``/patroni``) stay readable for routers and monitoring. etcd runs with
 RBAC on: ``root``, and one user per cluster whose role reaches only that cluster's Patroni prefix.
 
-Every client setting (scheme, CA, client certificate) comes from :func:`client_settings`, so TLS is a change
-there and in the rendered sections below, not in every caller.
+Every client setting (scheme, CA, client certificate) comes from :func:`client_settings`; the members' own
+settings (Patroni's certificate, its CA for etcd and for patronictl) from the sections below.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
+from dbtier.tls import tls_paths
 from dbtier.topology import EtcdMember, PgMember, etcd_members
 
 #: Patroni's ``namespace``: its keys are ``<namespace><scope>/...`` (``/dbtier/orders/leader``).
@@ -126,53 +127,92 @@ def rbac_plan(spec: ClusterSpec) -> RbacPlan:
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """How a client reaches a control plane: the URL scheme, what verifies the server, a client certificate."""
+    """How a client reaches a control plane: the URL scheme, what verifies the server (the cluster CA's
+    certificate file, or True for the system's), a client certificate."""
 
     scheme: Literal["http", "https"] = "http"
     verify: bool | str = True
     cert: tuple[str, str] | None = None
 
 
-def client_settings(spec: ClusterSpec) -> ClientSettings:
-    """The settings every dbtier client of Patroni's REST API and of etcd uses (plain HTTP for now; TLS
-    sets the scheme, the CA file and the client certificate here)."""
-    return ClientSettings()
+def client_settings(spec: ClusterSpec, ca_file: str | None = None) -> ClientSettings:
+    """The settings every dbtier client of Patroni's REST API and of etcd uses: HTTPS verifying the member's
+    certificate against the cluster CA (``ca_file``, this machine's copy by default) when TLS is on.
+
+    >>> client_settings(ClusterSpec(), "/w/pg/ca.crt")
+    ClientSettings(scheme='https', verify='/w/pg/ca.crt', cert=None)
+    >>> client_settings(ClusterSpec(tls={"enabled": False}))
+    ClientSettings(scheme='http', verify=True, cert=None)
+    """
+    if not spec.tls.enabled:
+        return ClientSettings()
+    from dbtier.workdir import ca_cert_file
+
+    return ClientSettings(scheme="https", verify=ca_file or ca_cert_file(spec.name))
+
+
+def http_session(spec: ClusterSpec) -> Any:
+    """A ``requests.Session`` for the cluster's control planes with :func:`client_settings`; it ignores the
+    environment (``REQUESTS_CA_BUNDLE`` would replace the cluster CA on a session, a proxy variable would send
+    member traffic through a proxy)."""
+    import requests
+
+    settings = client_settings(spec)
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = settings.verify
+    session.cert = settings.cert
+    return session
 
 
 def rest_base(spec: ClusterSpec, member: PgMember) -> str:
     """
     >>> from dbtier.topology import pg_members
     >>> rest_base(ClusterSpec(), pg_members(ClusterSpec())[1])
-    'http://127.0.0.1:8009'
+    'https://127.0.0.1:8009'
     """
-    return f"{client_settings(spec).scheme}://{member.host}:{member.rest_port}"
+    return member.rest_url
 
 
 def etcd_base(spec: ClusterSpec, member: EtcdMember) -> str:
-    return f"{client_settings(spec).scheme}://{member.host}:{member.client_port}"
+    return member.client_url
 
 
 # -- the sections of patroni.yml -----------------------------------------------------------------
 
 
 def restapi_section(spec: ClusterSpec, member: PgMember, passwords: Passwords) -> dict[str, Any]:
-    """Patroni's ``restapi``: its unsafe endpoints take the REST login; GET endpoints need none."""
-    return {
+    """Patroni's ``restapi``: HTTPS with the member's ``patroni`` certificate when TLS is on (no client
+    certificate asked for: routers and monitoring read the health endpoints); its unsafe endpoints take the
+    REST login; GET endpoints need none."""
+    section: dict[str, Any] = {
         "listen": f"{member.host}:{member.rest_port}",
         "connect_address": f"{member.host}:{member.rest_port}",
         "authentication": rest_login(passwords).as_patroni(),
     }
+    if spec.tls.enabled:
+        files = tls_paths(member.dir, "patroni")
+        section.update({"certfile": files.cert, "keyfile": files.key, "cafile": files.ca, "verify_client": "none"})
+    return section
 
 
-def etcd3_section(spec: ClusterSpec, passwords: Passwords) -> dict[str, Any]:
-    """Patroni's ``etcd3``: every member, as the cluster's own etcd user."""
-    return {
+def etcd3_section(spec: ClusterSpec, member: PgMember, passwords: Passwords) -> dict[str, Any]:
+    """Patroni's ``etcd3``: every member, as the cluster's own etcd user, over TLS verifying etcd's
+    certificates against the cluster CA (the copy in the member's ``tls`` directory)."""
+    section: dict[str, Any] = {
         "hosts": [f"{m.host}:{m.client_port}" for m in etcd_members(spec)],
-        "protocol": client_settings(spec).scheme,
+        "protocol": member.scheme,
         **etcd_login(spec, passwords).as_patroni(),
     }
+    if spec.tls.enabled:
+        section["cacert"] = tls_paths(member.dir, "patroni").ca
+    return section
 
 
-def ctl_section(spec: ClusterSpec, passwords: Passwords) -> dict[str, Any]:
-    """``ctl``: what ``patronictl -c patroni.yml`` on a member uses to call the REST API."""
-    return {"authentication": rest_login(passwords).as_patroni()}
+def ctl_section(spec: ClusterSpec, member: PgMember, passwords: Passwords) -> dict[str, Any]:
+    """``ctl``: what ``patronictl -c patroni.yml`` on a member uses to call the REST API (verifying the
+    members' certificates against the cluster CA)."""
+    section: dict[str, Any] = {"authentication": rest_login(passwords).as_patroni()}
+    if spec.tls.enabled:
+        section.update({"cacert": tls_paths(member.dir, "patroni").ca, "insecure": False})
+    return section

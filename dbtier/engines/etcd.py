@@ -7,6 +7,7 @@ import time
 from dbtier.errors import ClusterUnhealthy
 from dbtier.procs import Service
 from dbtier.spec import ClusterSpec
+from dbtier.tls import tls_paths
 from dbtier.topology import EtcdMember, etcd_members
 
 
@@ -15,7 +16,9 @@ def etcd_argv(spec: ClusterSpec, member: EtcdMember) -> list[str]:
 
     >>> argv = etcd_argv(ClusterSpec(etcd_members=1, members=1), etcd_members(ClusterSpec(members=1))[0])
     >>> argv[argv.index("--initial-cluster") + 1]
-    'etcd0=http://127.0.0.1:2380'
+    'etcd0=https://127.0.0.1:2380'
+    >>> "--peer-client-cert-auth" in argv, "--client-cert-auth" in argv
+    (True, False)
     """
     everyone = etcd_members(spec)
     return [
@@ -31,6 +34,23 @@ def etcd_argv(spec: ClusterSpec, member: EtcdMember) -> list[str]:
         "--initial-cluster-state", "new",
         "--logger", "zap",
         "--log-outputs", "stderr",
+        *tls_arguments(spec, member),
+    ]
+
+
+def tls_arguments(spec: ClusterSpec, member: EtcdMember) -> list[str]:
+    """etcd's TLS: clients (Patroni, dbtier) verify the member's ``etcd`` certificate and log in with a
+    password (RBAC, :mod:`dbtier.engines.etcd_auth`); peers present their certificate to each other and each
+    checks it against the cluster CA. etcd reads its certificate files on every new connection, so new
+    leaves of the same CA need no restart (a new CA does)."""
+    if not spec.tls.enabled:
+        return []
+    files = tls_paths(member.dir, "etcd")
+    return [
+        # No --trusted-ca-file on the client side: etcd 3.4 then asks every client for a certificate.
+        "--cert-file", files.cert, "--key-file", files.key,
+        "--peer-cert-file", files.cert, "--peer-key-file", files.key, "--peer-trusted-ca-file", files.ca,
+        "--peer-client-cert-auth",
     ]
 
 
@@ -54,10 +74,14 @@ def member_states(spec: ClusterSpec) -> dict[str, str]:
     """Each etcd member's role as it reports it through etcd3gw: ``leader``, ``follower`` or ``down``."""
     from etcd3gw.client import Etcd3Client
 
+    from dbtier.engines.control_plane import http_session
+
     states: dict[str, str] = {}
     leaders: set[str] = set()
+    session = http_session(spec)
     for member in etcd_members(spec):
-        client = Etcd3Client(host=member.host, port=member.client_port, timeout=2, api_path="/v3/")
+        client = Etcd3Client(host=member.host, port=member.client_port, protocol=member.scheme, timeout=2,
+                             api_path="/v3/", session=session)
         try:
             status = client.status()
         except Exception:  # noqa: BLE001 - any failure means this member is not serving

@@ -15,8 +15,8 @@ from dbtier.engines.control_plane import (
     Login,
     Permission,
     RbacPlan,
-    client_settings,
     etcd_base,
+    http_session,
     etcd_login,
     etcd_root_login,
     rbac_plan,
@@ -47,17 +47,14 @@ class Gateway:
     """One etcd member's ``/v3/`` JSON gateway, with a token once :meth:`login` succeeded."""
 
     def __init__(self, spec: ClusterSpec, member: EtcdMember, timeout: float = 5.0) -> None:
-        settings = client_settings(spec)
         self.spec, self.member, self.timeout = spec, member, timeout
         self.base = f"{etcd_base(spec, member)}/v3/"
-        self.session = requests.Session()
-        self.session.verify = settings.verify
-        self.session.cert = settings.cert
+        self.session = http_session(spec)
 
     def call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
             response = self.session.post(self.base + method, json=body, timeout=self.timeout)
-        except requests.RequestException as err:
+        except (requests.RequestException, OSError) as err:
             raise EtcdUnreachable(f"etcd member {self.member.name} ({self.member.host}:{self.member.client_port}): "
                                     f"{method} got no answer ({type(err).__name__}); is it running?") from None
         try:

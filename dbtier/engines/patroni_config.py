@@ -10,6 +10,7 @@ from dbtier.backup import pgbackrest
 from dbtier.engines import control_plane
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
+from dbtier.tls import tls_paths
 from dbtier.topology import PgMember, pg_members
 
 SUPERUSER = "postgres"
@@ -43,27 +44,60 @@ MEMBER_ONLY_ROLES = (SUPERUSER, REPLICATION_USER, REWIND_USER)
 def pg_hba(spec: ClusterSpec) -> list[str]:
     """pg_hba lines: scram-sha-256 on every TCP line, never ``trust``; the first line that matches decides.
 
-    The members' own addresses come first; then client networks reject the superuser, replication and
-    rewind roles (and any replication connection) before their ``host all all`` lines.
+    With TLS on (the default) every TCP line is ``hostssl`` and a connection in clear is rejected before any
+    of them; with TLS off they are ``host`` lines. The members' own addresses come first; then client
+    networks reject the superuser, replication and rewind roles (and any replication connection) before
+    their ``all all`` lines.
 
-    >>> pg_hba(ClusterSpec())[:3]  # doctest: +NORMALIZE_WHITESPACE
+    >>> pg_hba(ClusterSpec())[:5]  # doctest: +NORMALIZE_WHITESPACE
     ['local all all scram-sha-256', 'local replication replicator scram-sha-256',
-     'host replication replicator 127.0.0.1/32 scram-sha-256']
-    >>> pg_hba(ClusterSpec(allowed_client_networks=["10.0.0.0/24"]))[-4:-1]  # doctest: +NORMALIZE_WHITESPACE
+     'hostnossl all all all reject', 'hostnossl replication all all reject',
+     'hostssl replication replicator 127.0.0.1/32 scram-sha-256']
+    >>> pg_hba(ClusterSpec(allowed_client_networks=["10.0.0.0/24"], tls={"enabled": False}))[-4:-1]
+    ... # doctest: +NORMALIZE_WHITESPACE
     ['host all postgres,replicator,rewind_user 10.0.0.0/24 reject', 'host replication all 10.0.0.0/24 reject',
      'host all all 10.0.0.0/24 scram-sha-256']
     """
+    tcp = "hostssl" if spec.tls.enabled else "host"
     member_nets = sorted({_cidr(m.host) for m in pg_members(spec)} | {"127.0.0.1/32"})
     # Patroni asks its own member for the timeline over the socket (use_unix_socket_repl): "all" does not
     # match a replication connection.
     lines = ["local all all scram-sha-256", f"local replication {REPLICATION_USER} scram-sha-256"]
-    lines += [f"host replication {REPLICATION_USER} {net} scram-sha-256" for net in member_nets]
-    lines += [f"host all all {net} scram-sha-256" for net in member_nets]
+    if spec.tls.enabled:  # "all" as a database does not match replication connections: both are rejected
+        lines += ["hostnossl all all all reject", "hostnossl replication all all reject"]
+    lines += [f"{tcp} replication {REPLICATION_USER} {net} scram-sha-256" for net in member_nets]
+    lines += [f"{tcp} all all {net} scram-sha-256" for net in member_nets]
     for net in spec.allowed_client_networks:
-        lines += [f"host all {','.join(MEMBER_ONLY_ROLES)} {net} reject", f"host replication all {net} reject"]
-    lines += [f"host all all {net} scram-sha-256" for net in spec.allowed_client_networks]
-    lines.append("host all all ::1/128 scram-sha-256")
+        lines += [f"{tcp} all {','.join(MEMBER_ONLY_ROLES)} {net} reject", f"{tcp} replication all {net} reject"]
+    lines += [f"{tcp} all all {net} scram-sha-256" for net in spec.allowed_client_networks]
+    lines.append(f"{tcp} all all ::1/128 scram-sha-256")
     return lines
+
+
+def ssl_parameters(spec: ClusterSpec, member: PgMember) -> dict[str, Any]:
+    """The server side of TLS: the member's ``postgres`` certificate and key, the cluster CA, TLS 1.2 at
+    least; a reload picks up new files (``rotate_certs``).
+
+    >>> from dbtier.topology import pg_members
+    >>> ssl_parameters(ClusterSpec(), pg_members(ClusterSpec())[0])["ssl_cert_file"]
+    '/var/lib/dbtier/dbtier/pg0/tls/postgres.crt'
+    >>> ssl_parameters(ClusterSpec(tls={"enabled": False}), pg_members(ClusterSpec())[0])
+    {'ssl': 'off'}
+    """
+    if not spec.tls.enabled:
+        return {"ssl": "off"}
+    files = tls_paths(member.dir, "postgres")
+    return {"ssl": "on", "ssl_cert_file": files.cert, "ssl_key_file": files.key, "ssl_ca_file": files.ca,
+            "ssl_min_protocol_version": "TLSv1.2"}
+
+
+def member_connection_tls(spec: ClusterSpec, member: PgMember) -> dict[str, str]:
+    """How a member's replication and pg_rewind connections to another member verify it: the full
+    certificate check against the cluster CA's copy in the member's own ``tls`` directory (libpq ignores
+    these on the Unix socket Patroni uses for its own member)."""
+    if not spec.tls.enabled:
+        return {}
+    return {"sslmode": "verify-full", "sslrootcert": tls_paths(member.dir, "postgres").ca}
 
 
 def postgresql_parameters(spec: ClusterSpec) -> dict[str, Any]:
@@ -77,14 +111,15 @@ def postgresql_parameters(spec: ClusterSpec) -> dict[str, Any]:
 def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwords) -> dict[str, Any]:
     """The whole patroni.yml of ``member`` as a dict, ready for ``yaml.safe_dump``."""
     timing = spec.patroni
+    tls = member_connection_tls(spec, member)
     return {
         "scope": spec.name,
         "namespace": "/dbtier/",
         "name": member.name,
         "log": {"level": "INFO"},
         "restapi": control_plane.restapi_section(spec, member, passwords),
-        "etcd3": control_plane.etcd3_section(spec, passwords),
-        "ctl": control_plane.ctl_section(spec, passwords),
+        "etcd3": control_plane.etcd3_section(spec, member, passwords),
+        "ctl": control_plane.ctl_section(spec, member, passwords),
         "bootstrap": {
             "dcs": {
                 "ttl": timing.ttl,
@@ -116,13 +151,14 @@ def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwo
             # never ``host`` lines on TCP.
             "use_unix_socket_repl": True,
             "authentication": {
-                "superuser": {"username": SUPERUSER, "password": passwords.superuser},
-                "replication": {"username": REPLICATION_USER, "password": passwords.replication},
-                "rewind": {"username": REWIND_USER, "password": passwords.rewind},
+                "superuser": {"username": SUPERUSER, "password": passwords.superuser, **tls},
+                "replication": {"username": REPLICATION_USER, "password": passwords.replication, **tls},
+                "rewind": {"username": REWIND_USER, "password": passwords.rewind, **tls},
             },
             "parameters": {
                 "unix_socket_directories": member.socket_dir,
                 "archive_command": pgbackrest.archive_command(spec, member),
+                **ssl_parameters(spec, member),
             },
             "recovery_conf": {"restore_command": pgbackrest.restore_command(spec, member)},
             "pg_hba": pg_hba(spec),

@@ -19,7 +19,7 @@ from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
-from dbtier.topology import PgMember, client_dsn, pg_member, pg_members
+from dbtier.topology import PgMember, client_dsn, conninfo, pg_member, pg_members
 
 
 #: The libraries the server loaded at start (a row of :func:`pg_admin.run_sql`).
@@ -208,20 +208,39 @@ class PostgresEngine(Engine):
             f"{len(replicas)} replica(s) within {time.monotonic() - started:.1f} s"
         )
 
+    def transport_problem(self, spec: ClusterSpec) -> str | None:
+        """A running Patroni that answers in the other scheme than the spec's: a cluster provisioned before TLS
+        was on (or one whose spec turned it off), which provision must not rewrite under it."""
+        other = [m.name for m in pg_members(spec) if patroni_rest.answers_in_other_scheme(spec, m)]
+        if not other:
+            return None
+        if spec.tls.enabled:
+            return (f"tls.enabled: cluster {spec.name} runs without TLS ({', '.join(other)} answer plain HTTP); it was "
+                    "provisioned before TLS was on: set tls.enabled: false in its spec to keep it as it is, or "
+                    "restore its backup into a new cluster (dbtier restore --into NAME), which starts with TLS")
+        return (f"tls.enabled: cluster {spec.name} runs with TLS ({', '.join(other)} answer HTTPS) but its spec says "
+                "false; set tls.enabled: true (the default)")
+
+    def stale_certificates(self, spec: ClusterSpec, provider: Provider | None = None) -> list[str]:
+        from dbtier.engines.pg_reload import stale
+        from dbtier.providers.base import get_provider
+
+        return stale(provider or get_provider(spec), spec)
+
     def reload_certificates(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> list[str]:
-        """``pg_reload_conf()`` on each member over its socket, checked by ``pg_conf_load_time()`` (see
-        :meth:`Engine.reload_certificates` for what each service needs once it serves TLS: Patroni REST will need
-        a Patroni reload too)."""
+        """``pg_reload_conf()`` on each member over its socket, checked by ``pg_conf_load_time()``, Patroni's
+        ``POST /reload``, then every service's served certificate (see :mod:`dbtier.engines.pg_reload`)."""
+        from dbtier.engines.control_plane import rest_login
         from dbtier.engines.pg_reload import reload_all
         from dbtier.providers.base import get_provider
 
-        return reload_all(provider or get_provider(spec), spec)
+        return reload_all(provider or get_provider(spec), spec, rest_login(passwords))
 
     def _wait_for_row(self, spec: ClusterSpec, member: PgMember, passwords: Passwords, token: str, deadline: float) -> None:
-        conninfo = f"host={member.host} port={member.pg_port} user={spec.app.user} dbname={spec.app.database} connect_timeout=3"
+        info = conninfo(spec, member.host, member.pg_port, spec.app.user, spec.app.database)
         while True:
             try:
-                with connect(conninfo, passwords.app) as conn:
+                with connect(info, passwords.app) as conn:
                     if conn.execute("SELECT 1 FROM dbtier_verify WHERE token = %s", (token,)).fetchone():
                         return
             except Exception as err:  # noqa: BLE001 - the table may not have replicated yet

@@ -162,6 +162,7 @@ def test_a_foreign_and_an_expired_certificate_are_named_in_one_line_each_then_re
     assert provision(spec_path=cluster_with_certificates)["changed"] is True
     after = serials(spec)
     assert {k for k in after if after[k] != before[k]} == {"pg1 postgres", "etcd0 etcd"}
+    assert get_engine(spec).stale_certificates(spec) == [], "the running services serve what provision installed"
     assert cli("-m", "dbtier.cli", "certs", "--spec", cluster_with_certificates).returncode == 0
 
 
@@ -177,6 +178,8 @@ def test_rotate_certs_issues_new_serials_and_the_cluster_keeps_its_leader(
     assert done.returncode == 0, done.stderr[-2000:]
     assert "certificates of certs: 9 issued, 0 reused" in done.stdout
     assert done.stdout.count("PostgreSQL reloaded its configuration and certificates") == 3
+    assert done.stdout.count("Patroni reloaded") == 3
+    assert "every service serves the certificate its member holds (9 checked)" in done.stdout
     after = serials(spec)
     assert not {k for k in after if after[k] == before[k]}
     status = engine.status(spec)

@@ -9,6 +9,7 @@ switches over; dbtier status and a switchover drill pass; no password reaches a 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
 import requests
 
@@ -33,8 +35,10 @@ from dbtier.health import role_holder
 from dbtier.providers.base import get_provider
 from dbtier.secrets import Passwords, block_name
 from dbtier.spec import ClusterSpec
+from dbtier.tls import tls_paths
 from dbtier.topology import etcd_members, pg_member, pg_members
-from tests.clusters import shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from dbtier.workdir import ca_cert_file
+from tests.clusters import rest_json, rest_request, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,7 +72,7 @@ def passwords(spec: ClusterSpec) -> Passwords:
 
 
 def member_doc(spec: ClusterSpec, name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = requests.get(f"{pg_member(spec, name).rest_url}/patroni", timeout=5).json()
+    doc: dict[str, Any] = rest_json(spec, pg_member(spec, name), "/patroni")
     return doc
 
 
@@ -84,7 +88,8 @@ def wait_healthy(spec: ClusterSpec) -> None:
 def etcdctl(spec: ClusterSpec, *args: str) -> subprocess.CompletedProcess[str]:
     """etcdctl with no user at all."""
     endpoint = etcd_members(spec)[0].client_url
-    return subprocess.run(["etcdctl", f"--endpoints={endpoint}", "--command-timeout=5s", *args],
+    return subprocess.run(["etcdctl", f"--endpoints={endpoint}", f"--cacert={ca_cert_file(spec.name)}",
+                           "--command-timeout=5s", *args],
                           capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
 
 
@@ -107,9 +112,8 @@ def test_a_restart_without_the_rest_login_is_refused_and_restarts_nothing(secure
                                                                            spec: ClusterSpec) -> None:
     name = a_replica(spec)
     started = member_doc(spec, name)["postmaster_start_time"]
-    url = f"{pg_member(spec, name).rest_url}/restart"
     for auth in (None, ("dbtier", "not-the-password")):
-        answer = requests.post(url, json={}, auth=auth, timeout=10)
+        answer = rest_request(spec, pg_member(spec, name), "POST", "/restart", json={}, auth=auth, timeout=10)
         assert answer.status_code == 401, answer.text
     time.sleep(3)  # a restart, had it been accepted, would have begun by now
     assert member_doc(spec, name)["postmaster_start_time"] == started
@@ -119,8 +123,8 @@ def test_a_restart_without_the_rest_login_is_refused_and_restarts_nothing(secure
 def test_a_restart_with_the_rest_login_is_accepted(secured_cluster: str, spec: ClusterSpec) -> None:
     name = a_replica(spec)
     started = member_doc(spec, name)["postmaster_start_time"]
-    answer = requests.post(f"{pg_member(spec, name).rest_url}/restart", json={},
-                           auth=rest_login(passwords(spec)).as_basic_auth(), timeout=60)
+    answer = rest_request(spec, pg_member(spec, name), "POST", "/restart", json={},
+                          auth=rest_login(passwords(spec)).as_basic_auth(), timeout=60)
     assert answer.status_code == 200, answer.text
     wait_healthy(spec)
     assert member_doc(spec, name)["postmaster_start_time"] != started
@@ -128,8 +132,8 @@ def test_a_restart_with_the_rest_login_is_accepted(secured_cluster: str, spec: C
 
 def test_the_health_endpoints_stay_readable_without_a_login(secured_cluster: str, spec: ClusterSpec) -> None:
     for member in pg_members(spec):
-        assert requests.get(f"{member.rest_url}/health", timeout=5).status_code == 200
-        cluster = requests.get(f"{member.rest_url}/cluster", timeout=5)
+        assert rest_request(spec, member, "GET", "/health").status_code == 200
+        cluster = rest_request(spec, member, "GET", "/cluster")
         assert cluster.status_code == 200 and len(cluster.json()["members"]) == 3
 
 
@@ -197,6 +201,75 @@ def test_patronictl_on_a_member_lists_and_switches_over(secured_cluster: str, sp
     assert done.rc == 0, done.out + done.err
     wait_healthy(spec)
     assert role_holder(faults.cluster_doc(spec), "leader") == candidate
+
+
+# -- TLS -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def foreign_ca(spec: ClusterSpec) -> dict[str, str]:
+    """Another CA's certificate, and a leaf it issued for 127.0.0.1: what an impostor or a stray client has."""
+    from dbtier import certs
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    other = certs.make_ca("impostor", now, 30)
+    leaf = certs.issue(other, "impostor-etcd", certs.Sans.of(["127.0.0.1"]), now, 30)
+    paths = {"ca": os.path.join(spec.data_root, "impostor-ca.crt"), "cert": os.path.join(spec.data_root, "impostor.crt"),
+             "key": os.path.join(spec.data_root, "impostor.key")}
+    for name, data in (("ca", other.cert_pem), ("cert", leaf.cert_pem), ("key", leaf.key_pem)):
+        with open(paths[name], "wb") as fh:
+            fh.write(data)
+    return paths
+
+
+def test_patroni_rest_answers_only_over_https(secured_cluster: str, spec: ClusterSpec) -> None:
+    member = pg_members(spec)[0]
+    assert member.rest_url.startswith("https://")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{member.host}:{member.rest_port}/health", timeout=5)
+    assert rest_request(spec, member, "GET", "/health").status_code == 200, "health stays readable over TLS"
+
+
+def test_a_client_trusting_another_ca_reaches_no_service(secured_cluster: str, spec: ClusterSpec,
+                                                         foreign_ca: dict[str, str]) -> None:
+    member, etcd = pg_members(spec)[0], etcd_members(spec)[0]
+    for url in (f"{member.rest_url}/health", f"{etcd.client_url}/version"):
+        with pytest.raises(requests.exceptions.SSLError, match="certificate verify failed"):
+            requests.get(url, verify=foreign_ca["ca"], timeout=5)
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        psycopg.connect(f"host={member.host} port={member.pg_port} user=app dbname=app sslmode=verify-full "
+                        f"sslrootcert={foreign_ca['ca']} connect_timeout=5", password=passwords(spec).app)
+    assert requests.get(f"{etcd.client_url}/version", verify=ca_cert_file(spec.name), timeout=5).ok
+
+
+def test_etcd_peers_need_a_certificate_of_the_cluster_ca(secured_cluster: str, spec: ClusterSpec,
+                                                         foreign_ca: dict[str, str]) -> None:
+    """The peer port answers a member's certificate only: no certificate, or another CA's, is turned away."""
+    etcd = etcd_members(spec)[0]
+    url, ca = f"{etcd.peer_url}/members", ca_cert_file(spec.name)
+    own = tls_paths(etcd_members(spec)[1].dir, "etcd")
+    answer = requests.get(url, verify=ca, cert=(own.cert, own.key), timeout=5)
+    assert answer.ok and len(answer.json()) == 3, answer.text
+    for cert in (None, (foreign_ca["cert"], foreign_ca["key"])):
+        with pytest.raises((requests.exceptions.SSLError, requests.ConnectionError)):
+            requests.get(url, verify=ca, cert=cert, timeout=5).raise_for_status()
+
+
+def test_patronictl_on_a_member_lists_the_cluster_over_tls(secured_cluster: str, spec: ClusterSpec) -> None:
+    member = pg_members(spec)[1]
+    done = subprocess.run([os.path.join(os.path.dirname(spec.binaries.patroni), "patronictl"), "-c", member.config,
+                           "list", "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(row["Member"] for row in json.loads(done.stdout)) == ["pg0", "pg1", "pg2"]
+
+
+def test_provision_with_tls_off_is_refused_in_one_line_over_a_cluster_serving_tls(secured_cluster: str,
+                                                                                 spec: ClusterSpec) -> None:
+    plain = spec.model_copy(update={"tls": spec.tls.model_copy(update={"enabled": False})})
+    engine, provider = get_engine(plain), get_provider(plain)
+    with pytest.raises(DbtierError, match=r"^tls.enabled: cluster cpauth runs with TLS \(pg0, pg1, pg2 answer HTTPS\)"):
+        bootstrap.preflight(engine, provider, plain)
+    assert bootstrap.preflight(get_engine(spec), provider, spec)[-1].startswith("ports of 9 services")
 
 
 def test_dbtier_status_and_a_switchover_drill_pass(secured_cluster: str, spec: ClusterSpec) -> None:

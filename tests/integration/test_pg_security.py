@@ -167,7 +167,10 @@ class SourceAddressProxy:
             while not self.stopped.is_set():
                 ready, _, _ = select.select([a, b], [], [], 0.2)
                 for sock in ready:
-                    data = sock.recv(65536)
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:  # a side that reset (a rejected TLS connection)
+                        return
                     if not data:
                         return
                     (b if sock is a else a).sendall(data)
@@ -176,6 +179,25 @@ class SourceAddressProxy:
         self.stopped.set()
         self.listener.close()
         self.thread.join(timeout=5)
+
+
+def test_every_tcp_connection_is_tls_and_a_clear_one_is_rejected(secured_cluster: str, spec: ClusterSpec) -> None:
+    """The DSN dbtier prints verifies the server; sslmode=disable gets the hostnossl reject; replication runs
+    over TLS; every TCP line pg_hba holds is hostssl (or a hostnossl reject)."""
+    dsn = client_dsn(spec)
+    assert "sslmode=verify-full" in dsn and "sslrootcert=" in dsn
+    with connect(dsn, load_passwords(spec).app) as conn:
+        assert conn.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0] is True
+    leader = _leader(spec)
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        connect(f"host={leader.host} port={leader.pg_port} user={spec.app.user} dbname={spec.app.database} "
+                "sslmode=disable connect_timeout=5", load_passwords(spec).app)
+    with _superuser(spec) as conn:
+        streams = conn.execute("SELECT r.application_name, s.ssl FROM pg_stat_replication r "
+                               "JOIN pg_stat_ssl s USING (pid)").fetchall()
+        rules = conn.execute("SELECT type, auth_method FROM pg_hba_file_rules WHERE type <> 'local'").fetchall()
+    assert len(streams) == 2 and all(ssl for _, ssl in streams), streams
+    assert rules and all(kind == "hostssl" or (kind == "hostnossl" and how == "reject") for kind, how in rules), rules
 
 
 @pytest.fixture()

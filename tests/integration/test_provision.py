@@ -11,7 +11,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import requests
 
 from blocks.passwords import load_passwords
 from dbtier import procs
@@ -20,7 +19,7 @@ from dbtier.engines.base import get_engine
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn, etcd_members, pg_members
-from tests.clusters import listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.clusters import listening, rest_json, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,7 +42,7 @@ def provisioned(prefect_harness: None, spec: ClusterSpec) -> Iterator[dict[str, 
 
 
 def _cluster(spec: ClusterSpec) -> dict[str, Any]:
-    doc: dict[str, Any] = requests.get(f"{pg_members(spec)[0].rest_url}/cluster", timeout=5).json()
+    doc: dict[str, Any] = rest_json(spec, pg_members(spec)[0], "/cluster")
     return doc
 
 
@@ -100,7 +99,8 @@ def test_hba_uses_scram_on_tcp_and_checksums_are_on(provisioned: dict[str, Any],
     with psycopg.connect(client_dsn(spec, "postgres", "postgres"), password=password) as conn:
         hba = conn.execute("SELECT type, auth_method FROM pg_hba_file_rules").fetchall()
         checksums = conn.execute("SHOW data_checksums").fetchone()
-    assert hba and all(method == "scram-sha-256" for _, method in hba)
+    assert hba and all(method == "scram-sha-256" or (kind == "hostnossl" and method == "reject") for kind, method in hba)
+    assert {kind for kind, _ in hba} == {"local", "hostssl", "hostnossl"}
     assert checksums == ("on",)
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(client_dsn(spec, "postgres", "postgres"), password="wrong").close()

@@ -13,14 +13,13 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from blocks.loaders import PREFECT_LOADERS
 from dbtier.providers.base import resolve_addresses
 from dbtier.providers.proxmox import ssh_settings, with_leases
 from dbtier.spec import ClusterSpec, load_spec, pending_host
 from dbtier.topology import client_dsn, etcd_members, pg_members
-from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.clusters import TEST_PORT_BASE, listening, rest_json, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from dbtier.lab.pve import PveDouble, running_pve_double
 from tests.pve_blocks import save_blocks
 from tests.sshd import SSHServer, running_sshd
@@ -108,7 +107,7 @@ def test_the_dhcp_address_is_read_from_the_interfaces_and_used(three_members_in_
     learned = resolve_addresses(load_spec(three_members_in_three_containers), loaders=PREFECT_LOADERS)
     assert [m.host for m in pg_members(learned)] == list(ADDRESSES)
     # Patroni's own view: every member registered at its container's address, pg1 at the DHCP lease
-    cluster = requests.get(f"{pg_members(learned)[0].rest_url}/cluster", timeout=5).json()
+    cluster = rest_json(learned, pg_members(learned)[0], "/cluster")
     assert sorted((m["name"], m["host"]) for m in cluster["members"]) == [
         ("pg0", ADDRESSES[0]), ("pg1", ADDRESSES[1]), ("pg2", ADDRESSES[2])]
 

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from dbtier import procs
 from dbtier.bootstrap import all_services
@@ -27,7 +26,7 @@ from dbtier.supervisors import unit_name
 from dbtier.topology import pg_members
 from blocks.hostkeys import forget_pins, load_pins, save_pins
 from blocks.loaders import PREFECT_LOADERS
-from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.clusters import TEST_PORT_BASE, listening, rest_json, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from tests.sshd import SSHServer, running_sshd
 from tests.systemd_sandbox import available, booted_systemd
 
@@ -91,7 +90,7 @@ def provisioned(prefect_harness: None, sshd: SSHServer, spec: ClusterSpec) -> It
 
 
 def test_cluster_over_ssh_has_one_leader_and_streaming_replicas(provisioned: str, spec: ClusterSpec) -> None:
-    members = requests.get(f"{pg_members(spec)[0].rest_url}/cluster", timeout=5).json()["members"]
+    members = rest_json(spec, pg_members(spec)[0], "/cluster")["members"]
     assert sorted(m["role"] for m in members) == ["leader", "replica", "replica"]
     assert all(m["state"] == "streaming" for m in members if m["role"] == "replica")
     assert get_engine(spec).status(spec).health.healthy

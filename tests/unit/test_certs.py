@@ -132,7 +132,7 @@ def test_the_spec_refuses_decades(field: str, value: int, words: str) -> None:
 
 
 def test_the_tls_defaults() -> None:
-    assert spec_of().tls.model_dump() == {"cert_days": 180, "ca_days": 730, "renew_before_days": 30}
+    assert spec_of().tls.model_dump() == {"enabled": True, "cert_days": 180, "ca_days": 730, "renew_before_days": 30}
     with pytest.raises(CertificateError, match="tls.ca_days: 731 is outside 1-730"):
         make_ca("orders", NOW, days=731)
 

@@ -23,15 +23,22 @@ def rendered(fields: dict[str, Any], member: int = 0) -> dict[str, Any]:
     return render_patroni_config(spec, pg_members(spec)[member], PASSWORDS)
 
 
+TLS1 = "/var/lib/dbtier/dbtier/pg1/tls"
+OFF = {"tls": {"enabled": False}}
+
+
 @pytest.mark.parametrize("fields, member, section, expected", [
-    ({}, 1, "restapi", {"listen": "127.0.0.1:8009", "connect_address": "127.0.0.1:8009", "authentication": REST}),
-    ({"ports": {"patroni": 22220}}, 2, "restapi",
+    ({}, 1, "restapi", {"listen": "127.0.0.1:8009", "connect_address": "127.0.0.1:8009", "authentication": REST,
+                        "certfile": f"{TLS1}/patroni.crt", "keyfile": f"{TLS1}/patroni.key", "cafile": f"{TLS1}/ca.crt",
+                        "verify_client": "none"}),
+    ({"ports": {"patroni": 22220}, **OFF}, 2, "restapi",
      {"listen": "127.0.0.1:22222", "connect_address": "127.0.0.1:22222", "authentication": REST}),
-    ({}, 0, "etcd3", {"hosts": ["127.0.0.1:2379", "127.0.0.1:2381", "127.0.0.1:2383"], "protocol": "http",
-                      "username": "dbtier-dbtier", "password": "s3cr3t-etcd"}),
-    ({"name": "orders", "members": 1, "etcd_members": 1}, 0, "etcd3",
+    ({}, 1, "etcd3", {"hosts": ["127.0.0.1:2379", "127.0.0.1:2381", "127.0.0.1:2383"], "protocol": "https",
+                      "username": "dbtier-dbtier", "password": "s3cr3t-etcd", "cacert": f"{TLS1}/ca.crt"}),
+    ({"name": "orders", "members": 1, "etcd_members": 1, **OFF}, 0, "etcd3",
      {"hosts": ["127.0.0.1:2379"], "protocol": "http", "username": "dbtier-orders", "password": "s3cr3t-etcd"}),
-    ({}, 2, "ctl", {"authentication": REST}),
+    ({}, 1, "ctl", {"authentication": REST, "cacert": f"{TLS1}/ca.crt", "insecure": False}),
+    (OFF, 2, "ctl", {"authentication": REST}),
 ])
 def test_rendered_control_plane_sections(fields: dict[str, Any], member: int, section: str,
                                          expected: dict[str, Any]) -> None:
@@ -94,6 +101,10 @@ def test_logins_never_show_their_password() -> None:
 
 
 def test_client_settings_are_one_place() -> None:
-    spec = build_spec({}, environ={})
-    assert cp.client_settings(spec) == cp.ClientSettings("http", True, None)
-    assert cp.rest_base(spec, pg_members(spec)[0]) == "http://127.0.0.1:8008"
+    spec, plain = build_spec({}, environ={}), build_spec(OFF, environ={})
+    assert cp.client_settings(spec, "/w/ca.crt") == cp.ClientSettings("https", "/w/ca.crt", None)
+    assert cp.rest_base(spec, pg_members(spec)[0]) == "https://127.0.0.1:8008"
+    assert cp.client_settings(plain) == cp.ClientSettings("http", True, None)
+    assert cp.rest_base(plain, pg_members(plain)[0]) == "http://127.0.0.1:8008"
+    session = cp.http_session(build_spec({"name": "orders"}, environ={}))
+    assert session.trust_env is False and str(session.verify).endswith("/orders/ca.crt")

@@ -13,17 +13,21 @@ from dbtier.spec import AppDatabase, build_spec
 from dbtier.topology import pg_members
 
 
-def first_match(lines: list[str], kind: str, database: str, user: str, address: str) -> str:
-    """The pg_hba line PostgreSQL would pick for a TCP connection (enough of its rules for dbtier's lines)."""
+def first_match(lines: list[str], tls: bool, database: str, user: str, address: str) -> str:
+    """The pg_hba line PostgreSQL would pick for a TCP connection with or without TLS (enough of its rules for
+    dbtier's lines: ``host`` matches both, ``hostssl`` TLS only, ``hostnossl`` clear only; ``all`` as a
+    database never matches a replication connection)."""
     import ipaddress
 
+    kinds = {"host", "hostssl" if tls else "hostnossl"}
     for line in lines:
         fields = line.split()
-        if fields[0] != kind:
+        if fields[0] not in kinds:
             continue
         dbs, users, net = fields[1].split(","), fields[2].split(","), fields[3]
         db_ok = database in dbs if database == "replication" else ("all" in dbs or database in dbs)
-        if db_ok and ("all" in users or user in users) and ipaddress.ip_address(address) in ipaddress.ip_network(net):
+        in_net = net == "all" or ipaddress.ip_address(address) in ipaddress.ip_network(net)
+        if db_ok and ("all" in users or user in users) and in_net:
             return fields[-1]
     return "no line"
 
@@ -48,15 +52,27 @@ CLIENTS = {"allowed_client_networks": ["127.0.0.0/24", "10.0.0.0/8"]}
     ],
 )
 def test_pg_hba_rejects_member_roles_from_client_networks(database: str, user: str, address: str, verdict: str) -> None:
-    assert first_match(pg_hba(build_spec(CLIENTS, environ={})), "host", database, user, address) == verdict
+    assert first_match(pg_hba(build_spec(CLIENTS, environ={})), True, database, user, address) == verdict
+    plain = build_spec({**CLIENTS, "tls": {"enabled": False}}, environ={})
+    assert first_match(pg_hba(plain), False, database, user, address) == verdict, "the same roles without TLS"
+
+
+@pytest.mark.parametrize(("database", "user", "address"), [
+    ("app", "app", "127.0.0.77"), ("postgres", "postgres", "127.0.0.1"), ("replication", "replicator", "127.0.0.1"),
+    ("app", "app", "192.168.1.1"),
+])
+def test_with_tls_a_connection_in_clear_is_rejected_first(database: str, user: str, address: str) -> None:
+    assert first_match(pg_hba(build_spec(CLIENTS, environ={})), False, database, user, address) == "reject"
 
 
 def test_pg_hba_reject_lines_come_before_every_client_line() -> None:
     lines = pg_hba(build_spec(CLIENTS, environ={}))
     rejects = [i for i, line in enumerate(lines) if line.endswith(" reject")]
     clients = [i for i, line in enumerate(lines) if " all all 127.0.0.0/24 " in line or " all all 10.0.0.0/8 " in line]
-    assert len(rejects) == 4 and len(clients) == 2 and max(rejects) < min(clients)
-    assert all(line.startswith(("host ", "local ")) for line in lines)  # the form a later hostssl change turns over
+    assert len(rejects) == 6 and len(clients) == 2 and max(rejects) < min(clients)
+    assert all(line.startswith(("hostssl ", "local ", "hostnossl ")) for line in lines)
+    assert [line for line in lines if line.startswith("hostnossl")] == [
+        "hostnossl all all all reject", "hostnossl replication all all reject"]
     assert "local replication replicator scram-sha-256" in lines
     assert not any("trust" in line for line in lines)
 

@@ -45,19 +45,24 @@ def test_pg_hba_is_scram_on_every_tcp_line_and_never_trust(fields: dict[str, obj
     lines = pg_hba(build_spec(fields, environ={}))
     tcp = [line for line in lines if line.startswith("host")]
     assert tcp and all(line.endswith((" scram-sha-256", " reject")) for line in tcp)
+    assert all(line.startswith("hostssl ") for line in tcp if line.endswith(" scram-sha-256"))
     assert not any("trust" in line for line in lines)
     for net in fields.get("allowed_client_networks", []):  # type: ignore[attr-defined]
-        assert f"host all all {net} scram-sha-256" in lines
+        assert f"hostssl all all {net} scram-sha-256" in lines
 
 
 def test_etcd_members_form_one_cluster() -> None:
     spec = build_spec({"ports": {"etcd": 12379}}, environ={})
     argvs = [etcd_argv(spec, m) for m in etcd_members(spec)]
     initial = {argv[argv.index("--initial-cluster") + 1] for argv in argvs}
-    assert initial == {"etcd0=http://127.0.0.1:12380,etcd1=http://127.0.0.1:12382,etcd2=http://127.0.0.1:12384"}
+    assert initial == {"etcd0=https://127.0.0.1:12380,etcd1=https://127.0.0.1:12382,etcd2=https://127.0.0.1:12384"}
     assert [argv[argv.index("--listen-client-urls") + 1] for argv in argvs] == [
-        "http://127.0.0.1:12379", "http://127.0.0.1:12381", "http://127.0.0.1:12383"
+        "https://127.0.0.1:12379", "https://127.0.0.1:12381", "https://127.0.0.1:12383"
     ]
+    assert argvs[1][argvs[1].index("--peer-cert-file") + 1] == "/var/lib/dbtier/dbtier/etcd1/tls/etcd.crt"
+    plain = build_spec({"tls": {"enabled": False}}, environ={})
+    argv = etcd_argv(plain, etcd_members(plain)[0])
+    assert argv[argv.index("--listen-peer-urls") + 1] == "http://127.0.0.1:2380" and "--cert-file" not in argv
 
 
 @pytest.mark.parametrize(
@@ -77,13 +82,14 @@ def test_etcd_quorum_verdict(states: dict[str, str], ok: bool, words: str) -> No
 @pytest.mark.parametrize(
     ("fields", "dsn"),
     [
-        ({}, "postgresql://app@127.0.0.1:5432,127.0.0.1:5433,127.0.0.1:5434/app?target_session_attrs=read-write&connect_timeout=3"),
-        ({"members": 1, "app": {"user": "shop", "database": "orders"}},
+        ({}, "postgresql://app@127.0.0.1:5432,127.0.0.1:5433,127.0.0.1:5434/app?target_session_attrs=read-write"
+             "&connect_timeout=3&sslmode=verify-full&sslrootcert=/w/dbtier/ca.crt"),
+        ({"members": 1, "app": {"user": "shop", "database": "orders"}, "tls": {"enabled": False}},
          "postgresql://shop@127.0.0.1:5432/orders?target_session_attrs=read-write&connect_timeout=3"),
     ],
 )
 def test_client_dsn(fields: dict[str, object], dsn: str) -> None:
-    assert client_dsn(build_spec(fields, environ={})) == dsn
+    assert client_dsn(build_spec(fields, environ={}), ca_file="/w/dbtier/ca.crt") == dsn
 
 
 def test_passwords_never_show_in_repr_or_str() -> None:

@@ -1,0 +1,164 @@
+"""The host firewall on a lab of four hosts: three carry the cluster, the fourth is a machine outside it.
+
+Runbook: ``dbtier lab up`` (hosts with their own network, disk and systemd), provision one member per host with
+``allowed_client_networks`` this machine's /32 only (its app connections must pass pg_hba); then from the outside host PostgreSQL, Patroni's REST
+API and etcd of a member do not answer, while a member host and this machine (the controller) reach them; a second
+provision replaces the table (no rule piles up), ``firewall.enabled: false`` removes it, the next provision brings
+it back; a drill's fault table lives beside it; a member host powered off and booted again has it again; teardown removes table, file and unit.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbtier.lab.lab import LabState
+from tests.lab import lab_spec_file, on_host, running_lab, unavailable
+
+pytestmark = [pytest.mark.cluster, pytest.mark.skipif(unavailable() is not None, reason=f"lab: {unavailable()}")]
+NAME, SUBNET = "fwlab", "198.18.14.0/24"
+MEMBERS = ["198.18.14.11", "198.18.14.12", "198.18.14.13"]
+OUTSIDE = "fwlab-4"  # 198.18.14.14: in the lab's subnet, outside the cluster and its client networks
+PORTS = (5432, 8008, 2379)  # pg0's PostgreSQL and REST API, etcd0's client port: all on the first member
+TABLE = "inet dbtier_fw_fwlab"
+FILES = ("/etc/dbtier/firewall-fwlab.nft", "/etc/systemd/system/dbtier-firewall-fwlab.service")
+
+
+@pytest.fixture(scope="module")
+def the_lab() -> Iterator[LabState]:
+    with running_lab(NAME, SUBNET, hosts=4) as state:
+        yield state
+
+
+@pytest.fixture(scope="module")
+def spec_file(the_lab: LabState, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The lab's ssh spec on the first three hosts; clients only from this machine's address on the lab."""
+    return lab_spec_file(the_lab, "ssh", tmp_path_factory.mktemp(NAME), members=3,
+                         allowed_client_networks=[f"{the_lab.plan.gateway}/32"])
+
+
+@pytest.fixture(scope="module")
+def provisioned(spec_file: str) -> dict[str, Any]:
+    from flows.provision import provision
+
+    return provision(spec_path=spec_file)
+
+
+def reaches(state: LabState, from_host: str, address: str, port: int) -> bool:
+    """A TCP connection from inside ``from_host`` to ``address:port`` completes within 3 s."""
+    done = on_host(state, from_host, f"timeout 3 bash -c 'echo > /dev/tcp/{address}/{port}' && echo open || echo shut")
+    return done.stdout.strip() == "open"
+
+
+def from_here(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def rules_on(state: LabState, host: str) -> int | None:
+    """Rules in the cluster's table on ``host`` (None: no table)."""
+    done = on_host(state, host, f"nft -j list table {TABLE}")
+    if done.returncode != 0:
+        return None
+    return sum(1 for item in json.loads(done.stdout)["nftables"] if "rule" in item)
+
+
+def test_provision_loads_a_firewall_on_each_member_and_none_elsewhere(provisioned: dict[str, Any],
+                                                                     the_lab: LabState) -> None:
+    said = provisioned["firewall"]
+    assert [line.split(" rules on ")[1] for line in said] == MEMBERS
+    counts = {rules_on(the_lab, h) for h in MEMBERS}
+    assert len(counts) == 1 and said[0] == f"firewall: {counts.pop()} rules on {MEMBERS[0]}"
+    assert rules_on(the_lab, OUTSIDE) is None
+    listed = on_host(the_lab, MEMBERS[0], "systemctl is-enabled dbtier-firewall-fwlab.service").stdout.strip()
+    assert listed == "enabled"
+
+
+def test_the_outside_host_reaches_no_port_of_the_cluster(provisioned: dict[str, Any], the_lab: LabState) -> None:
+    assert [p for p in PORTS if reaches(the_lab, OUTSIDE, MEMBERS[0], p)] == []
+    assert reaches(the_lab, OUTSIDE, MEMBERS[0], 22), "everything else of the host is untouched"
+
+
+def test_a_member_and_the_controller_reach_every_port(provisioned: dict[str, Any], the_lab: LabState) -> None:
+    assert [p for p in PORTS if not reaches(the_lab, "fwlab-2", MEMBERS[0], p)] == []
+    assert [p for p in PORTS if not from_here(MEMBERS[0], p)] == []
+
+
+def test_provision_again_replaces_the_table_and_enabled_false_removes_it(provisioned: dict[str, Any],
+                                                                       spec_file: str, the_lab: LabState,
+                                                                       tmp_path: Path) -> None:
+    import yaml
+
+    from flows.provision import provision
+
+    before = rules_on(the_lab, MEMBERS[1])
+    again = provision(spec_path=spec_file)
+    assert again["changed"] is False and again["firewall"] == provisioned["firewall"]
+    assert rules_on(the_lab, MEMBERS[1]) == before, "no rule piles up"
+    tables = on_host(the_lab, MEMBERS[1], "nft list tables").stdout.split("\n")
+    assert tables.count("table inet dbtier_fw_fwlab") == 1
+
+    off = tmp_path / "off.yaml"
+    off.write_text(yaml.safe_dump({**yaml.safe_load(Path(spec_file).read_text()), "firewall": {"enabled": False}}))
+    assert provision(spec_path=str(off))["firewall"] == [f"firewall: none on {h}" for h in MEMBERS]
+    assert [h for h in MEMBERS if rules_on(the_lab, h) is not None] == []
+    assert reaches(the_lab, OUTSIDE, MEMBERS[0], 8008), "off means off"
+    assert provision(spec_path=spec_file)["firewall"] == provisioned["firewall"]
+    assert not reaches(the_lab, OUTSIDE, MEMBERS[0], 8008)
+
+
+def test_a_drills_fault_table_lives_beside_it(provisioned: dict[str, Any], spec_file: str, the_lab: LabState) -> None:
+    from dbtier.drills import network, nft
+    from dbtier.providers.base import get_provider
+    from dbtier.spec import load_spec
+
+    spec = load_spec(spec_file)
+    root = get_provider(spec).root_runner(spec, MEMBERS[2])
+    assert root is not None
+    before = rules_on(the_lab, MEMBERS[2])
+    network.install(root, nft.cut_ports([the_lab.plan.host(OUTSIDE).address], [9]), guard_s=60)
+    try:
+        tables = on_host(the_lab, MEMBERS[2], "nft list tables").stdout.split("\n")
+        assert {"table inet dbtier_drill", "table inet dbtier_fw_fwlab"} <= set(tables)
+    finally:
+        network.remove(root)
+    assert rules_on(the_lab, MEMBERS[2]) == before, "the drill's removal leaves the firewall alone"
+
+
+def test_a_member_host_booted_again_has_its_firewall(provisioned: dict[str, Any], the_lab: LabState) -> None:
+    from dbtier.lab.power import LabPower
+
+    leader_host = MEMBERS[int(str(provisioned["leader"]).removeprefix("pg"))]
+    host = next(h for h in reversed(MEMBERS) if h != leader_host)  # a replica: no failover on the way
+    before = rules_on(the_lab, host)
+    power = LabPower(NAME)
+    power.kill(host)
+    power.boot(host)
+    assert rules_on(the_lab, host) == before, "loaded at boot by its unit"
+    etcd = 2379 + 2 * MEMBERS.index(host)  # the client port of the host's etcd member, started by systemd
+    deadline = time.monotonic() + 60
+    while not from_here(host, etcd) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert from_here(host, etcd), "the member's etcd is back and the controller reaches it"
+    assert not reaches(the_lab, OUTSIDE, host, etcd), "the outside host still does not"
+
+
+def test_teardown_removes_the_table_the_file_and_the_unit(provisioned: dict[str, Any], spec_file: str,
+                                                          the_lab: LabState) -> None:
+    from flows.teardown import teardown
+
+    said = teardown(spec_path=spec_file, wipe=True)
+    assert [s for s in said if "firewall" in s] == [
+        f"{h}: firewall removed: nft table {TABLE}, {FILES[0]}, unit dbtier-firewall-fwlab.service" for h in MEMBERS]
+    for host in MEMBERS:
+        assert rules_on(the_lab, host) is None
+        assert on_host(the_lab, host, f"ls {' '.join(FILES)} 2>/dev/null | wc -l").stdout.strip() == "0"
