@@ -11,21 +11,26 @@ if str(REPO) not in sys.path:
 
 from dbtier import bootstrap  # noqa: E402
 from dbtier.backup import pgbackrest  # noqa: E402
+from dbtier.ca_store import CAStore  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402
 
 
-def provision_plain(spec: ClusterSpec, passwords: Passwords) -> None:
+def provision_plain(spec: ClusterSpec, passwords: Passwords, ca_store: CAStore | None = None) -> None:
     """The provision flow's steps, in its order, as plain calls: the baseline the flow is measured against.
 
     Its providers use the library's loaders (key files, the spec's ``host_key`` pins); it configures no backups.
+    With ``ca_store`` (``dbtier.ca_store.FILE_CA_STORE`` without Prefect) it also issues the cluster's CA and
+    certificates where the flow does, after the directories: a spec with ``tls.enabled`` needs them.
     """
     engine, provider = get_engine(spec), get_provider(spec)
     bootstrap.prepare_hosts(engine, provider, spec)  # a no-op on the local provider; the ssh provider's host set-up
     bootstrap.preflight(engine, provider, spec)
     bootstrap.prepare_dirs(engine, provider, spec)
+    if ca_store is not None:
+        bootstrap.ensure_certificates(provider, spec, ca_store)
     for host in bootstrap.cluster_hosts(engine, spec):  # the superuser's pgpass (the flow's configure_backups writes it)
         runner = provider.runner(spec, host)
         runner.make_dirs(spec.backup_dir, 0o700)

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from common import provision_plain  # noqa: E402
 from dbtier import bootstrap, workdir  # noqa: E402
+from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
 from dbtier.drills import faults, scenarios  # noqa: E402
 from dbtier.drills.settings import DrillSettings  # noqa: E402
 from dbtier.drills.verdict import Verdict  # noqa: E402
@@ -76,7 +77,7 @@ def run_profile(profile: str, synchronous: bool, crashes: int, switchovers: int,
     passwords = Passwords.generate()
     verdicts: list[Verdict] = []
     try:
-        provision_plain(spec, passwords)
+        provision_plain(spec, passwords, FILE_CA_STORE)
         for scenario in ["crash"] * crashes + ["switchover"] * switchovers:
             verdict = scenarios.run(spec, scenario, SETTINGS, passwords.app, rest_login=rest_login(passwords)).verdict
             print(f"  {profile:7} {'sync' if synchronous else 'async':5} {verdict.sentence}", flush=True)
@@ -133,7 +134,7 @@ def lab_profile(public: Path, profile: str, modes: list[str], runs: int,
     found: dict[str, list[tuple[str, Outcome]]] = {}
     try:
         started = time.monotonic()
-        provision_plain(spec, passwords)
+        provision_plain(spec, passwords, FILE_CA_STORE)
         print(f"  {profile}: provisioned on the lab in {time.monotonic() - started:.0f} s", flush=True)
         for mode in modes:
             print(f"  {profile}: {faults.set_synchronous_mode(spec, mode == 'sync', rest_login(passwords))}", flush=True)

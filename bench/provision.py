@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from common import provision_plain  # noqa: E402
 from dbtier import bootstrap  # noqa: E402
+from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
@@ -50,7 +51,7 @@ def bare(spec: ClusterSpec) -> float:
     """The provision steps as plain function calls: the baseline."""
     passwords = Passwords.generate()
     started = time.monotonic()
-    provision_plain(spec, passwords)
+    provision_plain(spec, passwords, FILE_CA_STORE)
     return time.monotonic() - started
 
 
