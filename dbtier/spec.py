@@ -94,6 +94,22 @@ class Timeouts(_Model):
     replica_read: int = Field(60, ge=1)
 
 
+def checked_networks(nets: list[str]) -> list[str]:
+    """``nets`` when each is a network in CIDR form, else a ValueError naming the first that is not.
+
+    >>> checked_networks(["10.0.0.0/24", "fd00::/64"])
+    ['10.0.0.0/24', 'fd00::/64']
+    """
+    import ipaddress
+
+    for net in nets:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ValueError(f"{net!r} is not a network; write it as CIDR, e.g. 10.0.0.0/24") from None
+    return nets
+
+
 class TlsSettings(_Model):
     """TLS on every connection, and how long the cluster CA and its certificates live, in days (see
     dbtier/certs.py and dbtier/tls.py)."""
@@ -353,14 +369,7 @@ class FirewallSettings(_Model):
     @field_validator("admin_networks")
     @classmethod
     def _networks(cls, nets: list[str]) -> list[str]:
-        import ipaddress
-
-        for net in nets:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise ValueError(f"{net!r} is not a network; write it as CIDR, e.g. 10.0.0.0/24") from None
-        return nets
+        return checked_networks(nets)
 
 
 class ClusterSpec(_Model):
@@ -421,14 +430,7 @@ class ClusterSpec(_Model):
     @field_validator("allowed_client_networks")
     @classmethod
     def _cidrs(cls, nets: list[str]) -> list[str]:
-        import ipaddress
-
-        for net in nets:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise ValueError(f"{net!r} is not a network; write it as CIDR, e.g. 10.0.0.0/24") from None
-        return nets
+        return checked_networks(nets)
 
     @model_validator(mode="after")
     def _provider_settings(self) -> ClusterSpec:
