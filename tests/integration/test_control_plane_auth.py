@@ -269,7 +269,7 @@ def test_provision_with_tls_off_is_refused_in_one_line_over_a_cluster_serving_tl
     engine, provider = get_engine(plain), get_provider(plain)
     with pytest.raises(DbtierError, match=r"^tls.enabled: cluster cpauth runs with TLS \(pg0, pg1, pg2 answer HTTPS\)"):
         bootstrap.preflight(engine, provider, plain)
-    assert bootstrap.preflight(get_engine(spec), provider, spec)[-1].startswith("ports of 9 services")
+    assert bootstrap.preflight(get_engine(spec), provider, spec)[-1].startswith("ports of 6 services")
 
 
 def test_dbtier_status_and_a_switchover_drill_pass(secured_cluster: str, spec: ClusterSpec) -> None:
