@@ -38,6 +38,7 @@ from uuid import UUID
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common import stop_popen  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
 from dbtier.backup import ops, pgbackrest  # noqa: E402
 from dbtier.backup.archive import ArchiverStats, ArchiveVerdict, judge_archive  # noqa: E402
@@ -154,12 +155,7 @@ def start_prefect_server(home: str) -> subprocess.Popen[bytes]:
 
 
 def stop_prefect_server(server: subprocess.Popen[bytes]) -> None:
-    server.terminate()
-    try:
-        server.wait(30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(10)
+    stop_popen(server, 30)
 
 
 def remove_cluster(spec: ClusterSpec) -> None:

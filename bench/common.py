@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -46,3 +48,16 @@ def provision_plain(spec: ClusterSpec, passwords: Passwords, ca_store: CAStore |
     engine.wait_healthy(spec, 300)
     engine.create_app_database(spec, passwords)
     engine.verify_replication(spec, passwords, 60)
+
+
+def stop_popen(proc: subprocess.Popen[Any], grace_s: float) -> None:
+    """Stop a process this bench started, by its pid: SIGTERM, then SIGKILL after ``grace_s`` (a no-op once it
+    has exited)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)

@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import provision_plain  # noqa: E402
+from common import provision_plain, stop_popen  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
 from dbtier.backup import ops  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
@@ -195,13 +195,7 @@ def pgbench(spec: ClusterSpec, info: str, password: str, *options: str, timeout:
 def stop_client(client: subprocess.Popen[str]) -> None:
     """Stop one pgbench by its pid (a no-op once it has exited)."""
     CLIENTS.pop(client.pid, None)
-    if client.poll() is None:
-        client.terminate()
-        try:
-            client.wait(10)
-        except subprocess.TimeoutExpired:
-            client.kill()
-            client.wait(10)
+    stop_popen(client, 10)
 
 
 def stop_clients() -> None:
