@@ -189,6 +189,35 @@ def test_rotate_certs_issues_new_serials_and_the_cluster_keeps_its_leader(
     assert cli("-m", "dbtier.cli", "certs", "--spec", cluster_with_certificates).returncode == 0
 
 
+def test_rotating_certs_under_the_drill_writer_loses_no_write_and_stalls_none_for_long(
+    cluster_with_certificates: str, spec: ClusterSpec
+) -> None:
+    """Issue 12: the drill's own writer runs through the rotation; the drill's verdict counts and measures."""
+    from blocks.passwords import load_passwords
+    from dbtier.drills import scenarios, writer
+
+    run = scenarios.Drill(spec, spec.drills, load_passwords(spec).app, "rotate-certs")
+    leader = run.leader()
+    with run.writing():
+        rotated: list[subprocess.CompletedProcess[str]] = []
+        started = run.fault("python -m flows.rotate_certs",
+                            lambda: rotated.append(cli("-m", "flows.rotate_certs", "--spec", cluster_with_certificates)))
+        finished = run.note("rotation done")
+        run.healthy_then_tail()
+    verdict = run.finish(started, leader, run.expect(False, max_gap_s=10.0, zero_loss=True)).verdict
+
+    during = [a for a in writer.read_attempts(run.log) if a.ok and started <= a.sent and a.done <= finished]
+    print(f"\nrotation under the writer: {verdict.acknowledged} writes acknowledged ({len(during)} during the "
+          f"{finished - started:.1f} s rotation), longest gap {verdict.max_gap_s} s, {verdict.lost_writes} lost, "
+          f"{verdict.failed_attempts} failed attempts")
+    assert rotated[0].returncode == 0, rotated[0].stderr[-2000:]
+    assert "certificates of certs: 9 issued, 0 reused" in rotated[0].stdout
+    assert verdict.passed, verdict.reasons
+    assert verdict.lost_writes == 0 and verdict.leader_after == leader and not verdict.leader_changed
+    assert verdict.max_gap_s is not None and verdict.max_gap_s < 10.0
+    assert len(during) > 10, "writes kept being acknowledged while the flow ran"
+
+
 def test_the_ca_key_is_in_no_log_line_parameter_or_artifact(cluster_with_certificates: str, spec: ClusterSpec) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter, LogFilterFlowRunId
