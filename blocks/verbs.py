@@ -16,7 +16,7 @@ from blocks.loaders import PREFECT_LOADERS
 from dbtier.errors import DbtierError
 from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec, load_spec
-from dbtier.topology import client_dsn
+from dbtier.routing import default_route, routed_dsn
 
 
 def status(args: argparse.Namespace) -> int:
@@ -54,7 +54,8 @@ def backup_line(spec: ClusterSpec) -> str:
 
 
 def dsn(args: argparse.Namespace) -> int:
-    print(client_dsn(_client_spec(args)))
+    spec = _client_spec(args)
+    print(routed_dsn(spec, args.route or default_route(spec), args.pooled))
     return 0
 
 

@@ -16,7 +16,7 @@ from dbtier.errors import PreflightError, ProvisionError
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords
-from dbtier.spec import ClusterSpec
+from dbtier.spec import ClusterSpec, routing_plan
 from dbtier.supervisors import unit_name
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ MARKER = "dbtier-cluster.json"
 
 
 def all_services(engine: Engine, spec: ClusterSpec) -> list[Service]:
-    return engine.consensus_services(spec) + engine.member_services(spec)
+    return engine.consensus_services(spec) + engine.member_services(spec) + engine.router_services(spec)
 
 
 def cluster_hosts(engine: Engine, spec: ClusterSpec) -> list[str]:
@@ -101,6 +101,11 @@ def missing_binaries(runner: Runner, spec: ClusterSpec) -> list[str]:
         "binaries.pg_bin_dir": f"{spec.binaries.pg_bin_dir}/postgres",
         "binaries.pgbackrest": spec.binaries.pgbackrest,
     }
+    routers, poolers = routing_plan(spec.routing)
+    if routers:
+        wanted["binaries.haproxy"] = spec.binaries.haproxy
+    if poolers:
+        wanted["binaries.pgbouncer"] = spec.binaries.pgbouncer
     return [
         f"{field}: {path} is missing on {runner.host} or not executable by {spec.os_user!r}; "
         "run 'make setup' there (or let the provider install it)"
@@ -169,6 +174,23 @@ def write_member_files(engine: Engine, provider: Provider, spec: ClusterSpec, se
     return f"{service.name}: wrote {', '.join(changed)}" if changed else f"{service.name}: configuration unchanged"
 
 
+def apply_router_files(engine: Engine, provider: Provider, spec: ClusterSpec, service: Service,
+                       passwords: Passwords) -> str:
+    """Write a router's or pooler's files; when they changed under a running one, it re-reads them (its reload
+    signal) or is restarted (a router's connections drop: their clients reconnect)."""
+    said = write_member_files(engine, provider, spec, service, passwords)
+    runner = provider.runner(spec, service.host)
+    pid = procs.running_pid(runner, service)
+    if pid is None or said.endswith("configuration unchanged"):
+        return said
+    if service.reload_signal:
+        runner.run(["kill", f"-{service.reload_signal}", str(pid)])
+        return f"{said}; it re-read them (SIG{service.reload_signal} to pid {pid})"
+    supervisor = provider.supervisor(spec, service.host)
+    stopped = supervisor.stop(runner, service, timeout=30)
+    return f"{said}; {stopped}; restarted (pid {supervisor.start(runner, service)})"
+
+
 def ensure_certificates(provider: Provider, spec: ClusterSpec, store: CAStore, rotate: bool = False) -> list[str]:
     """The cluster CA (made on the first provision, kept in ``store``, reused after; its key never goes to a
     member) and each member's certificates (:func:`dbtier.tls.cert_plan`): those missing, foreign, expired,
@@ -202,9 +224,9 @@ def ensure_running(provider: Provider, spec: ClusterSpec, service: Service) -> s
 
 
 def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
-    """Stop members first (Patroni stops its postmaster), then the consensus store; by pid only."""
+    """Stop routers first, then members (Patroni stops its postmaster), then the consensus store; by pid only."""
     sentences = []
-    for service in engine.member_services(spec) + engine.consensus_services(spec):
+    for service in engine.router_services(spec) + engine.member_services(spec) + engine.consensus_services(spec):
         runner = provider.runner(spec, service.host)
         sentences.append(provider.supervisor(spec, service.host).stop(runner, service, timeout=60))
         for _field, port in service.ports:

@@ -3,7 +3,10 @@
     dbtier provision | teardown | backup | restore | restore-drill | drill | archive-health | rotate-certs | serve
                                              each runs its flow (the same as python -m flows.<name>)
     dbtier status [--spec FILE] [--json]     exit 0 only when healthy (no flow run)
-    dbtier dsn [--spec FILE]                 the read-write connection string (no password)
+    dbtier dsn [--route rw|ro|sync|direct] [--pooled] [--spec FILE]
+                                             a connection string (no password): through HAProxy's route
+                                             (default rw), through PgBouncer with --pooled; direct: the
+                                             multi-host DSN that needs no router
     dbtier password [--role app] [--spec FILE]
     dbtier host-keys [--forget HOST:PORT]    the SSH host keys pinned for the cluster
     dbtier certs [--spec FILE]               the members' certificates; exit 1 when one is bad or expiring
@@ -58,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(verb, help=text, add_help=False)
     for name, text in (
         ("status", "member table and health, without a flow run; exit 0 only when healthy"),
-        ("dsn", "the read-write DSN (no password in it)"),
+        ("dsn", "a connection string (no password in it): rw, the primary through HAProxy (the default); ro, "
+                "replicas (the primary when none is healthy); sync, the synchronous standby; direct, the libpq "
+                "multi-host DSN; --pooled goes through PgBouncer (rw and ro)"),
         ("password", "print one of the cluster's passwords (from its Prefect Secret block)"),
         ("host-keys", "the SSH host keys pinned for the cluster; --forget HOST:PORT after a rebuild"),
         ("certs", "each member's certificates as the members hold them: subject, SANs, expiry; exit 1 when one "
@@ -69,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--spec", help="cluster spec YAML (default: deployments/clusters/default.yaml or $DBTIER_SPEC)")
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "dsn":
+            cmd.add_argument("--route", choices=["rw", "ro", "sync", "direct"], default=None,
+                             help="which route (default: rw; direct when the cluster runs without routers)")
+            cmd.add_argument("--pooled", action="store_true", help="through PgBouncer (rw and ro routes)")
         if name == "password":
             cmd.add_argument("--role", choices=ROLES, default="app", help="whose password")
         if name == "host-keys":

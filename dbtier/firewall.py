@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dbtier.errors import ProvisionError
+from dbtier.routing import bouncers, listener_port, routers, served_routes
 from dbtier.spec import ClusterSpec
 from dbtier.topology import etcd_members, pg_members
 
@@ -71,7 +72,8 @@ def unit_name(cluster: str) -> str:
 
 @dataclass(frozen=True)
 class HostPorts:
-    """The cluster's TCP ports on one host: PostgreSQL's (clients reach them) and the control plane's."""
+    """The cluster's TCP ports on one host: those clients reach (PostgreSQL's, the router's routes, PgBouncer's)
+    and the control plane's (Patroni's REST API, etcd, the router's stats page)."""
 
     postgres: tuple[int, ...]
     control: tuple[int, ...]
@@ -85,13 +87,19 @@ def host_ports(spec: ClusterSpec, host: str) -> HostPorts:
     """
     >>> host_ports(ClusterSpec(), "127.0.0.1")
     HostPorts(postgres=(5432, 5433, 5434), control=(2379, 2380, 2381, 2382, 2383, 2384, 8008, 8009, 8010))
+    >>> host_ports(ClusterSpec(routing={"enabled": True}), "127.0.0.1").postgres
+    (5000, 5001, 5002, 5003, 5004, 5432, 5433, 5434, 6432, 6433, 6434)
     >>> host_ports(ClusterSpec(), "10.0.0.9").every
     ()
     """
     members = [m for m in pg_members(spec) if m.host == host]
     etcd = [e for e in etcd_members(spec) if e.host == host]
     control = {m.rest_port for m in members} | {p for e in etcd for p in (e.client_port, e.peer_port)}
-    return HostPorts(tuple(sorted(m.pg_port for m in members)), tuple(sorted(control)))
+    clients = {m.pg_port for m in members} | {b.port for b in bouncers(spec) if b.host == host}
+    if any(r.host == host for r in routers(spec)):
+        clients |= {listener_port(spec, route, pooled) for route, pooled in served_routes(spec)}
+        control.add(spec.ports.router_stats)
+    return HostPorts(tuple(sorted(clients)), tuple(sorted(control)))
 
 
 def cluster_hosts(spec: ClusterSpec) -> list[str]:

@@ -34,6 +34,8 @@ class Service:
     marker: str
     ports: list[tuple[str, int]]
     env: dict[str, str] = field(default_factory=dict)
+    #: The signal that makes it re-read its configuration files; None: it needs a restart.
+    reload_signal: str | None = None
 
 
 def launch_command(argv: Sequence[str], pidfile: str, logfile: str) -> list[str]:

@@ -15,8 +15,9 @@ from dbtier.spec import ClusterSpec
 CORE_ROLES = ("superuser", "replication", "rewind", "app")
 #: Every password of a cluster. The ones after the core are made on the first provision that needs them:
 #: ``monitoring`` (a PostgreSQL role with pg_monitor), ``restapi`` (Patroni REST's unsafe endpoints),
-#: ``etcd_root`` (etcd's root user) and ``etcd`` (the cluster's etcd user, limited to its prefix).
-ROLES = (*CORE_ROLES, "monitoring", "restapi", "etcd_root", "etcd")
+#: ``etcd_root`` (etcd's root user), ``etcd`` (the cluster's etcd user, limited to its prefix) and ``pgbouncer``
+#: (the role PgBouncer looks client passwords up as, through ``auth_query``).
+ROLES = (*CORE_ROLES, "monitoring", "restapi", "etcd_root", "etcd", "pgbouncer")
 
 
 @dataclass(frozen=True, repr=False)
@@ -31,6 +32,7 @@ class Passwords:
     restapi: str
     etcd_root: str
     etcd: str
+    pgbouncer: str
 
     @classmethod
     def generate(cls) -> Passwords:

@@ -38,11 +38,19 @@ class _Model(BaseModel):
 
 
 class Ports(_Model):
-    """Base ports; member ``i`` gets ``base + i`` (etcd: client ``base + 2i``, peer ``base + 2i + 1``)."""
+    """Base ports; member ``i`` gets ``base + i`` (etcd: client ``base + 2i``, peer ``base + 2i + 1``).
+
+    With routing on, each router host's HAProxy listens on ``router`` (read-write), ``router + 1`` (read-only),
+    ``router + 2`` (synchronous reads), ``router + 3`` and ``+ 4`` (read-write and read-only through PgBouncer)
+    and ``router_stats`` (its stats page and Prometheus endpoint); member ``i``'s PgBouncer on ``pgbouncer + i``.
+    """
 
     postgres: int = Field(5432, ge=1024, le=65000)
     patroni: int = Field(8008, ge=1024, le=65000)
     etcd: int = Field(2379, ge=1024, le=65000)
+    router: int = Field(5000, ge=1024, le=65000)
+    router_stats: int = Field(7000, ge=1024, le=65000)
+    pgbouncer: int = Field(6432, ge=1024, le=65000)
 
 
 class PatroniTiming(_Model):
@@ -84,6 +92,8 @@ class Binaries(_Model):
     etcd: str = "/usr/bin/etcd"
     pg_bin_dir: str = "/usr/lib/postgresql/15/bin"
     pgbackrest: str = "/usr/bin/pgbackrest"
+    haproxy: str = "/usr/sbin/haproxy"
+    pgbouncer: str = "/usr/sbin/pgbouncer"
 
 
 class Timeouts(_Model):
@@ -92,6 +102,7 @@ class Timeouts(_Model):
     etcd_quorum: int = Field(60, ge=1)
     healthy: int = Field(180, ge=1)
     replica_read: int = Field(60, ge=1)
+    routes: int = Field(60, ge=1, description="every router's routes agree with Patroni")
 
 
 def checked_networks(nets: list[str]) -> list[str]:
@@ -342,6 +353,36 @@ class DrillSettings(_Model):
         return self
 
 
+class RouterCheck(_Model):
+    """How often HAProxy asks each member's Patroni which role it holds, and how many answers change its mind."""
+
+    inter_ms: int = Field(1000, ge=100, le=60000, description="between checks of a server in a steady state")
+    fastinter_ms: int = Field(500, ge=100, le=60000, description="between checks while a server changes state")
+    fall: int = Field(2, ge=1, le=10, description="failed checks that take a server out")
+    rise: int = Field(2, ge=1, le=10, description="passed checks that put it back")
+
+
+class PoolerSettings(_Model):
+    """PgBouncer beside each member, between HAProxy's pooled routes and PostgreSQL."""
+
+    enabled: bool = True
+    pool_mode: Literal["transaction", "session"] = "transaction"
+    default_pool_size: int = Field(20, ge=1, le=10000, description="server connections per user and database")
+    max_client_conn: int = Field(1000, ge=1, le=100000, description="client connections one PgBouncer accepts")
+
+
+class RoutingSettings(_Model):
+    """HAProxy on every host of the cluster (one for the local provider), routing by Patroni's health checks:
+    read-write to the primary, read-only to replicas within ``replica_max_lag_bytes`` (the primary when none
+    is), synchronous reads to the synchronous standby; and PgBouncer in front of each member. Off by default
+    until the routing suite proves it on every provider (issue 13)."""
+
+    enabled: bool = False
+    replica_max_lag_bytes: int = Field(16 * 1024 * 1024, ge=0, description="a replica further behind serves no reads")
+    check: RouterCheck = RouterCheck()
+    pooler: PoolerSettings = PoolerSettings()
+
+
 class FirewallSettings(_Model):
     """dbtier's own nftables table on each host of the cluster's own (providers ssh and proxmox; see
     dbtier/firewall.py): the cluster's ports answer only members, loopback, the controller (the machine that runs
@@ -402,6 +443,7 @@ class ClusterSpec(_Model):
     binaries: Binaries = Binaries()
     timeouts: Timeouts = Timeouts()
     tls: TlsSettings = TlsSettings()
+    routing: RoutingSettings = RoutingSettings()
 
     @field_validator("name", "hosts_of")
     @classmethod
@@ -509,11 +551,28 @@ def port_plan(spec: ClusterSpec) -> list[tuple[str, int]]:
     >>> [p for _, p in port_plan(ClusterSpec(members=1))]
     [5432, 8008, 2379, 2380]
     """
-    return layout_plan(spec.ports, spec.members, spec.etcd_size)
+    return layout_plan(spec.ports, spec.members, spec.etcd_size, routing_plan(spec.routing))
 
 
-def layout_plan(ports: Ports, members: int, etcd_size: int) -> list[tuple[str, int]]:
-    """The ports of ``members`` members and ``etcd_size`` etcd members on the base ``ports``."""
+#: HAProxy's listeners, from ``ports.router`` up: their names and offsets (see :class:`Ports`).
+ROUTER_LISTENERS: tuple[str, ...] = ("rw", "ro", "sync", "rw-pooled", "ro-pooled")
+
+
+def routing_plan(routing: RoutingSettings) -> tuple[bool, bool]:
+    """(routers, poolers): which routing processes the cluster runs.
+
+    >>> routing_plan(RoutingSettings(enabled=True)), routing_plan(RoutingSettings(enabled=True, pooler={"enabled": False}))
+    ((True, True), (True, False))
+    >>> routing_plan(RoutingSettings())
+    (False, False)
+    """
+    return routing.enabled, routing.enabled and routing.pooler.enabled
+
+
+def layout_plan(ports: Ports, members: int, etcd_size: int,
+                routed: tuple[bool, bool] = (False, False)) -> list[tuple[str, int]]:
+    """The ports of ``members`` members and ``etcd_size`` etcd members on the base ``ports``, and of the
+    routers and poolers ``routed`` (:func:`routing_plan`) asks for."""
     plan: list[tuple[str, int]] = []
     for i in range(members):
         plan.append((f"ports.postgres (member {i})", ports.postgres + i))
@@ -521,6 +580,12 @@ def layout_plan(ports: Ports, members: int, etcd_size: int) -> list[tuple[str, i
     for i in range(etcd_size):
         plan.append((f"ports.etcd (etcd member {i} client)", ports.etcd + 2 * i))
         plan.append((f"ports.etcd (etcd member {i} peer)", ports.etcd + 2 * i + 1))
+    routers, poolers = routed
+    if routers:
+        plan += [(f"ports.router ({name} route)", ports.router + i) for i, name in enumerate(ROUTER_LISTENERS)]
+        plan.append(("ports.router_stats", ports.router_stats))
+    if poolers:
+        plan += [(f"ports.pgbouncer (member {i})", ports.pgbouncer + i) for i in range(members)]
     return plan
 
 

@@ -27,6 +27,9 @@ from dbtier.topology import etcd_members, pg_members
 #: Services that get a certificate, by the kind of member that runs them.
 PG_SERVICES: tuple[str, ...] = ("postgres", "patroni")
 ETCD_SERVICES: tuple[str, ...] = ("etcd",)
+ROUTER_SERVICES: tuple[str, ...] = ("haproxy",)
+#: Services clients may reach through a router: their certificates also name the router hosts.
+ROUTED_SERVICES: frozenset[str] = frozenset({"postgres", "pgbouncer"})
 KEY_MODE = 0o600
 CERT_MODE = 0o644
 DIR_MODE = 0o700
@@ -91,16 +94,35 @@ def reached_by(address: str, host_names: Sequence[str] = ()) -> Sans:
 
 
 def cert_plan(spec: ClusterSpec, host_names: Callable[[str], Sequence[str]] = lambda host: ()) -> list[CertNeed]:
-    """Every certificate of the cluster, members first, then etcd. ``host_names(address)``: the names the
-    provider knows for a host (a Proxmox container's hostname; none for the local provider)."""
+    """Every certificate of the cluster, members first, then etcd, then the routers. ``host_names(address)``:
+    the names the provider knows for a host (a Proxmox container's hostname; none for the local provider).
+
+    With routing on a member also has a ``pgbouncer`` certificate, and its ``postgres`` and ``pgbouncer`` ones
+    also name every router host: HAProxy passes TLS through, so a client that reached the member through a
+    router checks the router's address against the member's certificate.
+
+    >>> spec = ClusterSpec(provider="ssh", ssh={"key_file": "/k", "hosts": [
+    ...     {"address": "10.0.0.11"}, {"address": "10.0.0.12"}, {"address": "10.0.0.13"}]},
+    ...     backup={"repositories": [{"type": "fs", "shared": True}]}, routing={"enabled": True})
+    >>> [(n.label, str(n.sans)) for n in cert_plan(spec) if n.member in ("pg0", "router2")]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('pg0 postgres', 'IP:10.0.0.11, IP:10.0.0.12, IP:10.0.0.13'), ('pg0 patroni', 'IP:10.0.0.11'),
+     ('pg0 pgbouncer', 'IP:10.0.0.11, IP:10.0.0.12, IP:10.0.0.13'), ('router2 haproxy', 'IP:10.0.0.13')]
+    """
+    from dbtier.routing import bouncers, router_addresses, routers
+
+    pooled = {b.member.name for b in bouncers(spec)}
+    via = [name for address in router_addresses(spec) for name in (address, *host_names(address))]
     needs = []
-    members = [(m.name, m.host, m.dir, PG_SERVICES) for m in pg_members(spec)]
+    members = [(m.name, m.host, m.dir, PG_SERVICES + (("pgbouncer",) if m.name in pooled else ()))
+               for m in pg_members(spec)]
     members += [(m.name, m.host, m.dir, ETCD_SERVICES) for m in etcd_members(spec)]
+    members += [(r.name, r.host, r.dir, ROUTER_SERVICES) for r in routers(spec)]
     for name, host, directory, services in members:
         for service in services:
+            names = [*host_names(host), *(via if service in ROUTED_SERVICES else ())]
             needs.append(CertNeed(member=name, service=service, host=host, paths=tls_paths(directory, service),
-                                  common_name=f"{spec.name}-{name}-{service}",
-                                  sans=reached_by(host, host_names(host))))
+                                  common_name=f"{spec.name}-{name}-{service}", sans=reached_by(host, names)))
     return needs
 
 

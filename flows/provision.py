@@ -18,6 +18,7 @@ from dbtier.engines.base import ClusterStatus, get_engine
 from dbtier.health import format_table
 from dbtier.providers.base import get_provider, resolve_addresses
 from dbtier.spec import ClusterSpec
+from dbtier.routing import route_problem, routed_dsn
 from dbtier.topology import client_dsn
 from blocks.lock import changes_cluster, cluster_lock
 from blocks.loaders import PREFECT_LOADERS
@@ -28,6 +29,7 @@ from tasks.firewall import apply_firewall, firewall_status
 from tasks.certs import reload_renewed_certificates
 from tasks.backup import configure_backups, create_stanza, refuse_earlier_stanza, wait_for_restore
 from tasks.cluster import (
+    configure_router,
     create_app_database,
     ensure_cluster_certificates,
     ensure_cluster_passwords,
@@ -42,6 +44,7 @@ from tasks.cluster import (
     start_service,
     verify_replication,
     wait_for_consensus,
+    wait_for_routes,
     wait_until_healthy,
     write_member_config,
 )
@@ -100,8 +103,13 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
     verify_replication(spec)
     if archiving(spec):
         create_stanza(spec)
+    routers = [s.name for s in engine.router_services(spec)]
+    configure_router.map(unmapped(spec), routers).result()
+    start_service.map(unmapped(spec), routers).result()
     reload_renewed_certificates(spec)
-    return spec, wait_until_healthy(spec)
+    status = wait_until_healthy(spec)
+    wait_for_routes(spec)
+    return spec, status
 
 
 def archiving(spec: ClusterSpec) -> bool:
@@ -111,7 +119,14 @@ def archiving(spec: ClusterSpec) -> bool:
 
 def _summary(spec: ClusterSpec, rows: list[dict[str, Any]], leader: str | None, changed: bool) -> dict[str, Any]:
     return {"cluster": spec.name, "leader": leader, "changed": changed, "dsn": client_dsn(spec), "members": rows,
-            "firewall": firewall_status(spec)}
+            "routes": routed_dsns(spec), "firewall": firewall_status(spec)}
+
+
+def routed_dsns(spec: ClusterSpec) -> dict[str, str]:
+    """What provision prints: the router's read-write, read-only and pooled DSNs (none without routers)."""
+    wanted = [("read-write DSN", "rw", False), ("read-only DSN", "ro", False), ("pooled DSN", "rw", True)]
+    return {label: routed_dsn(spec, route, pooled) for label, route, pooled in wanted
+            if route_problem(spec, route, pooled) is None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,10 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cluster {spec.name}: leader {result['leader']}" + ("" if result["changed"] else " (nothing changed)"))
         for line in result.get("firewall", []):
             print(line)
-        print(f"read-write DSN: {result['dsn']}")
+        routes = result.get("routes", {})
+        for label, dsn in routes.items():
+            print(f"{label + ':':<16}{dsn}")
+        print(f"{'direct DSN:' if routes else 'read-write DSN:':<16}{result['dsn']}")
         cli = _dbtier_command()
         print(f"password: {cli} password --role app{_spec_flag(args.spec)}")
-        print(f'connect:  PGPASSWORD=$({cli} password{_spec_flag(args.spec)}) psql "{result["dsn"]}"')
+        first = next(iter(routes.values()), result["dsn"])
+        print(f'connect:  PGPASSWORD=$({cli} password{_spec_flag(args.spec)}) psql "{first}"')
         return EXIT_OK
 
     return run_edge(body, args.spec)

@@ -2,14 +2,16 @@
 # The host part of dbtier's set-up, run as root on every host that runs members: this machine
 # (scripts/setup.sh calls it) or a host reached over SSH (the ssh provider sends it on stdin).
 # Idempotent: a second run only checks.
-#   - Debian packages: PostgreSQL 15 with pgaudit, etcd, pgBackRest, Python venv support, nftables (the network drills)
+#   - Debian packages: PostgreSQL 15 with pgaudit, etcd, pgBackRest, HAProxy, PgBouncer, keepalived, Python venv
+#     support, nftables (the network drills and the host firewall)
 #   - the unprivileged OS user that runs the database processes (PostgreSQL refuses root)
 #   - a runtime venv for that user (Patroni), built from Debian's python3 so that user can read it
 set -euo pipefail
 
 OS_USER="${DBTIER_OS_USER:-dbtier}"
 RUNTIME_VENV="${DBTIER_RUNTIME_VENV:-/opt/dbtier/venv}"
-PACKAGES=(postgresql-15 postgresql-15-pgaudit etcd-server etcd-client pgbackrest zstd lz4 bzip2 python3-venv procps util-linux iproute2 nftables)
+PACKAGES=(postgresql-15 postgresql-15-pgaudit etcd-server etcd-client pgbackrest haproxy pgbouncer keepalived zstd lz4 bzip2
+          python3-venv procps util-linux iproute2 nftables)
 
 say() { printf 'host-setup: %s\n' "$*"; }
 quietly() {
@@ -44,10 +46,13 @@ fi
 # Debian's etcd unit would hold 2379/2380 (now or after a reboot); dbtier runs its own members,
 # under units of their own where systemd is the init (/run/systemd/system: systemd's own test).
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-  if systemctl is-enabled --quiet etcd.service 2>/dev/null || systemctl is-active --quiet etcd.service 2>/dev/null; then
-    say "stopping and disabling Debian's etcd.service (it holds 2379/2380)"
-    systemctl disable --now --quiet etcd.service
-  fi
+  # The same for the units of Debian's haproxy (its own config), pgbouncer (6432) and keepalived.
+  for unit in etcd haproxy pgbouncer keepalived; do
+    if systemctl is-enabled --quiet "$unit.service" 2>/dev/null || systemctl is-active --quiet "$unit.service" 2>/dev/null; then
+      say "stopping and disabling Debian's $unit.service (dbtier runs its own)"
+      systemctl disable --now --quiet "$unit.service"
+    fi
+  done
 fi
 
 if ! id "$OS_USER" >/dev/null 2>&1; then

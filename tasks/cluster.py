@@ -121,6 +121,22 @@ def write_member_config(spec: ClusterSpec, name: str) -> None:
     log_sentences(bootstrap.write_member_files(engine, provider, spec, _service(spec, name), load_passwords(spec)))
 
 
+@task(cache_policy=NONE, task_run_name="configure {name}")
+def configure_router(spec: ClusterSpec, name: str) -> None:
+    """A router's or pooler's files; one that runs re-reads them (or restarts) when they changed."""
+    engine, provider = _parts(spec)
+    log_sentences(bootstrap.apply_router_files(engine, provider, spec, _service(spec, name), load_passwords(spec)))
+
+
+@task(cache_policy=NONE)
+def wait_for_routes(spec: ClusterSpec) -> str:
+    """Every route of every router lands where Patroni says (rw on the leader, ro on a replica...)."""
+    engine, _ = _parts(spec)
+    sentence = engine.wait_routes(spec, load_passwords(spec), spec.timeouts.routes)
+    log_sentences(sentence)
+    return sentence
+
+
 @task(cache_policy=NONE)
 def prepare_replicas(spec: ClusterSpec) -> None:
     engine, provider = _parts(spec)

@@ -25,13 +25,16 @@ FAST_TIMING = {"ttl": 20, "loop_wait": 2, "retry_timeout": 5}
 
 
 def spec_for_tests(name: str, block: int, data_root: str, **fields: Any) -> ClusterSpec:
-    """A spec on the test port block ``block`` (0-99) with tuned Patroni timing."""
+    """A spec on the test port block ``block`` (0-99) with tuned Patroni timing, without routers unless
+    ``routing`` says so (the routing suites turn them on)."""
     base = TEST_PORT_BASE + 100 * block
     backup = dict(fields.pop("backup", None) or {})
     backup["restore_drill"] = {"port_offset": DRILL_OFFSET, **backup.get("restore_drill", {})}
     data: dict[str, Any] = {
         "name": name,
-        "ports": {"postgres": base, "patroni": base + 20, "etcd": base + 40},
+        "ports": {"postgres": base, "patroni": base + 20, "etcd": base + 40, "router": base + 60,
+                  "router_stats": base + 65, "pgbouncer": base + 80},
+        "routing": {"enabled": False},
         "data_root": data_root,
         "patroni": FAST_TIMING,
         "backup": backup,

@@ -54,6 +54,7 @@ def lab_spec_file(state: LabState, which: str, directory: Path, members: int | N
     stay outside it); ``fields`` replace the spec's own."""
     data: dict[str, Any] = yaml.safe_load((state.public / f"{which}-spec.yaml").read_text())
     data["patroni"] = FAST_TIMING
+    data["routing"] = {"enabled": False}  # the routing suites turn it on
     if members is not None and which == "ssh":
         data["members"] = members
         data["ssh"]["hosts"] = data["ssh"]["hosts"][:members]

@@ -32,7 +32,7 @@ def derive_target(source: ClusterSpec, name: str, port_offset: int) -> ClusterSp
     """
     if name == source.name:
         raise SpecError(f"target name: {name!r} is the source's own name; pick another (or restore --in-place)")
-    ports = {field: getattr(source.ports, field) + port_offset for field in ("postgres", "patroni", "etcd")}
+    ports = {field: port + port_offset for field, port in source.ports.model_dump().items()}
     return _rebuild(source, name=name, ports=ports, restore_from=None, hosts_of=source.host_owner)
 
 
@@ -48,7 +48,7 @@ def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
     target = derive_target(source, name if name != source.name else f"{source.name[:26]}-copy", drill.port_offset)
     params = {**target.postgresql_parameters, "archive_mode": "off"}
     changes: dict[str, Any] = {"members": 1, "etcd_members": 1, "postgresql_parameters": params,
-                               "synchronous_mode": False}
+                               "synchronous_mode": False, "routing": {**target.routing.model_dump(), "enabled": False}}
     if target.proxmox is not None and target.proxmox.layout == "per-member":  # its one member: in the first one
         proxmox = target.proxmox.model_dump(mode="json")
         changes["proxmox"] = {**proxmox, "containers": proxmox["containers"][:1]}

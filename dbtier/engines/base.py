@@ -60,9 +60,17 @@ class Engine(ABC):
     def member_services(self, spec: ClusterSpec) -> list[Service]:
         """The database members, one service each."""
 
+    def router_services(self, spec: ClusterSpec) -> list[Service]:
+        """Routers and poolers in front of the members, started once the cluster is healthy (may be empty)."""
+        return []
+
+    def wait_routes(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
+        """Block until every router sends each route where the cluster says it should; return a sentence."""
+        return "no routers: clients use the multi-host DSN"
+
     @abstractmethod
     def member_files(self, spec: ClusterSpec, service: Service, passwords: Passwords) -> dict[str, bytes]:
-        """Configuration files a member needs before it starts: path -> content (written mode 0600)."""
+        """Configuration files a member (or router) needs before it starts: path -> content (written mode 0600)."""
 
     @abstractmethod
     def owned_port(self, spec: ClusterSpec, service: Service, port: int) -> str | None:

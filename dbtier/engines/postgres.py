@@ -12,13 +12,15 @@ from dbtier.engines import etcd, etcd_auth, patroni_rest
 from dbtier.engines.base import ClusterStatus, Engine
 from dbtier.audit import PGAUDIT, preloads_pgaudit
 from dbtier.engines import pg_admin, pg_roles
+from dbtier import routing
+from dbtier.engines import pg_routes
 from dbtier.engines.patroni_config import patroni_argv, render_patroni_config
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.health import Health, assess, member_rows, merge_live, role_holder
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords
-from dbtier.spec import ClusterSpec
+from dbtier.spec import ClusterSpec, port_plan
 from dbtier.topology import PgMember, client_dsn, conninfo, pg_member, pg_members
 
 
@@ -81,7 +83,40 @@ class PostgresEngine(Engine):
             for m in pg_members(spec)
         ]
 
+    def router_services(self, spec: ClusterSpec) -> list[Service]:
+        """HAProxy on each host (:func:`dbtier.routing.routers`), PgBouncer beside each member. HAProxy runs in
+        the foreground as one process (no master-worker: the pid file names the process on the ports)."""
+        services = [
+            Service(name=r.name, kind="haproxy", host=r.host, argv=[spec.binaries.haproxy, "-db", "-f", r.config],
+                    pidfile=f"{r.dir}/haproxy.pid", logfile=f"{r.dir}/haproxy.log", marker=r.config,
+                    ports=[(f, p) for f, p in port_plan(spec) if f.startswith("ports.router")])
+            for r in routing.routers(spec)
+        ]
+        services += [
+            Service(name=b.name, kind="pgbouncer", host=b.host, argv=[spec.binaries.pgbouncer, b.config],
+                    pidfile=f"{b.dir}/pgbouncer.pid", logfile=f"{b.dir}/pgbouncer.log", marker=b.config,
+                    ports=[(f"ports.pgbouncer (member {b.member.index})", b.port)], reload_signal="HUP")
+            for b in routing.bouncers(spec)
+        ]
+        return services
+
+    def wait_routes(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
+        if not routing.routers(spec):
+            return super().wait_routes(spec, passwords, timeout)
+        return pg_routes.wait_routes(spec, passwords, lambda: fetch_cluster(spec), timeout)
+
     def member_files(self, spec: ClusterSpec, service: Service, passwords: Passwords) -> dict[str, bytes]:
+        if service.kind == "haproxy":
+            from dbtier.engines import haproxy_config  # noqa: PLC0415
+
+            router = next(r for r in routing.routers(spec) if r.name == service.name)
+            return {router.config: haproxy_config.render_haproxy_config(spec, router).encode()}
+        if service.kind == "pgbouncer":
+            from dbtier.engines import pgbouncer_config  # noqa: PLC0415
+
+            bouncer = next(b for b in routing.bouncers(spec) if b.name == service.name)
+            return {bouncer.config: pgbouncer_config.render_pgbouncer_ini(spec, bouncer).encode(),
+                    pgbouncer_config.auth_file_path(bouncer): pgbouncer_config.auth_file(passwords.pgbouncer).encode()}
         member = pg_member(spec, service.name)
         config = render_patroni_config(spec, member, passwords)
         return {member.config: yaml.safe_dump(config, sort_keys=False).encode()}

@@ -48,7 +48,8 @@ DEFAULT = ClusterSpec()
 PGBACKREST = "/usr/bin/pgbackrest"
 CONFIG = "/var/lib/dbtier/dbtier/pgbackrest/pgbackrest.conf"
 PASSWORDS = Passwords(superuser="s3cr3t-super", replication="s3cr3t-repl", rewind="s3cr3t-rew", app="s3cr3t-app",
-                      monitoring="s3cr3t-mon", restapi="s3cr3t-rest", etcd_root="s3cr3t-etcdroot", etcd="s3cr3t-etcd")
+                      monitoring="s3cr3t-mon", restapi="s3cr3t-rest", etcd_root="s3cr3t-etcdroot", etcd="s3cr3t-etcd",
+                      pgbouncer="s3cr3t-bouncer")
 
 
 def ago(days: float = 0, hours: float = 0) -> datetime:

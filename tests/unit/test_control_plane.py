@@ -14,7 +14,8 @@ from dbtier.spec import build_spec
 from dbtier.topology import pg_members
 
 PASSWORDS = Passwords(superuser="s3cr3t-super", replication="s3cr3t-repl", rewind="s3cr3t-rew", app="s3cr3t-app",
-                      monitoring="s3cr3t-mon", restapi="s3cr3t-rest", etcd_root="s3cr3t-etcdroot", etcd="s3cr3t-etcd")
+                      monitoring="s3cr3t-mon", restapi="s3cr3t-rest", etcd_root="s3cr3t-etcdroot", etcd="s3cr3t-etcd",
+                      pgbouncer="s3cr3t-bouncer")
 REST = {"username": "dbtier", "password": "s3cr3t-rest"}
 
 

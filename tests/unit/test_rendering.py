@@ -12,7 +12,8 @@ from dbtier.spec import build_spec
 from dbtier.topology import client_dsn, etcd_members, pg_members
 
 PASSWORDS = Passwords(superuser="s3cr3t-super", replication="s3cr3t-repl", rewind="s3cr3t-rew", app="s3cr3t-app",
-                      monitoring="s3cr3t-mon", restapi="s3cr3t-rest", etcd_root="s3cr3t-etcdroot", etcd="s3cr3t-etcd")
+                      monitoring="s3cr3t-mon", restapi="s3cr3t-rest", etcd_root="s3cr3t-etcdroot", etcd="s3cr3t-etcd",
+                      pgbouncer="s3cr3t-bouncer")
 
 
 def test_patroni_config_has_the_safety_settings() -> None:
