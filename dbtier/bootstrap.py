@@ -179,16 +179,25 @@ def apply_router_files(engine: Engine, provider: Provider, spec: ClusterSpec, se
     """Write a router's or pooler's files; when they changed under a running one, it re-reads them (its reload
     signal) or is restarted (a router's connections drop: their clients reconnect)."""
     said = write_member_files(engine, provider, spec, service, passwords)
+    if said.endswith("configuration unchanged"):
+        return said
+    reloaded = reload_service(provider, spec, service)
+    return f"{said}; {reloaded}" if reloaded else said
+
+
+def reload_service(provider: Provider, spec: ClusterSpec, service: Service) -> str | None:
+    """Make a running service read its files again: its reload signal, or a restart when it has none (a
+    router's connections drop: their clients reconnect). None when it is not running."""
     runner = provider.runner(spec, service.host)
     pid = procs.running_pid(runner, service)
-    if pid is None or said.endswith("configuration unchanged"):
-        return said
+    if pid is None:
+        return None
     if service.reload_signal:
         runner.run(["kill", f"-{service.reload_signal}", str(pid)])
-        return f"{said}; it re-read them (SIG{service.reload_signal} to pid {pid})"
+        return f"{service.name} re-read its files (SIG{service.reload_signal} to pid {pid})"
     supervisor = provider.supervisor(spec, service.host)
     stopped = supervisor.stop(runner, service, timeout=30)
-    return f"{said}; {stopped}; restarted (pid {supervisor.start(runner, service)})"
+    return f"{stopped}; restarted (pid {supervisor.start(runner, service)}): it has no reload that rereads them"
 
 
 def ensure_certificates(provider: Provider, spec: ClusterSpec, store: CAStore, rotate: bool = False) -> list[str]:

@@ -10,6 +10,7 @@ every handshake). Then every service must serve the certificate its member holds
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from dbtier.engines import patroni_rest
 from dbtier.engines.control_plane import Login
@@ -17,10 +18,13 @@ from dbtier.engines.pg_admin import run_sql
 from dbtier.engines.served_certs import Endpoint, serial_of, served_certificate, wait_until_served
 from dbtier.errors import CertificateError, ControlPlaneError, ProvisionError
 from dbtier.providers.base import Provider
+from dbtier.routing import bouncers, routers
 from dbtier.spec import ClusterSpec
 from dbtier.tls_files import plan_for
 from dbtier.topology import PgMember, etcd_members, pg_members
 
+#: Services that speak PostgreSQL's protocol (TLS after an SSLRequest).
+PG_PROTOCOL = ("postgres", "pgbouncer")
 LOAD_TIME = "SELECT extract(epoch FROM pg_conf_load_time())"
 
 
@@ -51,13 +55,15 @@ def endpoints(provider: Provider, spec: ClusterSpec) -> list[Endpoint]:
     ports = {(m.name, "postgres"): m.pg_port for m in pg_members(spec)}
     ports |= {(m.name, "patroni"): m.rest_port for m in pg_members(spec)}
     ports |= {(m.name, "etcd"): m.client_port for m in etcd_members(spec)}
+    ports |= {(b.member.name, "pgbouncer"): b.port for b in bouncers(spec)}
+    ports |= {(r.name, "haproxy"): spec.ports.router_stats for r in routers(spec)}
     found = []
     for need in plan_for(provider, spec):
         installed = provider.runner(spec, need.host).read_file(need.paths.cert)
         if installed is None:
             raise CertificateError(f"{need.label}: {need.paths.cert} is missing on {need.host}; run provision")
         found.append(Endpoint(label=f"{need.label} ({need.host}:{ports[need.member, need.service]})", host=need.host,
-                              port=ports[need.member, need.service], postgres=need.service == "postgres",
+                              port=ports[need.member, need.service], postgres=need.service in PG_PROTOCOL,
                               installed=installed))
     return found
 
@@ -77,13 +83,16 @@ def stale(provider: Provider, spec: ClusterSpec) -> list[str]:
     return found
 
 
-def reload_all(provider: Provider, spec: ClusterSpec, login: Login, timeout: float = 20.0) -> list[str]:
+def reload_all(provider: Provider, spec: ClusterSpec, login: Login, timeout: float = 20.0,
+               reload_routing: Callable[[], list[str]] = list) -> list[str]:
     """One sentence per member and service; the first member that cannot be reloaded stops the step, naming it
-    (its new files are in place: it reads them when it next starts or reloads). Without TLS, PostgreSQL only."""
+    (its new files are in place: it reads them when it next starts or reloads). Without TLS, PostgreSQL only.
+    ``reload_routing``: the routers' and poolers' own reload (PgBouncer's SIGHUP; HAProxy restarts)."""
     said = [reload_member(provider, spec, member) for member in pg_members(spec)]
     if not spec.tls.enabled:
         return said
     said += [reload_patroni(spec, member, login) for member in pg_members(spec)]
+    said += reload_routing()
     served = wait_until_served(endpoints(provider, spec), timeout)
     return [*said, f"every service serves the certificate its member holds ({len(served)} checked): "
             + ", ".join(served)]

@@ -28,7 +28,7 @@ never does.
 from __future__ import annotations
 
 from dbtier.engines.patroni_config import MEMBER_ONLY_ROLES, SUPERUSER
-from dbtier.engines.pg_roles import MONITORING_USER, ident, literal
+from dbtier.engines.pg_roles import MONITORING_USER, QUIET_SESSION, RolePlan, ident, literal, upsert_role
 from dbtier.routing import Bouncer
 from dbtier.spec import AppDatabase, ClusterSpec
 from dbtier.tls import tls_paths
@@ -109,8 +109,49 @@ def auth_setup_sql(app: AppDatabase) -> list[str]:
     ]
 
 
+def pooler_role_plan(app: AppDatabase, verifier: str, exists: bool) -> RolePlan:
+    """What provision adds to :func:`dbtier.engines.pg_roles.role_plan` when the pooler is on: the auth user
+    (its SCRAM ``verifier``, set with nothing logging it) and, in the app's database, the auth query's schema
+    and function (:func:`auth_setup_sql`).
+
+    >>> plan = pooler_role_plan(AppDatabase(), "SCRAM-SHA-256$4096:x$y:z", exists=False)
+    >>> [s for s in plan.in_postgres if "ROLE" in s][0].split(" PASSWORD ")[0]
+    'CREATE ROLE "dbtier_pgbouncer" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT CONNECTION LIMIT 10'
+    >>> plan.in_postgres[-1], len(plan.in_app_database)
+    ('RESET pgaudit.log', 9)
+    """
+    if not verifier.startswith("SCRAM-SHA-256$"):
+        raise ValueError(f"{AUTH_USER} verifier: expected a SCRAM-SHA-256 verifier, never a password")
+    role = upsert_role(AUTH_USER, f"{auth_role_options()} PASSWORD {literal(verifier)}", exists)
+    resets = ["RESET log_min_duration_statement", "RESET log_min_error_statement", "RESET log_statement",
+              "RESET pgaudit.log"]
+    return RolePlan(in_postgres=[*QUIET_SESSION, role, *resets], in_app_database=auth_setup_sql(app))
+
+
 def auth_file_path(bouncer: Bouncer) -> str:
     return f"{bouncer.dir}/{AUTH_FILE_NAME}"
+
+
+def hba_file_path(bouncer: Bouncer) -> str:
+    return f"{bouncer.dir}/pgbouncer_hba.conf"
+
+
+def hba_file(spec: ClusterSpec) -> str:
+    """PgBouncer's own pg_hba (``auth_type = hba``): the auth user may not log in through the pooler (it exists to
+    run the auth query; a client holding its password would otherwise read every login role's verifier), every
+    other user by SCRAM, over TLS only when TLS is on. Measured with PgBouncer 1.18: without this line a client
+    logs in as the auth user with its password from the auth_file.
+
+    >>> print(hba_file(ClusterSpec()), end="")
+    hostssl all dbtier_pgbouncer 0.0.0.0/0 reject
+    hostssl all dbtier_pgbouncer ::/0 reject
+    hostssl all all 0.0.0.0/0 scram-sha-256
+    hostssl all all ::/0 scram-sha-256
+    """
+    tcp = "hostssl" if spec.tls.enabled else "host"
+    lines = [f"{tcp} all {AUTH_USER} {net} reject" for net in ("0.0.0.0/0", "::/0")]
+    lines += [f"{tcp} all all {net} scram-sha-256" for net in ("0.0.0.0/0", "::/0")]
+    return "\n".join(lines) + "\n"
 
 
 def _quoted(value: str) -> str:
@@ -180,7 +221,7 @@ def render_pgbouncer_ini(spec: ClusterSpec, bouncer: Bouncer) -> str:
     >>> from dbtier.routing import bouncers
     >>> ini = render_pgbouncer_ini(ClusterSpec(), bouncers(ClusterSpec(routing={"enabled": True}))[0])
     >>> [line for line in ini.splitlines() if line.startswith(("listen", "auth_type", "pool_mode"))]
-    ['listen_addr = 127.0.0.1', 'listen_port = 6432', 'auth_type = scram-sha-256', 'pool_mode = transaction']
+    ['listen_addr = 127.0.0.1', 'listen_port = 6432', 'auth_type = hba', 'pool_mode = transaction']
     """
     pooler = spec.routing.pooler
     lines = [
@@ -193,7 +234,8 @@ def render_pgbouncer_ini(spec: ClusterSpec, bouncer: Bouncer) -> str:
         f"listen_port = {bouncer.port}",
         f"unix_socket_dir = {bouncer.dir}",
         "unix_socket_mode = 0700",
-        "auth_type = scram-sha-256",
+        "auth_type = hba",
+        f"auth_hba_file = {hba_file_path(bouncer)}",
         f"auth_file = {auth_file_path(bouncer)}",
         f"auth_user = {AUTH_USER}",
         f"auth_query = {AUTH_QUERY}",

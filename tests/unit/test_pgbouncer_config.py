@@ -59,7 +59,11 @@ def test_listener_and_pool_follow_the_spec(data: dict[str, Any], member: int, ex
 def test_authentication_lines_hold_in_every_spec(tls: bool, mode: str) -> None:
     _, _, ini = rendered({"tls": {"enabled": tls}, "routing": {"pooler": {"pool_mode": mode}}})
     got = settings(ini, "pgbouncer")
-    assert got["auth_type"] == "scram-sha-256"
+    assert got["auth_type"] == "hba"
+    assert got["auth_hba_file"] == pc.hba_file_path(bouncers(build_spec({"routing": {"enabled": True}}, environ={}))[0])
+    hba = [line.split() for line in pc.hba_file(build_spec({"tls": {"enabled": tls}}, environ={})).splitlines()]
+    assert [line[0] for line in hba] == ["hostssl" if tls else "host"] * 4
+    assert [(line[2], line[4]) for line in hba] == [(pc.AUTH_USER, "reject")] * 2 + [("all", "scram-sha-256")] * 2
     assert got["auth_user"] == pc.AUTH_USER == "dbtier_pgbouncer"
     assert got["auth_query"] == "SELECT usename, passwd FROM pgbouncer.get_auth($1)"
     assert got["admin_users"] == ""
