@@ -26,17 +26,24 @@ def status(args: argparse.Namespace) -> int:
     from dbtier.providers.base import get_provider
 
     spec = _client_spec(args)
-    current = checked_status(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec)  # pid files vs ports
+    engine = get_engine(spec)
+    current = checked_status(engine, get_provider(spec, PREFECT_LOADERS), spec)  # pid files vs ports
+    routers, disagreements = engine.router_views(spec)
+    healthy = current.health.healthy and not disagreements
     backups = backup_line(spec)
     if args.json:
-        print(json.dumps({"cluster": spec.name, "healthy": current.health.healthy,
-                          "leader": current.health.leader, "problems": current.health.problems,
-                          "members": current.rows, "backups": backups}, indent=2))
+        print(json.dumps({"cluster": spec.name, "healthy": healthy,
+                          "leader": current.health.leader, "problems": [*current.health.problems, *disagreements],
+                          "members": current.rows, "routers": routers, "backups": backups}, indent=2))
     else:
         print(format_table(current.rows))
+        for line in routers:
+            print(line)
         print(f"{spec.name}: {current.health.sentence}")
+        for problem in disagreements:
+            print(f"router disagrees: {problem}")
         print(backups)
-    return 0 if current.health.healthy else 1
+    return 0 if healthy else 1
 
 
 def backup_line(spec: ClusterSpec) -> str:

@@ -344,6 +344,9 @@ class DrillSettings(_Model):
     healthy_timeout_s: float = Field(180.0, gt=0)
     production: bool = Field(False, description="the cluster serves production traffic")
     allow_in_production: bool = Field(False, description="run drills even on a production cluster")
+    via: Literal["auto", "router", "direct"] = Field(
+        "auto", description="how the writer reaches the primary: the first router's rw route, the multi-host "
+        "DSN, or auto (the router when routing is on)")
 
     @model_validator(mode="after")
     def _interval_order(self) -> DrillSettings:

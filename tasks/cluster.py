@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
@@ -171,6 +171,16 @@ def read_status(spec: ClusterSpec) -> ClusterStatus:
     status = bootstrap.checked_status(engine, provider, spec)
     log_sentences(status.health.sentence)
     return status
+
+
+@task(cache_policy=NONE)
+def read_router_views(spec: ClusterSpec) -> tuple[list[str], list[str]]:
+    """Where each router sends each route, and where that disagrees with the cluster (logged as warnings)."""
+    lines, problems = get_engine(spec).router_views(spec)
+    log_sentences(*lines)
+    for problem in problems:
+        get_run_logger().warning("%s", problem)
+    return lines, problems
 
 
 @task(cache_policy=NONE)

@@ -11,7 +11,7 @@ from prefect.cache_policies import NONE
 from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
 from dbtier.drills import network, preflight, scenarios
-from dbtier.drills.settings import DrillSettings
+from dbtier.drills.settings import DrillSettings, writer_route
 from dbtier.drills.verdict import Verdict, markdown_report, summary_row
 from dbtier.engines.base import get_engine
 from dbtier.engines.control_plane import rest_login
@@ -61,6 +61,7 @@ def plan_drills(spec: ClusterSpec, names: list[str], single: bool) -> list[str]:
 def run_drill(spec: ClusterSpec, scenario: str, settings: DrillSettings) -> Verdict:
     """Run one scenario (never retried: a drill breaks things on purpose) and return its verdict."""
     passwords = load_passwords(spec)
+    get_run_logger().info("%s: the writer writes %s", scenario, writer_route(spec, settings)[1])
     result = scenarios.run(spec, scenario, settings, passwords.app, provider=get_provider(spec, PREFECT_LOADERS),
                            rest_login=rest_login(passwords))
     logger = get_run_logger()

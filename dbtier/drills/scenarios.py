@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from dbtier import workdir
 from dbtier.health import role_holder
 from dbtier.drills import faults, network, writer
-from dbtier.drills.settings import DrillSettings, quorum_loss_hold
+from dbtier.drills.settings import DrillSettings, quorum_loss_hold, writer_route
 from dbtier.drills.verdict import Attempt, Evidence, Expectation, Observed, Verdict, judge
 from dbtier.engines import etcd
 from dbtier.engines.base import get_engine
@@ -57,6 +57,7 @@ class Drill:
         self.problems: list[str] = []
         self._undo: list[tuple[str, Callable[[], str]]] = []
         self._seen: tuple[str | None, object, str | None] | None = None
+        self.writer_dsn, self.via = writer_route(spec, settings)  # drills.via: refused here, before any fault
         self.zero_loss = faults.synchronous_mode(spec)
 
     @property
@@ -97,7 +98,8 @@ class Drill:
         """Run the writer for the block; restore every fault and stop the writer on the way out."""
         workdir.make_private_dir(self.dir)
         writer.create_table(client_dsn(self.spec), self._password)
-        argv = writer.writer_argv(client_dsn(self.spec), self.id, self.log, self.settings.write_interval_ms,
+        self.notes.append(f"the writer wrote {self.via}")
+        argv = writer.writer_argv(self.writer_dsn, self.id, self.log, self.settings.write_interval_ms,
                                   self.settings.write_timeout_s)
         proc = writer.start_writer(argv, self._password, f"{self.dir}/writer.err")
         try:

@@ -6,9 +6,12 @@ spec's ``production:`` flag turns drills off unless ``drills.allow_in_production
 
 from __future__ import annotations
 
+from dbtier.errors import SpecError
+from dbtier.routing import routed_dsn, routers
 from dbtier.spec import ClusterSpec, DrillSettings
+from dbtier.topology import client_dsn
 
-__all__ = ["SCENARIOS", "DrillSettings", "drill_settings", "quorum_loss_hold", "refusal"]
+__all__ = ["SCENARIOS", "DrillSettings", "drill_settings", "quorum_loss_hold", "refusal", "writer_route"]
 
 #: Every scenario ``drill-all`` runs, in this order (each leaves the cluster healthy). The network and host
 #: drills (:mod:`dbtier.drills.network`) come last; ``drill-all`` skips those the cluster cannot run, in one line.
@@ -50,3 +53,24 @@ def refusal(settings: DrillSettings) -> str | None:
         return ("drills.allow_in_production: the cluster is marked production: true and does not opt in to drills; "
                 "set drills.allow_in_production: true to drill it anyway")
     return None
+
+
+def writer_route(spec: ClusterSpec, settings: DrillSettings) -> tuple[str, str]:
+    """(DSN, what the verdict says) of the drill writer's path to the primary (``drills.via``).
+
+    >>> writer_route(ClusterSpec(routing={"enabled": True}), DrillSettings())[1]
+    "through router0's rw route (127.0.0.1:5000)"
+    >>> writer_route(ClusterSpec(routing={"enabled": True}), DrillSettings(via="direct"))[1]
+    'through the multi-host DSN (direct to the members)'
+    >>> writer_route(ClusterSpec(), DrillSettings(via="router"))
+    Traceback (most recent call last):
+    ...
+    dbtier.errors.SpecError: drills.via: router asks for the rw route, but routing is off on cluster dbtier; set routing.enabled: true and provision again, or drills.via: direct
+    """
+    first = next(iter(routers(spec)), None)
+    if settings.via == "router" and first is None:
+        raise SpecError(f"drills.via: router asks for the rw route, but routing is off on cluster {spec.name}; "
+                        "set routing.enabled: true and provision again, or drills.via: direct")
+    if settings.via == "direct" or first is None:
+        return client_dsn(spec), "through the multi-host DSN (direct to the members)"
+    return routed_dsn(spec, "rw", router=first), f"through {first.name}'s rw route ({first.host}:{spec.ports.router})"

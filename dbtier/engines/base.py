@@ -68,6 +68,11 @@ class Engine(ABC):
         """Block until every router sends each route where the cluster says it should; return a sentence."""
         return "no routers: clients use the multi-host DSN"
 
+    def router_views(self, spec: ClusterSpec) -> tuple[list[str], list[str]]:
+        """(one line per router: where it sends each route now; each disagreement with the cluster's own view,
+        as a problem). Nothing without routers."""
+        return [], []
+
     @abstractmethod
     def member_files(self, spec: ClusterSpec, service: Service, passwords: Passwords) -> dict[str, bytes]:
         """Configuration files a member (or router) needs before it starts: path -> content (written mode 0600)."""

@@ -1,8 +1,11 @@
-"""What each route of each router really reaches: a connection through it, asked which member it landed on.
+"""What each route of each router really reaches, seen two ways, both checked against Patroni.
 
-A route is proven by a client's view, not by HAProxy's: ``rw`` must land on the leader (and accept writes),
-``ro`` on a replica when one streams, ``sync`` on the synchronous standby; the pooled routes the same through
-PgBouncer. :func:`wait_routes` is provision's last step; :func:`route_view` is what ``status`` shows.
+A client's view: a connection through the route, asked which member it landed on (``rw`` must land on the
+leader, ``ro`` on a replica when one streams, ``sync`` on the synchronous standby; the pooled routes the same
+through PgBouncer). HAProxy's view: the servers its stats CSV says are up in each route, which must be exactly
+those (HAProxy starts with every server up until its checks fail ``fall`` times: one lucky landing proves
+nothing then). :func:`wait_routes` is provision's last step; :func:`route_view` and :func:`router_servers` are
+what ``status`` shows.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dbtier.engines.haproxy_config import ServerState, server_states
 from dbtier.errors import ClusterUnhealthy
 from dbtier.health import REPLICA_ROLES
 from dbtier.routing import Router, routed_dsn, routers, served_routes
@@ -114,6 +118,71 @@ def route_problems(landings: list[Landing], leader: str | None, replicas: list[s
     return problems
 
 
+def router_servers(spec: ClusterSpec, router: Router) -> list[ServerState] | str:
+    """HAProxy's view from ``router``'s stats page (``/;csv``, HTTPS verifying the cluster CA), or why it
+    could not be read."""
+    import requests
+
+    from dbtier.engines.control_plane import http_session
+
+    scheme = "https" if spec.tls.enabled else "http"
+    try:
+        with http_session(spec) as session:
+            answer = session.get(f"{scheme}://{router.host}:{spec.ports.router_stats}/;csv", timeout=3)
+    except requests.RequestException as err:
+        return f"stats page {router.host}:{spec.ports.router_stats} does not answer ({_first_line(err)})"
+    if answer.status_code != 200:
+        return f"stats page {router.host}:{spec.ports.router_stats} answered HTTP {answer.status_code}"
+    return server_states(answer.text)
+
+
+def up_servers(states: list[ServerState]) -> dict[str, list[str]]:
+    """Route -> the members HAProxy sends it to now (its regular servers that are up; ``ro``'s backups count
+    only when no regular one is up, as HAProxy does).
+
+    >>> up_servers([ServerState("rw", "pg0", "UP", 0, False), ServerState("rw", "pg1", "DOWN", 0, False),
+    ...             ServerState("ro", "pg1", "DOWN", 0, False), ServerState("ro", "pg0-primary", "UP", 0, True)])
+    {'rw': ['pg0'], 'ro': ['pg0']}
+    """
+    routes: dict[str, list[str]] = {}
+    for state in states:
+        routes.setdefault(state.route, [])
+    for route in routes:
+        regular = [s.server for s in states if s.route == route and not s.backup and s.up]
+        backups = [s.server.removesuffix("-primary") for s in states if s.route == route and s.backup and s.up]
+        routes[route] = regular or backups
+    return routes
+
+
+def view_problems(router: str, states: list[ServerState], leader: str | None, replicas: list[str],
+                  sync: list[str]) -> list[str]:
+    """Where HAProxy's servers disagree with Patroni: ``rw`` (pooled or not) must send to the leader only,
+    ``sync`` to the synchronous standbys only, ``ro`` to streaming replicas only (some may lag past the limit)
+    and to the leader only when no replica streams.
+
+    >>> view_problems("router0", [ServerState("rw", "pg0", "UP", 0, False), ServerState("rw", "pg1", "UP", 0, False)],
+    ...               "pg0", ["pg1"], [])
+    ['router0: HAProxy sends rw to pg0, pg1, but Patroni says the leader is pg0']
+    >>> view_problems("router0", [ServerState("ro-pooled", "pg0", "DOWN", 0, False),
+    ...                           ServerState("ro-pooled", "pg0-primary", "UP", 0, True)], "pg0", [], [])
+    []
+    """
+    problems = []
+    for route, members in up_servers(states).items():
+        kind = route.removesuffix("-pooled")
+        shown = ", ".join(members) or "no server"
+        where = f"{router}: HAProxy sends {route} to {shown}"
+        if kind == "rw" and members != ([leader] if leader else []):
+            problems.append(f"{where}, but Patroni says the leader is {leader or 'nobody'}")
+        elif kind == "sync" and sorted(members) != sorted(sync):
+            problems.append(f"{where}, but Patroni's synchronous standby is {', '.join(sync) or 'none'}")
+        elif kind == "ro" and replicas and not (members and set(members) <= set(replicas)):
+            problems.append(f"{where}, but the streaming replicas are {', '.join(replicas)}")
+        elif kind == "ro" and not replicas and members != ([leader] if leader else []):
+            problems.append(f"{where}, but no replica streams and the leader is {leader or 'nobody'}")
+    return problems
+
+
 def route_view(spec: ClusterSpec, passwords: Passwords) -> list[Landing]:
     """Where every route of every router lands now."""
     return [land(spec, passwords, router, route, pooled) for router in routers(spec) for route, pooled in served_routes(spec)]
@@ -141,7 +210,11 @@ def wait_routes(spec: ClusterSpec, passwords: Passwords, cluster: Callable[[], d
     started = time.monotonic()
     while True:
         landings = route_view(spec, passwords)
-        problems = route_problems(landings, *roles(cluster()))
+        patroni = roles(cluster())
+        problems = route_problems(landings, *patroni)
+        for router in routers(spec):
+            states = router_servers(spec, router)
+            problems += [f"{router.name}: {states}"] if isinstance(states, str) else view_problems(router.name, states, *patroni)
         if not problems:
             views = "; ".join(f"{r.name}: " + ", ".join(x.cell for x in landings if x.router == r.name)
                               for r in routers(spec))

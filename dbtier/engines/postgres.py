@@ -13,7 +13,7 @@ from dbtier.engines.base import ClusterStatus, Engine
 from dbtier.audit import PGAUDIT, preloads_pgaudit
 from dbtier.engines import pg_admin, pg_roles
 from dbtier import routing
-from dbtier.engines import pg_routes
+from dbtier.engines import haproxy_config, pg_routes, pgbouncer_config
 from dbtier.engines.patroni_config import patroni_argv, render_patroni_config
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.health import Health, assess, member_rows, merge_live, role_holder
@@ -105,18 +105,33 @@ class PostgresEngine(Engine):
             return super().wait_routes(spec, passwords, timeout)
         return pg_routes.wait_routes(spec, passwords, lambda: fetch_cluster(spec), timeout)
 
+    def router_views(self, spec: ClusterSpec) -> tuple[list[str], list[str]]:
+        """Each router's HAProxy stats against Patroni's ``/cluster`` (see :mod:`pg_routes`)."""
+        lines: list[str] = []
+        problems: list[str] = []
+        if not routing.routers(spec):
+            return lines, problems
+        patroni = pg_routes.roles(fetch_cluster(spec))
+        for router in routing.routers(spec):
+            states = pg_routes.router_servers(spec, router)
+            if isinstance(states, str):
+                lines.append(f"{router.name}: {states}")
+                problems.append(f"{router.name}: {states}")
+                continue
+            lines.append(f"{router.name}: " + "; ".join(
+                f"{route} -> {', '.join(members) or 'no server'}" for route, members in pg_routes.up_servers(states).items()))
+            problems += pg_routes.view_problems(router.name, states, *patroni)
+        return lines, problems
+
     def member_files(self, spec: ClusterSpec, service: Service, passwords: Passwords) -> dict[str, bytes]:
         if service.kind == "haproxy":
-            from dbtier.engines import haproxy_config  # noqa: PLC0415
-
             router = next(r for r in routing.routers(spec) if r.name == service.name)
             return {router.config: haproxy_config.render_haproxy_config(spec, router).encode()}
         if service.kind == "pgbouncer":
-            from dbtier.engines import pgbouncer_config  # noqa: PLC0415
-
             bouncer = next(b for b in routing.bouncers(spec) if b.name == service.name)
             return {bouncer.config: pgbouncer_config.render_pgbouncer_ini(spec, bouncer).encode(),
-                    pgbouncer_config.auth_file_path(bouncer): pgbouncer_config.auth_file(passwords.pgbouncer).encode()}
+                    pgbouncer_config.auth_file_path(bouncer): pgbouncer_config.auth_file(passwords.pgbouncer).encode(),
+                    pgbouncer_config.hba_file_path(bouncer): pgbouncer_config.hba_file(spec).encode()}
         member = pg_member(spec, service.name)
         config = render_patroni_config(spec, member, passwords)
         return {member.config: yaml.safe_dump(config, sort_keys=False).encode()}
@@ -197,7 +212,8 @@ class PostgresEngine(Engine):
         ], "reading roles")
         roles = {name for kind, name in rows if kind == "role"}
         have_db, audited = ["db", spec.app.database] in rows, ["ext", PGAUDIT] in rows
-        return pg_roles.wanted_roles(spec.app) <= roles and have_db and audited == _loads_pgaudit(rows)
+        wanted = pg_roles.wanted_roles(spec.app) | ({pgbouncer_config.AUTH_USER} if routing.bouncers(spec) else set())
+        return wanted <= roles and have_db and audited == _loads_pgaudit(rows)
 
     def create_app_database(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> str:
         """The app's role and database, its readonly and monitoring roles, their grants, pgaudit's extension;
@@ -219,11 +235,18 @@ class PostgresEngine(Engine):
         plan = pg_roles.role_plan(app, verifiers, existing, have_db, audit)
         pg_admin.run_sql(runner, spec, leader, "postgres", plan.in_postgres, "creating roles")
         pg_admin.run_sql(runner, spec, leader, app.database, plan.in_app_database, "granting readonly")
+        pooled = bool(routing.bouncers(spec))
+        if pooled:
+            auth = pgbouncer_config.pooler_role_plan(app, pg_admin.scram_verifier(passwords.pgbouncer),
+                                                     pgbouncer_config.AUTH_USER in existing)
+            pg_admin.run_sql(runner, spec, leader, "postgres", auth.in_postgres, "creating the pooler's auth user")
+            pg_admin.run_sql(runner, spec, leader, app.database, auth.in_app_database, "creating the auth query")
         made = "exists" if have_db else "created"
         return (
             f"application role {app.user} {'updated' if app.user in existing else 'created'}, database {app.database} "
             f"{made}; roles {pg_roles.readonly_role(app)} and {pg_roles.MONITORING_USER} ready; "
-            f"pgaudit {'on' if audit else 'off'} (on {leader.name})"
+            f"pgaudit {'on' if audit else 'off'}{'; the pooler looks logins up through auth_query' if pooled else ''} "
+            f"(on {leader.name})"
         )
 
     def verify_replication(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
@@ -269,7 +292,15 @@ class PostgresEngine(Engine):
         from dbtier.engines.pg_reload import reload_all
         from dbtier.providers.base import get_provider
 
-        return reload_all(provider or get_provider(spec), spec, rest_login(passwords))
+        from dbtier.bootstrap import reload_service
+
+        where = provider or get_provider(spec)
+
+        def reload_routing() -> list[str]:
+            said = [reload_service(where, spec, service) for service in self.router_services(spec)]
+            return [sentence for sentence in said if sentence]
+
+        return reload_all(where, spec, rest_login(passwords), reload_routing=reload_routing)
 
     def _wait_for_row(self, spec: ClusterSpec, member: PgMember, passwords: Passwords, token: str, deadline: float) -> None:
         info = conninfo(spec, member.host, member.pg_port, spec.app.user, spec.app.database)
