@@ -106,6 +106,9 @@ def missing_binaries(runner: Runner, spec: ClusterSpec) -> list[str]:
         wanted["binaries.haproxy"] = spec.binaries.haproxy
     if poolers:
         wanted["binaries.pgbouncer"] = spec.binaries.pgbouncer
+    if spec.routing.vip is not None:  # keepalived, and the curl its check runs
+        wanted["binaries.keepalived"] = spec.binaries.keepalived
+        wanted["routing.vip (its check)"] = "/usr/bin/curl"
     return [
         f"{field}: {path} is missing on {runner.host} or not executable by {spec.os_user!r}; "
         "run 'make setup' there (or let the provider install it)"

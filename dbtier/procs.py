@@ -36,6 +36,10 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     #: The signal that makes it re-read its configuration files; None: it needs a restart.
     reload_signal: str | None = None
+    #: It runs as root (it changes the host's network), only under systemd; the database OS user otherwise.
+    as_root: bool = False
+    #: Commands systemd runs as root before starting it (``ExecStartPre``).
+    pre_start: list[list[str]] = field(default_factory=list)
 
 
 def launch_command(argv: Sequence[str], pidfile: str, logfile: str) -> list[str]:

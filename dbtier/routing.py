@@ -151,7 +151,8 @@ def default_route(spec: ClusterSpec) -> str:
 
 def routed_dsn(spec: ClusterSpec, route: str = "rw", pooled: bool = False, ca_file: str | None = None,
                router: Router | None = None, user: str | None = None, database: str | None = None) -> str:
-    """A single-host libpq URI to ``route`` on ``router`` (default: the first), with the cluster's TLS settings;
+    """A single-host libpq URI to ``route`` on ``router`` (default: the virtual IP when the spec has one, else the
+    first router), with the cluster's TLS settings;
     ``direct``: the multi-host DSN. It never holds a password; a route the cluster lacks raises :class:`SpecError`.
 
     >>> routed_dsn(ClusterSpec(routing={"enabled": True}), "ro", ca_file="/w/ca.crt")
@@ -164,17 +165,28 @@ def routed_dsn(spec: ClusterSpec, route: str = "rw", pooled: bool = False, ca_fi
         raise SpecError(problem)
     if route == "direct":
         return client_dsn(spec, user=user, database=database, ca_file=ca_file)
-    where = router or routers(spec)[0]
+    host = router.host if router else (spec.routing.vip.address if spec.routing.vip else routers(spec)[0].host)
     options = "".join(f"&{key}={quote(value, safe='/')}" for key, value in libpq_tls(spec, ca_file).items())
-    return (f"postgresql://{user or spec.app.user}@{where.host}:{listener_port(spec, route, pooled)}/"
+    return (f"postgresql://{user or spec.app.user}@{host}:{listener_port(spec, route, pooled)}/"
             f"{database or spec.app.database}?connect_timeout=3{options}")
 
 
 def router_addresses(spec: ClusterSpec) -> list[str]:
-    """Every address a client may reach a member's PostgreSQL or PgBouncer through: the router hosts (HAProxy
-    passes TLS through, so the member's certificate must name them too).
+    """Every address a client may reach a member's PostgreSQL or PgBouncer through: the router hosts and the
+    virtual IP (HAProxy passes TLS through, so the member's certificate must name them too).
 
     >>> router_addresses(ClusterSpec(routing={"enabled": True}))
     ['127.0.0.1']
     """
-    return [r.host for r in routers(spec)]
+    vip = [spec.routing.vip.address] if spec.routing.vip else []
+    return [r.host for r in routers(spec)] + vip
+
+
+def bind_addresses(spec: ClusterSpec, router: Router) -> list[str]:
+    """Where ``router``'s listeners bind: its host's address, and the virtual IP (bound before the host holds
+    it: keepalived's unit sets ``net.ipv4.ip_nonlocal_bind``).
+
+    >>> bind_addresses(ClusterSpec(routing={"enabled": True}), routers(ClusterSpec(routing={"enabled": True}))[0])
+    ['127.0.0.1']
+    """
+    return [router.host] + ([spec.routing.vip.address] if spec.routing.vip else [])

@@ -94,6 +94,7 @@ class Binaries(_Model):
     pgbackrest: str = "/usr/bin/pgbackrest"
     haproxy: str = "/usr/sbin/haproxy"
     pgbouncer: str = "/usr/sbin/pgbouncer"
+    keepalived: str = "/usr/sbin/keepalived"
 
 
 class Timeouts(_Model):
@@ -374,6 +375,28 @@ class PoolerSettings(_Model):
     max_client_conn: int = Field(1000, ge=1, le=100000, description="client connections one PgBouncer accepts")
 
 
+class VipSettings(_Model):
+    """A virtual IP that follows the primary: keepalived (VRRP, unicast between the member hosts) on every
+    member host, holding the address only while its own Patroni answers ``/primary``. Clients reach every
+    route at this address; HAProxy binds it on every host (``net.ipv4.ip_nonlocal_bind``)."""
+
+    address: str = Field(description="an unused IPv4 address on the member hosts' network")
+    prefix: int = Field(24, ge=8, le=32, description="its prefix length on the interface")
+    interface: str = Field("eth0", pattern=r"^[A-Za-z0-9_.@-]{1,15}$", description="the member hosts' interface on that network")
+    virtual_router_id: int = Field(51, ge=1, le=255, description="VRRP router id: unique among the VRRP groups of that network")
+    check_interval_s: int = Field(1, ge=1, le=30, description="between keepalived's checks of the local Patroni")
+
+    @field_validator("address")
+    @classmethod
+    def _ipv4(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise ValueError(f"must be an IPv4 address (got {value!r})") from None
+
+
 class RoutingSettings(_Model):
     """HAProxy on every host of the cluster (one for the local provider), routing by Patroni's health checks:
     read-write to the primary, read-only to replicas within ``replica_max_lag_bytes`` (the primary when none
@@ -384,6 +407,7 @@ class RoutingSettings(_Model):
     replica_max_lag_bytes: int = Field(16 * 1024 * 1024, ge=0, description="a replica further behind serves no reads")
     check: RouterCheck = RouterCheck()
     pooler: PoolerSettings = PoolerSettings()
+    vip: VipSettings | None = None
 
 
 class FirewallSettings(_Model):
@@ -489,6 +513,28 @@ class ClusterSpec(_Model):
             if len(self.proxmox.containers) != wanted:
                 raise ValueError(f"proxmox.containers: layout {self.proxmox.layout!r} needs {wanted} container(s) "
                                  f"for {self.members} members, got {len(self.proxmox.containers)}")
+        return self
+
+    @model_validator(mode="after")
+    def _vip_placement(self) -> ClusterSpec:
+        vip = self.routing.vip
+        if vip is None:
+            return self
+        if not self.routing.enabled:
+            raise ValueError("routing.vip: a virtual IP leads to the routers, and routing is off; set routing.enabled: "
+                             "true, or drop routing.vip")
+        if self.provider == "local":
+            raise ValueError("routing.vip: the local provider runs every member on this machine; a virtual IP needs "
+                             "member hosts on one network (providers ssh and proxmox); drop routing.vip")
+        hosts = (self.ssh.hosts if self.provider == "ssh" and self.ssh else [])
+        if any(h.address == vip.address for h in hosts):
+            raise ValueError(f"routing.vip.address: {vip.address} is a member host's own address; choose an unused one")
+        shared = (self.provider == "ssh" and len({h.address for h in hosts}) < self.members) or (
+            self.provider == "proxmox" and self.proxmox is not None and self.proxmox.layout == "single")
+        if shared:
+            raise ValueError("routing.vip: members share a host, and the virtual IP follows the primary from host to "
+                             "host; give each member a host of its own (ssh.hosts, proxmox layout per-member), or "
+                             "drop routing.vip")
         return self
 
     @model_validator(mode="after")

@@ -89,10 +89,11 @@ def render_unit(cluster: str, os_user: str, service: Service, env: Mapping[str, 
         "",
         "[Service]",
         "Type=simple",
-        f"User={os_user}",
-        f"Group={os_user}",
+        f"User={'root' if service.as_root else os_user}",
+        f"Group={'root' if service.as_root else os_user}",
         "WorkingDirectory=/",
         f"Environment={environment}",
+        *(f"ExecStartPre={exec_line(command)}" for command in service.pre_start),
         f"ExecStart={exec_line(procs.launch_command(service.argv, service.pidfile, service.logfile))}",
         "Restart=on-failure",
         "RestartSec=5",
@@ -136,6 +137,10 @@ class Processes(Supervisor):
     kind = "processes"
 
     def start(self, runner: Runner, service: Service) -> int:
+        if service.as_root:
+            raise ProvisionError(f"{service.host}: {service.name} ({service.kind}) runs as root, which dbtier does only "
+                                 "under systemd, and this host does not run systemd; drop what needs it from the "
+                                 "spec (routing.vip for keepalived)")
         return procs.start(runner, service)
 
     def stop(self, runner: Runner, service: Service, timeout: float) -> str:

@@ -103,9 +103,11 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
     verify_replication(spec)
     if archiving(spec):
         create_stanza(spec)
-    routers = [s.name for s in engine.router_services(spec)]
-    configure_router.map(unmapped(spec), routers).result()
-    start_service.map(unmapped(spec), routers).result()
+    routers = engine.router_services(spec)
+    configure_router.map(unmapped(spec), [s.name for s in routers]).result()
+    # Root services first (keepalived's unit lets HAProxy bind the virtual IP), then the routers and poolers.
+    start_service.map(unmapped(spec), [s.name for s in routers if s.as_root]).result()
+    start_service.map(unmapped(spec), [s.name for s in routers if not s.as_root]).result()
     reload_renewed_certificates(spec)
     status = wait_until_healthy(spec)
     wait_for_routes(spec)

@@ -24,7 +24,7 @@ def _rebuild(spec: ClusterSpec, **changes: Any) -> ClusterSpec:
 
 def derive_target(source: ClusterSpec, name: str, port_offset: int) -> ClusterSpec:
     """The source's spec under another name, every port moved by ``port_offset``, on the source's hosts
-    (which stay the source's: ``hosts_of``).
+    (which stay the source's: ``hosts_of``), without the source's virtual IP.
 
     >>> t = derive_target(ClusterSpec(), "dbtier-restored", 100)
     >>> (t.name, t.ports.postgres, t.ports.patroni, t.ports.etcd, t.data_root, t.host_owner)
@@ -33,7 +33,9 @@ def derive_target(source: ClusterSpec, name: str, port_offset: int) -> ClusterSp
     if name == source.name:
         raise SpecError(f"target name: {name!r} is the source's own name; pick another (or restore --in-place)")
     ports = {field: port + port_offset for field, port in source.ports.model_dump().items()}
-    return _rebuild(source, name=name, ports=ports, restore_from=None, hosts_of=source.host_owner)
+    # Its own routers on the moved ports, but never the source's virtual IP (one VRRP group, one address).
+    routing = {**source.routing.model_dump(), "vip": None}
+    return _rebuild(source, name=name, ports=ports, restore_from=None, hosts_of=source.host_owner, routing=routing)
 
 
 def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
@@ -48,7 +50,8 @@ def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
     target = derive_target(source, name if name != source.name else f"{source.name[:26]}-copy", drill.port_offset)
     params = {**target.postgresql_parameters, "archive_mode": "off"}
     changes: dict[str, Any] = {"members": 1, "etcd_members": 1, "postgresql_parameters": params,
-                               "synchronous_mode": False, "routing": {**target.routing.model_dump(), "enabled": False}}
+                               "synchronous_mode": False,
+                               "routing": {**target.routing.model_dump(), "enabled": False, "vip": None}}
     if target.proxmox is not None and target.proxmox.layout == "per-member":  # its one member: in the first one
         proxmox = target.proxmox.model_dump(mode="json")
         changes["proxmox"] = {**proxmox, "containers": proxmox["containers"][:1]}

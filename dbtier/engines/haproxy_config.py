@@ -27,7 +27,7 @@ import csv
 import io
 from dataclasses import dataclass
 
-from dbtier.routing import Router, bouncer_of
+from dbtier.routing import Router, bind_addresses, bouncer_of
 from dbtier.spec import ROUTER_LISTENERS, ClusterSpec
 from dbtier.tls import tls_paths
 from dbtier.topology import PgMember, pg_members
@@ -97,9 +97,10 @@ def listen_block(spec: ClusterSpec, router: Router, route: str, pooled: bool) ->
         server pg2-primary 127.0.0.1:5434 backup track rw/pg2
     """
     name = _backend(route, pooled)
+    port = spec.ports.router + ROUTER_LISTENERS.index(name)
     return [
         f"listen {name}",
-        f"    bind {router.host}:{spec.ports.router + ROUTER_LISTENERS.index(name)}",
+        *(f"    bind {address}:{port}" for address in bind_addresses(spec, router)),
         "    balance leastconn" if route == "ro" else "    balance first",
         "    option httpchk",
         f"    http-check send meth GET uri {check_path(spec, route)}",

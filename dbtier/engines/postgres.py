@@ -13,7 +13,7 @@ from dbtier.engines.base import ClusterStatus, Engine
 from dbtier.audit import PGAUDIT, preloads_pgaudit
 from dbtier.engines import pg_admin, pg_roles
 from dbtier import routing
-from dbtier.engines import haproxy_config, pg_routes, pgbouncer_config
+from dbtier.engines import haproxy_config, keepalived_config, pg_routes, pgbouncer_config
 from dbtier.engines.patroni_config import patroni_argv, render_patroni_config
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.health import Health, assess, member_rows, merge_live, role_holder
@@ -84,9 +84,17 @@ class PostgresEngine(Engine):
         ]
 
     def router_services(self, spec: ClusterSpec) -> list[Service]:
-        """HAProxy on each host (:func:`dbtier.routing.routers`), PgBouncer beside each member. HAProxy runs in
-        the foreground as one process (no master-worker: the pid file names the process on the ports)."""
+        """keepalived on each member host when the spec has a virtual IP (first: its unit lets HAProxy bind the
+        address), HAProxy on each host (:func:`dbtier.routing.routers`), PgBouncer beside each member. HAProxy
+        runs in the foreground as one process (no master-worker: the pid file names the process on the ports)."""
         services = [
+            Service(name=k.name, kind="keepalived", host=k.host, argv=keepalived_config.keepalived_argv(spec.binaries.keepalived, k),
+                    pidfile=f"{k.dir}/run.pid", logfile=f"{k.dir}/keepalived.log", marker=k.config, ports=[],
+                    reload_signal="HUP", as_root=True,
+                    pre_start=[["/usr/sbin/sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"]])
+            for k in keepalived_config.keepers(spec)
+        ]
+        services += [
             Service(name=r.name, kind="haproxy", host=r.host, argv=[spec.binaries.haproxy, "-db", "-f", r.config],
                     pidfile=f"{r.dir}/haproxy.pid", logfile=f"{r.dir}/haproxy.log", marker=r.config,
                     ports=[(f, p) for f, p in port_plan(spec) if f.startswith("ports.router")])
@@ -127,6 +135,9 @@ class PostgresEngine(Engine):
         if service.kind == "haproxy":
             router = next(r for r in routing.routers(spec) if r.name == service.name)
             return {router.config: haproxy_config.render_haproxy_config(spec, router).encode()}
+        if service.kind == "keepalived":
+            keeper = next(k for k in keepalived_config.keepers(spec) if k.name == service.name)
+            return {keeper.config: keepalived_config.render_keepalived_config(spec, keeper).encode()}
         if service.kind == "pgbouncer":
             bouncer = next(b for b in routing.bouncers(spec) if b.name == service.name)
             return {bouncer.config: pgbouncer_config.render_pgbouncer_ini(spec, bouncer).encode(),
