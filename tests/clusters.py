@@ -145,3 +145,24 @@ def write_spec(spec: ClusterSpec, path: str) -> str:
     with open(path, "w") as fh:
         yaml.safe_dump(spec.model_dump(mode="json"), fh)
     return path
+
+
+def run_log_lines(run_ids: list[Any]) -> list[str]:
+    """Every log line the Prefect API holds for the flow runs ``run_ids`` (oldest first, paged through), after
+    flushing this process's log handler and letting the last batch land."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    time.sleep(2)  # logs reach the API in batches
+    lines: list[str] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)), limit=200,
+                                    offset=len(lines))
+            lines += [log.message for log in page]
+            if len(page) < 200:
+                return lines

@@ -38,7 +38,8 @@ from dbtier.spec import ClusterSpec
 from dbtier.tls import tls_paths
 from dbtier.topology import etcd_members, pg_member, pg_members
 from dbtier.workdir import ca_cert_file
-from tests.clusters import rest_json, rest_request, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.clusters import (rest_json, rest_request, run_log_lines, shared_tmpdir, spec_for_tests, stopped_at_exit,
+                            write_spec)
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -290,20 +291,8 @@ def test_dbtier_status_and_a_switchover_drill_pass(secured_cluster: str, spec: C
 
 
 def test_no_password_reaches_a_log_line_of_those_runs(secured_cluster: str, spec: ClusterSpec) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogHandler
-
     assert len(RUNS) == 2, "run the module as a whole: provision and the drill"
-    APILogHandler().flush()
-    time.sleep(2)  # logs reach the API in batches
-    lines: list[str] = []
-    with get_client(sync_client=True) as client:
-        while True:
-            page = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=RUNS)), limit=200, offset=len(lines))
-            lines += [log.message for log in page]
-            if len(page) < 200:
-                break
+    lines = run_log_lines(RUNS)
     assert any("etcd RBAC of cpauth" in line for line in lines)
     for member in [*pg_members(spec), *etcd_members(spec)]:
         for name in os.listdir(member.dir):

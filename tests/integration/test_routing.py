@@ -41,7 +41,7 @@ from dbtier.providers.base import get_provider
 from dbtier.routing import bouncers, routed_dsn, routers
 from dbtier.spec import ClusterSpec
 from dbtier.topology import pg_member, pg_members
-from tests.clusters import listening, provisioned_by_flow, shared_tmpdir, spec_for_tests, write_spec
+from tests.clusters import listening, provisioned_by_flow, run_log_lines, shared_tmpdir, spec_for_tests, write_spec
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -362,20 +362,8 @@ def test_drills_through_the_router_lose_no_acknowledged_write(routed: str, spec:
 
 
 def test_no_password_reaches_a_log_line_of_the_drills_or_the_routers(routed: str, spec: ClusterSpec) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogHandler
-
     assert len(RUNS) == 2, "run the module as a whole: both drills"
-    APILogHandler().flush()
-    time.sleep(2)
-    lines: list[str] = []
-    with get_client(sync_client=True) as client:
-        while True:
-            page = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=RUNS)), limit=200, offset=len(lines))
-            lines += [log.message for log in page]
-            if len(page) < 200:
-                break
+    lines = run_log_lines(RUNS)
     assert any(f"the writer writes through router0's rw route (127.0.0.1:{spec.ports.router})" in line for line in lines)
     for directory in [*(r.dir for r in routers(spec)), *(b.dir for b in bouncers(spec))]:
         for name in os.listdir(directory):
