@@ -52,6 +52,8 @@ def busy_port(spec: ClusterSpec) -> Iterator[int]:
         ("members: 9\n", "invalid cluster spec: members: Input should be less than or equal to 7"),
         ("patroni: {ttl: 10}\n", "patroni.ttl: must be at least 20"),
         ("engine: oracle\n", "engine: must be 'postgres'"),
+        ("routing: {enabled: true}\nports: {router: 5433}\n",
+         "ports.router (rw route): port 5433 is also ports.postgres (member 1); move one base port"),
     ],
 )
 def test_bad_spec_is_refused_before_anything_starts(tmp_path: object, content: str, words: str) -> None:
