@@ -166,7 +166,8 @@ def render_haproxy_config(spec: ClusterSpec, router: Router) -> str:
         f"    timeout client {SESSION_TIMEOUT}",
         f"    timeout server {SESSION_TIMEOUT}",
         "    timeout check 2s",
-        f"    default-server inter {check.inter_ms}ms fastinter {check.fastinter_ms}ms downinter {check.inter_ms}ms "
+        # A server that is down is checked at the fast pace too: a new primary is found within fastinter.
+        f"    default-server inter {check.inter_ms}ms fastinter {check.fastinter_ms}ms downinter {check.fastinter_ms}ms "
         f"fall {check.fall} rise {check.rise} on-marked-down shutdown-sessions",
         "",
     ]

@@ -216,7 +216,9 @@ def wait_routes(spec: ClusterSpec, passwords: Passwords, cluster: Callable[[], d
             states = router_servers(spec, router)
             problems += [f"{router.name}: {states}"] if isinstance(states, str) else view_problems(router.name, states, *patroni)
         if not problems:
-            views = "; ".join(f"{r.name}: " + ", ".join(x.cell for x in landings if x.router == r.name)
+            cells = {x: "sync -> (no synchronous standby)" if x.route == "sync" and not patroni[2] else x.cell
+                     for x in landings}
+            views = "; ".join(f"{r.name}: " + ", ".join(cells[x] for x in landings if x.router == r.name)
                               for r in routers(spec))
             return f"routes agree with Patroni after {time.monotonic() - started:.1f} s ({views})"
         if time.monotonic() - started > timeout:
