@@ -397,6 +397,27 @@ class VipSettings(_Model):
             raise ValueError(f"must be an IPv4 address (got {value!r})") from None
 
 
+class AlertThresholds(_Model):
+    """When the shipped alert rules fire (see :mod:`dbtier.monitoring.alerts`); None: derived from the spec."""
+
+    replication_lag_bytes: int = Field(16 * 1024 * 1024, ge=0, description="a replica further behind its primary")
+    archive_lag_s: int | None = Field(None, ge=1, description="default: backup.archive_lag_limit_s")
+    full_backup_max_age_h: float | None = Field(None, gt=0, description="default: backup.full_every_days + 1 day")
+    diff_backup_max_age_h: float = Field(36.0, gt=0, description="the newest full or differential backup")
+    restore_drill_max_age_h: float = Field(8 * 24.0, gt=0, description="a restore drill passed within this")
+    failover_drill_max_age_h: float = Field(8 * 24.0, gt=0, description="a failover drill ran within this")
+    certificate_days: int = Field(21, ge=1, description="the first certificate expires within this")
+    disk_free_ratio: float = Field(0.10, gt=0, lt=1, description="a filesystem with less free space")
+    disk_full_within_h: float = Field(4.0, gt=0, description="a filesystem full within this at its last hour's rate")
+    down_for_s: int = Field(30, ge=0, description="how long a member, Patroni or a router is down before it fires")
+
+
+class MonitoringSettings(_Model):
+    """Prometheus and Alertmanager for the cluster, and the thresholds of the alert rules dbtier ships."""
+
+    alerts: AlertThresholds = AlertThresholds()
+
+
 class RoutingSettings(_Model):
     """HAProxy on every host of the cluster (one for the local provider), routing by Patroni's health checks:
     read-write to the primary, read-only to replicas within ``replica_max_lag_bytes`` (the primary when none
@@ -471,6 +492,7 @@ class ClusterSpec(_Model):
     timeouts: Timeouts = Timeouts()
     tls: TlsSettings = TlsSettings()
     routing: RoutingSettings = RoutingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @field_validator("name", "hosts_of")
     @classmethod

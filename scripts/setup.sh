@@ -17,13 +17,26 @@ quietly() {
   rm -f "$log"
 }
 
-# What only the tests need: a real sshd for the ssh provider's tests.
-if ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q "install ok installed"; then
-  say "installing openssh-server (the ssh provider's tests run a real sshd on loopback)"
+# What this machine (the one that runs the flows) needs besides the hosts' part: a real sshd for the ssh
+# provider's tests, Prometheus and Alertmanager for monitoring (promtool tests the alert rules). Their Debian
+# units are not started (policy-rc.d): dbtier runs its own.
+wanted=()
+for pkg in openssh-server prometheus prometheus-alertmanager; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || wanted+=("$pkg")
+done
+if [ ${#wanted[@]} -gt 0 ]; then
+  say "installing ${wanted[*]} (the ssh provider's tests run a real sshd on loopback; monitoring)"
   [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d; added=1; }
   $SUDO apt-get update -qq
-  quietly $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server
+  quietly $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${wanted[@]}"
   [ -z "${added:-}" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  for unit in prometheus prometheus-alertmanager prometheus-node-exporter; do
+    if systemctl is-enabled --quiet "$unit.service" 2>/dev/null; then
+      say "disabling Debian's $unit.service (dbtier runs its own)"; $SUDO systemctl disable --now --quiet "$unit.service"
+    fi
+  done
 fi
 
 $SUDO env DBTIER_OS_USER="${DBTIER_OS_USER:-dbtier}" DBTIER_RUNTIME_VENV="${DBTIER_RUNTIME_VENV:-/opt/dbtier/venv}" \
