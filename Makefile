@@ -4,13 +4,17 @@ PY := $(VENV)/bin/python
 SPEC_ARG := $(if $(SPEC),--spec $(SPEC),)
 WIPE_ARG := $(if $(filter 1 yes true,$(WIPE)),--wipe,) $(if $(filter 1 yes true,$(DROP_BACKUPS)),--drop-backups,)
 
-.PHONY: setup provision test test-quick teardown status bench lint backup archive-health restore restore-drill serve bench-backup
+.PHONY: setup provision test test-quick teardown status bench lint backup archive-health restore restore-drill serve bench-backup monitor
 
 setup:
 	@bash scripts/setup.sh
 
 provision: setup
 	$(PY) -m flows.provision $(SPEC_ARG)
+
+# Prometheus, Alertmanager and node exporter for the cluster, on this machine (after provision).
+monitor: setup
+	$(PY) -m flows.monitoring $(SPEC_ARG)
 
 test: setup
 	bash scripts/test.sh

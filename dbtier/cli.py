@@ -43,6 +43,7 @@ FLOW_VERBS: dict[str, tuple[str, str]] = {
     "drill": ("flows.failover_drill", "a failover drill under write load (--scenario NAME)"),
     "archive-health": ("flows.archive_health", "WAL archiving lag, failures and pgbackrest check"),
     "rotate-certs": ("flows.rotate_certs", "new certificates for every member and service, reloaded in place"),
+    "monitor": ("flows.monitoring", "Prometheus, Alertmanager and node exporter for the cluster on this machine"),
     "serve": ("deployments.serve", "serve one cluster's scheduled deployments (--list prints the plan)"),
 }
 #: Verbs handed to a module's own ``main(argv)`` that run no flow.

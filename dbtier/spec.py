@@ -412,10 +412,38 @@ class AlertThresholds(_Model):
     down_for_s: int = Field(30, ge=0, description="how long a member, Patroni or a router is down before it fires")
 
 
-class MonitoringSettings(_Model):
-    """Prometheus and Alertmanager for the cluster, and the thresholds of the alert rules dbtier ships."""
+class MonitoringPorts(_Model):
+    """Where the monitoring stack listens, on the machine that runs it (``monitoring.host``)."""
 
+    prometheus: int = Field(9090, ge=1024, le=65535)
+    alertmanager: int = Field(9093, ge=1024, le=65535)
+    node_exporter: int = Field(9100, ge=1024, le=65535, description="this machine's, with dbtier's own metrics")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> MonitoringPorts:
+        ports = self.model_dump()
+        if len(set(ports.values())) != len(ports):
+            raise ValueError(f"monitoring.ports: each port once, got {ports}")
+        return self
+
+
+class MonitoringSettings(_Model):
+    """Prometheus, Alertmanager and node exporter for the cluster, run by ``make monitor`` on the machine that
+    runs the flows (where dbtier's own metrics are written), and the thresholds of the alert rules."""
+
+    host: str = Field("127.0.0.1", description="the address the stack listens on")
+    ports: MonitoringPorts = MonitoringPorts()
+    scrape_interval_s: int = Field(15, ge=1, le=300)
+    evaluation_interval_s: int = Field(15, ge=1, le=300)
+    webhook_url: str | None = Field(None, description="Alertmanager posts every alert here (http or https)")
     alerts: AlertThresholds = AlertThresholds()
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL (got {url!r})")
+        return url
 
 
 class RoutingSettings(_Model):

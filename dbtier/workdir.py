@@ -66,6 +66,15 @@ def drill_dir(cluster: str, drill_id: str, environ: Mapping[str, str] | None = N
     return os.path.join(cluster_work_dir(cluster, environ), "drills", drill_id)
 
 
+def metrics_dir(cluster: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where the flows leave dbtier's own metrics for the monitoring stack's textfile collector.
+
+    >>> metrics_dir("orders", {"DBTIER_WORK_DIR": "/w"})
+    '/w/orders/metrics'
+    """
+    return os.path.join(cluster_work_dir(cluster, environ), "metrics")
+
+
 def pin_file(cluster: str, environ: Mapping[str, str] | None = None) -> str:
     """
     >>> pin_file("orders", {"DBTIER_WORK_DIR": "/w"})

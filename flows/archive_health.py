@@ -20,6 +20,7 @@ from dbtier.spec import ClusterSpec
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
+from tasks.metrics import record_archive_metrics
 from tasks.backup import check_archiving, judge_archiving
 
 
@@ -27,6 +28,7 @@ from tasks.backup import check_archiving, judge_archiving
 def archive_health(spec_path: str | None = None, spec_block: str | None = None) -> dict[str, Any]:
     spec = resolve_spec(spec_path, spec_block)
     verdict = judge_archiving(spec)
+    record_archive_metrics(spec, verdict.healthy, verdict.lag_s)
     checked = check_archiving(spec) if verdict.healthy else "pgbackrest check skipped: archiving already failed"
     create_table_artifact(key=f"{spec.name}-archive-health", table=[{**verdict.artifact_row(), "check": checked}],
                           description=f"**{spec.name}** archive health")

@@ -20,6 +20,7 @@ from blocks.lock import changes_cluster, cluster_lock
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
+from tasks.metrics import record_backup_metrics
 from tasks.backup import (
     apply_retention,
     measure_s3,
@@ -52,6 +53,7 @@ def backup(spec_path: str | None = None, spec_block: str | None = None, kind: st
     new = [b for b in after.backups if before.label(b.label) is None]
     in_buckets = measure_s3(spec)
     rows = publish_catalog(spec, after, [b.label for b in new], expired, verified, in_buckets)
+    record_backup_metrics(spec, list(after.backups))
     get_run_logger().info("took %s; expired %s", [b.label for b in new], expired or "nothing")
     return {"cluster": spec.name, "taken": [b.as_dict() for b in new], "expired": expired, "catalog": rows,
             "runs": runs, "buckets": in_buckets}

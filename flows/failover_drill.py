@@ -27,6 +27,7 @@ from blocks.loaders import PREFECT_LOADERS
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
+from tasks.metrics import record_failover_drill_metrics
 from tasks.drills import check_drill_allowed, plan_drills, publish_drill_report, refuse_drill, refuse_scenario, run_drill
 
 ALL = "drill-all"
@@ -62,6 +63,7 @@ def failover_drill(
     names = plan_drills(spec, names, single=scenario != ALL)
     verdicts: list[Verdict] = [run_drill(spec, name, chosen) for name in names]
     publish_drill_report(spec, verdicts)
+    record_failover_drill_metrics(spec, verdicts)
     failed = [v for v in verdicts if not v.passed]
     if failed:
         raise DrillFailed("; ".join(v.sentence for v in failed))

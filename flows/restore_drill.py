@@ -44,6 +44,7 @@ from tasks.backup import (
 from tasks.cluster import stop_cluster, wipe_cluster
 from tasks.firewall import remove_firewall
 from tasks.restore import RestorePlan, settle_target
+from tasks.metrics import record_restore_drill_metrics
 from tasks.teardown import forget_blocks
 
 
@@ -83,6 +84,7 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
     else:
         verdict = judge_copy(marker, checks, expect, restore_s, source.backup.restore_drill.timeout_s)
     create_markdown_artifact(key=f"{source.name}-restore-drill", markdown=verdict.markdown("Restore drill", facts))
+    record_restore_drill_metrics(source, verdict.passed, restore_s)
     for sentence in verdict.sentences:
         get_run_logger().info("%s", sentence)
     if not verdict.passed:

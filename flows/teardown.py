@@ -39,6 +39,7 @@ from tasks.backup import drop_backups as drop_cluster_backups
 from tasks.cluster import destroy_hosts as destroy_cluster_hosts
 from tasks.cluster import stop_cluster, wipe_cluster
 from tasks.firewall import remove_firewall
+from tasks.monitoring import stop_monitoring
 from tasks.teardown import check_stopped, drop_cipher, forget_blocks, survey_cluster
 
 
@@ -55,7 +56,8 @@ def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: 
     own_stanza = drop_backups and spec.name in found["stanzas"]
     if not (found["hosts"] or found["running"] or own_stanza or found["blocks"] or destroy_hosts):
         return [nothing_sentence(spec, _checked(spec, drop_backups, wipe))]
-    sentences = stop_cluster(spec)
+    sentences = stop_monitoring(spec)  # this machine's Prometheus of the cluster first: it would only alert
+    sentences += stop_cluster(spec)
     sentences += remove_firewall(spec)  # the host firewall's table, rules file and boot unit on each host
     if wipe or own_stanza:
         check_stopped(spec, wipe)  # nothing left running, the directories ours: checked before anything goes

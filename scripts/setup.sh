@@ -21,7 +21,7 @@ quietly() {
 # provider's tests, Prometheus and Alertmanager for monitoring (promtool tests the alert rules). Their Debian
 # units are not started (policy-rc.d): dbtier runs its own.
 wanted=()
-for pkg in openssh-server prometheus prometheus-alertmanager; do
+for pkg in openssh-server prometheus prometheus-alertmanager prometheus-node-exporter; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || wanted+=("$pkg")
 done
 if [ ${#wanted[@]} -gt 0 ]; then

@@ -14,7 +14,8 @@ from dbtier.topology import PgMember
 
 #: Tests use ports from 20000 up, never a user's defaults (5432, 8008, 2379...). Each suite takes a block of 100
 #: and keeps every port it opens inside it, restored copies included, because suites run side by side (xdist):
-#: members on +0..+2 (postgres), +20..+22 (patroni), +40..+45 (etcd client and peer); copies made by
+#: members on +0..+2 (postgres), +20..+22 (patroni), +40..+45 (etcd client and peer); routers on +60..+65,
+#: PgBouncers on +80..+82, the monitoring stack on +70..+72 (Prometheus, Alertmanager, node exporter); copies made by
 #: ``restore --into`` on those + RESTORE_OFFSET; the restore drill's throwaway copy on those + DRILL_OFFSET;
 #: sshd and S3 servers on +90 and up. ``spec_for_tests`` checks it.
 TEST_PORT_BASE = 20000
@@ -35,6 +36,7 @@ def spec_for_tests(name: str, block: int, data_root: str, **fields: Any) -> Clus
         "ports": {"postgres": base, "patroni": base + 20, "etcd": base + 40, "router": base + 60,
                   "router_stats": base + 65, "pgbouncer": base + 80},
         "routing": {"enabled": False},
+        "monitoring": {"ports": {"prometheus": base + 70, "alertmanager": base + 71, "node_exporter": base + 72}},
         "data_root": data_root,
         "patroni": FAST_TIMING,
         "backup": backup,
@@ -166,3 +168,22 @@ def run_log_lines(run_ids: list[Any]) -> list[str]:
             lines += [log.message for log in page]
             if len(page) < 200:
                 return lines
+
+
+def dbtier_metric(cluster: str, source: str, name: str, **labels: str) -> float | None:
+    """The value of one of dbtier's own metrics as a flow left it for Prometheus (parsed by prometheus_client's
+    own text parser, so the file is valid exposition format too), or None when the file or the sample is missing."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from dbtier import workdir
+    from dbtier.monitoring.metrics import textfile_name
+
+    path = os.path.join(workdir.metrics_dir(cluster), textfile_name(cluster, source))
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        for family in text_string_to_metric_families(fh.read()):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+    return None

@@ -86,7 +86,7 @@ def alert_rules(spec: ClusterSpec) -> dict[str, Any]:
               "cluster {{ $labels.cluster }} runs in failsafe mode: etcd is out of reach",
               f"{status}: the etcd rows"),
         _rule("DbtierReplicaNotStreaming",
-              f'patroni_replica{{{c}}} == 1 and on (cluster, name) patroni_postgres_streaming{{{c}}} == 0', 60,
+              f'patroni_replica{{{c}}} == 1 and on (cluster, name) patroni_postgres_streaming{{{c}}} == 0', down,
               "warning", "replica {{ $labels.name }} does not stream from the primary",
               f"{status}; <member dir>/patroni.log"),
         _rule("DbtierReplicationLag",

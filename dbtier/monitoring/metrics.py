@@ -103,3 +103,56 @@ def textfile_name(cluster: str, source: str) -> str:
     'dbtier-orders-restore-drill.prom'
     """
     return f"dbtier-{cluster}-{source}.prom"
+
+
+def archive_samples(healthy: bool, lag_s: float) -> list[Sample]:
+    """
+    >>> [(s.name, s.value) for s in archive_samples(False, 12.0)]
+    [('dbtier_archive_ok', 0), ('dbtier_archive_lag_seconds', 12.0)]
+    """
+    return [Sample("dbtier_archive_ok", 1 if healthy else 0), Sample("dbtier_archive_lag_seconds", lag_s)]
+
+
+def newest_backups(backups: Sequence[tuple[int, str, float]]) -> dict[tuple[int, str], float]:
+    """(repository, kind) -> when its newest good backup stopped, from (repository, kind, stop) of each good one.
+    A newer full counts for diff and incr too, a newer diff for incr: the alert asks "is there a recent backup
+    at least this complete", and a full is more than a differential.
+
+    >>> newest_backups([(1, "full", 10.0), (1, "diff", 20.0), (1, "full", 30.0), (2, "incr", 5.0)])
+    {(1, 'full'): 30.0, (1, 'diff'): 30.0, (1, 'incr'): 30.0, (2, 'incr'): 5.0}
+    """
+    covers = {"full": ("full", "diff", "incr"), "diff": ("diff", "incr")}
+    newest: dict[tuple[int, str], float] = {}
+    for repo, kind, stop in backups:
+        for counted in covers.get(kind, (kind,)):
+            newest[(repo, counted)] = max(newest.get((repo, counted), stop), stop)
+    return newest
+
+
+def backup_samples(newest: Mapping[tuple[int, str], float]) -> list[Sample]:
+    """``newest``: (repository, kind) -> when its newest good backup stopped (epoch seconds).
+
+    >>> [(s.labels["repo"], s.labels["kind"], s.value) for s in backup_samples({(1, "full"): 10.0, (2, "diff"): 20.0})]
+    [('1', 'full', 10.0), ('2', 'diff', 20.0)]
+    """
+    return [Sample("dbtier_backup_newest_timestamp_seconds", stop, {"repo": str(repo), "kind": kind})
+            for (repo, kind), stop in sorted(newest.items())]
+
+
+def restore_drill_samples(passed: bool, restore_s: float, ended: float) -> list[Sample]:
+    return [Sample("dbtier_restore_drill_passed", 1 if passed else 0),
+            Sample("dbtier_restore_drill_timestamp_seconds", ended),
+            Sample("dbtier_restore_drill_restore_seconds", restore_s)]
+
+
+def failover_drill_samples(scenario: str, passed: bool, rto_s: float | None, lost: int, ended: float) -> list[Sample]:
+    """An RTO the drill could not measure is NaN (Prometheus keeps it, no alert compares it).
+
+    >>> [s.value for s in failover_drill_samples("crash", True, None, 0, 5.0)][2]
+    nan
+    """
+    scenario_label = {"scenario": scenario}
+    return [Sample("dbtier_failover_drill_passed", 1 if passed else 0, scenario_label),
+            Sample("dbtier_failover_drill_timestamp_seconds", ended, scenario_label),
+            Sample("dbtier_failover_drill_rto_seconds", float("nan") if rto_s is None else rto_s, scenario_label),
+            Sample("dbtier_failover_drill_lost_writes", lost, scenario_label)]

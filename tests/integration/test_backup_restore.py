@@ -32,7 +32,8 @@ from dbtier.errors import DrillFailed, PreflightError, RestoreError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.topology import client_dsn
-from tests.clusters import RESTORE_OFFSET, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.clusters import (RESTORE_OFFSET, dbtier_metric, listening, shared_tmpdir, spec_for_tests, stopped_at_exit,
+                            write_spec)
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -162,6 +163,9 @@ def test_archiving_keeps_working_after_a_switchover(cluster_with_full_backup: st
 
     result = archive_health(spec_path=cluster_with_full_backup)  # pgbackrest check from the new primary
     assert result["healthy"] is True
+    assert dbtier_metric(spec.name, "archive", "dbtier_archive_ok", cluster=spec.name) == 1, "left for Prometheus"
+    lag = dbtier_metric(spec.name, "archive", "dbtier_archive_lag_seconds")
+    assert lag is not None and lag == pytest.approx(result["lag_s"], abs=0.1)
     wal_max = ops.catalog(get_provider(spec), spec).wal_max
     assert wal_max is not None and wal_position(wal_max)[0] >= 2, "WAL of the new primary's timeline is archived"
 
@@ -171,6 +175,11 @@ def test_restore_drill_passes_and_leaves_nothing_behind(cluster_with_full_backup
 
     result = restore_drill(spec_path=cluster_with_full_backup)
     assert result["passed"] is True
+    assert dbtier_metric(spec.name, "restore-drill", "dbtier_restore_drill_passed") == 1
+    assert dbtier_metric(spec.name, "restore-drill", "dbtier_restore_drill_restore_seconds") == pytest.approx(
+        result["restore_s"], abs=0.1)
+    ended = dbtier_metric(spec.name, "restore-drill", "dbtier_restore_drill_timestamp_seconds")
+    assert ended is not None and abs(time.time() - ended) < 120
     assert "marker rows: 100 of 100 written before the target, 0 of 10 written after it" in result["verdict"]
     assert any("B-tree indexes consistent" in s for s in result["verdict"])
     copy_dir = os.path.join(spec.data_root, "bk-drill")
@@ -183,6 +192,7 @@ def test_restore_drill_passes_and_leaves_nothing_behind(cluster_with_full_backup
     with pytest.raises(DrillFailed, match="check query: returned False, not true"):
         restore_drill(spec_path=strict)
     assert not os.path.exists(copy_dir), "a failed drill removes its copy too"
+    assert dbtier_metric(spec.name, "restore-drill", "dbtier_restore_drill_passed") == 0, "the alert's input"
 
 
 def test_retention_expires_the_oldest_full_and_nothing_else(cluster_with_full_backup: str, spec: ClusterSpec) -> None:
@@ -191,8 +201,13 @@ def test_retention_expires_the_oldest_full_and_nothing_else(cluster_with_full_ba
     provider = get_provider(spec)
     backup(spec_path=cluster_with_full_backup, kind="full")
     diff = backup(spec_path=cluster_with_full_backup, kind="diff")["taken"][0]["label"]
-    fulls = [b.label for b in ops.catalog(provider, spec).backups if b.kind == "full"]
+    catalog = ops.catalog(provider, spec).backups
+    fulls = [b.label for b in catalog if b.kind == "full"]
     assert len(fulls) == 2
+    newest_diff = max(b.stop.timestamp() for b in catalog if b.kind in ("full", "diff"))
+    assert dbtier_metric(spec.name, "backup", "dbtier_backup_newest_timestamp_seconds", repo="1", kind="diff") == newest_diff
+    assert dbtier_metric(spec.name, "backup", "dbtier_backup_newest_timestamp_seconds", repo="1", kind="full") == max(
+        b.stop.timestamp() for b in catalog if b.kind == "full")
 
     data = spec.model_dump(mode="json")
     data["backup"]["retention"] = {"full": 2, "diff": 7, "window_days": 0}

@@ -41,7 +41,8 @@ from dbtier.providers.base import get_provider
 from dbtier.routing import bouncers, routed_dsn, routers
 from dbtier.spec import ClusterSpec
 from dbtier.topology import pg_member, pg_members
-from tests.clusters import listening, provisioned_by_flow, run_log_lines, shared_tmpdir, spec_for_tests, write_spec
+from tests.clusters import (dbtier_metric, listening, provisioned_by_flow, run_log_lines, shared_tmpdir, spec_for_tests,
+                            write_spec)
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -359,6 +360,10 @@ def test_drills_through_the_router_lose_no_acknowledged_write(routed: str, spec:
     assert verdict["lost_writes"] == 0
     assert f"the writer wrote through router0's rw route (127.0.0.1:{spec.ports.router})" in verdict["notes"]
     print(f"{scenario} through the router: RTO {verdict['rto_s']:.2f} s, lost {verdict['lost_writes']}")
+    left = f"drill-{scenario}"  # what Prometheus reads of it
+    assert dbtier_metric(spec.name, left, "dbtier_failover_drill_passed", scenario=scenario) == 1
+    assert dbtier_metric(spec.name, left, "dbtier_failover_drill_rto_seconds") == pytest.approx(verdict["rto_s"])
+    assert dbtier_metric(spec.name, left, "dbtier_failover_drill_lost_writes") == 0
 
 
 def test_no_password_reaches_a_log_line_of_the_drills_or_the_routers(routed: str, spec: ClusterSpec) -> None:

@@ -1,0 +1,158 @@
+"""The monitoring stack of one cluster: Prometheus, Alertmanager and node exporter on the machine that runs the
+flows, their configuration and their services (pure: spec in, files and argv out).
+
+They run there because dbtier's own metrics are written there (:mod:`dbtier.monitoring.textfile`): node exporter
+reads them with its textfile collector, beside this machine's own host metrics. Prometheus scrapes, with a
+``cluster`` label on every target: each member's Patroni ``/metrics``, each etcd member's ``/metrics``, each
+router's HAProxy ``/metrics`` (all over HTTPS verifying the cluster CA when TLS is on) and that node exporter;
+it loads :func:`dbtier.monitoring.alerts.alert_rules` and sends alerts to this Alertmanager, which posts them to
+``monitoring.webhook_url`` (none: it keeps them, ``amtool`` and its UI show them). Files and data live in the
+cluster's work directory (``<work>/<cluster>/monitoring``); processes are detached with pid files, run as the
+user who runs dbtier.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from dbtier.monitoring.alerts import alert_rules
+from dbtier.procs import Service
+from dbtier.routing import routers
+from dbtier.spec import ClusterSpec
+from dbtier.topology import etcd_members, pg_members
+
+PROMETHEUS = "/usr/bin/prometheus"
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    root: str
+    metrics: str  #: dbtier's own metrics (the textfile collector's directory)
+    ca_file: str  #: the cluster CA, as this machine's clients trust it
+
+    @property
+    def prometheus_config(self) -> str:
+        return f"{self.root}/prometheus.yml"
+
+    @property
+    def rules(self) -> str:
+        return f"{self.root}/dbtier-alerts.yml"
+
+    @property
+    def alertmanager_config(self) -> str:
+        return f"{self.root}/alertmanager.yml"
+
+
+def targets(spec: ClusterSpec) -> dict[str, list[str]]:
+    """job -> ``host:port`` of each target.
+
+    >>> targets(ClusterSpec(routing={"enabled": True}))["patroni"], targets(ClusterSpec())["haproxy"]
+    (['127.0.0.1:8008', '127.0.0.1:8009', '127.0.0.1:8010'], [])
+    """
+    mon = spec.monitoring
+    return {
+        "patroni": [f"{m.host}:{m.rest_port}" for m in pg_members(spec)],
+        "etcd": [f"{e.host}:{e.client_port}" for e in etcd_members(spec)],
+        "haproxy": [f"{r.host}:{spec.ports.router_stats}" for r in routers(spec)],
+        "node": [f"{mon.host}:{mon.ports.node_exporter}"],
+    }
+
+
+def prometheus_config(spec: ClusterSpec, paths: StackPaths) -> dict[str, Any]:
+    """prometheus.yml: one job per kind of target, TLS against the cluster CA where the target speaks it.
+
+    >>> cfg = prometheus_config(ClusterSpec(), StackPaths("/w/m", "/w/metrics", "/w/ca.crt"))
+    >>> [(j["job_name"], j["scheme"]) for j in cfg["scrape_configs"]]
+    [('patroni', 'https'), ('etcd', 'https'), ('node', 'http')]
+    >>> cfg["scrape_configs"][0]["tls_config"], cfg["alerting"]["alertmanagers"][0]["static_configs"]
+    ({'ca_file': '/w/ca.crt'}, [{'targets': ['127.0.0.1:9093']}])
+    """
+    mon = spec.monitoring
+    tls = "https" if spec.tls.enabled else "http"
+    schemes = {"patroni": tls, "etcd": tls, "haproxy": tls, "node": "http"}
+    jobs = []
+    for job, where in targets(spec).items():
+        if not where:
+            continue
+        entry: dict[str, Any] = {"job_name": job, "scheme": schemes[job], "metrics_path": "/metrics",
+                                 "static_configs": [{"targets": where, "labels": {"cluster": spec.name}}]}
+        if schemes[job] == "https":
+            entry["tls_config"] = {"ca_file": paths.ca_file}
+        jobs.append(entry)
+    return {
+        "global": {"scrape_interval": f"{mon.scrape_interval_s}s", "evaluation_interval": f"{mon.evaluation_interval_s}s",
+                   "external_labels": {"dbtier_cluster": spec.name}},
+        "rule_files": [paths.rules],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{mon.host}:{mon.ports.alertmanager}"]}]}]},
+        "scrape_configs": jobs,
+    }
+
+
+def alertmanager_config(spec: ClusterSpec) -> dict[str, Any]:
+    """alertmanager.yml: every alert of the cluster to the webhook (resolutions too), grouped by alert name.
+
+    >>> alertmanager_config(ClusterSpec(monitoring={"webhook_url": "https://hooks.example/x"}))["receivers"]
+    [{'name': 'webhook', 'webhook_configs': [{'url': 'https://hooks.example/x', 'send_resolved': True}]}]
+    >>> alertmanager_config(ClusterSpec())["receivers"]
+    [{'name': 'webhook'}]
+    """
+    url = spec.monitoring.webhook_url
+    receiver: dict[str, Any] = {"name": "webhook"}
+    if url:
+        receiver["webhook_configs"] = [{"url": url, "send_resolved": True}]
+    interval = spec.monitoring.evaluation_interval_s
+    return {
+        "route": {"receiver": "webhook", "group_by": ["alertname", "cluster"], "group_wait": f"{interval}s",
+                  "group_interval": f"{max(interval, 30)}s", "repeat_interval": "4h"},
+        "receivers": [receiver],
+    }
+
+
+def stack_files(spec: ClusterSpec, paths: StackPaths) -> dict[str, str]:
+    """path -> content of every file the stack reads."""
+    import yaml
+
+    return {
+        paths.prometheus_config: yaml.safe_dump(prometheus_config(spec, paths), sort_keys=False),
+        paths.rules: yaml.safe_dump(alert_rules(spec), sort_keys=False),
+        paths.alertmanager_config: yaml.safe_dump(alertmanager_config(spec), sort_keys=False),
+    }
+
+
+def stack_services(spec: ClusterSpec, paths: StackPaths) -> list[Service]:
+    """node exporter, Alertmanager, Prometheus: detached, each with its pid and log file under ``paths.root``.
+
+    >>> [s.name for s in stack_services(ClusterSpec(), StackPaths("/w/m", "/w/metrics", "/w/ca.crt"))]
+    ['node-exporter', 'alertmanager', 'prometheus']
+    """
+    mon, host = spec.monitoring, spec.monitoring.host
+
+    def service(name: str, argv: list[str], port: int, marker: str) -> Service:
+        return Service(name=name, kind=name, host=host, argv=argv, pidfile=f"{paths.root}/{name}.pid",
+                       logfile=f"{paths.root}/{name}.log", marker=marker,
+                       ports=[(f"monitoring.ports.{name.replace('-', '_')}", port)])
+
+    node = service("node-exporter", [NODE_EXPORTER, f"--web.listen-address={host}:{mon.ports.node_exporter}",
+                                     f"--collector.textfile.directory={paths.metrics}"],
+                   mon.ports.node_exporter, f"--collector.textfile.directory={paths.metrics}")
+    manager = service("alertmanager", [ALERTMANAGER, f"--config.file={paths.alertmanager_config}",
+                                       f"--storage.path={paths.root}/alertmanager-data",
+                                       f"--web.listen-address={host}:{mon.ports.alertmanager}",
+                                       "--cluster.listen-address="],
+                      mon.ports.alertmanager, f"--config.file={paths.alertmanager_config}")
+    prometheus = service("prometheus", [PROMETHEUS, f"--config.file={paths.prometheus_config}",
+                                        f"--storage.tsdb.path={paths.root}/prometheus-data",
+                                        "--storage.tsdb.retention.time=15d",
+                                        f"--web.listen-address={host}:{mon.ports.prometheus}",
+                                        "--web.enable-lifecycle"],
+                         mon.ports.prometheus, f"--config.file={paths.prometheus_config}")
+    return [node, manager, prometheus]
+
+
+def paths_for(spec: ClusterSpec, work_dir: str, ca_file: str) -> StackPaths:
+    return StackPaths(root=os.path.join(work_dir, "monitoring"), metrics=os.path.join(work_dir, "metrics"),
+                      ca_file=ca_file)

@@ -1,0 +1,35 @@
+"""Thin tasks of the monitoring flow (dbtier.monitoring.run does the work)."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from blocks.ca import ensure_client_ca
+from dbtier.monitoring import run
+from dbtier.spec import ClusterSpec
+from tasks import log_sentences
+
+
+@task(cache_policy=NONE)
+def start_monitoring(spec: ClusterSpec) -> list[str]:
+    """The stack's files written, its processes started (or reloaded when their files changed)."""
+    ensure_client_ca(spec)  # Prometheus verifies the members with the cluster CA's copy on this machine
+    said = run.bring_up(spec)
+    log_sentences(*said)
+    return said
+
+
+@task(cache_policy=NONE)
+def wait_for_targets(spec: ClusterSpec, timeout: float = 90.0) -> str:
+    sentence = run.wait_targets_up(spec, timeout)
+    log_sentences(sentence)
+    return sentence
+
+
+@task(cache_policy=NONE)
+def stop_monitoring(spec: ClusterSpec) -> list[str]:
+    """Stop the cluster's monitoring stack on this machine, when it runs here (its data stays until --wipe)."""
+    said = run.stop_stack(spec)
+    log_sentences(*said)
+    return said

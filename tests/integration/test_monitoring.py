@@ -1,0 +1,213 @@
+"""The monitoring stack on real processes: Prometheus, Alertmanager and node exporter in front of a routed cluster.
+
+Runbook (local provider, port block 25; the stack on +70..+72, the test's webhook receiver on +73; scrapes and
+rule evaluations every 2 s so that nothing waits long):
+1. ``monitor`` before anything listens on a busy port is refused in one line;
+2. ``make monitor``'s flow: every target (Patroni x3, etcd x3, HAProxy, node exporter) is up, every rule loaded;
+3. WAL archiving broken for real (the repository made unwritable): archive health fails, the archiving alert fires
+   in Prometheus, reaches Alertmanager, which posts it to the webhook; healed, it resolves and the webhook hears so;
+4. an old backup (dbtier's own metric, time-shifted, not a sleep) fires the backup-age alert;
+5. teardown stops the stack with the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from blocks.passwords import load_passwords
+from dbtier.engines.patroni_config import SUPERUSER
+from dbtier.engines.postgres import connect
+from dbtier.errors import BackupError
+from dbtier.monitoring import run
+from dbtier.monitoring.alerts import alert_rules
+from dbtier.monitoring.metrics import backup_samples
+from dbtier.monitoring.textfile import write_metrics
+from dbtier.spec import ClusterSpec
+from dbtier.topology import client_dsn
+from tests.clusters import TEST_PORT_BASE, listening, provisioned_by_flow, shared_tmpdir, spec_for_tests
+
+pytestmark = pytest.mark.cluster
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BLOCK = 25
+BASE = TEST_PORT_BASE + 100 * BLOCK
+HOOK_PORT = BASE + 73
+
+
+class Hook(ThreadingHTTPServer):
+    """The webhook receiver: every notification Alertmanager posts, as JSON."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        super().__init__(("127.0.0.1", HOOK_PORT), HookHandler)
+
+
+class HookHandler(BaseHTTPRequestHandler):
+    server: Hook
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+        return
+
+
+@pytest.fixture(scope="module")
+def hook() -> Iterator[Hook]:
+    server = Hook()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def spec() -> ClusterSpec:
+    made = spec_for_tests("mon", block=BLOCK, data_root=shared_tmpdir("dbtier-monitoring-"), routing={"enabled": True})
+    data = made.model_dump(mode="json")
+    data["monitoring"].update({"scrape_interval_s": 2, "evaluation_interval_s": 2,
+                               "webhook_url": f"http://127.0.0.1:{HOOK_PORT}/alerts"})
+    data["monitoring"]["alerts"]["down_for_s"] = 2
+    data["backup"]["archive_timeout_s"] = 60
+    return ClusterSpec.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def monitored(prefect_harness: None, spec: ClusterSpec, hook: Hook) -> Iterator[dict[str, Any]]:
+    from flows.monitoring import monitoring
+
+    with provisioned_by_flow(spec, wipe=True) as spec_file:
+        try:
+            yield {"spec_file": spec_file, "result": monitoring(spec_path=spec_file)}
+        finally:
+            run.stop_stack(spec)  # by pid, whatever the tests did
+
+
+def notified(hook: Hook, alert: str, status: str) -> list[dict[str, Any]]:
+    return [a for n in hook.received for a in n.get("alerts", [])
+            if a["labels"].get("alertname") == alert and a["status"] == status]
+
+
+def wait_for(what: str, check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.5)
+
+
+def test_a_busy_monitoring_port_is_refused_in_one_line(spec: ClusterSpec, prefect_harness: None) -> None:
+    """Runs first: nothing of the stack listens yet."""
+    from tests.clusters import write_spec
+
+    path = write_spec(spec, os.path.join(spec.data_root, "busy.yaml"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", spec.monitoring.ports.alertmanager))
+        sock.listen(1)
+        done = subprocess.run([sys.executable, "-m", "flows.monitoring", "--spec", path], capture_output=True,
+                              text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"dbtier: error: monitoring.ports.alertmanager: 127.0.0.1:{spec.monitoring.ports.alertmanager} (for "
+        "alertmanager) is already in use; choose another port in monitoring.ports or stop what holds it"]
+    assert not listening(spec.monitoring.ports.prometheus)
+
+
+def test_every_target_is_up_and_every_rule_loaded(monitored: dict[str, Any], spec: ClusterSpec) -> None:
+    states = run.target_states(spec)
+    assert sorted((job, health) for job, _, health, _ in states) == sorted(
+        [("patroni", "up")] * 3 + [("etcd", "up")] * 3 + [("haproxy", "up"), ("node", "up")])
+    loaded = {r["name"] for g in run.prometheus_api(spec, "rules")["groups"] for r in g["rules"]}
+    assert loaded == {r["alert"] for g in alert_rules(spec)["groups"] for r in g["rules"]}
+    assert monitored["result"]["targets"].startswith("Prometheus scrapes 8 targets, all up")
+    # Patroni's own metrics arrive with the cluster label: one primary, two streaming replicas.
+    primaries = run.prometheus_api(spec, "query", query=f'sum(patroni_primary{{cluster="{spec.name}"}})')
+    assert float(primaries["result"][0]["value"][1]) == 1
+
+
+def test_broken_archiving_reaches_the_webhook_and_healing_resolves_it(monitored: dict[str, Any], spec: ClusterSpec,
+                                                                     hook: Hook) -> None:
+    from flows.archive_health import archive_health
+
+    repository = os.path.join(spec.data_root, "backups")
+    passwords = load_passwords(spec)
+    mode = os.stat(repository).st_mode & 0o777
+    os.chmod(repository, 0o000)  # pgBackRest (the database OS user) can no longer write a WAL file there
+    try:
+        def archiving_failed() -> bool:
+            with connect(client_dsn(spec, SUPERUSER, "postgres"), passwords.superuser) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS mon_probe (x int)")
+                conn.execute("INSERT INTO mon_probe VALUES (1)")
+                conn.execute("SELECT pg_switch_wal()")
+                return bool(conn.execute("SELECT failed_count > 0 FROM pg_stat_archiver").fetchone()[0])
+
+        wait_for("the archiver fails", archiving_failed, timeout=60)
+        with pytest.raises(BackupError):
+            archive_health(spec_path=monitored["spec_file"])
+        fired = wait_for("DbtierArchivingFailing reaches the webhook",
+                         lambda: notified(hook, "DbtierArchivingFailing", "firing"), timeout=90)
+        assert fired[0]["labels"]["cluster"] == spec.name and fired[0]["labels"]["severity"] == "critical"
+        assert "WAL archiving of mon fails" in fired[0]["annotations"]["summary"]
+    finally:
+        os.chmod(repository, mode)
+
+    def healthy_again() -> bool:
+        try:
+            return bool(archive_health(spec_path=monitored["spec_file"])["healthy"])
+        except BackupError:
+            time.sleep(2)
+            return False
+
+    wait_for("archive health passes again", healthy_again, timeout=120)
+    resolved = wait_for("the webhook hears it resolved", lambda: notified(hook, "DbtierArchivingFailing", "resolved"),
+                        timeout=120)
+    assert resolved[0]["labels"]["cluster"] == spec.name
+
+
+def test_an_old_backup_fires_the_backup_age_alert(monitored: dict[str, Any], spec: ClusterSpec, hook: Hook) -> None:
+    nine_days_ago = time.time() - 9 * 86400
+    write_metrics(spec.name, "backup", backup_samples({(1, "full"): nine_days_ago, (1, "diff"): nine_days_ago}))
+    fired = wait_for("DbtierBackupTooOld reaches the webhook", lambda: notified(hook, "DbtierBackupTooOld", "firing"),
+                     timeout=90)
+    assert fired[0]["labels"]["repo"] == "1"
+    assert "is 9d" in fired[0]["annotations"]["summary"]
+
+
+def test_teardown_stops_the_stack_with_the_cluster(monitored: dict[str, Any], spec: ClusterSpec) -> None:
+    from flows.teardown import teardown
+
+    said = teardown(spec_path=monitored["spec_file"])
+    assert any(s.startswith("prometheus (pid") for s in said), said
+    ports = spec.monitoring.ports
+    assert not [p for p in (ports.prometheus, ports.alertmanager, ports.node_exporter) if listening(p)]
+    assert run.stack_running(spec) == []
+
+
+def test_no_password_reaches_the_stacks_files(monitored: dict[str, Any], spec: ClusterSpec) -> None:
+    root = run.stack_paths(spec).root
+    text = ""
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if os.path.isfile(path):
+            with open(path, errors="replace") as fh:
+                text += fh.read()
+    assert text and not [s for s in load_passwords(spec).values() if s in text]
