@@ -163,7 +163,7 @@ def test_archiving_keeps_working_after_a_switchover(cluster_with_full_backup: st
 
     result = archive_health(spec_path=cluster_with_full_backup)  # pgbackrest check from the new primary
     assert result["healthy"] is True
-    assert dbtier_metric(spec.name, "archive", "dbtier_archive_ok", cluster=spec.name) == 1, "left for Prometheus"
+    assert dbtier_metric(spec.name, "archive", "dbtier_archive_ok") == 1, "left for Prometheus"
     lag = dbtier_metric(spec.name, "archive", "dbtier_archive_lag_seconds")
     assert lag is not None and lag == pytest.approx(result["lag_s"], abs=0.1)
     wal_max = ops.catalog(get_provider(spec), spec).wal_max
