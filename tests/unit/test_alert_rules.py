@@ -155,3 +155,8 @@ def test_thresholds_follow_the_spec(tmp_path: Path) -> None:
     strict = build_spec({"name": "orders", "monitoring": {"alerts": {"replication_lag_bytes": 1000}}}, environ={})
     rule = next(r for g in alert_rules(strict)["groups"] for r in g["rules"] if r["alert"] == "DbtierReplicationLag")
     assert rule["expr"].endswith("> 1000")
+
+
+def test_the_readme_describes_every_alert() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [alert for alert in _rules() if f"| {alert} |" not in readme] == []
