@@ -149,6 +149,19 @@ def survey(provider: Provider, spec: ClusterSpec, ca_pem: bytes, now: datetime.d
     return rows
 
 
+def first_expiry(provider: Provider, spec: ClusterSpec) -> datetime.datetime | None:
+    """When the first certificate the members hold expires (None: TLS off, or none installed yet)."""
+    ends = []
+    for need in plan_for(provider, spec) if spec.tls.enabled else []:
+        pem = read_installed(provider, spec, need).cert_pem
+        if pem is not None:
+            try:
+                ends.append(certs.describe(pem).not_after)
+            except CertificateError:
+                continue
+    return min(ends, default=None)
+
+
 def certificates_ok(provider: Provider, spec: ClusterSpec, store: CAStore, now: datetime.datetime) -> str | None:
     """None when the store holds a CA and every member's certificate is good; else why not (no key, no secret)."""
     ca_pem = store.load_cert(spec.name)

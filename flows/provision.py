@@ -27,6 +27,7 @@ from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.firewall import apply_firewall, firewall_status
 from tasks.certs import reload_renewed_certificates
+from tasks.metrics import record_certificate_metrics
 from tasks.backup import configure_backups, create_stanza, refuse_earlier_stanza, wait_for_restore
 from tasks.cluster import (
     configure_router,
@@ -87,6 +88,7 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
     ensure_cluster_passwords(spec)
     prepare_data_dirs(spec)
     ensure_cluster_certificates(spec)
+    record_certificate_metrics(spec)  # for the certificate-expiry alert
     configure_backups(spec, source)
     consensus = [s.name for s in engine.consensus_services(spec)]
     members = [s.name for s in engine.member_services(spec)]

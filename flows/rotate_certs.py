@@ -21,6 +21,7 @@ from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.certs import refuse_without_ca, reload_services, rotate_certificates
 from tasks.cluster import wait_until_healthy
+from tasks.metrics import record_certificate_metrics
 
 
 @flow(name="rotate-certs", flow_run_name=run_name("rotate-certs"))
@@ -30,6 +31,7 @@ def rotate_certs(spec_path: str | None = None, spec_block: str | None = None) ->
     spec = resolve_spec(spec_path, spec_block)
     refuse_without_ca(spec)
     sentences = rotate_certificates(spec)
+    record_certificate_metrics(spec)
     sentences += reload_services(spec)
     status = wait_until_healthy(spec)
     get_run_logger().info("cluster %s: certificates rotated; %s", spec.name, status.health.sentence)

@@ -8,9 +8,12 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
+from blocks.loaders import PREFECT_LOADERS
+from dbtier import tls_files
 from dbtier.backup.catalog import BackupRecord
 from dbtier.monitoring import metrics
 from dbtier.monitoring.textfile import write_metrics
+from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from tasks import log_sentences
 
@@ -43,3 +46,12 @@ def record_failover_drill_metrics(spec: ClusterSpec, verdicts: list[Any]) -> str
     paths = [_written(spec, f"drill-{v.scenario}", metrics.failover_drill_samples(
         v.scenario, v.passed, v.rto_s, v.lost_writes, time.time())) for v in verdicts]
     return ", ".join(paths)
+
+
+@task(cache_policy=NONE)
+def record_certificate_metrics(spec: ClusterSpec) -> str | None:
+    """When the members' first certificate expires (nothing with TLS off)."""
+    first = tls_files.first_expiry(get_provider(spec, PREFECT_LOADERS), spec)
+    if first is None:
+        return None
+    return _written(spec, "certificates", metrics.certificate_samples(first.timestamp()))

@@ -156,3 +156,7 @@ def failover_drill_samples(scenario: str, passed: bool, rto_s: float | None, los
             Sample("dbtier_failover_drill_timestamp_seconds", ended, scenario_label),
             Sample("dbtier_failover_drill_rto_seconds", float("nan") if rto_s is None else rto_s, scenario_label),
             Sample("dbtier_failover_drill_lost_writes", lost, scenario_label)]
+
+
+def certificate_samples(first_expiry: float) -> list[Sample]:
+    return [Sample("dbtier_certificate_expiry_timestamp_seconds", first_expiry)]

@@ -105,9 +105,15 @@ def wait_targets_up(spec: ClusterSpec, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     started = time.monotonic()
     while True:
-        states = target_states(spec)
+        try:
+            states = target_states(spec)
+            rules = sum(len(g["rules"]) for g in prometheus_api(spec, "rules")["groups"])
+        except MonitoringError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)  # Prometheus opens its port a few seconds after it starts (replaying its WAL)
+            continue
         down = [s for s in states if s[2] != "up"]
-        rules = sum(len(g["rules"]) for g in prometheus_api(spec, "rules")["groups"])
         if states and not down and rules:
             jobs = sorted({s[0] for s in states})
             return (f"Prometheus scrapes {len(states)} targets, all up ({', '.join(jobs)}), and holds {rules} alert "

@@ -107,7 +107,7 @@ def alertmanager_config(spec: ClusterSpec) -> dict[str, Any]:
     interval = spec.monitoring.evaluation_interval_s
     return {
         "route": {"receiver": "webhook", "group_by": ["alertname", "cluster"], "group_wait": f"{interval}s",
-                  "group_interval": f"{max(interval, 30)}s", "repeat_interval": "4h"},
+                  "group_interval": f"{2 * interval}s", "repeat_interval": "4h"},
         "receivers": [receiver],
     }
 

@@ -35,7 +35,7 @@ from dbtier.monitoring.metrics import backup_samples
 from dbtier.monitoring.textfile import write_metrics
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
-from tests.clusters import TEST_PORT_BASE, listening, provisioned_by_flow, shared_tmpdir, spec_for_tests
+from tests.clusters import TEST_PORT_BASE, dbtier_metric, listening, provisioned_by_flow, shared_tmpdir, spec_for_tests
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -142,6 +142,11 @@ def test_every_target_is_up_and_every_rule_loaded(monitored: dict[str, Any], spe
     # Patroni's own metrics arrive with the cluster label: one primary, two streaming replicas.
     primaries = run.prometheus_api(spec, "query", query=f'sum(patroni_primary{{cluster="{spec.name}"}})')
     assert float(primaries["result"][0]["value"][1]) == 1
+    # dbtier's own: provision left the first certificate's expiry, and Prometheus reads it through node exporter.
+    expiry = dbtier_metric(spec.name, "certificates", "dbtier_certificate_expiry_timestamp_seconds")
+    assert expiry is not None and expiry - time.time() > 90 * 86400, "months of validity"
+    seen = run.prometheus_api(spec, "query", query="dbtier_certificate_expiry_timestamp_seconds")["result"]
+    assert [float(r["value"][1]) for r in seen] == [expiry] and seen[0]["metric"]["job"] == "node"
 
 
 def test_broken_archiving_reaches_the_webhook_and_healing_resolves_it(monitored: dict[str, Any], spec: ClusterSpec,
@@ -171,6 +176,9 @@ def test_broken_archiving_reaches_the_webhook_and_healing_resolves_it(monitored:
         os.chmod(repository, mode)
 
     def healthy_again() -> bool:
+        with connect(client_dsn(spec, SUPERUSER, "postgres"), passwords.superuser) as conn:
+            conn.execute("SELECT pg_switch_wal()")  # a new .ready file wakes the archiver out of its back-off
+        time.sleep(1)
         try:
             return bool(archive_health(spec_path=monitored["spec_file"])["healthy"])
         except BackupError:
