@@ -187,3 +187,17 @@ def dbtier_metric(cluster: str, source: str, name: str, **labels: str) -> float 
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                     return float(sample.value)
     return None
+
+
+def eventually(what: str, check: Any, timeout: float = 60.0, every: float = 0.3) -> Any:
+    """``check()``'s first truthy answer, asked every ``every`` seconds; fails the test naming ``what`` after
+    ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(every)

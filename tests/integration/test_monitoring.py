@@ -35,7 +35,7 @@ from dbtier.monitoring.metrics import backup_samples
 from dbtier.monitoring.textfile import write_metrics
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
-from tests.clusters import TEST_PORT_BASE, dbtier_metric, listening, provisioned_by_flow, shared_tmpdir, spec_for_tests
+from tests.clusters import TEST_PORT_BASE, dbtier_metric, eventually, listening, provisioned_by_flow, shared_tmpdir, spec_for_tests
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -105,16 +105,6 @@ def notified(hook: Hook, alert: str, status: str) -> list[dict[str, Any]]:
             if a["labels"].get("alertname") == alert and a["status"] == status]
 
 
-def wait_for(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(0.5)
-
-
 def test_a_busy_monitoring_port_is_refused_in_one_line(spec: ClusterSpec, prefect_harness: None) -> None:
     """Runs first: nothing of the stack listens yet."""
     from tests.clusters import write_spec
@@ -165,10 +155,10 @@ def test_broken_archiving_reaches_the_webhook_and_healing_resolves_it(monitored:
                 conn.execute("SELECT pg_switch_wal()")
                 return bool(conn.execute("SELECT failed_count > 0 FROM pg_stat_archiver").fetchone()[0])
 
-        wait_for("the archiver fails", archiving_failed, timeout=60)
+        eventually("the archiver fails", archiving_failed, timeout=60)
         with pytest.raises(BackupError):
             archive_health(spec_path=monitored["spec_file"])
-        fired = wait_for("DbtierArchivingFailing reaches the webhook",
+        fired = eventually("DbtierArchivingFailing reaches the webhook",
                          lambda: notified(hook, "DbtierArchivingFailing", "firing"), timeout=90)
         assert fired[0]["labels"]["cluster"] == spec.name and fired[0]["labels"]["severity"] == "critical"
         assert "WAL archiving of mon fails" in fired[0]["annotations"]["summary"]
@@ -185,8 +175,8 @@ def test_broken_archiving_reaches_the_webhook_and_healing_resolves_it(monitored:
             time.sleep(2)
             return False
 
-    wait_for("archive health passes again", healthy_again, timeout=120)
-    resolved = wait_for("the webhook hears it resolved", lambda: notified(hook, "DbtierArchivingFailing", "resolved"),
+    eventually("archive health passes again", healthy_again, timeout=120)
+    resolved = eventually("the webhook hears it resolved", lambda: notified(hook, "DbtierArchivingFailing", "resolved"),
                         timeout=120)
     assert resolved[0]["labels"]["cluster"] == spec.name
 
@@ -194,7 +184,7 @@ def test_broken_archiving_reaches_the_webhook_and_healing_resolves_it(monitored:
 def test_an_old_backup_fires_the_backup_age_alert(monitored: dict[str, Any], spec: ClusterSpec, hook: Hook) -> None:
     nine_days_ago = time.time() - 9 * 86400
     write_metrics(spec.name, "backup", backup_samples({(1, "full"): nine_days_ago, (1, "diff"): nine_days_ago}))
-    fired = wait_for("DbtierBackupTooOld reaches the webhook", lambda: notified(hook, "DbtierBackupTooOld", "firing"),
+    fired = eventually("DbtierBackupTooOld reaches the webhook", lambda: notified(hook, "DbtierBackupTooOld", "firing"),
                      timeout=90)
     assert fired[0]["labels"]["repo"] == "1"
     assert "is 9d" in fired[0]["annotations"]["summary"]

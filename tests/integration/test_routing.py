@@ -42,7 +42,7 @@ from dbtier.providers.base import get_provider
 from dbtier.routing import bouncers, routed_dsn, routers
 from dbtier.spec import ClusterSpec
 from dbtier.topology import pg_member, pg_members
-from tests.clusters import (dbtier_metric, listening, provisioned_by_flow, run_log_lines, shared_tmpdir, spec_for_tests,
+from tests.clusters import (dbtier_metric, eventually, listening, provisioned_by_flow, run_log_lines, shared_tmpdir, spec_for_tests,
                             write_spec)
 
 pytestmark = pytest.mark.cluster
@@ -79,16 +79,6 @@ def _landed(conn: Any) -> tuple[int, bool]:
 
 def _roles(spec: ClusterSpec) -> tuple[str | None, list[str], list[str]]:
     return pg_routes.roles(faults.cluster_doc(spec))
-
-
-def _wait(what: str, check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(0.3)
 
 
 def _routes_agree(spec: ClusterSpec) -> bool:
@@ -143,7 +133,7 @@ def test_provision_prints_routed_dsns_that_work_with_psql(routed: str, spec: Clu
 
 
 def test_writes_land_on_the_leader_reads_on_replicas_sync_on_the_sync_standby(routed: str, spec: ClusterSpec) -> None:
-    _wait("routes agree with Patroni", lambda: _routes_agree(spec))
+    eventually("routes agree with Patroni", lambda: _routes_agree(spec))
     leader, replicas, sync = _roles(spec)
     port_of = {m.pg_port: m.name for m in pg_members(spec)}
     with _app(spec, "rw") as conn:
@@ -200,7 +190,7 @@ def test_a_router_cuts_sessions_to_a_member_whose_patroni_stops_answering(routed
     """Patroni of one replica frozen (SIGSTOP) for a few seconds: its PostgreSQL runs on, but the router marks
     it down and shuts its sessions; thawed, it comes back. Far shorter than the TTL: no failover."""
     provider = get_provider(spec)
-    _wait("routes agree with Patroni", lambda: _routes_agree(spec))
+    eventually("routes agree with Patroni", lambda: _routes_agree(spec))
     _, replicas, _ = _roles(spec)
     port_of = {m.pg_port: m.name for m in pg_members(spec)}
     sessions = [c for c in (_app(spec, "ro") for _ in range(4))]
@@ -222,7 +212,7 @@ def test_a_router_cuts_sessions_to_a_member_whose_patroni_stops_answering(routed
                 return True
             return False
 
-        _wait(f"the router cuts the sessions to {victim}", cut, timeout=15)
+        eventually(f"the router cuts the sessions to {victim}", cut, timeout=15)
         cut_after = time.monotonic() - started
     finally:
         os.kill(patroni_pid, 18)  # SIGCONT
@@ -230,7 +220,7 @@ def test_a_router_cuts_sessions_to_a_member_whose_patroni_stops_answering(routed
     assert faults.postmaster_pid(runner, member) == postmaster  # PostgreSQL never restarted: the router cut them
     for conn in sessions:
         conn.close()
-    _wait("routes agree again", lambda: _routes_agree(spec))
+    eventually("routes agree again", lambda: _routes_agree(spec))
 
 
 def _status(spec_file: str) -> subprocess.CompletedProcess[str]:
@@ -245,7 +235,7 @@ def test_status_shows_each_routers_view_and_flags_one_that_disagrees(routed: str
     """The leader's Patroni frozen a few seconds (far below the TTL: it stays leader): HAProxy takes it out of
     rw while Patroni still names it leader, and status says so and exits 1."""
     provider = get_provider(spec)
-    _wait("routes agree with Patroni", lambda: _routes_agree(spec))
+    eventually("routes agree with Patroni", lambda: _routes_agree(spec))
     leader, replicas, sync = _roles(spec)
     done = _status(routed)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -260,19 +250,19 @@ def test_status_shows_each_routers_view_and_flags_one_that_disagrees(routed: str
             states = pg_routes.router_servers(spec, routers(spec)[0])
             return not isinstance(states, str) and pg_routes.up_servers(states)["rw"] == []
 
-        _wait("HAProxy takes the frozen leader out of rw", rw_out, timeout=15)
+        eventually("HAProxy takes the frozen leader out of rw", rw_out, timeout=15)
         done = _status(routed)
     finally:
         os.kill(patroni_pid, 18)  # SIGCONT
     assert done.returncode == 1, done.stdout + done.stderr
     assert (f"router disagrees: router0: HAProxy sends rw to no server, but Patroni says the leader is {leader}"
             in done.stdout.splitlines()), done.stdout
-    _wait("routes agree again", lambda: _routes_agree(spec))
+    eventually("routes agree again", lambda: _routes_agree(spec))
 
 
 def test_ro_lands_on_the_primary_when_no_replica_is_healthy(routed: str, spec: ClusterSpec) -> None:
     provider = get_provider(spec)
-    _wait("routes agree with Patroni", lambda: _routes_agree(spec))
+    eventually("routes agree with Patroni", lambda: _routes_agree(spec))
     leader, replicas, _ = _roles(spec)
     port_of = {m.pg_port: m.name for m in pg_members(spec)}
     killed = [faults.kill_service(provider, spec, name) for name in replicas]
@@ -284,19 +274,19 @@ def test_ro_lands_on_the_primary_when_no_replica_is_healthy(routed: str, spec: C
             except psycopg.OperationalError:
                 return False
 
-        _wait("ro falls back to the primary", on_primary, timeout=30)
+        eventually("ro falls back to the primary", on_primary, timeout=30)
         with _app(spec, "ro", pooled=True) as conn:
             assert port_of[_landed(conn)[0]] == leader
     finally:
         for name in replicas:
             faults.restart_service(provider, spec, name)
     assert len(killed) == 2
-    _wait("both replicas stream and routes agree again", lambda: _routes_agree(spec), timeout=90)
+    eventually("both replicas stream and routes agree again", lambda: _routes_agree(spec), timeout=90)
 
 
 def test_a_switchover_moves_rw_cuts_old_sessions_and_a_pooled_client_retries_through(routed: str,
                                                                                      spec: ClusterSpec) -> None:
-    _wait("routes agree with Patroni", lambda: _routes_agree(spec))
+    eventually("routes agree with Patroni", lambda: _routes_agree(spec))
     leader, _, sync = _roles(spec)
     port_of = {m.pg_port: m.name for m in pg_members(spec)}
     old = _app(spec, "rw")
@@ -327,7 +317,7 @@ def test_a_switchover_moves_rw_cuts_old_sessions_and_a_pooled_client_retries_thr
     try:
         time.sleep(1)
         faults.switchover(spec, leader or "", sync[0], rest_login(load_passwords(spec)))
-        new = _wait("a new leader", lambda: (role_holder(faults.cluster_doc(spec), "leader") or leader) != leader
+        new = eventually("a new leader", lambda: (role_holder(faults.cluster_doc(spec), "leader") or leader) != leader
                     and role_holder(faults.cluster_doc(spec), "leader"))
 
         def rw_on_new() -> bool:
@@ -337,8 +327,8 @@ def test_a_switchover_moves_rw_cuts_old_sessions_and_a_pooled_client_retries_thr
             except psycopg.OperationalError:
                 return False
 
-        _wait("rw reaches the new leader", rw_on_new)
-        _wait("the pooled client writes on the new leader", lambda: written and written[-1] == new, timeout=30)
+        eventually("rw reaches the new leader", rw_on_new)
+        eventually("the pooled client writes on the new leader", lambda: written and written[-1] == new, timeout=30)
     finally:
         stop.set()
         thread.join(timeout=10)
@@ -354,7 +344,7 @@ def test_a_switchover_moves_rw_cuts_old_sessions_and_a_pooled_client_retries_thr
 def test_drills_through_the_router_lose_no_acknowledged_write(routed: str, spec: ClusterSpec, scenario: str) -> None:
     from flows.failover_drill import failover_drill
 
-    _wait("routes agree with Patroni", lambda: _routes_agree(spec), timeout=90)
+    eventually("routes agree with Patroni", lambda: _routes_agree(spec), timeout=90)
     state = failover_drill(scenario=scenario, spec_path=routed, settings=FAST, return_state=True)
     RUNS.append(state.state_details.flow_run_id)
     (verdict,) = state.result()
