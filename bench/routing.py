@@ -48,8 +48,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import provision_plain, stop_popen  # noqa: E402
-from tls import Busy, busy_report, load_1min, remove_cluster, watched  # noqa: E402
+from common import provision_plain  # noqa: E402
+from tls import (CLIENTS, Busy, busy_report, figure, load_1min, remove_cluster, stop_client,  # noqa: E402
+                 stop_clients, watched)
 from dbtier import bootstrap  # noqa: E402
 from dbtier.backup import ops  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
@@ -77,8 +78,6 @@ STORM_CLIENTS = 200
 WAYS = {"direct": "direct", "rw": "rw (HAProxy)", "rw-pooled": "rw-pooled (HAProxy + PgBouncer)"}
 _DRILL = {"rto_budget_s": 40, "rejoin_budget_s": 60, "settle_s": 1.0, "tail_s": 0.5, "healthy_timeout_s": 90}
 DRILL_SETTINGS = {"router": DrillSettings(**_DRILL, via="router"), "direct": DrillSettings(**_DRILL, via="direct")}
-#: pgbench client processes running now, stopped by pid at the end whatever happens
-CLIENTS: dict[int, subprocess.Popen[str]] = {}
 
 
 @dataclass
@@ -172,24 +171,6 @@ def pgbench(spec: ClusterSpec, info: str, password: str, *options: str, may_abor
         tail = " | ".join(err.strip().splitlines()[-3:])
         raise SystemExit(f"pgbench {' '.join(options)} against {spec.name} failed (rc {client.returncode}): {tail}")
     return out + err
-
-
-def stop_client(client: subprocess.Popen[str]) -> None:
-    """Stop one pgbench by its pid (a no-op once it has exited)."""
-    CLIENTS.pop(client.pid, None)
-    stop_popen(client, 10)
-
-
-def stop_clients() -> None:
-    for client in list(CLIENTS.values()):
-        stop_client(client)
-
-
-def figure(pattern: str, output: str) -> float:
-    found = re.search(pattern, output)
-    if not found:
-        raise SystemExit(f"pgbench printed no {pattern!r}: {output.strip()[-300:]}")
-    return float(found.group(1))
 
 
 def timed(spec: ClusterSpec, info: str, password: str, busy: Busy, seconds: int, options: list[str],
