@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 import time
 from typing import Any
 
@@ -21,28 +20,22 @@ class MonitoringError(DbtierError):
     """The monitoring stack did not come up, or a target stayed down."""
 
 
-def _runner() -> LocalRunner:
-    """This machine, as the user who runs dbtier (the stack reads that user's work directory)."""
-    return LocalRunner(pwd.getpwuid(os.geteuid()).pw_name)
+def _runner(host: str = "127.0.0.1") -> LocalRunner:
+    """This machine (at ``host``), as the user who runs dbtier (the stack reads that user's work directory)."""
+    return LocalRunner(pwd.getpwuid(os.geteuid()).pw_name, host)
 
 
 def stack_paths(spec: ClusterSpec) -> StackPaths:
     return paths_for(spec, workdir.cluster_work_dir(spec.name), workdir.ca_cert_file(spec.name))
 
 
-def _busy(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 def port_problems(spec: ClusterSpec) -> list[str]:
     """A port of a stack service that does not run but is taken by something else, one line each."""
-    runner, paths = _runner(), stack_paths(spec)
+    runner, paths = _runner(spec.monitoring.host), stack_paths(spec)
     return [f"{field}: {spec.monitoring.host}:{port} (for {service.name}) is already in use; choose another "
             f"port in monitoring.ports or stop what holds it"
             for service in stack_services(spec, paths) if procs.running_pid(runner, service) is None
-            for field, port in service.ports if _busy(spec.monitoring.host, port)]
+            for field, port in service.ports if runner.port_in_use(port)]
 
 
 def bring_up(spec: ClusterSpec) -> list[str]:
