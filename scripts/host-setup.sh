@@ -2,7 +2,8 @@
 # The host part of dbtier's set-up, run as root on every host that runs members: this machine
 # (scripts/setup.sh calls it) or a host reached over SSH (the ssh provider sends it on stdin).
 # Idempotent: a second run only checks.
-#   - Debian packages: PostgreSQL 15 with pgaudit, etcd, pgBackRest, HAProxy, PgBouncer, keepalived, Python venv
+#   - Debian packages: PostgreSQL 15 with pgaudit, etcd, pgBackRest, HAProxy, PgBouncer, keepalived, the Prometheus
+#     exporters (postgres, pgbouncer, node), Python venv
 #     support, nftables (the network drills and the host firewall)
 #   - the unprivileged OS user that runs the database processes (PostgreSQL refuses root)
 #   - a runtime venv for that user (Patroni), built from Debian's python3 so that user can read it
@@ -11,6 +12,7 @@ set -euo pipefail
 OS_USER="${DBTIER_OS_USER:-dbtier}"
 RUNTIME_VENV="${DBTIER_RUNTIME_VENV:-/opt/dbtier/venv}"
 PACKAGES=(postgresql-15 postgresql-15-pgaudit etcd-server etcd-client pgbackrest haproxy pgbouncer keepalived zstd lz4 bzip2
+          prometheus-postgres-exporter prometheus-pgbouncer-exporter prometheus-node-exporter
           python3-venv procps util-linux iproute2 nftables curl)
 
 say() { printf 'host-setup: %s\n' "$*"; }
@@ -46,8 +48,9 @@ fi
 # Debian's etcd unit would hold 2379/2380 (now or after a reboot); dbtier runs its own members,
 # under units of their own where systemd is the init (/run/systemd/system: systemd's own test).
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-  # The same for the units of Debian's haproxy (its own config), pgbouncer (6432) and keepalived.
-  for unit in etcd haproxy pgbouncer keepalived; do
+  # The same for the units of Debian's haproxy (its own config), pgbouncer (6432), keepalived and the exporters.
+  for unit in etcd haproxy pgbouncer keepalived prometheus-postgres-exporter prometheus-pgbouncer-exporter \
+              prometheus-node-exporter; do
     if systemctl is-enabled --quiet "$unit.service" 2>/dev/null || systemctl is-active --quiet "$unit.service" 2>/dev/null; then
       say "stopping and disabling Debian's $unit.service (dbtier runs its own)"
       systemctl disable --now --quiet "$unit.service"

@@ -18,10 +18,11 @@ quietly() {
 }
 
 # What this machine (the one that runs the flows) needs besides the hosts' part: a real sshd for the ssh
-# provider's tests, Prometheus and Alertmanager for monitoring (promtool tests the alert rules). Their Debian
-# units are not started (policy-rc.d): dbtier runs its own.
+# provider's tests, Prometheus and Alertmanager for monitoring (promtool tests the alert rules), Chromium and its
+# driver for the test that looks at the Prefect UI in a real browser. Their Debian units are not started
+# (policy-rc.d): dbtier runs its own.
 wanted=()
-for pkg in openssh-server prometheus prometheus-alertmanager prometheus-node-exporter; do
+for pkg in openssh-server prometheus prometheus-alertmanager prometheus-node-exporter chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || wanted+=("$pkg")
 done
 if [ ${#wanted[@]} -gt 0 ]; then
