@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from blocks.loaders import PREFECT_LOADERS
 from dbtier.errors import DbtierError
+from dbtier.monitoring.status import alerts_line
 from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec, load_spec
 from dbtier.routing import default_route, routed_dsn
@@ -27,23 +28,27 @@ def status(args: argparse.Namespace) -> int:
 
     spec = _client_spec(args)
     engine = get_engine(spec)
-    current = checked_status(engine, get_provider(spec, PREFECT_LOADERS), spec)  # pid files vs ports
+    checked = checked_status(engine, get_provider(spec, PREFECT_LOADERS), spec)  # pid files vs ports
     routers, disagreements = engine.router_views(spec)
-    healthy = current.health.healthy and not disagreements
+    current = checked.with_router_problems(disagreements)
     backups = backup_line(spec)
+    alerts = alerts_line(spec)
     if args.json:
-        print(json.dumps({"cluster": spec.name, "healthy": healthy,
-                          "leader": current.health.leader, "problems": [*current.health.problems, *disagreements],
-                          "members": current.rows, "routers": routers, "backups": backups}, indent=2))
+        print(json.dumps({"cluster": spec.name, "healthy": current.health.healthy,
+                          "leader": current.health.leader, "problems": current.health.problems,
+                          "members": current.rows, "routers": routers, "backups": backups, "alerts": alerts},
+                         indent=2))
     else:
         print(format_table(current.rows))
         for line in routers:
             print(line)
-        print(f"{spec.name}: {current.health.sentence}")
+        print(f"{spec.name}: {checked.health.sentence}" if disagreements else f"{spec.name}: {current.health.sentence}")
         for problem in disagreements:
             print(f"router disagrees: {problem}")
         print(backups)
-    return 0 if healthy else 1
+        if alerts:
+            print(alerts)
+    return 0 if current.health.healthy else 1
 
 
 def backup_line(spec: ClusterSpec) -> str:

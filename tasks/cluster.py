@@ -15,6 +15,7 @@ from dbtier import bootstrap, workdir
 from dbtier.backup import ops as backup_ops
 from dbtier.errors import SecretError
 from dbtier.engines.base import ClusterStatus, Engine, get_engine
+from dbtier.monitoring.status import alerts_line
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, get_provider, resolve_addresses
 from dbtier.spec import ClusterSpec
@@ -181,6 +182,15 @@ def read_router_views(spec: ClusterSpec) -> tuple[list[str], list[str]]:
     for problem in problems:
         get_run_logger().warning("%s", problem)
     return lines, problems
+
+
+@task(cache_policy=NONE)
+def read_alerts(spec: ClusterSpec) -> str | None:
+    """The alerts firing now in the cluster's Prometheus (None when no monitoring stack runs)."""
+    line = alerts_line(spec)
+    if line:
+        get_run_logger().info("%s", line)
+    return line
 
 
 @task(cache_policy=NONE)

@@ -48,6 +48,19 @@ class ClusterStatus:
         health = Health(False, self.health.leader, [*self.health.problems, *(p.sentence for p in problems)])
         return ClusterStatus(health=health, rows=rows)
 
+    def with_router_problems(self, disagreements: list[str]) -> ClusterStatus:
+        """This status, not healthy when a router disagrees with the cluster about where a route goes.
+
+        >>> ok = ClusterStatus(Health(True, "pg0"), [])
+        >>> ok.with_router_problems([]) is ok
+        True
+        >>> ok.with_router_problems(["router0: HAProxy sends rw to no server"]).health.problems
+        ['router0: HAProxy sends rw to no server']
+        """
+        if not disagreements:
+            return self
+        return ClusterStatus(Health(False, self.health.leader, [*self.health.problems, *disagreements]), self.rows)
+
 
 class Engine(ABC):
     name: str
