@@ -20,6 +20,7 @@ from blocks.lock import changes_cluster, cluster_lock
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
+from tasks.progress import Progress
 from tasks.metrics import record_backup_metrics
 from tasks.backup import (
     apply_retention,
@@ -43,17 +44,24 @@ def backup(spec_path: str | None = None, spec_block: str | None = None, kind: st
     verified: dict[int, str] = {}
     expired: list[str] = []
     runs: list[str] = []
+    progress = Progress("backup", spec.name, [f"repository {n}: {what}" for n in repos
+                                              for what in ("back up", "verify", "apply retention")] + ["catalog"])
     for n in repos:
         chosen = pick_backup_kind(spec, kind, before, n)
+        progress.step(f"repository {n}: take a {chosen} backup")
         runs.append(take_backup(spec, chosen, n))
+        progress.step()
         verify_repository(spec, n)  # raises when the repository does not verify
         verified[n] = "yes"
+        progress.step()
         gone, after = apply_retention(spec, n, read_catalog(spec))
         expired += gone
+    progress.step()
     new = [b for b in after.backups if before.label(b.label) is None]
     in_buckets = measure_s3(spec)
     rows = publish_catalog(spec, after, [b.label for b in new], expired, verified, in_buckets)
     record_backup_metrics(spec, list(after.backups))
+    progress.finish()
     get_run_logger().info("took %s; expired %s", [b.label for b in new], expired or "nothing")
     return {"cluster": spec.name, "taken": [b.as_dict() for b in new], "expired": expired, "catalog": rows,
             "runs": runs, "buckets": in_buckets}

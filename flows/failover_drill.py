@@ -28,6 +28,7 @@ from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.metrics import record_failover_drill_metrics
+from tasks.progress import Progress
 from tasks.drills import check_drill_allowed, plan_drills, publish_drill_report, refuse_drill, refuse_scenario, run_drill
 
 ALL = "drill-all"
@@ -61,8 +62,14 @@ def failover_drill(
     names = chosen_scenarios(scenario)
     check_drill_allowed(spec, chosen)
     names = plan_drills(spec, names, single=scenario != ALL)
-    verdicts: list[Verdict] = [run_drill(spec, name, chosen) for name in names]
+    progress = Progress("failover-drill", spec.name, [*(f"drill {name}" for name in names), "report"])
+    verdicts: list[Verdict] = []
+    for name in names:
+        progress.step()
+        verdicts.append(run_drill(spec, name, chosen))
+    progress.step()
     publish_drill_report(spec, verdicts)
+    progress.finish()
     record_failover_drill_metrics(spec, verdicts)
     failed = [v for v in verdicts if not v.passed]
     if failed:

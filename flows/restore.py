@@ -39,6 +39,7 @@ from flows._spec import resolve_spec
 from flows.provision import bring_up
 from tasks.backup import flush_source_wal, save_cluster_spec
 from tasks.cluster import publish_member_table
+from tasks.progress import Progress
 from tasks.restore import (
     check_restore,
     choose_target_spec,
@@ -70,14 +71,21 @@ def restore(
 
 def _restore(source: ClusterSpec, target: str, into: str | None, port_offset: int, target_spec_path: str | None,
              repo: int | None, in_place: bool) -> dict[str, Any]:
+    progress = Progress("restore", into or source.name, ["check the target and the landing", "flush the source's WAL",
+                                                         "settle the target", "restore and bring the cluster up",
+                                                         "save and publish"])
+    progress.step()
     plan = check_restore(source, target, into, port_offset, target_spec_path, repo, in_place)
+    progress.step()
     flushed = "in place: the source is stopped" if in_place else flush_source_wal(source)
+    progress.step()
     settled, options = settle_target(plan, source, repo)
     spec = with_restore_from(plan.target, source, source_config_path(plan.target), options,
                              source.backup.restore_timeout_s)
     if in_place:
         set_aside_data(source)
     started = time.monotonic()
+    progress.step()
     try:
         spec, status = bring_up(spec, source)
     except DbtierError as err:
@@ -86,6 +94,7 @@ def _restore(source: ClusterSpec, target: str, into: str | None, port_offset: in
     elapsed = time.monotonic() - started
     if in_place:
         drop_set_aside(source)
+    progress.step()
     saved = save_cluster_spec(without_restore_from(spec))
     headline = f"restored from {source.name} ({plan.served_by}) in {elapsed:.1f} s; leader {status.health.leader}"
     publish_member_table(spec, status.rows, headline)
@@ -97,6 +106,7 @@ def _restore(source: ClusterSpec, target: str, into: str | None, port_offset: in
         f"- DSN: `{client_dsn(spec)}`\n",
     )
     get_run_logger().info("%s", headline)
+    progress.finish()
     return {"source": source.name, "cluster": spec.name, "target": plan.wanted.describe(), "from": plan.served_by,
             "how": settled.sentence, "seconds": round(elapsed, 1), "spec": saved, "dsn": client_dsn(spec),
             "members": status.rows}

@@ -45,6 +45,7 @@ from tasks.cluster import stop_cluster, wipe_cluster
 from tasks.firewall import remove_firewall
 from tasks.restore import RestorePlan, settle_target
 from tasks.metrics import record_restore_drill_metrics
+from tasks.progress import Progress
 from tasks.teardown import forget_blocks
 
 
@@ -54,8 +55,12 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
     """Restore into a throwaway copy, check it, remove it; fail (DrillFailed) on a failed verdict."""
     source = resolve_spec(spec_path, spec_block)
     copy = throwaway_spec(source)
+    progress = Progress("restore-drill", source.name, ["check", "write a marker", "restore into a throwaway copy",
+                                                       "check the copy", "remove the copy", "verdict"])
+    progress.step()
     check_restore_drill(source, copy, target)  # check first (backup, ports, leftovers), then write
     clear_throwaway(copy)
+    progress.step()
     marker = write_restore_marker(source)
     flush_source_wal(source)
     wanted = RestoreTarget("time", marker.at.isoformat(sep=" "), marker.at) if target == "marker" else parse_target(target)
@@ -65,12 +70,15 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
     started = time.monotonic()
     checks, failure = None, ""
     try:
+        progress.step()
         spec, _ = bring_up(spec, source)
+        progress.step()
         checks = check_restored_copy(spec, marker)
     except DbtierError as err:
         failure = err.one_line()
     finally:
         restore_s = time.monotonic() - started
+        progress.step("remove the copy")
         stop_cluster(spec)
         wipe_cluster(spec)
         remove_firewall(spec)  # the copy's host firewall goes with it
@@ -83,10 +91,12 @@ def restore_drill(spec_path: str | None = None, spec_block: str | None = None, t
             marker, expect, source.backup.restore_drill.timeout_s, bool(source.backup.restore_drill.check_query)))
     else:
         verdict = judge_copy(marker, checks, expect, restore_s, source.backup.restore_drill.timeout_s)
+    progress.step("verdict")
     create_markdown_artifact(key=f"{source.name}-restore-drill", markdown=verdict.markdown("Restore drill", facts))
     record_restore_drill_metrics(source, verdict.passed, restore_s)
     for sentence in verdict.sentences:
         get_run_logger().info("%s", sentence)
+    progress.finish()
     if not verdict.passed:
         raise DrillFailed(f"restore drill of {source.name} failed: " + "; ".join(verdict.sentences))
     return {**facts, "passed": verdict.passed, "verdict": verdict.sentences}

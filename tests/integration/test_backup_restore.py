@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 from datetime import datetime, timedelta, timezone
 
 import prefect.settings
@@ -32,7 +33,8 @@ from dbtier.errors import DrillFailed, PreflightError, RestoreError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.topology import client_dsn
-from tests.clusters import (RESTORE_OFFSET, dbtier_metric, listening, shared_tmpdir, spec_for_tests, stopped_at_exit,
+from tests.clusters import (RESTORE_OFFSET, dbtier_metric, listening, run_log_lines, shared_tmpdir, spec_for_tests,
+                            stopped_at_exit,
                             write_spec)
 
 pytestmark = pytest.mark.cluster
@@ -173,8 +175,14 @@ def test_archiving_keeps_working_after_a_switchover(cluster_with_full_backup: st
 def test_restore_drill_passes_and_leaves_nothing_behind(cluster_with_full_backup: str, spec: ClusterSpec) -> None:
     from flows.restore_drill import restore_drill
 
-    result = restore_drill(spec_path=cluster_with_full_backup)
+    state = restore_drill(spec_path=cluster_with_full_backup, return_state=True)
+    result = state.result()
     assert result["passed"] is True
+    assert progress_of(state.state_details.flow_run_id, f"{spec.name}-restore-drill-progress") == 100.0
+    lines = run_log_lines([state.state_details.flow_run_id])
+    steps = [line for line in lines if line.startswith(f"restore-drill {spec.name}: step ")]
+    assert [line.split(":")[1] for line in steps] == [f" step {i}/6 ({(i - 1) * 100 / 6:.0f}%)" for i in range(1, 7)]
+    assert any(line.startswith(f"restore-drill {spec.name}: 6/6 steps done in ") for line in lines)
     assert dbtier_metric(spec.name, "restore-drill", "dbtier_restore_drill_passed") == 1
     assert dbtier_metric(spec.name, "restore-drill", "dbtier_restore_drill_restore_seconds") == pytest.approx(
         result["restore_s"], abs=0.1)
@@ -193,6 +201,18 @@ def test_restore_drill_passes_and_leaves_nothing_behind(cluster_with_full_backup
         restore_drill(spec_path=strict)
     assert not os.path.exists(copy_dir), "a failed drill removes its copy too"
     assert dbtier_metric(spec.name, "restore-drill", "dbtier_restore_drill_passed") == 0, "the alert's input"
+
+
+def progress_of(flow_run_id: Any, key: str) -> float:
+    """Where the flow run's progress artifact ``key`` ended, in percent."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    assert len(found) == 1 and found[0].type == "progress", found
+    return float(found[0].data)  # type: ignore[arg-type]
 
 
 def test_retention_expires_the_oldest_full_and_nothing_else(cluster_with_full_backup: str, spec: ClusterSpec) -> None:
