@@ -17,7 +17,8 @@ from dbtier import bootstrap
 from dbtier.engines.base import ClusterStatus, get_engine
 from dbtier.health import format_table
 from dbtier.providers.base import get_provider, resolve_addresses
-from dbtier.spec import ClusterSpec
+from dbtier.errors import DbtierError
+from dbtier.spec import ClusterSpec, load_spec
 from dbtier.routing import route_problem, routed_dsn
 from dbtier.topology import client_dsn
 from blocks.lock import changes_cluster, cluster_lock
@@ -140,7 +141,14 @@ def main(argv: list[str] | None = None) -> int:
                          "machine, firewall.admin_networks and allowed_client_networks; Patroni's REST API and etcd\n"
                          "the same but for the client networks; nothing else of the host changes. It is reloaded at\n"
                          "boot (dbtier-firewall-<cluster>.service); firewall.enabled: false removes it.")
+    parser.add_argument("--plan", action="store_true",
+                        help="print what provisioning would create (hosts, services and ports, files, secret blocks) "
+                             "from the spec alone, secrets redacted; touches nothing (no host, no Prefect API)")
+    parser.add_argument("--show-files", action="store_true",
+                        help="with --plan: print each file's content too, passwords as <secret:ROLE>")
     args = parser.parse_args(argv)
+    if args.plan or args.show_files:
+        return print_plan(args.spec, args.show_files)
 
     def body(spec: ClusterSpec) -> int:
         # Refuse bad hosts, busy ports and foreign data dirs before Prefect or any process starts.
@@ -166,6 +174,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
     return run_edge(body, args.spec)
+
+
+def print_plan(spec_path: str | None, show_files: bool) -> int:
+    """``--plan``: the spec's plan on stdout; a bad spec is one line on stderr (exit 2), as for provision."""
+    from dbtier.plan import provision_plan
+
+    try:
+        spec = load_spec(spec_path)
+        print("\n".join(provision_plan(get_engine(spec), spec, show_files)))
+    except DbtierError as err:
+        print(f"dbtier: error: {err.one_line()}", file=sys.stderr)
+        return err.exit_code
+    return EXIT_OK
 
 
 def _dbtier_command() -> str:

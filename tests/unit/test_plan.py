@@ -1,0 +1,73 @@
+"""``provision --plan``: the plan is worked out from the spec alone, names every service and port, and holds no
+secret; the command touches nothing (no data directory, no Prefect API)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dbtier.bootstrap import all_services
+from dbtier.engines.base import get_engine
+from dbtier.plan import placeholder_passwords, provision_plan
+from dbtier.secrets import Passwords
+from dbtier.spec import load_spec
+from flows.provision import main
+
+REPO = Path(__file__).resolve().parent.parent.parent
+SPECS = REPO / "deployments" / "clusters"
+
+
+@pytest.mark.parametrize(("spec_file", "hosts", "services"), [
+    ("default.yaml", 1, 10),   # one host: 3 etcd, 3 Patroni, one HAProxy, a PgBouncer per member
+    ("ssh.yaml", 3, 6),        # a host per member: etcd and Patroni on each (routing is off in this sample)
+    ("proxmox.yaml", 3, 6),
+])
+def test_the_plan_names_every_host_service_and_port(spec_file: str, hosts: int, services: int) -> None:
+    spec = load_spec(str(SPECS / spec_file))
+    engine = get_engine(spec)
+    lines = provision_plan(engine, spec)
+    text = "\n".join(lines)
+    assert f"hosts ({hosts}):" in lines
+    assert f"services ({services};" in text
+    for service in all_services(engine, spec):
+        for _label, port in service.ports:
+            assert f" {port}" in next(line for line in lines if line.startswith(f"  {service.name} ({service.kind})"))
+    assert "nothing was created or changed" in lines[0]
+    assert f"data: {spec.cluster_dir} on each host" in lines
+
+
+def test_files_show_where_each_secret_goes_and_never_one() -> None:
+    spec = load_spec(str(SPECS / "default.yaml"))
+    generated = Passwords.generate()
+    text = "\n".join(provision_plan(get_engine(spec), spec, show_files=True))
+    assert "patroni.yml" in text and "haproxy.cfg" in text and "pgbouncer.ini" in text
+    assert "<secret:superuser>" in text and "<secret:pgbouncer>" in text, "the placeholders are shown in place"
+    assert "holds the pgbouncer password(s), redacted" in text
+    placeholders = set(placeholder_passwords().values())
+    for line in text.splitlines():
+        assert not any(value in line for value in generated.values())
+    assert all(p.startswith("<secret:") for p in placeholders)
+
+
+def test_plan_on_the_command_line_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    data = yaml.safe_load((SPECS / "default.yaml").read_text())
+    data["data_root"] = str(tmp_path / "data")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing answers: a call would fail
+    assert main(["--plan", "--spec", str(spec_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("plan for cluster dbtier: engine postgres, provider local")
+    assert not os.path.exists(tmp_path / "data"), "no data directory was created"
+
+
+def test_plan_of_a_bad_spec_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text("members: 0\n")
+    assert main(["--plan", "--spec", str(spec_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("dbtier: error: ") and "members" in err
