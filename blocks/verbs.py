@@ -42,7 +42,7 @@ def status(args: argparse.Namespace) -> int:
         print(format_table(current.rows))
         for line in routers:
             print(line)
-        print(f"{spec.name}: {checked.health.sentence}" if disagreements else f"{spec.name}: {current.health.sentence}")
+        print(f"{spec.name}: {checked.health.sentence}")  # the disagreements follow, one line each
         for problem in disagreements:
             print(f"router disagrees: {problem}")
         print(backups)

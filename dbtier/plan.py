@@ -33,10 +33,9 @@ def _service_line(service: Service) -> str:
     'pg0 (patroni) on 10.0.0.1: postgres 5432, rest 8008; runs patroni'
     """
     ports = ", ".join(f"{label} {port}" for label, port in service.ports) or "no port"
-    who = "root" if service.as_root else "the database OS user"
     runs = service.argv[0].rsplit("/", 1)[-1] if service.argv else "?"
     return f"{service.name} ({service.kind}) on {service.host}: {ports}; runs {runs}" + (
-        f" as {who}" if service.as_root else "")
+        " as root" if service.as_root else "")
 
 
 def redacted_roles(content: bytes) -> list[str]:

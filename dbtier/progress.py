@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 def percent(done: int, total: int) -> float:
     """
@@ -9,6 +11,20 @@ def percent(done: int, total: int) -> float:
     (0.0, 75.0, 100.0, 100.0)
     """
     return 100.0 if total <= 0 else round(min(done, total) * 100.0 / total, 1)
+
+
+def next_index(steps: Sequence[str], done: int, what: str | None) -> int:
+    """The number (from 1) of the step that starts after ``done`` steps: the announced step named ``what`` when
+    one comes later (those between were skipped), else the next one.
+
+    >>> steps = ["check", "restore", "check the copy", "remove the copy"]
+    >>> next_index(steps, 0, None), next_index(steps, 2, "remove the copy"), next_index(steps, 1, "restore: full")
+    (1, 4, 2)
+    >>> next_index(steps, 4, None)
+    4
+    """
+    later = [i for i, name in enumerate(steps[done:], start=done + 1) if name == what]
+    return later[0] if later else min(done + 1, len(steps))
 
 
 def step_line(flow: str, cluster: str, index: int, total: int, step: str) -> str:

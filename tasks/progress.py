@@ -11,7 +11,7 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from dbtier.progress import done_line, percent, step_line
+from dbtier.progress import done_line, next_index, percent, step_line
 
 
 class Progress:
@@ -25,12 +25,14 @@ class Progress:
             0.0, key=f"{cluster}-{flow}-progress", description=f"{flow} of {cluster}: {len(self.steps)} steps"))
 
     def step(self, what: str | None = None) -> None:
-        """The next step starts (``what`` names it when it differs from the announced name)."""
-        index = min(self.done + 1, len(self.steps))
+        """The next step starts. ``what``: an announced step's name (the steps before it were skipped, as when
+        a restore drill's copy did not come up), or the next step's name said in more detail."""
+        index = next_index(self.steps, self.done, what)
         get_run_logger().info("%s", step_line(self.flow, self.cluster, index, len(self.steps),
                                               what or self.steps[index - 1]))
+        self.done = index - 1
         self._update(self.done)
-        self.done += 1
+        self.done = index
 
     def finish(self) -> None:
         self.done = len(self.steps)

@@ -24,6 +24,7 @@ from bson import Timestamp
 
 from dbtier.engines.mongodb.config import MongoMember, MongoSettings
 from dbtier.engines.mongodb.oplog import parse_ts, ts_text
+from dbtier.backup.s3 import repo_prefix
 from dbtier.errors import BackupError
 from dbtier.providers.base import Runner
 
@@ -111,10 +112,7 @@ def repo_root(repo_path: str, s3: bool) -> str:
     >>> repo_root("/var/lib/dbtier/backups", False), repo_root("/dbtier", True), repo_root("/", True)
     ('/var/lib/dbtier/backups/', 'dbtier/', '')
     """
-    if not s3:
-        return repo_path.rstrip("/") + "/"
-    path = repo_path.strip("/")
-    return f"{path}/" if path else ""
+    return repo_prefix(repo_path) if s3 else repo_path.rstrip("/") + "/"
 
 
 def dump_dir(root: str, cluster: str, label: str) -> str:
