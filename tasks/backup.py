@@ -14,7 +14,7 @@ from prefect.cache_policies import NONE
 from blocks.backup import load_backup_secrets, s3_repositories
 from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
-from dbtier import bootstrap, workdir
+from dbtier import bootstrap, pictures, workdir
 from dbtier.backup import drill, ops
 from dbtier.backup.archive import ArchiveVerdict, judge_archive
 from dbtier.backup.catalog import (
@@ -303,7 +303,23 @@ def publish_catalog(spec: ClusterSpec, catalog: Catalog, taken: list[str], expir
     create_table_artifact(key=f"{spec.name}-backups-wal", table=[b.wal_row() for b in catalog.backups],
                           description=f"**{spec.name}**: WAL archived from {catalog.wal_min or 'nothing yet'} to "
                           f"{catalog.wal_max or 'nothing yet'}; a restore of a backup needs at least its range")
+    publish_backup_history(spec, catalog)
     return rows
+
+
+def publish_backup_history(spec: ClusterSpec, catalog: Catalog) -> str:
+    """The backup history picture (size and duration per backup, every repository), saved as
+    ``<work>/<cluster>/backup-history.png`` and published as the artifact ``<cluster>-backup-history``."""
+    from prefect.artifacts import create_markdown_artifact
+
+    points = [pictures.BackupPoint(b.label, b.kind, b.start, b.size, b.duration_s) for b in catalog.backups]
+    png = pictures.backup_png(points, f"{spec.name}: backups (size and duration)")
+    path = os.path.join(workdir.make_private_dir(workdir.cluster_work_dir(spec.name)), "backup-history.png")
+    workdir.write_private(path, png)
+    headline = f"**{spec.name}**: size and duration of each of the {len(points)} backup(s) (saved as {path})"
+    create_markdown_artifact(markdown=pictures.markdown_image(png, headline, "backup history"),
+                             key=f"{spec.name}-backup-history", description=f"{spec.name}: backup history")
+    return path
 
 
 def _last_archived(spec: ClusterSpec) -> datetime | None:

@@ -10,6 +10,7 @@ from prefect.cache_policies import NONE
 
 from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
+from dbtier import pictures, workdir
 from dbtier.drills import network, preflight, scenarios
 from dbtier.drills.settings import DrillSettings, writer_route
 from dbtier.drills.verdict import Verdict, markdown_report, summary_row
@@ -66,8 +67,20 @@ def run_drill(spec: ClusterSpec, scenario: str, settings: DrillSettings) -> Verd
                            rest_login=rest_login(passwords))
     logger = get_run_logger()
     logger.info("%s", result.verdict.sentence)
-    logger.info("evidence (verdict.json, writes.jsonl) saved on this machine under %s", result.report_dir)
+    logger.info("evidence (verdict.json, writes.jsonl, timeline.png, lag.png) saved on this machine under %s",
+                result.report_dir)
+    publish_pictures(spec, scenario, result.report_dir)
     return result.verdict
+
+
+def publish_pictures(spec: ClusterSpec, scenario: str, report_dir: str) -> None:
+    """The drill's timeline and lag pictures as Prefect artifacts (``<cluster>-<scenario>-timeline``, ``-lag``)."""
+    for name, what in (("timeline", "writes, the fault, the leader change and the RTO"), ("lag", "replication lag")):
+        png = workdir.read_local(f"{report_dir}/{name}.png")
+        if png is not None:
+            headline = f"**{spec.name}**, drill {scenario}: {what} (saved as {report_dir}/{name}.png)"
+            create_markdown_artifact(markdown=pictures.markdown_image(png, headline, f"{scenario} {name}"),
+                                     key=f"{spec.name}-{scenario}-{name}", description=f"{spec.name}, drill {scenario}: {what}")
 
 
 @task(cache_policy=NONE)

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from dbtier import workdir
+from dbtier import pictures, workdir
 from dbtier.health import role_holder
 from dbtier.drills import faults, network, writer
 from dbtier.drills.settings import DrillSettings, quorum_loss_hold, writer_route
-from dbtier.drills.verdict import Attempt, Evidence, Expectation, Observed, Verdict, judge
+from dbtier.drills.verdict import Attempt, Evidence, Expectation, Observed, Verdict, judge, old_primary_port
 from dbtier.engines import etcd
 from dbtier.engines.base import get_engine
 from dbtier.engines.control_plane import Login
@@ -53,6 +53,7 @@ class Drill:
         self.id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{scenario}"
         self.dir = workdir.drill_dir(spec.name, self.id)
         self.events: list[tuple[float, str]] = []
+        self.lags: list[tuple[float, dict[str, int]]] = []  # each replica's lag, as Patroni's /cluster says
         self.notes: list[str] = []
         self.problems: list[str] = []
         self._undo: list[tuple[str, Callable[[], str]]] = []
@@ -139,6 +140,9 @@ class Drill:
     def watch(self, avoid: str | None = None) -> None:
         """Note leader, timeline and synchronous standby changes as Patroni reports them."""
         doc = faults.cluster_doc(self.spec, avoid=avoid, timeout=0.5)
+        if doc is not None:
+            self.lags.append((time.time(), {m["name"]: m["lag"] for m in doc.get("members", [])
+                                            if isinstance(m.get("lag"), int) and "name" in m}))
         leader = role_holder(doc, "leader")
         seen = (leader, faults.member_entry(doc, leader or "").get("timeline"), role_holder(doc, "sync_standby"))
         if doc is None or seen == self._seen:
@@ -199,7 +203,7 @@ class Drill:
     def finish(self, fault_at: float, leader_before: str, expect: Expectation,
                rejoin: tuple[float | None, int | None] = (None, None), evidence: Evidence | None = None) -> DrillResult:
         """Read back every id, judge (with ``evidence``: timeline histories, the old-primary probe), and save
-        verdict.json next to the writer's log."""
+        verdict.json, timeline.png and lag.png next to the writer's log."""
         attempts = writer.read_attempts(self.log)
         leader_after, primary_ids, replica_ids = self._read_back(attempts)
         seen = Observed(fault_at=fault_at, leader_before=leader_before, leader_after=leader_after,
@@ -207,7 +211,16 @@ class Drill:
                         events=self.events, notes=self.notes, problems=self.problems, evidence=evidence or Evidence())
         verdict = judge(self.scenario, attempts, seen, expect)
         workdir.write_private(f"{self.dir}/verdict.json", json.dumps(verdict.to_dict(), indent=2).encode())
+        self._save_pictures(verdict, attempts, fault_at, old_primary_port(attempts, fault_at) if expect.leader_change else None)
         return DrillResult(verdict, self.dir)
+
+    def _save_pictures(self, verdict: Verdict, attempts: list[Attempt], fault_at: float, old_port: int | None) -> None:
+        """timeline.png and lag.png beside verdict.json (see :mod:`dbtier.pictures`)."""
+        title = f"{self.spec.name}: {self.scenario} ({'passed' if verdict.passed else 'FAILED'})"
+        series = pictures.timeline_series(attempts, fault_at, verdict.timeline, verdict.leader_before, old_port)
+        workdir.write_private(f"{self.dir}/timeline.png", pictures.timeline_png(series, title, verdict.rto_s))
+        lags = pictures.lag_series(self.lags, fault_at)
+        workdir.write_private(f"{self.dir}/lag.png", pictures.lag_png(lags, f"{title}: replication lag"))
 
     def _read_back(self, attempts: list[Attempt]) -> tuple[str | None, frozenset[int], dict[str, frozenset[int]]]:
         leader = role_holder(faults.cluster_doc(self.spec), "leader")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from blocks.passwords import load_passwords
-from dbtier import bootstrap, workdir
+from dbtier import bootstrap, pictures, workdir
 from dbtier.health import role_holder
 from dbtier.drills import faults, scenarios
 from dbtier.drills.settings import DrillSettings
@@ -28,6 +28,7 @@ from dbtier.engines.control_plane import rest_login
 from dbtier.errors import DrillFailed
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
+from dbtier.topology import pg_members
 from tests.clusters import shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 
 pytestmark = pytest.mark.cluster
@@ -94,7 +95,13 @@ def test_losing_one_etcd_member_stalls_no_write_for_a_second(synchronous_cluster
     assert verdict["failed_attempts"] == 0
 
 
-def test_crashed_leader_fails_over_without_loss_and_rejoins(synchronous_cluster_under_drill: str) -> None:
+def latest_report(spec: ClusterSpec, scenario: str) -> str:
+    """The evidence directory of the latest drill of ``scenario`` (on this machine, where the flow ran)."""
+    evidence = os.path.join(workdir.cluster_work_dir(spec.name), "drills")
+    return os.path.join(evidence, sorted(d for d in os.listdir(evidence) if d.endswith(f"-{scenario}"))[-1])
+
+
+def test_crashed_leader_fails_over_without_loss_and_rejoins(synchronous_cluster_under_drill: str, spec: ClusterSpec) -> None:
     verdict = drill(synchronous_cluster_under_drill, "crash")
     assert verdict["passed"], verdict["reasons"]
     assert verdict["leader_changed"] and verdict["lost_writes"] == 0 and verdict["split_brain"] == []
@@ -103,6 +110,23 @@ def test_crashed_leader_fails_over_without_loss_and_rejoins(synchronous_cluster_
     events = [what for _, what in verdict["timeline"]]
     assert any(e.startswith("fault: SIGKILL") for e in events)
     assert any(e.startswith("first acknowledged write after the fault") for e in events)
+    # The timeline picture beside the verdict: a valid PNG whose plotted writes agree with the verdict.
+    from PIL import Image
+
+    report = latest_report(spec, "crash")
+    with Image.open(f"{report}/timeline.png") as image:
+        image.verify()
+        assert image.format == "PNG" and image.size == (900, 450)
+    with open(f"{report}/timeline.png", "rb") as fh:
+        marks = pictures.png_text(fh.read())
+    assert float(marks["dbtier:rto_s"]) == verdict["rto_s"]  # the RTO shaded is the verdict's
+    assert abs(float(marks["dbtier:first_ack_after_s"]) - verdict["rto_s"]) <= 0.01  # ... and the plotted writes show it
+    assert int(marks["dbtier:acknowledged"]) == verdict["acknowledged"]
+    assert int(marks["dbtier:failed"]) == verdict["failed_attempts"] > 0
+    assert marks["dbtier:leader_change_s"] and 0 < float(marks["dbtier:leader_change_s"]) < 40
+    with open(f"{report}/lag.png", "rb") as fh:
+        lag = pictures.png_text(fh.read())
+    assert set(lag["dbtier:members"].split(",")) >= {m.name for m in pg_members(spec)} - {verdict["leader_before"]}
 
 
 def test_frozen_leader_demotes_itself_and_never_acknowledges_after_the_new_leader(
@@ -182,6 +206,9 @@ def test_the_report_is_published_and_no_secret_leaks(synchronous_cluster_under_d
         artifacts = client.read_artifacts(limit=100)
         logs = client.read_logs(limit=200)
     reports = " ".join(str(a.data) for a in artifacts if a.key == f"{spec.name}-failover-drill")
+    timeline = next(a for a in artifacts if a.key == f"{spec.name}-crash-timeline")  # the picture, as the UI shows it
+    with open(f"{latest_report(spec, 'crash')}/timeline.png", "rb") as fh:
+        assert timeline.type == "markdown" and f"]({pictures.data_url(fh.read())})" in str(timeline.data)
     for scenario in ("switchover", "replica-loss", "etcd-member-loss", "crash", "freeze", "etcd-quorum-loss"):
         assert f"| {scenario} |" in reports, scenario
     published = " ".join([str(a.data) + str(a.description) for a in artifacts] + [log.message for log in logs])

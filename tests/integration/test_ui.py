@@ -1,10 +1,12 @@
 """What a person sees in the Prefect UI, against a real `prefect server start` on a port of its own (test block 16):
 the UI talks to that server's API, dbtier's block types can be created there, flow runs carry the cluster's name
-and tags, and the backup catalog artifact reads the restorable window.
+and tags, the backup catalog artifact reads the restorable window, and a browser (headless Chromium) shows the
+backup history picture on the artifact's page.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -195,3 +197,48 @@ def test_a_deployment_run_is_named_and_tagged_like_a_command_line_run(server: st
     assert run.name == f"archive-health {spec.name}"
     assert set(run.tags) >= {"dbtier", f"cluster:{spec.name}"}
     assert Path(log_path).read_text().startswith(f"cluster {spec.name} from {backed_up}:")
+
+
+@contextmanager
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by ChromeDriver (both from setup's Debian packages), its profile in a fresh
+    directory and nothing reaching out; ChromeDriver (and its browser) stopped by ``quit`` after."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={tempfile.mkdtemp(prefix='dbtier-chromium-')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_ui_shows_the_backup_history_picture(server: str, spec: ClusterSpec, backed_up: str) -> None:
+    """In a real browser, the backup's artifact page shows the picture, decoded at its full size."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with client_of(server) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"{spec.name}-backup-history"])))
+    headline = str(artifact.data).split("\n", 1)[0]
+    assert headline.startswith(f"**{spec.name}**: size and duration of each of the 1 backup(s) (saved as /")
+    saved = Path(headline.rsplit("(saved as ", 1)[1].removesuffix(")")).read_bytes()
+    with browser() as driver:
+        driver.get(server.removesuffix("/api") + f"/artifacts/artifact/{artifact.id}")
+        images = WebDriverWait(driver, 60).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "img.markdown-renderer__image"))
+        shown = WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+            "const i = arguments[0]; return i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight, i.src] : null",
+            images[0]))
+        assert "Artifact: " in driver.title
+    width, height, src = shown
+    assert (width, height) == (900, 450)  # the PNG decoded in the browser: drawn, not a broken-image icon
+    assert src.split(",", 1)[1] == base64.b64encode(saved).decode()  # the picture saved beside the catalog
