@@ -21,6 +21,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from dbtier.engines.pg_exporters import exporters
 from dbtier.errors import ProvisionError
 from dbtier.routing import bouncers, listener_port, routers, served_routes
 from dbtier.spec import ClusterSpec
@@ -73,7 +74,7 @@ def unit_name(cluster: str) -> str:
 @dataclass(frozen=True)
 class HostPorts:
     """The cluster's TCP ports on one host: those clients reach (PostgreSQL's, the router's routes, PgBouncer's)
-    and the control plane's (Patroni's REST API, etcd, the router's stats page)."""
+    and the control plane's (Patroni's REST API, etcd, the router's stats page, the exporters)."""
 
     postgres: tuple[int, ...]
     control: tuple[int, ...]
@@ -95,6 +96,7 @@ def host_ports(spec: ClusterSpec, host: str) -> HostPorts:
     members = [m for m in pg_members(spec) if m.host == host]
     etcd = [e for e in etcd_members(spec) if e.host == host]
     control = {m.rest_port for m in members} | {p for e in etcd for p in (e.client_port, e.peer_port)}
+    control |= {e.port for e in exporters(spec) if e.host == host}  # what Prometheus scrapes there
     clients = {m.pg_port for m in members} | {b.port for b in bouncers(spec) if b.host == host}
     if any(r.host == host for r in routers(spec)):
         clients |= {listener_port(spec, route, pooled) for route, pooled in served_routes(spec)}

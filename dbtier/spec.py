@@ -95,6 +95,9 @@ class Binaries(_Model):
     haproxy: str = "/usr/sbin/haproxy"
     pgbouncer: str = "/usr/sbin/pgbouncer"
     keepalived: str = "/usr/sbin/keepalived"
+    postgres_exporter: str = "/usr/bin/prometheus-postgres-exporter"
+    pgbouncer_exporter: str = "/usr/bin/prometheus-pgbouncer-exporter"
+    node_exporter: str = "/usr/bin/prometheus-node-exporter"
 
 
 class Timeouts(_Model):
@@ -427,6 +430,18 @@ class MonitoringPorts(_Model):
         return self
 
 
+class ExporterSettings(_Model):
+    """The exporters ``make monitor`` runs on the cluster's hosts, supervised like the members: PostgreSQL's beside
+    each member (``postgres + index``, logging in over TLS as the ``monitoring`` role), PgBouncer's beside each
+    pooler (``pgbouncer + index``) and node exporter on each member host but the monitoring stack's own."""
+
+    enabled: bool = Field(False, description="off until make monitor starts them (issue 14); on: Prometheus also "
+                          "scrapes them (bench/monitoring.py starts them itself)")
+    postgres: int = Field(9187, ge=1024, le=65000, description="member i's PostgreSQL exporter on postgres + i")
+    pgbouncer: int = Field(9127, ge=1024, le=65000, description="member i's PgBouncer exporter on pgbouncer + i")
+    node: int = Field(9100, ge=1024, le=65535, description="node exporter on each member host")
+
+
 class MonitoringSettings(_Model):
     """Prometheus, Alertmanager and node exporter for the cluster, run by ``make monitor`` on the machine that
     runs the flows (where dbtier's own metrics are written), and the thresholds of the alert rules."""
@@ -437,6 +452,7 @@ class MonitoringSettings(_Model):
     evaluation_interval_s: int = Field(15, ge=1, le=300)
     webhook_url: str | None = Field(None, description="Alertmanager posts every alert here (http or https)")
     alerts: AlertThresholds = AlertThresholds()
+    exporters: ExporterSettings = ExporterSettings()
 
     @field_validator("webhook_url")
     @classmethod

@@ -62,6 +62,15 @@ class ClusterStatus:
         return ClusterStatus(Health(False, self.health.leader, [*self.health.problems, *disagreements]), self.rows)
 
 
+@dataclass(frozen=True)
+class ScrapeJob:
+    """One Prometheus job of the cluster's: its targets (``host:port``), over HTTPS against the cluster CA or not."""
+
+    job: str
+    targets: list[str]
+    tls: bool
+
+
 class Engine(ABC):
     name: str
 
@@ -75,6 +84,15 @@ class Engine(ABC):
 
     def router_services(self, spec: ClusterSpec) -> list[Service]:
         """Routers and poolers in front of the members, started once the cluster is healthy (may be empty)."""
+        return []
+
+    def exporter_services(self, spec: ClusterSpec) -> list[Service]:
+        """The Prometheus exporters on the cluster's hosts, which ``make monitor`` starts (may be empty); their
+        files come from :meth:`member_files`."""
+        return []
+
+    def scrape_jobs(self, spec: ClusterSpec) -> list[ScrapeJob]:
+        """What Prometheus scrapes of the cluster: its members' and routers' own endpoints and its exporters."""
         return []
 
     def wait_routes(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:

@@ -158,6 +158,20 @@ def _quoted(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
+def stats_verifier(spec: ClusterSpec, password: str) -> str:
+    """The monitoring role's SCRAM verifier for the auth_file, salted per cluster so that rewriting the file with
+    the same password leaves it as it was (no reload), and never the password itself.
+
+    >>> stats_verifier(ClusterSpec(), "pw") == stats_verifier(ClusterSpec(), "pw") != stats_verifier(ClusterSpec(name="other"), "pw")
+    True
+    """
+    import hashlib
+
+    from dbtier.engines.pg_admin import scram_verifier
+
+    return scram_verifier(password, hashlib.sha256(f"dbtier pgbouncer stats user of {spec.name}".encode()).digest()[:16])
+
+
 def auth_file(password: str, stats_verifier: str | None = None) -> str:
     """The auth_file: the auth user's plain password and, when given, the monitoring role's SCRAM verifier (the
     console's stats user; see the module's docstring). Write it mode :data:`AUTH_FILE_MODE`.

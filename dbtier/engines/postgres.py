@@ -9,11 +9,11 @@ from typing import Any
 import yaml
 
 from dbtier.engines import etcd, etcd_auth, patroni_rest
-from dbtier.engines.base import ClusterStatus, Engine
+from dbtier.engines.base import ClusterStatus, Engine, ScrapeJob
 from dbtier.audit import PGAUDIT, preloads_pgaudit
 from dbtier.engines import pg_admin, pg_roles
 from dbtier import routing
-from dbtier.engines import haproxy_config, keepalived_config, pg_routes, pgbouncer_config
+from dbtier.engines import haproxy_config, keepalived_config, pg_exporters, pg_routes, pgbouncer_config
 from dbtier.engines.patroni_config import patroni_argv, render_patroni_config
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.health import Health, assess, member_rows, merge_live, role_holder
@@ -108,6 +108,21 @@ class PostgresEngine(Engine):
         ]
         return services
 
+    def exporter_services(self, spec: ClusterSpec) -> list[Service]:
+        """PostgreSQL's exporter per member, PgBouncer's per pooler, node exporter per member host (see
+        :mod:`pg_exporters`)."""
+        return [pg_exporters.exporter_service(spec, e) for e in pg_exporters.exporters(spec)]
+
+    def scrape_jobs(self, spec: ClusterSpec) -> list[ScrapeJob]:
+        """Patroni's, etcd's and each router's HAProxy ``/metrics`` (HTTPS when TLS is on), and the exporters."""
+        tls = spec.tls.enabled
+        jobs = [ScrapeJob("patroni", [f"{m.host}:{m.rest_port}" for m in pg_members(spec)], tls),
+                ScrapeJob("etcd", [f"{e.host}:{e.client_port}" for e in etcd.etcd_members(spec)], tls),
+                ScrapeJob("haproxy", [f"{r.host}:{spec.ports.router_stats}" for r in routing.routers(spec)], tls)]
+        found = pg_exporters.exporters(spec)
+        jobs += [ScrapeJob(job, [e.address for e in found if e.job == job], False) for job in ("postgres", "pgbouncer", "node")]
+        return [j for j in jobs if j.targets]
+
     def wait_routes(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
         if not routing.routers(spec):
             return super().wait_routes(spec, passwords, timeout)
@@ -140,9 +155,13 @@ class PostgresEngine(Engine):
             return {keeper.config: keepalived_config.render_keepalived_config(spec, keeper).encode()}
         if service.kind == "pgbouncer":
             bouncer = next(b for b in routing.bouncers(spec) if b.name == service.name)
+            stats = pgbouncer_config.stats_verifier(spec, passwords.monitoring)
             return {bouncer.config: pgbouncer_config.render_pgbouncer_ini(spec, bouncer).encode(),
-                    pgbouncer_config.auth_file_path(bouncer): pgbouncer_config.auth_file(passwords.pgbouncer).encode(),
+                    pgbouncer_config.auth_file_path(bouncer): pgbouncer_config.auth_file(passwords.pgbouncer, stats).encode(),
                     pgbouncer_config.hba_file_path(bouncer): pgbouncer_config.hba_file(spec).encode()}
+        if service.kind in pg_exporters.KINDS:
+            exporter = next(e for e in pg_exporters.exporters(spec) if e.name == service.name)
+            return pg_exporters.exporter_files(exporter, passwords)
         member = pg_member(spec, service.name)
         config = render_patroni_config(spec, member, passwords)
         return {member.config: yaml.safe_dump(config, sort_keys=False).encode()}

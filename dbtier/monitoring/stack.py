@@ -3,8 +3,9 @@ flows, their configuration and their services (pure: spec in, files and argv out
 
 They run there because dbtier's own metrics are written there (:mod:`dbtier.monitoring.textfile`): node exporter
 reads them with its textfile collector, beside this machine's own host metrics. Prometheus scrapes, with a
-``cluster`` label on every target: each member's Patroni ``/metrics``, each etcd member's ``/metrics``, each
-router's HAProxy ``/metrics`` (all over HTTPS verifying the cluster CA when TLS is on) and that node exporter;
+``cluster`` label on every target, what the engine names (:meth:`dbtier.engines.base.Engine.scrape_jobs`; for
+PostgreSQL each member's Patroni ``/metrics``, each etcd member's ``/metrics``, each router's HAProxy ``/metrics``,
+all over HTTPS verifying the cluster CA when TLS is on, and the exporters on the hosts) and that node exporter;
 it loads :func:`dbtier.monitoring.alerts.alert_rules` and sends alerts to this Alertmanager, which posts them to
 ``monitoring.webhook_url`` (none: it keeps them, ``amtool`` and its UI show them). Files and data live in the
 cluster's work directory (``<work>/<cluster>/monitoring``); processes are detached with pid files, run as the
@@ -17,11 +18,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from dbtier.engines.base import ScrapeJob, get_engine
 from dbtier.monitoring.alerts import alert_rules
 from dbtier.procs import Service
-from dbtier.routing import routers
 from dbtier.spec import ClusterSpec
-from dbtier.topology import etcd_members, pg_members
 
 PROMETHEUS = "/usr/bin/prometheus"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
@@ -47,19 +47,30 @@ class StackPaths:
         return f"{self.root}/alertmanager.yml"
 
 
+def scrape_jobs(spec: ClusterSpec) -> list[ScrapeJob]:
+    """The engine's jobs (:meth:`dbtier.engines.base.Engine.scrape_jobs`) and this machine's node exporter, which
+    joins the ``node`` job of the member hosts' own.
+
+    >>> on = {"exporters": {"enabled": True}}
+    >>> [(j.job, j.targets, j.tls) for j in scrape_jobs(ClusterSpec(members=1, etcd_members=1, routing={"enabled": True}, monitoring=on))]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('patroni', ['127.0.0.1:8008'], True), ('etcd', ['127.0.0.1:2379'], True), ('haproxy', ['127.0.0.1:7000'], True),
+     ('postgres', ['127.0.0.1:9187'], False), ('pgbouncer', ['127.0.0.1:9127'], False), ('node', ['127.0.0.1:9100'], False)]
+    """
+    mon = spec.monitoring
+    own = f"{mon.host}:{mon.ports.node_exporter}"
+    jobs = [j for j in get_engine(spec).scrape_jobs(spec) if j.job != "node"]
+    hosts = [t for j in get_engine(spec).scrape_jobs(spec) if j.job == "node" for t in j.targets]
+    return [*jobs, ScrapeJob("node", [own, *hosts], False)]
+
+
 def targets(spec: ClusterSpec) -> dict[str, list[str]]:
     """job -> ``host:port`` of each target.
 
-    >>> targets(ClusterSpec(routing={"enabled": True}))["patroni"], targets(ClusterSpec())["haproxy"]
-    (['127.0.0.1:8008', '127.0.0.1:8009', '127.0.0.1:8010'], [])
+    >>> targets(ClusterSpec(routing={"enabled": True}))["patroni"], targets(ClusterSpec()).get("haproxy")
+    (['127.0.0.1:8008', '127.0.0.1:8009', '127.0.0.1:8010'], None)
     """
-    mon = spec.monitoring
-    return {
-        "patroni": [f"{m.host}:{m.rest_port}" for m in pg_members(spec)],
-        "etcd": [f"{e.host}:{e.client_port}" for e in etcd_members(spec)],
-        "haproxy": [f"{r.host}:{spec.ports.router_stats}" for r in routers(spec)],
-        "node": [f"{mon.host}:{mon.ports.node_exporter}"],
-    }
+    return {j.job: j.targets for j in scrape_jobs(spec)}
 
 
 def prometheus_config(spec: ClusterSpec, paths: StackPaths) -> dict[str, Any]:
@@ -72,15 +83,11 @@ def prometheus_config(spec: ClusterSpec, paths: StackPaths) -> dict[str, Any]:
     ({'ca_file': '/w/ca.crt'}, [{'targets': ['127.0.0.1:9093']}])
     """
     mon = spec.monitoring
-    tls = "https" if spec.tls.enabled else "http"
-    schemes = {"patroni": tls, "etcd": tls, "haproxy": tls, "node": "http"}
     jobs = []
-    for job, where in targets(spec).items():
-        if not where:
-            continue
-        entry: dict[str, Any] = {"job_name": job, "scheme": schemes[job], "metrics_path": "/metrics",
-                                 "static_configs": [{"targets": where, "labels": {"cluster": spec.name}}]}
-        if schemes[job] == "https":
+    for job in scrape_jobs(spec):
+        entry: dict[str, Any] = {"job_name": job.job, "scheme": "https" if job.tls else "http", "metrics_path": "/metrics",
+                                 "static_configs": [{"targets": job.targets, "labels": {"cluster": spec.name}}]}
+        if job.tls:
             entry["tls_config"] = {"ca_file": paths.ca_file}
         jobs.append(entry)
     return {
@@ -90,6 +97,7 @@ def prometheus_config(spec: ClusterSpec, paths: StackPaths) -> dict[str, Any]:
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{mon.host}:{mon.ports.alertmanager}"]}]}]},
         "scrape_configs": jobs,
     }
+
 
 
 def alertmanager_config(spec: ClusterSpec) -> dict[str, Any]:
