@@ -155,7 +155,8 @@ class PostgresEngine(Engine):
             return {keeper.config: keepalived_config.render_keepalived_config(spec, keeper).encode()}
         if service.kind == "pgbouncer":
             bouncer = next(b for b in routing.bouncers(spec) if b.name == service.name)
-            stats = pgbouncer_config.stats_verifier(spec, passwords.monitoring)
+            # the monitoring role's verifier, for PgBouncer's exporter (its console's stats user), when it runs
+            stats = pgbouncer_config.stats_verifier(spec, passwords.monitoring) if spec.monitoring.exporters.enabled else None
             return {bouncer.config: pgbouncer_config.render_pgbouncer_ini(spec, bouncer).encode(),
                     pgbouncer_config.auth_file_path(bouncer): pgbouncer_config.auth_file(passwords.pgbouncer, stats).encode(),
                     pgbouncer_config.hba_file_path(bouncer): pgbouncer_config.hba_file(spec).encode()}
