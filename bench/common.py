@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -61,3 +62,12 @@ def stop_popen(proc: subprocess.Popen[Any], grace_s: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def exit_with(main: Callable[[], int], interrupted: str) -> NoReturn:
+    """Exit with ``main()``'s code; on Ctrl-C (its clean-up has run by then) say ``interrupted`` and exit 130."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        sys.exit(130)

@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import provision_plain  # noqa: E402
+from common import exit_with, provision_plain  # noqa: E402
 from tls import load_1min, proc_table, remove_cluster, tree  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
@@ -336,9 +336,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the clean-up has run by now
-        print("bench/monitoring.py: interrupted; its stack, exporters and cluster stopped, its directory removed",
-              file=sys.stderr)
-        sys.exit(130)
+    exit_with(main, "bench/monitoring.py: interrupted; its stack, exporters and cluster stopped, its directory removed")

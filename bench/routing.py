@@ -48,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import provision_plain  # noqa: E402
+from common import exit_with, provision_plain  # noqa: E402
 from tls import (CLIENTS, Busy, busy_report, figure, load_1min, remove_cluster, stop_client,  # noqa: E402
                  stop_clients, watched)
 from dbtier import bootstrap  # noqa: E402
@@ -409,8 +409,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the clean-up has run by now
-        print("bench/routing.py: interrupted; its cluster and pgbench stopped, its directory removed", file=sys.stderr)
-        sys.exit(130)
+    exit_with(main, "bench/routing.py: interrupted; its cluster and pgbench stopped, its directory removed")

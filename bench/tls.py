@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import provision_plain, stop_popen  # noqa: E402
+from common import exit_with, provision_plain, stop_popen  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
 from dbtier.backup import ops  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
@@ -393,8 +393,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the clean-up has run by now
-        print("bench/tls.py: interrupted; its clusters and pgbench stopped, its directory removed", file=sys.stderr)
-        sys.exit(130)
+    exit_with(main, "bench/tls.py: interrupted; its clusters and pgbench stopped, its directory removed")
