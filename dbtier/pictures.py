@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dbtier.drills.verdict import Attempt
+from dbtier.drills.verdict import Attempt, first_ack_after
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,6 @@ class TimelineSeries:
     failed: list[int]
     first_ack_after_s: float | None  #: the first acknowledgement after the fault (by a new primary), as plotted
     leader_change_s: float | None  #: when Patroni first named another leader
-    events: list[tuple[float, str]]
 
 
 def timeline_series(attempts: Sequence[Attempt], fault_at: float, events: Sequence[tuple[float, str]],
@@ -44,7 +43,7 @@ def timeline_series(attempts: Sequence[Attempt], fault_at: float, events: Sequen
     []
     """
     if not attempts:
-        return TimelineSeries([], [], [], None, None, list(events))
+        return TimelineSeries([], [], [], None, None)
     import math
 
     first = min(a.done for a in attempts) - fault_at
@@ -55,13 +54,12 @@ def timeline_series(attempts: Sequence[Attempt], fault_at: float, events: Sequen
     for a in attempts:
         index = min(count - 1, int((a.done - fault_at - start) // bin_s))
         (acked if a.ok else failed)[index] += 1
-    after = sorted((a for a in attempts if a.ok and a.sent >= fault_at and (not_port is None or a.port != not_port)),
-                   key=lambda a: (a.done, a.id))
+    after = first_ack_after(attempts, fault_at, not_port)
     change = next((t for t, what in events if t >= 0 and what.startswith("Patroni: leader ")
                    and not what.startswith(f"Patroni: leader {leader_before} ")), None)
     return TimelineSeries(bins=[round(start + i * bin_s, 3) for i in range(count)], acknowledged=acked, failed=failed,
-                          first_ack_after_s=round(after[0].done - fault_at, 2) if after else None,
-                          leader_change_s=change, events=list(events))
+                          first_ack_after_s=round(after.done - fault_at, 2) if after else None,
+                          leader_change_s=change)
 
 
 def lag_series(samples: Sequence[tuple[float, Mapping[str, int]]], fault_at: float

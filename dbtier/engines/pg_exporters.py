@@ -78,9 +78,8 @@ def exporters(spec: ClusterSpec) -> list[Exporter]:
     found += [Exporter(f"{b.name}-exporter", "pgbouncer-exporter", b.host, settings.pgbouncer + b.member.index,
                        f"{b.dir}/exporter", (b.host, b.port), tls_paths(b.member.dir, "pgbouncer").ca)
               for b in bouncers(spec)]
-    hosts = [h for i, h in enumerate(m.host for m in members) if h not in [m.host for m in members][:i]]
     found += [Exporter(f"node-{h}", "node-exporter", h, settings.node, f"{spec.cluster_dir}/node-exporter")
-              for h in hosts if h != spec.monitoring.host]
+              for h in dict.fromkeys(m.host for m in members) if h != spec.monitoring.host]
     return found
 
 

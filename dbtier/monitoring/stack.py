@@ -59,9 +59,9 @@ def scrape_jobs(spec: ClusterSpec) -> list[ScrapeJob]:
     """
     mon = spec.monitoring
     own = f"{mon.host}:{mon.ports.node_exporter}"
-    jobs = [j for j in get_engine(spec).scrape_jobs(spec) if j.job != "node"]
-    hosts = [t for j in get_engine(spec).scrape_jobs(spec) if j.job == "node" for t in j.targets]
-    return [*jobs, ScrapeJob("node", [own, *hosts], False)]
+    engine_jobs = get_engine(spec).scrape_jobs(spec)
+    hosts = [t for j in engine_jobs if j.job == "node" for t in j.targets]
+    return [*(j for j in engine_jobs if j.job != "node"), ScrapeJob("node", [own, *hosts], False)]
 
 
 def targets(spec: ClusterSpec) -> dict[str, list[str]]:
@@ -97,7 +97,6 @@ def prometheus_config(spec: ClusterSpec, paths: StackPaths) -> dict[str, Any]:
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{mon.host}:{mon.ports.alertmanager}"]}]}]},
         "scrape_configs": jobs,
     }
-
 
 
 def alertmanager_config(spec: ClusterSpec) -> dict[str, Any]:
