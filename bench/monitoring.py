@@ -91,22 +91,12 @@ def bench_spec(root: str, scrape_interval: int) -> ClusterSpec:
     made = spec_for_tests("benchmon", BLOCK, root, postgresql_parameters={"archive_mode": "off"})
     data = made.model_dump(mode="json")
     data["monitoring"]["scrape_interval_s"] = scrape_interval
-    data["monitoring"]["exporters"]["enabled"] = True  # make monitor does not start them yet: this bench does
+    data["monitoring"]["exporters"]["enabled"] = True  # off by default for now
     return ClusterSpec.model_validate(data)
 
 
-def start_exporters(spec: ClusterSpec, passwords: Passwords) -> list[str]:
-    """What ``make monitor`` runs on the hosts: each exporter's files written, the exporter started."""
-    engine, provider = get_engine(spec), get_provider(spec)
-    said = []
-    for service in engine.exporter_services(spec):
-        bootstrap.write_member_files(engine, provider, spec, service, passwords)
-        said.append(bootstrap.ensure_running(provider, spec, service))
-    return said
-
-
 def stop_exporters(spec: ClusterSpec) -> list[str]:
-    """Every exporter stopped by its pid (bootstrap.stop_services does not know them yet)."""
+    """Every exporter stopped by its pid, before the cluster goes."""
     engine, provider = get_engine(spec), get_provider(spec)
     return [provider.supervisor(spec, s.host).stop(provider.runner(spec, s.host), s, timeout=30)
             for s in engine.exporter_services(spec)]
@@ -118,7 +108,8 @@ def set_up(spec: ClusterSpec) -> str:
     started = time.monotonic()
     provision_plain(spec, passwords, FILE_CA_STORE)
     print(f"{spec.name}: provisioned (3 members + 3 etcd, TLS on) in {time.monotonic() - started:.1f} s", flush=True)
-    for sentence in [*start_exporters(spec, passwords), *monitoring.bring_up(spec)]:
+    exporters = bootstrap.start_exporters(get_engine(spec), get_provider(spec), spec, passwords)  # make monitor's step
+    for sentence in [*exporters, *monitoring.bring_up(spec)]:
         print(f"  {sentence}", flush=True)
     return monitoring.wait_targets_up(spec, 120)
 

@@ -123,7 +123,7 @@ def provision(spec: ClusterSpec, passwords: Passwords) -> tuple[float, str]:
     provision_plain(spec, passwords, FILE_CA_STORE)
     engine, provider = get_engine(spec), get_provider(spec)
     for service in engine.router_services(spec):
-        bootstrap.apply_router_files(engine, provider, spec, service, passwords)
+        bootstrap.apply_service_files(engine, provider, spec, service, passwords)
         bootstrap.ensure_running(provider, spec, service)
     engine.wait_healthy(spec, spec.timeouts.healthy)
     said = engine.wait_routes(spec, passwords, spec.timeouts.routes)

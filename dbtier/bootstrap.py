@@ -29,6 +29,12 @@ def all_services(engine: Engine, spec: ClusterSpec) -> list[Service]:
     return engine.consensus_services(spec) + engine.member_services(spec) + engine.router_services(spec)
 
 
+def with_exporters(engine: Engine, spec: ClusterSpec) -> list[Service]:
+    """Every service of the cluster on its hosts: the exporters ``make monitor`` starts, then what provision starts
+    (the order in which they stop)."""
+    return engine.exporter_services(spec) + all_services(engine, spec)
+
+
 def cluster_hosts(engine: Engine, spec: ClusterSpec) -> list[str]:
     return sorted({s.host for s in all_services(engine, spec)})
 
@@ -177,10 +183,10 @@ def write_member_files(engine: Engine, provider: Provider, spec: ClusterSpec, se
     return f"{service.name}: wrote {', '.join(changed)}" if changed else f"{service.name}: configuration unchanged"
 
 
-def apply_router_files(engine: Engine, provider: Provider, spec: ClusterSpec, service: Service,
-                       passwords: Passwords) -> str:
-    """Write a router's or pooler's files; when they changed under a running one, it re-reads them (its reload
-    signal) or is restarted (a router's connections drop: their clients reconnect)."""
+def apply_service_files(engine: Engine, provider: Provider, spec: ClusterSpec, service: Service,
+                        passwords: Passwords) -> str:
+    """Write a router's, pooler's or exporter's files; when they changed under a running one, it re-reads them (its
+    reload signal) or is restarted (a router's connections drop: their clients reconnect)."""
     said = write_member_files(engine, provider, spec, service, passwords)
     if said.endswith("configuration unchanged"):
         return said
@@ -235,10 +241,36 @@ def ensure_running(provider: Provider, spec: ClusterSpec, service: Service) -> s
     return f"{service.name} started{how} (pid {pid})"
 
 
+def start_exporters(engine: Engine, provider: Provider, spec: ClusterSpec, passwords: Passwords) -> list[str]:
+    """Start the exporters on the cluster's hosts (``make monitor``), each after its files; one that runs re-reads
+    files that changed. Refused in one line, before anything starts, when an exporter's port clashes with the
+    spec or is taken on its host, or its program is missing there."""
+    services = engine.exporter_services(spec)
+    problems = engine.exporter_problems(spec)
+    for service in services:
+        runner = provider.runner(spec, service.host)
+        if runner.run(["test", "-x", service.argv[0]], check=False).rc != 0:
+            problems.append(f"binaries.{service.kind.replace('-', '_')}: {service.argv[0]} is missing on "
+                            f"{service.host} or not executable by {spec.os_user!r}; run 'make setup' there (or turn "
+                            "monitoring.exporters.enabled off)")
+    if problems:
+        raise PreflightError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    for service in services:
+        check_ports(engine, provider.runner(spec, service.host), spec, service)
+    said = []
+    for service in services:
+        provider.runner(spec, service.host).make_dirs(service.pidfile.rsplit("/", 1)[0], 0o700)
+        said.append(apply_service_files(engine, provider, spec, service, passwords))
+        said.append(ensure_running(provider, spec, service))
+    return said
+
+
 def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
-    """Stop routers first, then members (Patroni stops its postmaster), then the consensus store; by pid only."""
+    """Stop the exporters and routers first, then members (Patroni stops its postmaster), then the consensus store;
+    by pid only."""
     sentences = []
-    for service in engine.router_services(spec) + engine.member_services(spec) + engine.consensus_services(spec):
+    for service in (engine.exporter_services(spec) + engine.router_services(spec) + engine.member_services(spec)
+                    + engine.consensus_services(spec)):
         runner = provider.runner(spec, service.host)
         sentences.append(provider.supervisor(spec, service.host).stop(runner, service, timeout=60))
         for _field, port in service.ports:
@@ -286,7 +318,7 @@ def check_wipe(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[st
     hosts = check_owned(engine, provider, spec)
     for host in hosts:
         runner = provider.runner(spec, host)
-        still = [s.name for s in all_services(engine, spec) if s.host == host and procs.running_pid(runner, s)]
+        still = [s.name for s in with_exporters(engine, spec) if s.host == host and procs.running_pid(runner, s)]
         if still:
             raise ProvisionError(f"not wiping {spec.cluster_dir}: {', '.join(still)} still running on {host}; "
                                  "nothing was deleted: stop them (teardown without --wipe) and run again")
@@ -302,16 +334,16 @@ def wipe(engine: Engine, provider: Provider, spec: ClusterSpec) -> str:
     said: list[str] = []
     for host in hosts:
         runner = provider.runner(spec, host)
-        services = [s for s in all_services(engine, spec) if s.host == host]
+        services = [s for s in with_exporters(engine, spec) if s.host == host]
         said += provider.supervisor(spec, host).remove(runner, services)
         runner.remove_tree(spec.cluster_dir)
     return "; ".join([*said, f"wiped {spec.cluster_dir} on {', '.join(hosts)}"])
 
 
 def running_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
-    """Names of the services whose pid file points at a live process of theirs."""
+    """Names of the services whose pid file points at a live process of theirs (exporters included)."""
     names = []
-    for service in all_services(engine, spec):
+    for service in with_exporters(engine, spec):
         if procs.running_pid(provider.runner(spec, service.host), service) is not None:
             names.append(service.name)
     return names

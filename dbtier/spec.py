@@ -435,10 +435,14 @@ class ExporterSettings(_Model):
     each member (``postgres + index``, logging in over TLS as the ``monitoring`` role), PgBouncer's beside each
     pooler (``pgbouncer + index``) and node exporter on each member host but the monitoring stack's own."""
 
-    enabled: bool = Field(False, description="off until make monitor starts them (issue 14); on: Prometheus also "
-                          "scrapes them (bench/monitoring.py starts them itself)")
+    enabled: bool = Field(False, description="on: make monitor starts them and Prometheus scrapes them (not yet the "
+                          "default); off: only Patroni's, etcd's and HAProxy's own endpoints and this machine's node "
+                          "exporter")
     postgres: int = Field(9187, ge=1024, le=65000, description="member i's PostgreSQL exporter on postgres + i")
     pgbouncer: int = Field(9127, ge=1024, le=65000, description="member i's PgBouncer exporter on pgbouncer + i")
+    pgbouncer_exporter: bool = Field(False, description="run PgBouncer's exporter too: Debian 12's "
+                                     "prometheus-pgbouncer-exporter fails on PgBouncer 1.18 (KeyError "
+                                     "'total_requests' in SHOW STATS, measured), so it is off")
     node: int = Field(9100, ge=1024, le=65535, description="node exporter on each member host")
 
 

@@ -35,10 +35,11 @@ def _service(spec: ClusterSpec, name: str) -> Service:
 def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
     """Is everything already running, healthy and provisioned? Changes nothing."""
     engine, provider = _parts(spec)
-    running = bootstrap.running_services(engine, provider, spec)
-    expected = len(bootstrap.all_services(engine, spec))
+    running = bootstrap.running_services(engine, provider, spec)  # the exporters too, when make monitor runs them
+    wanted = [s.name for s in bootstrap.all_services(engine, spec)]
     status = engine.status(spec)
-    done = status.health.healthy and len(running) == expected and backup_ops.configured(provider, spec)
+    up = [name for name in wanted if name in running]
+    done = status.health.healthy and len(up) == len(wanted) and backup_ops.configured(provider, spec)
     if done:
         try:
             passwords = load_passwords(spec)
@@ -48,7 +49,7 @@ def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
             done = engine.app_database_present(spec, passwords, provider)
     certs_said = bootstrap.certificates_problem(provider, spec, PREFECT_CA_STORE) if done else None
     done = done and certs_said is None
-    log_sentences(f"{len(running)} of {expected} services running; {status.health.sentence}"
+    log_sentences(f"{len(up)} of {len(wanted)} services running; {status.health.sentence}"
                   + (f"; {certs_said}" if certs_said else ""))
     return {"provisioned": done, "rows": status.rows, "leader": status.health.leader}
 
@@ -126,7 +127,7 @@ def write_member_config(spec: ClusterSpec, name: str) -> None:
 def configure_router(spec: ClusterSpec, name: str) -> None:
     """A router's or pooler's files; one that runs re-reads them (or restarts) when they changed."""
     engine, provider = _parts(spec)
-    log_sentences(bootstrap.apply_router_files(engine, provider, spec, _service(spec, name), load_passwords(spec)))
+    log_sentences(bootstrap.apply_service_files(engine, provider, spec, _service(spec, name), load_passwords(spec)))
 
 
 @task(cache_policy=NONE)

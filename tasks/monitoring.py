@@ -6,9 +6,22 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from blocks.ca import ensure_client_ca
+from blocks.loaders import PREFECT_LOADERS
+from blocks.passwords import load_passwords
+from dbtier import bootstrap
+from dbtier.engines.base import get_engine
 from dbtier.monitoring import run
+from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from tasks import log_sentences
+
+
+@task(cache_policy=NONE)
+def start_exporters(spec: ClusterSpec) -> list[str]:
+    """The exporters on the cluster's hosts, each with its files (the monitoring role's password, mode 0600)."""
+    said = bootstrap.start_exporters(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec, load_passwords(spec))
+    log_sentences(*(said or ["no exporters: monitoring.exporters.enabled is off"]))
+    return said
 
 
 @task(cache_policy=NONE)

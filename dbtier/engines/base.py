@@ -91,6 +91,11 @@ class Engine(ABC):
         files come from :meth:`member_files`."""
         return []
 
+    def exporter_problems(self, spec: ClusterSpec) -> list[str]:
+        """An exporter's port that clashes with the cluster's, the monitoring stack's or another exporter's, one
+        line each naming the field (the spec alone: what listens on the hosts is checked when they start)."""
+        return []
+
     def scrape_jobs(self, spec: ClusterSpec) -> list[ScrapeJob]:
         """What Prometheus scrapes of the cluster: its members' and routers' own endpoints and its exporters."""
         return []

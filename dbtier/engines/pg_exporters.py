@@ -1,8 +1,8 @@
 """The exporters of a PostgreSQL cluster, on its hosts (pure: spec in, services and files out).
 
-``make monitor`` is to run them (not wired yet: ``monitoring.exporters.enabled`` is off by default, and
-bench/monitoring.py starts them itself) beside what they watch, supervised like the members (systemd units on hosts with
-systemd, detached processes with pid files elsewhere), as the database OS user:
+``make monitor`` runs them when ``monitoring.exporters.enabled`` is on (off by default for now) beside what they
+watch, supervised like the members (systemd units on hosts with systemd, detached processes with pid files
+elsewhere), as the database OS user:
 
     postgres-exporter  one per member, on ``monitoring.exporters.postgres + index``; it logs in to its own member
                        over TCP as the ``monitoring`` role (``pg_monitor``), verifying the member's certificate
@@ -59,7 +59,7 @@ class Exporter:
 def exporters(spec: ClusterSpec) -> list[Exporter]:
     """Every exporter of the cluster, none when ``monitoring.exporters.enabled`` is false.
 
-    >>> on = {"exporters": {"enabled": True}}
+    >>> on = {"exporters": {"enabled": True, "pgbouncer_exporter": True}}
     >>> [(e.name, e.address) for e in exporters(ClusterSpec(members=2, etcd_members=1, routing={"enabled": True}, monitoring=on))]
     [('pg0-exporter', '127.0.0.1:9187'), ('pg1-exporter', '127.0.0.1:9188'), ('bouncer0-exporter', '127.0.0.1:9127'), ('bouncer1-exporter', '127.0.0.1:9128')]
     >>> [(e.name, e.address) for e in exporters(ClusterSpec(members=1, etcd_members=1, provider="ssh", monitoring=on,
@@ -77,7 +77,7 @@ def exporters(spec: ClusterSpec) -> list[Exporter]:
              for m in members]
     found += [Exporter(f"{b.name}-exporter", "pgbouncer-exporter", b.host, settings.pgbouncer + b.member.index,
                        f"{b.dir}/exporter", (b.host, b.port), tls_paths(b.member.dir, "pgbouncer").ca)
-              for b in bouncers(spec)]
+              for b in bouncers(spec) if settings.pgbouncer_exporter]
     found += [Exporter(f"node-{h}", "node-exporter", h, settings.node, f"{spec.cluster_dir}/node-exporter")
               for h in dict.fromkeys(m.host for m in members) if h != spec.monitoring.host]
     return found
@@ -141,7 +141,8 @@ def exporter_files(e: Exporter, passwords: Passwords) -> dict[str, bytes]:
 
     >>> from dbtier.secrets import ROLES
     >>> pw = Passwords(**{r: "p:w" for r in ROLES})
-    >>> routed = ClusterSpec(members=1, etcd_members=1, routing={"enabled": True}, monitoring={"exporters": {"enabled": True}})
+    >>> routed = ClusterSpec(members=1, etcd_members=1, routing={"enabled": True},
+    ...                      monitoring={"exporters": {"enabled": True, "pgbouncer_exporter": True}})
     >>> list(exporter_files(exporters(routed)[1], pw).values())
     [b'127.0.0.1:6432:pgbouncer:monitoring:p\\\\:w\\n']
     """

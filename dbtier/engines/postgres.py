@@ -113,6 +113,9 @@ class PostgresEngine(Engine):
         :mod:`pg_exporters`)."""
         return [pg_exporters.exporter_service(spec, e) for e in pg_exporters.exporters(spec)]
 
+    def exporter_problems(self, spec: ClusterSpec) -> list[str]:
+        return pg_exporters.port_problems(spec)
+
     def scrape_jobs(self, spec: ClusterSpec) -> list[ScrapeJob]:
         """Patroni's, etcd's and each router's HAProxy ``/metrics`` (HTTPS when TLS is on), and the exporters."""
         tls = spec.tls.enabled

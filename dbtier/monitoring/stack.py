@@ -51,7 +51,7 @@ def scrape_jobs(spec: ClusterSpec) -> list[ScrapeJob]:
     """The engine's jobs (:meth:`dbtier.engines.base.Engine.scrape_jobs`) and this machine's node exporter, which
     joins the ``node`` job of the member hosts' own.
 
-    >>> on = {"exporters": {"enabled": True}}
+    >>> on = {"exporters": {"enabled": True, "pgbouncer_exporter": True}}
     >>> [(j.job, j.targets, j.tls) for j in scrape_jobs(ClusterSpec(members=1, etcd_members=1, routing={"enabled": True}, monitoring=on))]
     ... # doctest: +NORMALIZE_WHITESPACE
     [('patroni', ['127.0.0.1:8008'], True), ('etcd', ['127.0.0.1:2379'], True), ('haproxy', ['127.0.0.1:7000'], True),

@@ -3,11 +3,13 @@
 Runbook (local provider, port block 25; the stack on +70..+72, the test's webhook receiver on +73; scrapes and
 rule evaluations every 2 s so that nothing waits long):
 1. ``monitor`` before anything listens on a busy port is refused in one line;
-2. ``make monitor``'s flow: every target (Patroni x3, etcd x3, HAProxy, node exporter) is up, every rule loaded;
+2. ``make monitor``'s flow: the exporters start on the hosts; every target (Patroni x3, etcd x3, HAProxy, node
+   exporter, PostgreSQL's exporter x3) is up, every rule loaded, every query of the Grafana
+   dashboard returns data;
 3. WAL archiving broken for real (the repository made unwritable): archive health fails, the archiving alert fires
    in Prometheus, reaches Alertmanager, which posts it to the webhook; healed, it resolves and the webhook hears so;
 4. an old backup (dbtier's own metric, time-shifted, not a sleep) fires the backup-age alert;
-5. teardown stops the stack with the cluster.
+5. teardown stops the exporters and the stack with the cluster.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from typing import Any
 import pytest
 
 from blocks.passwords import load_passwords
+from dbtier.engines.base import get_engine
 from dbtier.engines.patroni_config import SUPERUSER
 from dbtier.engines.postgres import connect
 from dbtier.errors import BackupError
 from dbtier.monitoring import run
 from dbtier.monitoring.alerts import alert_rules
-from dbtier.monitoring.metrics import backup_samples
+from dbtier.monitoring.dashboard import dashboard_queries, load_dashboard
+from dbtier.monitoring.metrics import backup_samples, failover_drill_samples, restore_drill_samples
 from dbtier.monitoring.textfile import write_metrics
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
@@ -85,6 +89,7 @@ def spec() -> ClusterSpec:
     data["monitoring"].update({"scrape_interval_s": 2, "evaluation_interval_s": 2,
                                "webhook_url": f"http://127.0.0.1:{HOOK_PORT}/alerts"})
     data["monitoring"]["alerts"]["down_for_s"] = 2
+    data["monitoring"]["exporters"]["enabled"] = True
     data["backup"]["archive_timeout_s"] = 60
     return ClusterSpec.model_validate(data)
 
@@ -95,7 +100,14 @@ def monitored(prefect_harness: None, spec: ClusterSpec, hook: Hook) -> Iterator[
 
     with provisioned_by_flow(spec, wipe=True) as spec_file:
         try:
-            yield {"spec_file": spec_file, "result": monitoring(spec_path=spec_file)}
+            try:
+                result = monitoring(spec_path=spec_file)
+            except Exception:
+                for service in get_engine(spec).exporter_services(spec):  # why an exporter is down, in the report
+                    with open(service.logfile, errors="replace") as log:
+                        print(f"--- {service.logfile}\n{log.read()[-2000:]}")
+                raise
+            yield {"spec_file": spec_file, "result": result}
         finally:
             run.stop_stack(spec)  # by pid, whatever the tests did
 
@@ -125,10 +137,14 @@ def test_a_busy_monitoring_port_is_refused_in_one_line(spec: ClusterSpec, prefec
 def test_every_target_is_up_and_every_rule_loaded(monitored: dict[str, Any], spec: ClusterSpec) -> None:
     states = run.target_states(spec)
     assert sorted((job, health) for job, _, health, _ in states) == sorted(
-        [("patroni", "up")] * 3 + [("etcd", "up")] * 3 + [("haproxy", "up"), ("node", "up")])
+        [("patroni", "up")] * 3 + [("etcd", "up")] * 3 + [("haproxy", "up"), ("node", "up")]
+        + [("postgres", "up")] * 3)
     loaded = {r["name"] for g in run.prometheus_api(spec, "rules")["groups"] for r in g["rules"]}
     assert loaded == {r["alert"] for g in alert_rules(spec)["groups"] for r in g["rules"]}
-    assert monitored["result"]["targets"].startswith("Prometheus scrapes 8 targets, all up")
+    assert monitored["result"]["targets"].startswith("Prometheus scrapes 11 targets, all up")
+    # The exporters log in: PostgreSQL's sees its member (pg_up 1, over TLS as the monitoring role).
+    pg_up = run.prometheus_api(spec, "query", query=f'pg_up{{cluster="{spec.name}"}}')["result"]
+    assert sorted(float(r["value"][1]) for r in pg_up) == [1.0, 1.0, 1.0]
     # Patroni's own metrics arrive with the cluster label: one primary, two streaming replicas.
     primaries = run.prometheus_api(spec, "query", query=f'sum(patroni_primary{{cluster="{spec.name}"}})')
     assert float(primaries["result"][0]["value"][1]) == 1
@@ -190,6 +206,23 @@ def test_an_old_backup_fires_the_backup_age_alert(monitored: dict[str, Any], spe
     assert "is 9d" in fired[0]["annotations"]["summary"]
 
 
+def test_every_dashboard_query_returns_data(monitored: dict[str, Any], spec: ClusterSpec) -> None:
+    """The Grafana dashboard's queries against the live Prometheus (Grafana is in no registry here). The drills'
+    figures are written as the drill flows write them (their textfile), not by running drills in this module."""
+    now = time.time()
+    write_metrics(spec.name, "restore-drill", restore_drill_samples(True, 12.5, now))
+    write_metrics(spec.name, "drill-crash", failover_drill_samples("crash", True, 9.0, 0, now))
+    write_metrics(spec.name, "backup", backup_samples({(1, "full"): now}))
+    queries = [(title, expr.replace("$__rate_interval", "1m")) for title, expr in dashboard_queries(load_dashboard(), spec.name)]
+
+    def empty() -> list[str]:
+        return [f"{title}: {expr}" for title, expr in queries
+                if not run.prometheus_api(spec, "query", query=expr)["result"]]
+
+    eventually("every dashboard query returns data", lambda: not empty(), timeout=60)
+    assert len(queries) >= 20
+
+
 def test_teardown_stops_the_stack_with_the_cluster(monitored: dict[str, Any], spec: ClusterSpec) -> None:
     from flows.teardown import teardown
 
@@ -198,6 +231,8 @@ def test_teardown_stops_the_stack_with_the_cluster(monitored: dict[str, Any], sp
     ports = spec.monitoring.ports
     assert not [p for p in (ports.prometheus, ports.alertmanager, ports.node_exporter) if listening(p)]
     assert run.stack_running(spec) == []
+    exporters = spec.monitoring.exporters
+    assert not [p for p in range(exporters.postgres, exporters.postgres + 3) if listening(p)], "the exporters stopped"
 
 
 def test_no_password_reaches_the_stacks_files(monitored: dict[str, Any], spec: ClusterSpec) -> None:
