@@ -8,7 +8,7 @@ may cure it (``transient``, for a ``retry_condition_fn``). Passwords are sent, n
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,7 +75,7 @@ def _code(err: PyMongoError) -> int | None:
     if isinstance(err, OperationFailure):
         return err.code
     details = getattr(err, "details", None)  # NotPrimaryError keeps the reply document there
-    code = details.get("code") if isinstance(details, dict) else None
+    code = details.get("code") if isinstance(details, Mapping) else None  # a dict, or the cursor's raw BSON
     return int(code) if isinstance(code, int) else None
 
 
@@ -102,8 +102,8 @@ def translate(err: PyMongoError, member: str, doing: str) -> MongoCommandError:
         return MongoCommandError(f"{where}: no answer ({type(err).__name__}: {first}); check that its mongod runs "
                                  "and its port is reachable", member=member, transient=True)
     details = getattr(err, "details", None) or {}
-    errmsg = details.get("errmsg", "") if isinstance(details, dict) else ""
-    name = details.get("codeName", "") if isinstance(details, dict) else ""
+    errmsg = details.get("errmsg", "") if isinstance(details, Mapping) else ""
+    name = details.get("codeName", "") if isinstance(details, Mapping) else ""
     return MongoCommandError(f"{where}: failed: {name or type(err).__name__} ({code}): {' '.join(str(errmsg).split())}",
                              member=member, code=code)
 
