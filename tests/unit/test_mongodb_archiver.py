@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,25 +243,6 @@ class FakeMember:
             if name in ("killCursors", "endSessions"):
                 return bool(request.ok())
         return None
-
-
-@pytest.fixture(scope="module")
-def stopping() -> Iterator[list[threading.Thread]]:
-    """MockupDB.stop() waits up to 1 s for its accept loop: wait for all of them at the end."""
-    threads: list[threading.Thread] = []
-    yield threads
-    for thread in threads:
-        thread.join(10)
-
-
-@pytest.fixture
-def member_server(stopping: list[threading.Thread]) -> Iterator[MockupDB]:
-    server = MockupDB(auto_ismaster={"maxWireVersion": 21, "minWireVersion": 0}, verbose=False)
-    server.run()
-    yield server
-    thread = threading.Thread(target=server.stop, daemon=True)
-    thread.start()
-    stopping.append(thread)
 
 
 def _member(server: MockupDB) -> MongoMember:

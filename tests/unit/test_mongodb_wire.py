@@ -6,7 +6,6 @@ and how dbtier reads the reply. Nothing is installed: no mongod runs.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,26 +22,6 @@ from dbtier.errors import ClusterUnhealthy, ControlPlaneError
 
 R = TypeVar("R")
 FAST = rs.ClientTimeouts(server_selection_ms=1500, connect_ms=1000, socket_ms=3000)
-
-
-@pytest.fixture(scope="module")
-def stopping() -> Iterator[list[threading.Thread]]:
-    """MockupDB.stop() closes its sockets at once, then waits up to 1 s for its accept loop: wait for all at the end."""
-    threads: list[threading.Thread] = []
-    yield threads
-    for thread in threads:
-        thread.join(10)
-
-
-@pytest.fixture
-def member_server(stopping: list[threading.Thread]) -> Iterator[MockupDB]:
-    """One member answering hello as a mongod 7.0 would; each test answers the rest itself."""
-    server = MockupDB(auto_ismaster={"maxWireVersion": 21, "minWireVersion": 0}, verbose=False)
-    server.run()
-    yield server
-    thread = threading.Thread(target=server.stop, daemon=True)
-    thread.start()
-    stopping.append(thread)
 
 
 @pytest.fixture
