@@ -38,7 +38,7 @@ from uuid import UUID
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import stop_popen  # noqa: E402
+from common import remove_cluster, stop_popen  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
 from dbtier.backup import ops, pgbackrest  # noqa: E402
 from dbtier.backup.archive import ArchiverStats, ArchiveVerdict, judge_archive  # noqa: E402
@@ -156,13 +156,6 @@ def start_prefect_server(home: str) -> subprocess.Popen[bytes]:
 
 def stop_prefect_server(server: subprocess.Popen[bytes]) -> None:
     stop_popen(server, 30)
-
-
-def remove_cluster(spec: ClusterSpec) -> None:
-    """Stop every process of ``spec`` by its pid file, then wipe its directory (no-op when absent)."""
-    engine, provider = get_engine(spec), get_provider(spec)
-    bootstrap.stop_services(engine, provider, spec)
-    bootstrap.wipe(engine, provider, spec)
 
 
 def provision(spec: ClusterSpec, report: Report) -> Bench:

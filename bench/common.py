@@ -71,3 +71,10 @@ def exit_with(main: Callable[[], int], interrupted: str) -> NoReturn:
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(130)
+
+
+def remove_cluster(spec: ClusterSpec) -> None:
+    """Stop every process of ``spec`` by its pid file, then wipe its directory (no-op when absent)."""
+    engine, provider = get_engine(spec), get_provider(spec)
+    bootstrap.stop_services(engine, provider, spec)
+    bootstrap.wipe(engine, provider, spec)

@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from common import exit_with, provision_plain  # noqa: E402
-from tls import load_1min, proc_table, remove_cluster, tree  # noqa: E402
+from common import remove_cluster  # noqa: E402
+from tls import load_1min, proc_table, tree  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
@@ -93,13 +94,6 @@ def bench_spec(root: str, scrape_interval: int) -> ClusterSpec:
     data["monitoring"]["scrape_interval_s"] = scrape_interval
     data["monitoring"]["exporters"]["enabled"] = True  # off by default for now
     return ClusterSpec.model_validate(data)
-
-
-def stop_exporters(spec: ClusterSpec) -> list[str]:
-    """Every exporter stopped by its pid, before the cluster goes."""
-    engine, provider = get_engine(spec), get_provider(spec)
-    return [provider.supervisor(spec, s.host).stop(provider.runner(spec, s.host), s, timeout=30)
-            for s in engine.exporter_services(spec)]
 
 
 def set_up(spec: ClusterSpec) -> str:
@@ -269,8 +263,7 @@ def scrape_table(rows: list[tuple[str, str, str, float, float | None, float | No
 
 def run(root: str, args: argparse.Namespace, cleanup: contextlib.ExitStack) -> None:
     spec = bench_spec(root, args.scrape_interval)
-    cleanup.callback(remove_cluster, spec)  # runs last: the cluster, once the stack and exporters are stopped
-    cleanup.callback(stop_exporters, spec)
+    cleanup.callback(remove_cluster, spec)  # runs last: the exporters (stopped first), then the cluster
     cleanup.callback(monitoring.stop_stack, spec)
     try:
         print(set_up(spec), flush=True)

@@ -48,9 +48,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import exit_with, provision_plain  # noqa: E402
-from tls import (CLIENTS, Busy, busy_report, figure, load_1min, remove_cluster, stop_client,  # noqa: E402
-                 stop_clients, watched)
+from common import exit_with, provision_plain, remove_cluster  # noqa: E402
+from tls import (CLIENTS, Busy, busy_report, figure, load_1min, stop_client, stop_clients,  # noqa: E402
+                 watched)
 from dbtier import bootstrap  # noqa: E402
 from dbtier.backup import ops  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402

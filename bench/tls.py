@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import exit_with, provision_plain, stop_popen  # noqa: E402
+from common import exit_with, provision_plain, remove_cluster, stop_popen  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
 from dbtier.backup import ops  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
@@ -91,13 +91,6 @@ def bench_spec(root: str, tls: bool) -> ClusterSpec:
     stanza, so archive_command would only fail and retry while pgbench -i writes)."""
     name = "benchtls-on" if tls else "benchtls-off"  # each its own directory under ``root``, and its own CA
     return spec_for_tests(name, BLOCK, root, tls={"enabled": tls}, postgresql_parameters={"archive_mode": "off"})
-
-
-def remove_cluster(spec: ClusterSpec) -> None:
-    """Stop every process of ``spec`` by its pid file, then wipe its directory (no-op when absent)."""
-    engine, provider = get_engine(spec), get_provider(spec)
-    bootstrap.stop_services(engine, provider, spec)
-    bootstrap.wipe(engine, provider, spec)
 
 
 def warm_up(spec: ClusterSpec) -> None:
