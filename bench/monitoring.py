@@ -3,15 +3,16 @@
     .venv/bin/python bench/monitoring.py [--seconds 120] [--scrape-interval 15] [--every 5]
 
 One run, local provider, ports 24200-24299 (test block 42) and a temporary data root:
-  1. the 3-member default spec (3 PostgreSQL + Patroni members, 3 etcd, TLS on) provisioned as plain function
-     calls (bench/common.py's provision_plain: no Prefect);
+  1. the 3-member default spec (3 PostgreSQL + Patroni members, 3 etcd, HAProxy and a PgBouncer per member, TLS
+     on) provisioned as plain function calls (bench/common.py's provision_plain and the routing steps: no Prefect);
   2. the exporters on the hosts (engine.exporter_services: a PostgreSQL exporter per member) and the stack on this
-     machine (dbtier.monitoring.run.bring_up: node exporter, Alertmanager, Prometheus) at
+     machine (dbtier.monitoring.run.bring_up: dbtier's PgBouncer exporter, node exporter, Alertmanager, Prometheus) at
      ``monitoring.scrape_interval_s`` = --scrape-interval; then wait_targets_up;
   3. for --seconds, every --every s: the PSS (/proc/PID/smaps_rollup) of each process group, each process with its
      descendants; at both ends its CPU (/proc/PID/stat utime+stime+cutime+cstime: reaped children count too),
      the delta over the window. Groups: per member Patroni with its postmaster and backends (Patroni double-forks
-     the postmaster: its pid comes from postmaster.pid), per etcd member, per stack process, per exporter; the
+     the postmaster: its pid comes from postmaster.pid), per etcd member, HAProxy, per PgBouncer, per stack process,
+     per exporter (the PgBouncer exporter's psql runs are its reaped children); the
      backends the exporters log in as ``monitoring`` are taken out of their member and counted on the stack side;
   4. from Prometheus' API: each target's lastScrapeDuration (/api/v1/targets), and over the window
      avg/max_over_time(scrape_duration_seconds) and the samples of its last scrape.
@@ -56,7 +57,7 @@ from dbtier.topology import pg_members  # noqa: E402
 from tests.clusters import spec_for_tests  # noqa: E402
 
 #: tests/clusters.py's block 42: ports 24200-24299 (postgres +0, patroni +20, etcd +40, the stack +70..72, the
-#: PostgreSQL exporters +74..76), which no test suite uses
+#: PostgreSQL exporters +74..76, the PgBouncer exporter +77), which no test suite uses
 BLOCK = 42
 TARGET_PSS_MIB = 150.0
 TARGET_CORE_PCT = 2.0
@@ -87,12 +88,11 @@ class Group:
 
 
 def bench_spec(root: str, scrape_interval: int) -> ClusterSpec:
-    """The 3-member default on block 42 (TLS on), no WAL archiving (a plain provision makes no stanza), scraped
-    every ``scrape_interval`` s."""
-    made = spec_for_tests("benchmon", BLOCK, root, postgresql_parameters={"archive_mode": "off"})
+    """The 3-member default on block 42 (TLS on, routing and pooling on, the exporters on), no WAL archiving (a
+    plain provision makes no stanza), scraped every ``scrape_interval`` s."""
+    made = spec_for_tests("benchmon", BLOCK, root, routing={"enabled": True}, postgresql_parameters={"archive_mode": "off"})
     data = made.model_dump(mode="json")
     data["monitoring"]["scrape_interval_s"] = scrape_interval
-    data["monitoring"]["exporters"]["enabled"] = True  # off by default for now
     return ClusterSpec.model_validate(data)
 
 
@@ -101,9 +101,15 @@ def set_up(spec: ClusterSpec) -> str:
     passwords = Passwords.generate()
     started = time.monotonic()
     provision_plain(spec, passwords, FILE_CA_STORE)
-    print(f"{spec.name}: provisioned (3 members + 3 etcd, TLS on) in {time.monotonic() - started:.1f} s", flush=True)
-    exporters = bootstrap.start_exporters(get_engine(spec), get_provider(spec), spec, passwords)  # make monitor's step
-    for sentence in [*exporters, *monitoring.bring_up(spec)]:
+    engine, provider = get_engine(spec), get_provider(spec)
+    for service in engine.router_services(spec):  # the provision flow's routing steps
+        bootstrap.apply_service_files(engine, provider, spec, service, passwords)
+        bootstrap.ensure_running(provider, spec, service)
+    engine.wait_routes(spec, passwords, spec.timeouts.routes)
+    print(f"{spec.name}: provisioned (3 members + 3 etcd, HAProxy, 3 PgBouncers, TLS on) in "
+          f"{time.monotonic() - started:.1f} s", flush=True)
+    exporters = bootstrap.start_exporters(engine, provider, spec, passwords)  # make monitor's step
+    for sentence in [*exporters, *monitoring.bring_up(spec, passwords)]:
         print(f"  {sentence}", flush=True)
     return monitoring.wait_targets_up(spec, 120)
 
@@ -127,7 +133,7 @@ def groups(spec: ClusterSpec) -> list[Group]:
     found.append(Group("exporters' backends (in postgres)", "stack", {r for g in members for r in g.roots}, backends=True))
     found += members
     found += [Group(s.name, "cluster", {procs.running_pid(provider.runner(spec, s.host), s) or 0})
-              for s in engine.consensus_services(spec)]
+              for s in engine.consensus_services(spec) + engine.router_services(spec)]
     missing = [g.name for g in found if 0 in g.roots]
     if missing:
         raise SetupFailed(f"no running pid for {', '.join(missing)}")

@@ -87,7 +87,7 @@ class HostPorts:
 def host_ports(spec: ClusterSpec, host: str) -> HostPorts:
     """
     >>> host_ports(ClusterSpec(), "127.0.0.1")
-    HostPorts(postgres=(5432, 5433, 5434), control=(2379, 2380, 2381, 2382, 2383, 2384, 8008, 8009, 8010))
+    HostPorts(postgres=(5432, 5433, 5434), control=(2379, 2380, 2381, 2382, 2383, 2384, 8008, 8009, 8010, 9187, 9188, 9189))
     >>> host_ports(ClusterSpec(routing={"enabled": True}), "127.0.0.1").postgres
     (5000, 5001, 5002, 5003, 5004, 5432, 5433, 5434, 6432, 6433, 6434)
     >>> host_ports(ClusterSpec(), "10.0.0.9").every

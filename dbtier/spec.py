@@ -96,7 +96,6 @@ class Binaries(_Model):
     pgbouncer: str = "/usr/sbin/pgbouncer"
     keepalived: str = "/usr/sbin/keepalived"
     postgres_exporter: str = "/usr/bin/prometheus-postgres-exporter"
-    pgbouncer_exporter: str = "/usr/bin/prometheus-pgbouncer-exporter"
     node_exporter: str = "/usr/bin/prometheus-node-exporter"
 
 
@@ -431,18 +430,16 @@ class MonitoringPorts(_Model):
 
 
 class ExporterSettings(_Model):
-    """The exporters ``make monitor`` runs on the cluster's hosts, supervised like the members: PostgreSQL's beside
-    each member (``postgres + index``, logging in over TLS as the ``monitoring`` role), PgBouncer's beside each
-    pooler (``pgbouncer + index``) and node exporter on each member host but the monitoring stack's own."""
+    """The exporters ``make monitor`` runs, supervised like the members: PostgreSQL's beside each member
+    (``postgres + index``, logging in over TLS as the ``monitoring`` role) and node exporter on each member host but
+    the monitoring stack's own; and dbtier's PgBouncer exporter beside the stack, which reads every PgBouncer's
+    console (``pgbouncer``)."""
 
-    enabled: bool = Field(False, description="on: make monitor starts them and Prometheus scrapes them (not yet the "
-                          "default); off: only Patroni's, etcd's and HAProxy's own endpoints and this machine's node "
-                          "exporter")
+    enabled: bool = Field(True, description="on: make monitor starts them and Prometheus scrapes them; off: only "
+                          "Patroni's, etcd's and HAProxy's own endpoints and this machine's node exporter")
     postgres: int = Field(9187, ge=1024, le=65000, description="member i's PostgreSQL exporter on postgres + i")
-    pgbouncer: int = Field(9127, ge=1024, le=65000, description="member i's PgBouncer exporter on pgbouncer + i")
-    pgbouncer_exporter: bool = Field(False, description="run PgBouncer's exporter too: Debian 12's "
-                                     "prometheus-pgbouncer-exporter fails on PgBouncer 1.18 (KeyError "
-                                     "'total_requests' in SHOW STATS, measured), so it is off")
+    pgbouncer: int = Field(9127, ge=1024, le=65535, description="dbtier's PgBouncer exporter, beside the monitoring "
+                           "stack on monitoring.host: it reads every PgBouncer's console for Prometheus")
     node: int = Field(9100, ge=1024, le=65535, description="node exporter on each member host")
 
 

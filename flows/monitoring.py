@@ -3,8 +3,8 @@ machine (idempotent).
 
     python -m flows.monitoring [--spec FILE]      (make monitor)
 
-Starts the exporters beside what they watch (PostgreSQL's per member, PgBouncer's per pooler, node exporter per
-member host other than this one; ``monitoring.exporters``). Prometheus scrapes them, every member's Patroni, every
+Starts the exporters beside what they watch (PostgreSQL's per member, node exporter per member host other than this
+one; ``monitoring.exporters``) and dbtier's PgBouncer exporter beside the stack. Prometheus scrapes them, every member's Patroni, every
 etcd member, every router's HAProxy and this machine's node exporter (which also serves dbtier's own metrics:
 backups, archive health, drills), loads dbtier's alert rules and sends alerts to Alertmanager, which posts them to
 ``monitoring.webhook_url``. Waits until every target is up. ``dbtier teardown`` stops the exporters and the stack

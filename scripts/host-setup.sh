@@ -12,7 +12,7 @@ set -euo pipefail
 OS_USER="${DBTIER_OS_USER:-dbtier}"
 RUNTIME_VENV="${DBTIER_RUNTIME_VENV:-/opt/dbtier/venv}"
 PACKAGES=(postgresql-15 postgresql-15-pgaudit etcd-server etcd-client pgbackrest haproxy pgbouncer keepalived zstd lz4 bzip2
-          prometheus-postgres-exporter prometheus-pgbouncer-exporter prometheus-node-exporter
+          prometheus-postgres-exporter prometheus-node-exporter
           python3-venv procps util-linux iproute2 nftables curl)
 
 say() { printf 'host-setup: %s\n' "$*"; }

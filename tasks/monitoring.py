@@ -26,9 +26,10 @@ def start_exporters(spec: ClusterSpec) -> list[str]:
 
 @task(cache_policy=NONE)
 def start_monitoring(spec: ClusterSpec) -> list[str]:
-    """The stack's files written, its processes started (or reloaded when their files changed)."""
+    """The stack's files written (the monitoring role's password for the exporters beside it, mode 0600), its
+    processes started (or reloaded when their files changed)."""
     ensure_client_ca(spec)  # Prometheus verifies the members with the cluster CA's copy on this machine
-    said = run.bring_up(spec)
+    said = run.bring_up(spec, load_passwords(spec))
     log_sentences(*said)
     return said
 

@@ -64,11 +64,14 @@ class ClusterStatus:
 
 @dataclass(frozen=True)
 class ScrapeJob:
-    """One Prometheus job of the cluster's: its targets (``host:port``), over HTTPS against the cluster CA or not."""
+    """One Prometheus job of the cluster's: its targets (``host:port``), over HTTPS against the cluster CA or not.
+    With ``via`` (``host:port`` of an exporter beside the stack) Prometheus asks that exporter for each target in
+    turn (``/metrics?target=host:port``, the multi-target pattern) and labels the samples with the target."""
 
     job: str
     targets: list[str]
     tls: bool
+    via: str = ""
 
 
 class Engine(ABC):
@@ -90,6 +93,16 @@ class Engine(ABC):
         """The Prometheus exporters on the cluster's hosts, which ``make monitor`` starts (may be empty); their
         files come from :meth:`member_files`."""
         return []
+
+    def stack_services(self, spec: ClusterSpec, root: str) -> list[Service]:
+        """Exporters that run beside the monitoring stack, on this machine, and reach the cluster over the network
+        (may be empty); their files (under ``root``) come from :meth:`stack_service_files`."""
+        return []
+
+    def stack_service_files(self, spec: ClusterSpec, root: str, ca_file: str, passwords: Passwords) -> dict[str, bytes]:
+        """path -> content (written mode 0600) of the files :meth:`stack_services` read; ``ca_file`` is the cluster
+        CA's copy on this machine."""
+        return {}
 
     def exporter_problems(self, spec: ClusterSpec) -> list[str]:
         """An exporter's port that clashes with the cluster's, the monitoring stack's or another exporter's, one

@@ -109,9 +109,15 @@ class PostgresEngine(Engine):
         return services
 
     def exporter_services(self, spec: ClusterSpec) -> list[Service]:
-        """PostgreSQL's exporter per member, PgBouncer's per pooler, node exporter per member host (see
-        :mod:`pg_exporters`)."""
+        """PostgreSQL's exporter per member, node exporter per member host (see :mod:`pg_exporters`)."""
         return [pg_exporters.exporter_service(spec, e) for e in pg_exporters.exporters(spec)]
+
+    def stack_services(self, spec: ClusterSpec, root: str) -> list[Service]:
+        """dbtier's PgBouncer exporter, when there are PgBouncers (:mod:`pgbouncer_exporter`)."""
+        return pg_exporters.bouncer_exporter_service(spec, root)
+
+    def stack_service_files(self, spec: ClusterSpec, root: str, ca_file: str, passwords: Passwords) -> dict[str, bytes]:
+        return pg_exporters.bouncer_exporter_files(spec, root, ca_file, passwords)
 
     def exporter_problems(self, spec: ClusterSpec) -> list[str]:
         return pg_exporters.port_problems(spec)
@@ -123,7 +129,11 @@ class PostgresEngine(Engine):
                 ScrapeJob("etcd", [f"{e.host}:{e.client_port}" for e in etcd.etcd_members(spec)], tls),
                 ScrapeJob("haproxy", [f"{r.host}:{spec.ports.router_stats}" for r in routing.routers(spec)], tls)]
         found = pg_exporters.exporters(spec)
-        jobs += [ScrapeJob(job, [e.address for e in found if e.job == job], False) for job in ("postgres", "pgbouncer", "node")]
+        jobs.append(ScrapeJob("postgres", [e.address for e in found if e.job == "postgres"], False))
+        via = pg_exporters.bouncer_exporter(spec)
+        if via:
+            jobs.append(ScrapeJob("pgbouncer", [f"{b.host}:{b.port}" for b in routing.bouncers(spec)], False, f"{via[0]}:{via[1]}"))
+        jobs.append(ScrapeJob("node", [e.address for e in found if e.job == "node"], False))
         return [j for j in jobs if j.targets]
 
     def wait_routes(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:

@@ -3,7 +3,9 @@
 ``deployments/grafana/dbtier-cluster.json`` shows, for the cluster picked in its ``cluster`` variable (the
 ``cluster`` label :mod:`dbtier.monitoring.stack` puts on every target): the targets up per job; Patroni's members
 running, the leader and the replicas, and each replica's replication lag in bytes; whether every etcd member sees
-a leader; HAProxy's servers up behind each route (when routing is on); each host's CPU, memory and filesystems;
+a leader; HAProxy's servers up behind each route (when routing is on); each member's connections and commits per
+second (PostgreSQL's exporter) and each PgBouncer's clients active and waiting and its average query time
+(dbtier's PgBouncer exporter); each host's CPU, memory and filesystems;
 and dbtier's own metrics (:mod:`dbtier.monitoring.metrics`): the age of the newest backup of each kind, archive
 health and lag, the last restore and failover drills, and the days until the first certificate expires. Every
 panel's description says what healthy looks like.

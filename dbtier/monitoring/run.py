@@ -9,10 +9,12 @@ import time
 from typing import Any
 
 from dbtier import procs, workdir
+from dbtier.engines.base import get_engine
 from dbtier.errors import DbtierError, PreflightError
 from dbtier.monitoring.stack import StackPaths, paths_for, stack_files, stack_services
 from dbtier.procs import Service
 from dbtier.providers.local import LocalRunner
+from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 
 
@@ -38,9 +40,10 @@ def port_problems(spec: ClusterSpec) -> list[str]:
             for field, port in service.ports if runner.port_in_use(port)]
 
 
-def bring_up(spec: ClusterSpec) -> list[str]:
-    """Write the stack's files; start what does not run; a running Prometheus or Alertmanager whose files
-    changed reloads them (``POST /-/reload``). One sentence per step."""
+def bring_up(spec: ClusterSpec, passwords: Passwords) -> list[str]:
+    """Write the stack's files (and those of the engine's exporters beside it: the monitoring role's password);
+    start what does not run; a running Prometheus or Alertmanager whose files changed reloads them
+    (``POST /-/reload``), an exporter beside it restarts. One sentence per step."""
     import requests
 
     problems = port_problems(spec)
@@ -50,15 +53,23 @@ def bring_up(spec: ClusterSpec) -> list[str]:
     for directory in (paths.root, paths.metrics):
         workdir.make_private_dir(directory)
     changed = []
-    for path, content in stack_files(spec, paths).items():
-        if workdir.read_local(path) != content.encode():
-            workdir.write_private(path, content.encode())
+    files = {path: content.encode() for path, content in stack_files(spec, paths).items()}
+    engine = get_engine(spec)
+    beside = engine.stack_service_files(spec, paths.root, paths.ca_file, passwords)
+    restart = {s.name for s in engine.stack_services(spec, paths.root)}
+    for path, data in (files | beside).items():
+        if workdir.read_local(path) != data:
+            workdir.write_private(path, data)
             changed.append(os.path.basename(path))
+    exporters_changed = any(os.path.basename(path) in changed for path in beside)
     said = [f"wrote {', '.join(changed)} under {paths.root}" if changed else "monitoring files unchanged"]
     mon = spec.monitoring
     reload_ports = {"prometheus": mon.ports.prometheus, "alertmanager": mon.ports.alertmanager}
     for service in stack_services(spec, paths):
         pid = procs.running_pid(runner, service)
+        if pid is not None and exporters_changed and service.name in restart:
+            said.append(procs.stop(runner, service, timeout=30))  # it reads its files once, when it starts
+            pid = None
         if pid is None:
             said.append(f"{service.name} started (pid {procs.start(runner, service, wait=15)})")
         elif changed and service.name in reload_ports:

@@ -51,11 +51,11 @@ def scrape_jobs(spec: ClusterSpec) -> list[ScrapeJob]:
     """The engine's jobs (:meth:`dbtier.engines.base.Engine.scrape_jobs`) and this machine's node exporter, which
     joins the ``node`` job of the member hosts' own.
 
-    >>> on = {"exporters": {"enabled": True, "pgbouncer_exporter": True}}
+    >>> on = {"exporters": {"enabled": True}}
     >>> [(j.job, j.targets, j.tls) for j in scrape_jobs(ClusterSpec(members=1, etcd_members=1, routing={"enabled": True}, monitoring=on))]
     ... # doctest: +NORMALIZE_WHITESPACE
     [('patroni', ['127.0.0.1:8008'], True), ('etcd', ['127.0.0.1:2379'], True), ('haproxy', ['127.0.0.1:7000'], True),
-     ('postgres', ['127.0.0.1:9187'], False), ('pgbouncer', ['127.0.0.1:9127'], False), ('node', ['127.0.0.1:9100'], False)]
+     ('postgres', ['127.0.0.1:9187'], False), ('pgbouncer', ['127.0.0.1:6432'], False), ('node', ['127.0.0.1:9100'], False)]
     """
     mon = spec.monitoring
     own = f"{mon.host}:{mon.ports.node_exporter}"
@@ -78,9 +78,18 @@ def prometheus_config(spec: ClusterSpec, paths: StackPaths) -> dict[str, Any]:
 
     >>> cfg = prometheus_config(ClusterSpec(), StackPaths("/w/m", "/w/metrics", "/w/ca.crt"))
     >>> [(j["job_name"], j["scheme"]) for j in cfg["scrape_configs"]]
-    [('patroni', 'https'), ('etcd', 'https'), ('node', 'http')]
+    [('patroni', 'https'), ('etcd', 'https'), ('postgres', 'http'), ('node', 'http')]
     >>> cfg["scrape_configs"][0]["tls_config"], cfg["alerting"]["alertmanagers"][0]["static_configs"]
     ({'ca_file': '/w/ca.crt'}, [{'targets': ['127.0.0.1:9093']}])
+
+    A job with ``via`` is scraped through that exporter, one target at a time, and each sample keeps its target
+    as ``instance``:
+
+    >>> routed = ClusterSpec(members=1, etcd_members=1, routing={"enabled": True}, monitoring={"exporters": {"enabled": True}})
+    >>> bouncer = next(j for j in prometheus_config(routed, StackPaths("/w/m", "/w/metrics", "/w/ca.crt"))["scrape_configs"]
+    ...                if j["job_name"] == "pgbouncer")
+    >>> bouncer["static_configs"][0]["targets"], bouncer["relabel_configs"][-1]
+    (['127.0.0.1:6432'], {'target_label': '__address__', 'replacement': '127.0.0.1:9127'})
     """
     mon = spec.monitoring
     jobs = []
@@ -89,6 +98,10 @@ def prometheus_config(spec: ClusterSpec, paths: StackPaths) -> dict[str, Any]:
                                  "static_configs": [{"targets": job.targets, "labels": {"cluster": spec.name}}]}
         if job.tls:
             entry["tls_config"] = {"ca_file": paths.ca_file}
+        if job.via:
+            entry["relabel_configs"] = [{"source_labels": ["__address__"], "target_label": "__param_target"},
+                                        {"source_labels": ["__param_target"], "target_label": "instance"},
+                                        {"target_label": "__address__", "replacement": job.via}]
         jobs.append(entry)
     return {
         "global": {"scrape_interval": f"{mon.scrape_interval_s}s", "evaluation_interval": f"{mon.evaluation_interval_s}s",
@@ -131,10 +144,14 @@ def stack_files(spec: ClusterSpec, paths: StackPaths) -> dict[str, str]:
 
 
 def stack_services(spec: ClusterSpec, paths: StackPaths) -> list[Service]:
-    """node exporter, Alertmanager, Prometheus: detached, each with its pid and log file under ``paths.root``.
+    """The engine's exporters beside the stack (:meth:`dbtier.engines.base.Engine.stack_services`), node exporter,
+    Alertmanager, Prometheus: detached, each with its pid and log file under ``paths.root``.
 
     >>> [s.name for s in stack_services(ClusterSpec(), StackPaths("/w/m", "/w/metrics", "/w/ca.crt"))]
     ['node-exporter', 'alertmanager', 'prometheus']
+    >>> [s.name for s in stack_services(ClusterSpec(routing={"enabled": True}, monitoring={"exporters": {"enabled": True}}),
+    ...                                 StackPaths("/w/m", "/w/metrics", "/w/ca.crt"))][0]
+    'pgbouncer-exporter'
     """
     mon, host = spec.monitoring, spec.monitoring.host
 
@@ -157,7 +174,7 @@ def stack_services(spec: ClusterSpec, paths: StackPaths) -> list[Service]:
                                         f"--web.listen-address={host}:{mon.ports.prometheus}",
                                         "--web.enable-lifecycle"],
                          mon.ports.prometheus, f"--config.file={paths.prometheus_config}")
-    return [node, manager, prometheus]
+    return [*get_engine(spec).stack_services(spec, paths.root), node, manager, prometheus]
 
 
 def paths_for(spec: ClusterSpec, work_dir: str, ca_file: str) -> StackPaths:

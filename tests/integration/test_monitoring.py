@@ -4,12 +4,14 @@ Runbook (local provider, port block 25; the stack on +70..+72, the test's webhoo
 rule evaluations every 2 s so that nothing waits long):
 1. ``monitor`` before anything listens on a busy port is refused in one line;
 2. ``make monitor``'s flow: the exporters start on the hosts; every target (Patroni x3, etcd x3, HAProxy, node
-   exporter, PostgreSQL's exporter x3) is up, every rule loaded, every query of the Grafana
-   dashboard returns data;
+   exporter, PostgreSQL's exporter x3, each PgBouncer x3 through dbtier's PgBouncer exporter) is up, every rule
+   loaded, every query of the Grafana dashboard returns data;
 3. WAL archiving broken for real (the repository made unwritable): archive health fails, the archiving alert fires
    in Prometheus, reaches Alertmanager, which posts it to the webhook; healed, it resolves and the webhook hears so;
 4. an old backup (dbtier's own metric, time-shifted, not a sleep) fires the backup-age alert;
-5. teardown stops the exporters and the stack with the cluster.
+5. the replicas stop streaming (the primary refuses the replication role's logins and ends its walsenders): the
+   streaming alert fires for both, ``dbtier status`` says so on its alerts line; allowed again, it resolves;
+6. teardown stops the exporters and the stack with the cluster.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from dbtier.monitoring.dashboard import dashboard_queries, load_dashboard
 from dbtier.monitoring.metrics import backup_samples, failover_drill_samples, restore_drill_samples
 from dbtier.monitoring.textfile import write_metrics
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn
+from dbtier.topology import client_dsn, conninfo
 from tests.clusters import TEST_PORT_BASE, dbtier_metric, eventually, listening, provisioned_by_flow, shared_tmpdir, spec_for_tests
 
 pytestmark = pytest.mark.cluster
@@ -138,13 +140,28 @@ def test_every_target_is_up_and_every_rule_loaded(monitored: dict[str, Any], spe
     states = run.target_states(spec)
     assert sorted((job, health) for job, _, health, _ in states) == sorted(
         [("patroni", "up")] * 3 + [("etcd", "up")] * 3 + [("haproxy", "up"), ("node", "up")]
-        + [("postgres", "up")] * 3)
+        + [("postgres", "up")] * 3 + [("pgbouncer", "up")] * 3)
     loaded = {r["name"] for g in run.prometheus_api(spec, "rules")["groups"] for r in g["rules"]}
     assert loaded == {r["alert"] for g in alert_rules(spec)["groups"] for r in g["rules"]}
-    assert monitored["result"]["targets"].startswith("Prometheus scrapes 11 targets, all up")
+    assert monitored["result"]["targets"].startswith("Prometheus scrapes 14 targets, all up")
     # The exporters log in: PostgreSQL's sees its member (pg_up 1, over TLS as the monitoring role).
     pg_up = run.prometheus_api(spec, "query", query=f'pg_up{{cluster="{spec.name}"}}')["result"]
     assert sorted(float(r["value"][1]) for r in pg_up) == [1.0, 1.0, 1.0]
+    # dbtier's PgBouncer exporter reads each console (as the monitoring role, over TLS): one sample per PgBouncer,
+    # labelled with that PgBouncer's address; the queries the app sends through each one are counted there.
+    bouncers = [f"127.0.0.1:{spec.ports.pgbouncer + i}" for i in range(3)]
+    up = run.prometheus_api(spec, "query", query=f'pgbouncer_up{{cluster="{spec.name}"}}')["result"]
+    assert sorted((r["metric"]["instance"], float(r["value"][1])) for r in up) == [(b, 1.0) for b in bouncers]
+    app_password = load_passwords(spec).app
+    for i in range(3):
+        with connect(conninfo(spec, "127.0.0.1", spec.ports.pgbouncer + i, spec.app.user, spec.app.database),
+                     app_password, prepare_threshold=None) as conn:
+            for _ in range(5):
+                conn.execute("SELECT 1")
+    query = f'pgbouncer_stats_queries_pooled_total{{cluster="{spec.name}",database="{spec.app.database}"}} >= 5'
+    eventually("each PgBouncer's queries reach Prometheus", lambda: {
+        r["metric"]["instance"] for r in run.prometheus_api(spec, "query", query=query)["result"]} == set(bouncers),
+        timeout=30)
     # Patroni's own metrics arrive with the cluster label: one primary, two streaming replicas.
     primaries = run.prometheus_api(spec, "query", query=f'sum(patroni_primary{{cluster="{spec.name}"}})')
     assert float(primaries["result"][0]["value"][1]) == 1
@@ -206,6 +223,46 @@ def test_an_old_backup_fires_the_backup_age_alert(monitored: dict[str, Any], spe
     assert "is 9d" in fired[0]["annotations"]["summary"]
 
 
+def firing(spec: ClusterSpec, alert: str) -> list[dict[str, Any]]:
+    return [a for a in run.prometheus_api(spec, "alerts")["alerts"]
+            if a["labels"].get("alertname") == alert and a["state"] == "firing"]
+
+
+def test_replicas_that_stop_streaming_fire_the_streaming_alert_and_status_says_so(monitored: dict[str, Any],
+                                                                                    spec: ClusterSpec) -> None:
+    from dbtier.engines.patroni_config import REPLICATION_USER
+
+    passwords = load_passwords(spec)
+
+    def replication(login: bool) -> None:
+        with connect(client_dsn(spec, SUPERUSER, "postgres"), passwords.superuser) as conn:
+            conn.execute(f"ALTER ROLE {REPLICATION_USER} {'LOGIN' if login else 'NOLOGIN'}")
+            if not login:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+
+    query = f'patroni_replica{{cluster="{spec.name}"}} == 1'
+    replicas = sorted(r["metric"]["name"] for r in run.prometheus_api(spec, "query", query=query)["result"])
+    assert len(replicas) == 2
+    replication(login=False)
+    try:
+        alerts = eventually("DbtierReplicaNotStreaming fires for both replicas",
+                            lambda: len(firing(spec, "DbtierReplicaNotStreaming")) == 2 and firing(spec, "DbtierReplicaNotStreaming"),
+                            timeout=90)
+        assert sorted(a["labels"]["name"] for a in alerts) == replicas
+        done = subprocess.run([sys.executable, "-m", "dbtier.cli", "status", "--spec", monitored["spec_file"]],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+        line = next((x for x in done.stdout.splitlines() if x.startswith("alerts:")), "")
+        assert "DbtierReplicaNotStreaming" in line and line.count("DbtierReplicaNotStreaming") == 2, done.stdout + done.stderr
+        assert all(name in line for name in replicas), line
+    finally:
+        replication(login=True)
+    eventually("both replicas stream again",
+               lambda: sorted(float(r["value"][1]) for r in run.prometheus_api(
+                   spec, "query", query=f'patroni_postgres_streaming{{cluster="{spec.name}"}} and on (cluster, name) '
+                                        f'patroni_replica{{cluster="{spec.name}"}} == 1')["result"]) == [1.0, 1.0], timeout=90)
+    eventually("the streaming alert resolves", lambda: not firing(spec, "DbtierReplicaNotStreaming"), timeout=60)
+
+
 def test_every_dashboard_query_returns_data(monitored: dict[str, Any], spec: ClusterSpec) -> None:
     """The Grafana dashboard's queries against the live Prometheus (Grafana is in no registry here). The drills'
     figures are written as the drill flows write them (their textfile), not by running drills in this module."""
@@ -233,14 +290,22 @@ def test_teardown_stops_the_stack_with_the_cluster(monitored: dict[str, Any], sp
     assert run.stack_running(spec) == []
     exporters = spec.monitoring.exporters
     assert not [p for p in range(exporters.postgres, exporters.postgres + 3) if listening(p)], "the exporters stopped"
+    assert not listening(exporters.pgbouncer), "dbtier's PgBouncer exporter stopped with the stack"
 
 
 def test_no_password_reaches_the_stacks_files(monitored: dict[str, Any], spec: ClusterSpec) -> None:
+    """But the PgBouncer exporter's pgpass file, which holds the monitoring role's password only, mode 0600."""
     root = run.stack_paths(spec).root
+    passwords = load_passwords(spec)
+    pgpass = os.path.join(root, "pgbouncer-exporter.pgpass")
     text = ""
     for name in os.listdir(root):
         path = os.path.join(root, name)
-        if os.path.isfile(path):
+        if os.path.isfile(path) and path != pgpass:
             with open(path, errors="replace") as fh:
                 text += fh.read()
-    assert text and not [s for s in load_passwords(spec).values() if s in text]
+    assert text and not [s for s in passwords.values() if s in text]
+    assert os.stat(pgpass).st_mode & 0o777 == 0o600
+    with open(pgpass) as fh:
+        secret = fh.read()
+    assert [s for s in passwords.values() if s in secret] == [passwords.monitoring]

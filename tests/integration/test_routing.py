@@ -36,6 +36,7 @@ from dbtier.drills.settings import DrillSettings
 from dbtier.engines import pg_routes
 from dbtier.engines.control_plane import rest_login
 from dbtier.engines.patroni_config import REPLICATION_USER, SUPERUSER
+from dbtier.engines.pg_roles import MONITORING_USER
 from dbtier.engines.pgbouncer_config import AUTH_USER, auth_file_path
 from dbtier.health import role_holder
 from dbtier.providers.base import get_provider
@@ -168,9 +169,11 @@ def test_pgbouncer_authenticates_through_auth_query_and_refuses_the_rest(routed:
         assert conn.execute("SELECT current_user, ssl FROM pg_stat_ssl, current_user "
                             "WHERE pid = pg_backend_pid()").fetchone() == (spec.app.user, True)
         conn.execute("INSERT INTO routed (note) VALUES ('pooled')")
-    for bouncer in bouncers(spec):  # only the auth user's own line; no app password, no verifier
+    for bouncer in bouncers(spec):  # the auth user's own line and the console stats user's verifier; no app line
         content = open(auth_file_path(bouncer)).read()
-        assert content.splitlines() == [f'"{AUTH_USER}" "{passwords.pgbouncer}"']
+        lines = content.splitlines()
+        assert lines[0] == f'"{AUTH_USER}" "{passwords.pgbouncer}"' and len(lines) == 2
+        assert lines[1].startswith(f'"{MONITORING_USER}" "SCRAM-SHA-256$') and passwords.monitoring not in content
         assert oct(os.stat(auth_file_path(bouncer)).st_mode & 0o777) == "0o600"
     with pytest.raises(psycopg.OperationalError, match="authentication failed"):
         psycopg.connect(routed_dsn(spec, "rw", pooled=True), password="wrong", connect_timeout=5).close()

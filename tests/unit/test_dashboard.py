@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dbtier.engines.pgbouncer_exporter import MAXWAIT, POOLS, STATS
 from dbtier.monitoring.alerts import alert_rules
 from dbtier.monitoring.dashboard import DASHBOARD, dashboard_queries, load_dashboard, query_problems
 from dbtier.monitoring.metrics import METRICS
@@ -22,8 +23,10 @@ from dbtier.spec import ClusterSpec
 REPO = Path(__file__).resolve().parents[2]
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 BOARD = load_dashboard()
-#: Node exporter's names the dashboard uses and no alert rule does (HAProxy's are all in the rules).
-ALLOWED = {"node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes"}
+#: Node exporter's and PostgreSQL exporter's names the dashboard uses and no alert rule does (HAProxy's are all in
+#: the rules; PgBouncer's are dbtier's own exporter's).
+ALLOWED = {"node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes",
+           "pg_stat_activity_count", "pg_settings_max_connections", "pg_stat_database_xact_commit"}
 #: PromQL's operators and modifiers that look like names; a name followed by ``(`` is a function and is skipped.
 KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right",
             "inf", "nan", "sum", "max", "min", "avg", "count", "rate", "increase", "time", "predict_linear"}
@@ -44,7 +47,8 @@ def metric_names(expr: str) -> set[str]:
 
 def known_names() -> set[str]:
     rules = [r["expr"] for g in alert_rules(ClusterSpec(name="orders"))["groups"] for r in g["rules"]]
-    return set(METRICS) | {name for expr in rules for name in metric_names(expr)} | ALLOWED
+    bouncer = {f.name for f in (*STATS, *POOLS)} | {MAXWAIT}
+    return set(METRICS) | bouncer | {name for expr in rules for name in metric_names(expr)} | ALLOWED
 
 
 USED = sorted({name for _, expr in dashboard_queries(BOARD, "orders") for name in metric_names(expr)})

@@ -89,9 +89,9 @@ def test_which_sources_reach_which_port(source: str, port: int, want: str) -> No
 
 
 @pytest.mark.parametrize("host, ports", [
-    ("10.0.0.11", {5432, 8008, 2379, 2380}),  # member i on host i: its own ports only
-    ("10.0.0.12", {5433, 8009, 2381, 2382}),
-    ("10.0.0.13", {5434, 8010, 2383, 2384}),
+    ("10.0.0.11", {5432, 8008, 2379, 2380, 9187, 9100}),  # member i on host i: its own ports (and exporters) only
+    ("10.0.0.12", {5433, 8009, 2381, 2382, 9188, 9100}),
+    ("10.0.0.13", {5434, 8010, 2383, 2384, 9189, 9100}),
 ])
 def test_each_host_guards_only_the_ports_of_its_own_members(host: str, ports: set[int]) -> None:
     text = rules_on(ssh_spec(), host)
@@ -227,7 +227,7 @@ def test_apply_learns_the_controller_on_each_host_and_says_how_many_rules() -> N
     assert len(said) == 3
     loaded = roots["10.0.0.12"].ran[1]
     assert loaded[4:6] == ["dbtier_fw_orders", "/etc/dbtier/firewall-orders.nft"]
-    assert "ip saddr { 10.0.0.5/32, 10.0.0.11/32, 10.0.0.12/31, 127.0.0.0/8 } tcp dport { 2381, 2382, 5433, 8009 } " \
+    assert "ip saddr { 10.0.0.5/32, 10.0.0.11/32, 10.0.0.12/31, 127.0.0.0/8 } tcp dport { 2381, 2382, 5433, 8009, 9100, 9188 } " \
            "accept" in loaded[6], "adjacent members merged into one network"
     assert sum(line.endswith(" accept") for line in loaded[6].splitlines()) == 3, "no client networks: no second PostgreSQL rule"
 

@@ -112,6 +112,8 @@ def test_a_flow_says_the_warning_once(tmp_path: Any, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(dbtier.ports, "ephemeral_range", lambda path=dbtier.ports.EPHEMERAL_RANGE_FILE: (32768, 60999))
     monkeypatch.setattr(_spec, "WARNED", set())
+    # the cluster CA's copy is another step of resolve_spec's: without one here it would ask a Prefect API
+    monkeypatch.setattr(_spec, "ensure_client_ca", lambda spec: None)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"ports": {"postgres": 40000, "patroni": 8008, "etcd": 2379}, "members": 1}))
     _spec.resolve_spec(str(path), None)
