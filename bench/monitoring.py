@@ -15,7 +15,8 @@ One run, local provider, ports 24200-24299 (test block 42) and a temporary data 
      per exporter (the PgBouncer exporter's psql runs are its reaped children); the
      backends the exporters log in as ``monitoring`` are taken out of their member and counted on the stack side;
   4. from Prometheus' API: each target's lastScrapeDuration (/api/v1/targets), and over the window
-     avg/max_over_time(scrape_duration_seconds) and the samples of its last scrape.
+     avg/max_over_time(scrape_duration_seconds) and the samples of its last scrape; the head's series and the
+     series kept per job, with its heaviest metric names (/api/v1/status/tsdb, count by job and name).
 It prints a table (group, PSS MiB mean and max, CPU s over the window, % of one core), the stack's total (stack and
 exporters) against the issue's targets (150 MiB PSS, 2% of one core) with PASS/OVER, the ratios of the stack to the
 cluster (measured in the same run), and the scrape durations per job and target. Exit 0 when it ran (the figures
@@ -247,7 +248,7 @@ def verdict_lines(found: list[Group], window: float) -> list[str]:
         f"stack + exporters: PSS {s_mean:.1f} MiB (max {s_max:.1f}) against {TARGET_PSS_MIB:.0f} MiB: "
         f"{'PASS' if s_max < TARGET_PSS_MIB else 'OVER'}; CPU {s_cpu:.2f} s in {window:.0f} s = {core:.2f}% of one core "
         f"against {TARGET_CORE_PCT:.0f}%: {'PASS' if core < TARGET_CORE_PCT else 'OVER'}",
-        f"cluster (3 members + 3 etcd): PSS {c_mean:.1f} MiB (max {c_max:.1f}); CPU {c_cpu:.2f} s = "
+        f"cluster (3 members, 3 etcd, HAProxy, 3 PgBouncers): PSS {c_mean:.1f} MiB (max {c_max:.1f}); CPU {c_cpu:.2f} s = "
         f"{pct(c_cpu, window):.2f}% of one core",
         f"stack / cluster: PSS {s_mean / c_mean if c_mean else 0:.2f}x, CPU "
         + (f"{s_cpu / c_cpu:.2f}x" if c_cpu else "- (the cluster used no CPU)"),
@@ -258,10 +259,25 @@ def scrape_table(rows: list[tuple[str, str, str, float, float | None, float | No
     def ms(value: float | None) -> str:
         return f"{1000 * value:.1f}" if value is not None else "-"
 
-    lines = [f"{'job':10} {'instance':18} {'health':7} {'last ms':>8} {'mean ms':>8} {'max ms':>8} {'samples':>8}"]
+    lines = [f"{'job':10} {'instance':18} {'health':7} {'last ms':>8} {'mean ms':>8} {'max ms':>8} {'series':>8}"]
     lines += [f"{job:10} {instance:18} {health:7} {ms(last):>8} {ms(mean):>8} {ms(worst):>8} {samples:>8}"
               for job, instance, health, last, mean, worst, samples in rows]
     return "\n".join(lines)
+
+
+def series_lines(spec: ClusterSpec) -> list[str]:
+    """What Prometheus holds: its head's series, and per job the series kept after the stack's drop rules and the
+    heaviest metric names (what a memory cut would look at)."""
+    head = monitoring.prometheus_api(spec, "status/tsdb")["headStats"]["numSeries"]
+    per_job = {r["metric"]["job"]: int(float(r["value"][1])) for r in monitoring.prometheus_api(
+        spec, "query", query=f'count by (job) ({{cluster="{spec.name}"}})')["result"]}
+    heavy = monitoring.prometheus_api(spec, "query", query=f'topk by (job) (3, count by (job, __name__) ({{cluster="{spec.name}"}}))')
+    names: dict[str, list[str]] = {}
+    for r in sorted(heavy["result"], key=lambda r: -float(r["value"][1])):
+        names.setdefault(r["metric"]["job"], []).append(f"{r['metric']['__name__']} {float(r['value'][1]):.0f}")
+    lines = [f"Prometheus head: {head} series; kept per job (all targets) and its heaviest names:"]
+    lines += [f"  {job:10} {count:>6}  {', '.join(names.get(job, []))}" for job, count in sorted(per_job.items())]
+    return lines
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -284,7 +300,9 @@ def run(root: str, args: argparse.Namespace, cleanup: contextlib.ExitStack) -> N
     rows = scrape_rows(spec, window)
     print(f"\n{group_table(found, window)}\n")
     print("\n".join(verdict_lines(found, window)))
-    print(f"\nscrape duration per target over {window:.0f} s (Prometheus' scrape_duration_seconds):\n{scrape_table(rows)}")
+    print(f"\nscrape duration per target over {window:.0f} s (Prometheus' scrape_duration_seconds; series: samples "
+          f"of its last scrape, before the drop rules):\n{scrape_table(rows)}")
+    print("\n" + "\n".join(series_lines(spec)))
     print(f"\n(PSS: mean of {len(found[0].pss_kib)} samples, each process with its descendants; CPU: utime+stime of "
           f"each process and its reaped children, over the window; an exporter's backend that reconnected meanwhile is "
           f"counted in its postmaster's; 1-min load at the end {load_1min():.2f}, {os.cpu_count()} cores)")

@@ -72,6 +72,12 @@ class ScrapeJob:
     targets: list[str]
     tls: bool
     via: str = ""
+    #: metric names (regular expressions) Prometheus drops at each scrape: what no rule or panel reads and costs
+    #: memory (one series per label combination), but ``keep``'s names
+    drop: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+    #: (label, regular expression): series whose label matches are dropped too
+    drop_labels: tuple[tuple[str, str], ...] = ()
 
 
 class Engine(ABC):

@@ -25,8 +25,8 @@ POOLS_118 = {"database": "app", "user": "app", "cl_active": "3", "cl_waiting": "
 
 
 def samples(stats: list[dict[str, str]], pools: list[dict[str, str]]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in exp.families(stats, pools) for s in family.samples if not s.name.endswith("_created")}
+    return {(family.name, tuple(sorted(labels.items()))): value
+            for family in exp.families(stats, pools) for labels, value in family.samples}
 
 
 @pytest.mark.parametrize(("stats", "pools", "name", "labels", "value"), [
@@ -124,3 +124,13 @@ def test_a_config_it_cannot_read_stops_it_in_one_line(tmp_path: Path, capsys: py
     err = capsys.readouterr().err.strip()
     assert err.startswith("pgbouncer-exporter: cannot start") and len(err.splitlines()) == 1
     assert not os.path.exists(tmp_path / "missing.json")
+
+
+def test_what_it_serves_passes_promtools_lint() -> None:
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    text = exp.exposition(exp.families([STATS_123], [POOLS_118, {**POOLS_118, "user": 'we"ird\\name'}]))
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
