@@ -56,6 +56,8 @@ class S3Client(Protocol):
 
     def get_paginator(self, operation_name: str) -> Any: ...
 
+    def put_object(self, **kwargs: Any) -> dict[str, Any]: ...
+
 
 def repo_prefix(repo_path: str) -> str:
     """The key prefix of a repository path (pgBackRest's ``repo-path``) inside its bucket.
@@ -152,7 +154,8 @@ def _failure(client: S3Client, bucket: str, doing: str, err: ClientError | BotoC
 
 
 @contextmanager
-def _s3_errors(client: S3Client, bucket: str, doing: str) -> Iterator[None]:
+def s3_errors(client: S3Client, bucket: str, doing: str) -> Iterator[None]:
+    """boto3's errors inside, as one-line BackupErrors naming the bucket and ``doing``."""
     try:
         yield
     except (ClientError, BotoCoreError) as err:
@@ -202,7 +205,7 @@ def _objects(client: S3Client, bucket: str, prefix: str) -> Iterator[tuple[str, 
     """(key, size) of every object under ``prefix``, page by page."""
     paginator = client.get_paginator("list_objects_v2")
     pages = paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE})
-    with _s3_errors(client, bucket, "listing objects"):
+    with s3_errors(client, bucket, "listing objects"):
         for page in pages:
             for obj in page.get("Contents", []):
                 yield obj["Key"], int(obj["Size"])

@@ -321,3 +321,60 @@ def test_pgbackrest_writes_a_stanza_and_wal_that_boto3_reads(pgbackrest: PgBackR
     assert {"dbtier/archive/main/archive.info", "dbtier/archive/main/archive.info.copy"} <= set(keys)
     assert archive_size(client, pgbackrest.bucket, "/dbtier", "main") == sum(keys.values())
     assert backup_sizes(client, pgbackrest.bucket, "/dbtier", "main") == {}
+
+
+# ---- the MongoDB oplog archive's S3 store, on the same server ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def oplog_bucket(s3: S3Endpoint) -> S3Repository:
+    block = repository(s3, "dbtier-itest-oplog")
+    ensure_bucket(block.get_boto3_client(), block.bucket, block.region)
+    return block
+
+
+def test_the_oplog_s3_store_keeps_slices_and_the_index_under_its_prefix(oplog_bucket: S3Repository) -> None:
+    from bson.timestamp import Timestamp
+
+    from dbtier.engines.mongodb.archiver import INDEX, orphans, read_records
+    from dbtier.engines.mongodb.oplog import SliceRecord, index_json, slice_name
+    from dbtier.engines.mongodb.s3store import S3Store
+
+    client = oplog_bucket.get_boto3_client()
+    store = S3Store(client, oplog_bucket.bucket, "/orders/mongo0/")
+    assert store.names() == [] and store.read_index() is None and read_records(store) == []
+    record = SliceRecord(start=Timestamp(100, 1), end=Timestamp(160, 4), name=slice_name(Timestamp(100, 1), Timestamp(160, 4)),
+                         count=7, after=None)
+    crashed = slice_name(Timestamp(160, 5), Timestamp(220, 1))
+    store.write_slice(record.name, b"\x00oplog bytes")
+    store.write_slice(crashed, b"written, then a crash before the index")
+    store.write_index(index_json([record]))
+    assert read_records(store) == [record]
+    assert store.read_slice(record.name) == b"\x00oplog bytes"
+    assert store.names() == sorted([INDEX, record.name, crashed])
+    assert orphans(store.names(), read_records(store)) == [crashed]
+    listed = [o["Key"] for o in client.list_objects_v2(Bucket=oplog_bucket.bucket)["Contents"]]
+    assert sorted(listed) == [f"orders/mongo0/{n}" for n in store.names()]  # under its prefix, nowhere else
+    assert S3Store(client, oplog_bucket.bucket, "orders/mongo1").names() == []  # another member's prefix
+
+
+@pytest.mark.parametrize("name", ["../escape", ".hidden", ""])
+def test_the_oplog_s3_store_refuses_a_name_that_is_no_slice(oplog_bucket: S3Repository, name: str) -> None:
+    from dbtier.engines.mongodb.s3store import S3Store
+
+    with pytest.raises(BackupError, match="is not a slice name"):
+        S3Store(oplog_bucket.get_boto3_client(), oplog_bucket.bucket, "orders/mongo0").write_slice(name, b"x")
+
+
+def test_the_oplog_s3_store_says_a_missing_slice_and_a_dead_endpoint_in_one_line(oplog_bucket: S3Repository,
+                                                                                s3: S3Endpoint) -> None:
+    from dbtier.engines.mongodb.s3store import S3Store
+
+    with pytest.raises(BackupError) as missing:
+        S3Store(oplog_bucket.get_boto3_client(), oplog_bucket.bucket, "orders/mongo0").read_slice("never-written")
+    assert str(missing.value) == "s3 bucket dbtier-itest-oplog: oplog slice orders/mongo0/never-written is missing"
+    dead = repository(s3, "dbtier-itest-oplog", port=DEAD_PORT).get_boto3_client()
+    with pytest.raises(BackupError) as refused:
+        S3Store(dead, "dbtier-itest-oplog", "orders/mongo0").write_index("{}")
+    line = str(refused.value)
+    assert "\n" not in line and line.startswith("s3 bucket dbtier-itest-oplog: writing orders/mongo0/index.json failed")

@@ -53,7 +53,7 @@ Window = tuple[Timestamp, Timestamp] | None
 
 
 class SliceStore(Protocol):
-    """Where slices and the index go (a directory here; an S3 prefix can implement the same five methods).
+    """Where slices and the index go: a directory (:class:`DirStore`) or an S3 prefix (:class:`~dbtier.engines.mongodb.s3store.S3Store`).
 
     Contract: each ``write_*`` is atomic (a reader sees the old bytes or the new, never a part of them)
     and raises :class:`BackupError` on failure; ``read_index`` is None while the archive is empty.
@@ -96,11 +96,11 @@ class DirStore:
             return f.read()
 
     def read_slice(self, name: str) -> bytes:
-        with self._os(f"read {name}"), open(os.path.join(self.path, _plain(name)), "rb") as f:
+        with self._os(f"read {name}"), open(os.path.join(self.path, checked_name(name)), "rb") as f:
             return f.read()
 
     def write_slice(self, name: str, data: bytes) -> None:
-        self._write(_plain(name), data)
+        self._write(checked_name(name), data)
 
     def write_index(self, text: str) -> None:
         self._write(INDEX, text.encode("utf-8"))
@@ -121,7 +121,8 @@ class DirStore:
                 os.close(dir_fd)
 
 
-def _plain(name: str) -> str:
+def checked_name(name: str) -> str:
+    """``name`` if it can name a slice (no path, not hidden), else a BackupError."""
     if "/" in name or name.startswith(".") or not name:
         raise BackupError(f"oplog archive: {name!r} is not a slice name")
     return name
