@@ -16,7 +16,7 @@ from dbtier.errors import PreflightError, ProvisionError
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords
-from dbtier.spec import ClusterSpec, routing_plan
+from dbtier.spec import ClusterSpec
 from dbtier.supervisors import unit_name
 
 if TYPE_CHECKING:
@@ -99,26 +99,13 @@ def other_ports_hint(spec: ClusterSpec, field: str) -> str:
     return f"choose other ports (e.g. DBTIER_{field.upper().replace('.', '__')}=...)"
 
 
-def missing_binaries(runner: Runner, spec: ClusterSpec) -> list[str]:
-    """The programs a member host lacks, one line each, naming the spec field and the fix."""
-    wanted = {
-        "binaries.patroni": spec.binaries.patroni,
-        "binaries.etcd": spec.binaries.etcd,
-        "binaries.pg_bin_dir": f"{spec.binaries.pg_bin_dir}/postgres",
-        "binaries.pgbackrest": spec.binaries.pgbackrest,
-    }
-    routers, poolers = routing_plan(spec.routing)
-    if routers:
-        wanted["binaries.haproxy"] = spec.binaries.haproxy
-    if poolers:
-        wanted["binaries.pgbouncer"] = spec.binaries.pgbouncer
-    if spec.routing.vip is not None:  # keepalived, and the curl its check runs
-        wanted["binaries.keepalived"] = spec.binaries.keepalived
-        wanted["routing.vip (its check)"] = "/usr/bin/curl"
+def missing_binaries(engine: Engine, runner: Runner, spec: ClusterSpec) -> list[str]:
+    """The programs a member host lacks (the engine's :meth:`~Engine.required_programs`), one line each, naming
+    the spec field and the fix."""
     return [
         f"{field}: {path} is missing on {runner.host} or not executable by {spec.os_user!r}; "
-        "run 'make setup' there (or let the provider install it)"
-        for field, path in wanted.items()
+        f"{engine.missing_program_fix(spec)}"
+        for field, path in engine.required_programs(spec)
         if runner.run(["test", "-x", path], check=False).rc != 0
     ]
 
@@ -137,7 +124,7 @@ def preflight(engine: Engine, provider: Provider, spec: ClusterSpec, before_inst
     for host in cluster_hosts(engine, spec):
         problems += provider.check_host(spec, host)
         if not (before_install and provider.installs_packages(spec)):
-            problems += missing_binaries(provider.runner(spec, host), spec)
+            problems += missing_binaries(engine, provider.runner(spec, host), spec)
     if problems:
         raise PreflightError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     sentences = []

@@ -97,6 +97,18 @@ class Binaries(_Model):
     keepalived: str = "/usr/sbin/keepalived"
     postgres_exporter: str = "/usr/bin/prometheus-postgres-exporter"
     node_exporter: str = "/usr/bin/prometheus-node-exporter"
+    mongod: str = "/usr/bin/mongod"
+
+
+class MongoDBSpec(_Model):
+    """The replica set of ``engine: mongodb``: member ``i``'s mongod listens on ``port + i``."""
+
+    replset: str = Field("rs0", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the replica set's name (replSetName)")
+    port: int = Field(27017, ge=1024, le=65000, description="member i listens on port + i")
+    election_timeout_ms: int = Field(10000, ge=1, description="how long the members wait for a primary before "
+                                     "electing another (electionTimeoutMillis)")
+    oplog_size_mb: int | None = Field(None, ge=990, description="mongod's default (5% of the disk) when None")
+    oplog_slice_s: int = Field(60, ge=1, description="the archiver ships the oplog in slices this long")
 
 
 class Timeouts(_Model):
@@ -510,7 +522,7 @@ class ClusterSpec(_Model):
     """Everything dbtier needs to know about one cluster."""
 
     name: str = "dbtier"
-    engine: Literal["postgres"] = "postgres"
+    engine: Literal["postgres", "mongodb"] = "postgres"
     provider: Literal["local", "ssh", "proxmox"] = "local"
     members: int = Field(3, ge=1, le=7)
     etcd_members: int | None = Field(None, ge=1, le=7)
@@ -538,6 +550,7 @@ class ClusterSpec(_Model):
     tls: TlsSettings = TlsSettings()
     routing: RoutingSettings = RoutingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    mongodb: MongoDBSpec = MongoDBSpec()
 
     @field_validator("name", "hosts_of")
     @classmethod
@@ -583,6 +596,13 @@ class ClusterSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _routing_engine(self) -> ClusterSpec:
+        if self.engine == "mongodb" and self.routing.enabled:
+            raise ValueError("routing: HAProxy and PgBouncer route PostgreSQL only; set routing.enabled: false for "
+                             "engine mongodb")
+        return self
+
+    @model_validator(mode="after")
     def _vip_placement(self) -> ClusterSpec:
         vip = self.routing.vip
         if vip is None:
@@ -620,7 +640,7 @@ class ClusterSpec(_Model):
     @model_validator(mode="after")
     def _etcd_size(self) -> ClusterSpec:
         size = self.etcd_size
-        if size % 2 == 0:
+        if self.engine == "postgres" and size % 2 == 0:  # a MongoDB replica set runs no etcd
             raise ValueError(
                 f"etcd_members: {size} is even; etcd needs an odd member count (1, 3, 5 or 7): "
                 "set etcd_members to an odd number"

@@ -91,6 +91,14 @@ class Engine(ABC):
     def member_services(self, spec: ClusterSpec) -> list[Service]:
         """The database members, one service each."""
 
+    @abstractmethod
+    def required_programs(self, spec: ClusterSpec) -> list[tuple[str, str]]:
+        """(spec field, path) of each program a member host must be able to execute before provisioning starts."""
+
+    def missing_program_fix(self, spec: ClusterSpec) -> str:
+        """What to do about a program of :meth:`required_programs` a host lacks (the end of preflight's line)."""
+        return "run 'make setup' there (or let the provider install it)"
+
     def router_services(self, spec: ClusterSpec) -> list[Service]:
         """Routers and poolers in front of the members, started once the cluster is healthy (may be empty)."""
         return []
@@ -208,4 +216,8 @@ def get_engine(spec: ClusterSpec) -> Engine:
         from dbtier.engines.postgres import PostgresEngine
 
         return PostgresEngine()
+    if spec.engine == "mongodb":
+        from dbtier.engines.mongodb.engine import MongoEngine
+
+        return MongoEngine()
     raise NotImplementedError(f"engine {spec.engine!r}")  # pragma: no cover - the spec admits only known names

@@ -20,7 +20,7 @@ from dbtier.health import Health, assess, member_rows, merge_live, role_holder
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords
-from dbtier.spec import ClusterSpec, port_plan
+from dbtier.spec import ClusterSpec, port_plan, routing_plan
 from dbtier.topology import PgMember, client_dsn, conninfo, pg_member, pg_members
 
 
@@ -121,6 +121,24 @@ class PostgresEngine(Engine):
             for b in routing.bouncers(spec)
         ]
         return services
+
+    def required_programs(self, spec: ClusterSpec) -> list[tuple[str, str]]:
+        """Patroni, etcd, PostgreSQL, pgBackRest, and what routing asks for.
+
+        >>> [field for field, _ in PostgresEngine().required_programs(ClusterSpec())]
+        ['binaries.patroni', 'binaries.etcd', 'binaries.pg_bin_dir', 'binaries.pgbackrest']
+        """
+        binaries = spec.binaries
+        wanted = [("binaries.patroni", binaries.patroni), ("binaries.etcd", binaries.etcd),
+                  ("binaries.pg_bin_dir", f"{binaries.pg_bin_dir}/postgres"), ("binaries.pgbackrest", binaries.pgbackrest)]
+        routers, poolers = routing_plan(spec.routing)
+        if routers:
+            wanted.append(("binaries.haproxy", binaries.haproxy))
+        if poolers:
+            wanted.append(("binaries.pgbouncer", binaries.pgbouncer))
+        if spec.routing.vip is not None:  # keepalived, and the curl its check runs
+            wanted += [("binaries.keepalived", binaries.keepalived), ("routing.vip (its check)", "/usr/bin/curl")]
+        return wanted
 
     def exporter_services(self, spec: ClusterSpec) -> list[Service]:
         """PostgreSQL's exporter per member, node exporter per member host (see :mod:`pg_exporters`)."""
