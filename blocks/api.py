@@ -66,13 +66,37 @@ def check_api(timeout: float = 5.0) -> None:
         raise unreachable(err) from None
 
 
+#: What Prefect raises when the temporary API it starts on demand does not answer in time.
+_TEMPORARY_API_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
+
+
+def did_not_start() -> ApiUnreachable:
+    """The temporary API that did not start in time, as dbtier's one line.
+
+    >>> did_not_start().one_line().startswith("prefect api: the local temporary Prefect API (")
+    True
+    """
+    from prefect.settings import get_current_settings
+
+    seconds = get_current_settings().server.ephemeral.startup_timeout_seconds
+    return ApiUnreachable(f"prefect api: {which_api()} did not start within {seconds} s "
+                          "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); the machine may be busy: run the command "
+                          "again, raise that setting, or start a Prefect server (prefect server start) and point "
+                          "PREFECT_API_URL at it")
+
+
 @contextmanager
 def prefect_api() -> Iterator[None]:
-    """Translate the API's transport errors at the boundary into :class:`ApiUnreachable`."""
+    """Translate the API's transport errors, and a temporary API that did not start, at the boundary into
+    :class:`ApiUnreachable`."""
     try:
         yield
     except httpx.HTTPError as err:
         raise unreachable(err) from None
+    except RuntimeError as err:
+        if str(err).startswith(_TEMPORARY_API_TIMEOUT):
+            raise did_not_start() from None
+        raise
 
 
 def missing_block_advice(spec: ClusterSpec, block: str) -> str:

@@ -113,6 +113,7 @@ def run_flow_verb(verb: str, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``dbtier`` alone prints the help and exits 0; an unknown verb is one line, exit 2."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # as flows/__init__.py
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")  # as flows/__init__.py
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         build_parser().print_help()

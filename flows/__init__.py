@@ -10,4 +10,7 @@ import os
 from flows import _logs
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The temporary API gets 90 s to start instead of Prefect's 20: on a busy two-core machine its first start
+# (migrations on a new database) took longer, and the command failed (measured beside the test suite).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 _logs.install()
