@@ -149,6 +149,15 @@ def libpq_tls(spec: ClusterSpec, ca_file: str | None = None) -> dict[str, str]:
     return {"sslmode": "verify-full", "sslrootcert": ca_file or ca_cert_file(spec.name)}
 
 
+def pgpass_entry(host: str, port: str, database: str, user: str, password: str) -> str:
+    """One line of a libpq password file, ``:`` and ``\\`` escaped in every field (a bare ``*`` matches anything).
+
+    >>> pgpass_entry("127.0.0.1", "6432", "pgbouncer", "monitoring", "a:b")
+    '127.0.0.1:6432:pgbouncer:monitoring:a\\\\:b'
+    """
+    return ":".join(v.replace("\\", "\\\\").replace(":", "\\:") for v in (host, port, database, user, password))
+
+
 def conninfo(spec: ClusterSpec, host: str, port: int, user: str, database: str, connect_timeout: int = 3) -> str:
     """A single-server libpq conninfo without a password, with the cluster's TLS settings.
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from dbtier.backup.settings import FsRepository
 from dbtier.spec import ClusterSpec
-from dbtier.topology import PgMember
+from dbtier.topology import PgMember, pgpass_entry
 
 SUPERUSER = "postgres"
 
@@ -220,5 +220,4 @@ def pgpass_line(password: str) -> str:
     >>> pgpass_line("a:b")
     '*:*:*:postgres:a\\\\:b'
     """
-    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
-    return f"*:*:*:{SUPERUSER}:{escaped}"
+    return pgpass_entry("*", "*", "*", SUPERUSER, password)

@@ -22,6 +22,8 @@ beside the stack.
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 
 from dbtier.engines.pg_roles import MONITORING_USER
@@ -31,7 +33,7 @@ from dbtier.routing import bouncers
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec, port_plan
 from dbtier.tls import tls_paths
-from dbtier.topology import pg_members
+from dbtier.topology import pg_members, pgpass_entry
 
 KINDS = ("postgres-exporter", "node-exporter")
 #: The scrape job of each kind.
@@ -165,8 +167,6 @@ def bouncer_exporter_service(spec: ClusterSpec, root: str) -> list[Service]:
     ...                                               monitoring={"exporters": {"enabled": True}}), "/w/m")]
     [['-m', 'dbtier.engines.pgbouncer_exporter', '--config=/w/m/pgbouncer-exporter.json', '--listen=127.0.0.1:9127']]
     """
-    import sys
-
     listen = bouncer_exporter(spec)
     if listen is None:
         return []
@@ -176,10 +176,6 @@ def bouncer_exporter_service(spec: ClusterSpec, root: str) -> list[Service]:
                     argv=[sys.executable, "-m", "dbtier.engines.pgbouncer_exporter", marker, f"--listen={listen[0]}:{listen[1]}"],
                     pidfile=f"{root}/pgbouncer-exporter.pid", logfile=f"{root}/pgbouncer-exporter.log", marker=marker,
                     ports=[("monitoring.exporters.pgbouncer", listen[1])])]
-
-
-def _pgpass_field(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def bouncer_exporter_files(spec: ClusterSpec, root: str, ca_file: str, passwords: Passwords) -> dict[str, bytes]:
@@ -195,13 +191,11 @@ def bouncer_exporter_files(spec: ClusterSpec, root: str, ca_file: str, passwords
     >>> json.loads(files["/w/m/pgbouncer-exporter.json"])["targets"], json.loads(files["/w/m/pgbouncer-exporter.json"])["sslmode"]
     (['127.0.0.1:6432'], 'verify-full')
     """
-    import json
-
     if bouncer_exporter(spec) is None:
         return {}
     config, passfile = _bouncer_exporter_paths(root)
     found = bouncers(spec)
-    lines = [":".join([b.host, str(b.port), "pgbouncer", MONITORING_USER, _pgpass_field(passwords.monitoring)]) for b in found]
+    lines = [pgpass_entry(b.host, str(b.port), "pgbouncer", MONITORING_USER, passwords.monitoring) for b in found]
     settings = {"psql": f"{spec.binaries.pg_bin_dir}/psql", "user": MONITORING_USER, "passfile": passfile,
                 "sslmode": "verify-full" if spec.tls.enabled else "disable",
                 "sslrootcert": ca_file if spec.tls.enabled else "", "targets": [f"{b.host}:{b.port}" for b in found]}

@@ -64,8 +64,8 @@ def connect(conninfo: str, password: str, **kwargs: Any) -> Any:
 
 #: What Prometheus drops of each job's scrape, but the names kept: measured on the 3-member default with routing,
 #: the head held 8114 series, of which etcd's per-method gRPC counters were 2400, its histograms' buckets ~700,
-#: HAProxy's per-server figures ~1300 and PostgreSQL's settings ~750; without them it holds about 2200. Each
-#: series costs Prometheus ~4 KiB (bench/monitoring.py).
+#: HAProxy's per-server figures ~1300, PostgreSQL's settings ~750 and the template databases' rows ~350; without
+#: them it holds about 1800 (bench/monitoring.py prints the figures).
 ETCD_DROP = (r"grpc_server_.+", r"etcd_debugging_.+", r".+_bucket")
 ETCD_KEEP = ("etcd_disk_wal_fsync_duration_seconds_bucket", "etcd_disk_backend_commit_duration_seconds_bucket")
 HAPROXY_DROP = (r"haproxy_server_.+", r"haproxy_backend_agg_(server_)?check_status")

@@ -60,9 +60,10 @@ def bring_up(spec: ClusterSpec, passwords: Passwords) -> list[str]:
     for path, data in (files | beside).items():
         if workdir.read_local(path) != data:
             workdir.write_private(path, data)
-            changed.append(os.path.basename(path))
-    exporters_changed = any(os.path.basename(path) in changed for path in beside)
-    said = [f"wrote {', '.join(changed)} under {paths.root}" if changed else "monitoring files unchanged"]
+            changed.append(path)
+    exporters_changed = any(path in beside for path in changed)
+    said = [f"wrote {', '.join(os.path.basename(p) for p in changed)} under {paths.root}" if changed
+            else "monitoring files unchanged"]
     mon = spec.monitoring
     reload_ports = {"prometheus": mon.ports.prometheus, "alertmanager": mon.ports.alertmanager}
     for service in stack_services(spec, paths):
