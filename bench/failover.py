@@ -47,6 +47,7 @@ from dbtier.engines.base import get_engine  # noqa: E402
 from dbtier.engines.control_plane import rest_login  # noqa: E402
 from dbtier.errors import DbtierError  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
+from dbtier.engines.postgres import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec, build_spec  # noqa: E402
 
@@ -74,7 +75,7 @@ def bench_spec(profile: str, synchronous: bool, port_base: int) -> ClusterSpec:
 def run_profile(profile: str, synchronous: bool, crashes: int, switchovers: int, port_base: int) -> list[Verdict]:
     spec = bench_spec(profile, synchronous, port_base)
     engine, provider = get_engine(spec), get_provider(spec)
-    passwords = Passwords.generate()
+    passwords = Passwords.generate(POSTGRES_SECRETS)
     verdicts: list[Verdict] = []
     try:
         provision_plain(spec, passwords, FILE_CA_STORE)
@@ -130,7 +131,7 @@ def lab_profile(public: Path, profile: str, modes: list[str], runs: int,
     """Provision the lab's cluster with ``profile``; per mode, ``runs`` rounds of ``scenario_names``."""
     spec = lab_spec(public, profile, modes[0] == "sync")
     engine, provider = get_engine(spec), get_provider(spec)
-    passwords = Passwords.generate()
+    passwords = Passwords.generate(POSTGRES_SECRETS)
     found: dict[str, list[tuple[str, Outcome]]] = {}
     try:
         started = time.monotonic()

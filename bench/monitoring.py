@@ -52,6 +52,7 @@ from dbtier.monitoring import run as monitoring  # noqa: E402
 from dbtier.monitoring.stack import stack_services  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
 from dbtier.providers.local import LocalRunner  # noqa: E402
+from dbtier.engines.postgres import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402
 from dbtier.topology import pg_members  # noqa: E402
@@ -99,7 +100,7 @@ def bench_spec(root: str, scrape_interval: int) -> ClusterSpec:
 
 def set_up(spec: ClusterSpec) -> str:
     """Provision, exporters, stack, every target up; what the stack's wait said."""
-    passwords = Passwords.generate()
+    passwords = Passwords.generate(POSTGRES_SECRETS)
     started = time.monotonic()
     provision_plain(spec, passwords, FILE_CA_STORE)
     engine, provider = get_engine(spec), get_provider(spec)

@@ -31,6 +31,7 @@ from dbtier import bootstrap  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
+from dbtier.engines.postgres import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec, build_spec  # noqa: E402
 
@@ -49,7 +50,7 @@ def bench_spec(name: str, timing: str) -> ClusterSpec:
 
 def bare(spec: ClusterSpec) -> float:
     """The provision steps as plain function calls: the baseline."""
-    passwords = Passwords.generate()
+    passwords = Passwords.generate(POSTGRES_SECRETS)
     started = time.monotonic()
     provision_plain(spec, passwords, FILE_CA_STORE)
     return time.monotonic() - started

@@ -63,6 +63,7 @@ from dbtier.engines.postgres import connect  # noqa: E402
 from dbtier.errors import DbtierError  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
 from dbtier.routing import bouncers, listener_port, routers  # noqa: E402
+from dbtier.engines.postgres import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402
 from dbtier.topology import conninfo, pg_members  # noqa: E402
@@ -351,7 +352,7 @@ def median_rto(outcomes: list[Outcome]) -> float | None:
 def run(root: str, args: argparse.Namespace, busy: Busy, cleanup: contextlib.ExitStack) -> None:
     spec = bench_spec(root)
     cleanup.callback(remove_cluster, spec)
-    passwords = Passwords.generate()
+    passwords = Passwords.generate(POSTGRES_SECRETS)
     seconds, said = provision(spec, passwords)
     print(f"{spec.name}: provisioned (3 members + 3 etcd, {len(routers(spec))} HAProxy, {len(bouncers(spec))} PgBouncer) "
           f"in {seconds:.1f} s; {said}", flush=True)

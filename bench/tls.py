@@ -44,6 +44,7 @@ from dbtier.engines import etcd, etcd_auth  # noqa: E402
 from dbtier.engines.base import Engine, get_engine  # noqa: E402
 from dbtier.engines.postgres import PostgresEngine, connect  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
+from dbtier.engines.postgres import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402
 from dbtier.topology import conninfo, pg_members  # noqa: E402
@@ -276,7 +277,7 @@ def load_1min() -> float:
 
 def measure(spec: ClusterSpec, args: argparse.Namespace, busy: Busy) -> Figures:
     """Provision ``spec``, load pgbench data, run the two timed runs; the caller stops and wipes it."""
-    passwords = Passwords.generate()
+    passwords = Passwords.generate(POSTGRES_SECRETS)
     fig = Figures()
     fig.provision_s, fig.steps = provision(spec, passwords)
     print(f"  {spec.name}: provisioned (3 members + 3 etcd healthy, replication verified) in {fig.provision_s:.1f} s: "

@@ -18,7 +18,7 @@ from blocks.passwords import forget_passwords, load_secret
 from dbtier.ca_store import ca_cert_variable, ca_key_block
 from dbtier.cleanup import cipher_record_name, cluster_of_cipher_record, keep_cipher_reason, kept_cipher_sentence
 from dbtier.lock import lock_name
-from dbtier.secrets import ROLES, block_name
+from dbtier.secrets import secret_roles
 from dbtier.spec import ClusterSpec
 
 
@@ -55,7 +55,7 @@ def cipher_users(block: str) -> dict[str, bool]:
 
 def cluster_blocks(spec: ClusterSpec) -> list[str]:
     """The Secret blocks and variables that carry this cluster's name (its lock aside)."""
-    names = [block_name(spec, role) for role in ROLES if load_secret(block_name(spec, role)) is not None]
+    names = [role.block(spec.name) for role in secret_roles(spec) if load_secret(role.block(spec.name)) is not None]
     names += [ca_key_block(spec.name)] if load_secret(ca_key_block(spec.name)) is not None else []
     return names + [v for v in (pins_variable(spec.name), cipher_record_name(spec.name), ca_cert_variable(spec.name))
                     if Variable.get(v, default=None) is not None]

@@ -1,4 +1,4 @@
-"""Cluster passwords kept in Prefect Secret blocks, created on first provision and reused after."""
+"""Cluster secrets (its engine's roles) kept in Prefect Secret blocks, created on first provision and reused after."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from blocks.api import POINT_AT_IT, missing_block_advice, prefect_api, which_api
 from dbtier.errors import BlockMissing
-from dbtier.secrets import CORE_ROLES, ROLES, Passwords, block_name, new_password
+from dbtier.secrets import Passwords, secret_roles
 from dbtier.spec import ClusterSpec
 
 
@@ -26,8 +26,9 @@ def load_secret(name: str) -> str | None:
 def refuse_lost_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
     """The names of the cluster's missing Secret blocks; refused (exit 2) when the cluster was ``initialised``
     with them: its blocks are in another Prefect API, and new passwords would lock Patroni out."""
-    missing = [block_name(spec, role) for role in ROLES if load_secret(block_name(spec, role)) is None]
-    lost = [name for name in missing if name in {block_name(spec, role) for role in CORE_ROLES}]
+    roles = secret_roles(spec)
+    missing = [role.block(spec.name) for role in roles if load_secret(role.block(spec.name)) is None]
+    lost = [name for name in missing if name in {role.block(spec.name) for role in roles if role.core}]
     if lost and initialised:
         raise BlockMissing(
             f"{lost[0]}: no such Secret block in {which_api()}, but cluster {spec.name} under {spec.cluster_dir} "
@@ -45,38 +46,38 @@ def ensure_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
     """
     missing = refuse_lost_passwords(spec, initialised)
     made, kept = [], []
-    for role in ROLES:
-        name = block_name(spec, role)
+    for role in secret_roles(spec):
+        name = role.block(spec.name)
         if name in missing:
-            Secret(value=SecretStr(new_password())).save(name)
-            made.append(role)
+            Secret(value=SecretStr(role.make())).save(name)
+            made.append(role.name)
         else:
-            kept.append(role)
+            kept.append(role.name)
     parts = []
     if made:
         parts.append(f"generated {', '.join(made)}")
     if kept:
         parts.append(f"reused {', '.join(kept)}")
-    return [f"passwords for {spec.name}: {'; '.join(parts)} (Secret blocks dbtier-{spec.name}-*-password)"]
+    return [f"secrets of {spec.name}: {'; '.join(parts)} (Secret blocks dbtier-{spec.name}-*)"]
 
 
 def load_passwords(spec: ClusterSpec) -> Passwords:
     """The cluster's passwords from their Secret blocks."""
     values = {}
-    for role in ROLES:
-        value = load_secret(block_name(spec, role))
+    for role in secret_roles(spec):
+        value = load_secret(role.block(spec.name))
         if value is None:
-            raise BlockMissing(missing_block_advice(spec, block_name(spec, role)))
-        values[role] = value
+            raise BlockMissing(missing_block_advice(spec, role.block(spec.name)))
+        values[role.name] = value
     return Passwords(**values)
 
 
 def forget_passwords(spec: ClusterSpec) -> str:
-    """Delete the cluster's password Secret blocks (its data is gone: nothing can use them any more)."""
+    """Delete the cluster's secret blocks (its data is gone: nothing can use them any more)."""
     gone = []
-    for role in ROLES:
-        name = block_name(spec, role)
+    for role in secret_roles(spec):
+        name = role.block(spec.name)
         if load_secret(name) is not None:
             Secret.delete(name)
             gone.append(name)
-    return f"Secret blocks {', '.join(gone)} deleted" if gone else f"no password Secret block of {spec.name} to delete"
+    return f"Secret blocks {', '.join(gone)} deleted" if gone else f"no secret block of {spec.name} to delete"

@@ -83,8 +83,15 @@ def _client_spec(args: argparse.Namespace) -> ClusterSpec:
 
 def password(args: argparse.Namespace) -> int:
     from blocks.passwords import load_passwords
+    from dbtier.errors import SpecError
+    from dbtier.secrets import role_names
 
-    print(getattr(load_passwords(load_spec(args.spec)), args.role))
+    spec = load_spec(args.spec)
+    roles = role_names(spec)
+    if args.role not in roles:  # each engine has its own secrets, so the parser cannot list them
+        raise SpecError(f"--role: cluster {spec.name} (engine {spec.engine}) has no {args.role} secret; "
+                        f"choose one of {', '.join(roles)}")
+    print(getattr(load_passwords(spec), args.role))
     return 0
 
 

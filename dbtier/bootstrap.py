@@ -90,13 +90,16 @@ def other_ports_hint(spec: ClusterSpec, field: str) -> str:
 
     >>> other_ports_hint(ClusterSpec(), "ports.etcd")
     'choose other ports (e.g. DBTIER_PORTS__ETCD=...)'
+    >>> other_ports_hint(ClusterSpec(engine="mongodb"), "mongodb.port (member 1)")
+    'choose other ports (e.g. DBTIER_MONGODB__PORT=...)'
     >>> other_ports_hint(ClusterSpec(name="pg-drill", hosts_of="pg"), "ports.etcd")[:64]
     'choose another offset for this copy of pg (restore --port-offset'
     """
     if spec.host_owner != spec.name:
         return (f"choose another offset for this copy of {spec.host_owner} (restore --port-offset N; "
                 "for the restore drill backup.restore_drill.port_offset)")
-    return f"choose other ports (e.g. DBTIER_{field.upper().replace('.', '__')}=...)"
+    path = field.split(" ", 1)[0]  # "ports.postgres (member 0)": the spec field, without which member it is
+    return f"choose other ports (e.g. DBTIER_{path.upper().replace('.', '__')}=...)"
 
 
 def missing_binaries(engine: Engine, runner: Runner, spec: ClusterSpec) -> list[str]:
@@ -165,7 +168,7 @@ def write_member_files(engine: Engine, provider: Provider, spec: ClusterSpec, se
     for path, content in engine.member_files(spec, service, passwords).items():
         if runner.read_file(path) != content:
             runner.make_dirs(path.rsplit("/", 1)[0], 0o700)
-            runner.write_file(path, content, 0o600)
+            runner.write_file(path, content, engine.file_mode(spec, path))
             changed.append(path.rsplit("/", 1)[-1])
     return f"{service.name}: wrote {', '.join(changed)}" if changed else f"{service.name}: configuration unchanged"
 

@@ -26,7 +26,6 @@ import sys
 
 from dbtier.arguments import Parser
 from dbtier.errors import DbtierError
-from dbtier.secrets import ROLES
 
 #: The module that answers the verbs that run no flow (status, dsn, password, host-keys, blocks): named, not
 #: imported, as the flow modules are, so the library never imports blocks/ (they read the Prefect API).
@@ -80,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="which route (default: rw; direct when the cluster runs without routers)")
             cmd.add_argument("--pooled", action="store_true", help="through PgBouncer (rw and ro routes)")
         if name == "password":
-            cmd.add_argument("--role", choices=ROLES, default="app", help="whose password")
+            cmd.add_argument("--role", default="app", metavar="ROLE",
+                             help="whose secret (default: app): for PostgreSQL superuser, replication, rewind, app, "
+                                  "monitoring, restapi, etcd_root, etcd or pgbouncer; for MongoDB superuser (its "
+                                  "root user), app or keyfile")
         if name == "host-keys":
             cmd.add_argument("--forget", nargs="+", metavar="HOST[:PORT]", help="forget these hosts' pinned keys")
     blocks = sub.add_parser("blocks", help="register dbtier's block types with the Prefect API (for the UI)",

@@ -12,18 +12,19 @@ from dbtier.bootstrap import all_services
 from dbtier.ca_store import ca_key_block
 from dbtier.engines.base import Engine
 from dbtier.procs import Service
-from dbtier.secrets import ROLES, Passwords, block_name
+from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 
 PLACEHOLDER = "<secret:{role}>"
 
 
-def placeholder_passwords() -> Passwords:
+def placeholder_passwords(engine: Engine) -> Passwords:
     """
-    >>> placeholder_passwords().app
+    >>> from dbtier.engines.postgres import PostgresEngine
+    >>> placeholder_passwords(PostgresEngine()).app
     '<secret:app>'
     """
-    return Passwords(*(PLACEHOLDER.format(role=role) for role in ROLES))
+    return Passwords(**{role.name: PLACEHOLDER.format(role=role.name) for role in engine.secret_roles})
 
 
 def _service_line(service: Service) -> str:
@@ -38,14 +39,14 @@ def _service_line(service: Service) -> str:
         " as root" if service.as_root else "")
 
 
-def redacted_roles(content: bytes) -> list[str]:
+def redacted_roles(content: bytes, roles: Iterable[str]) -> list[str]:
     """The roles whose placeholder a rendered file holds.
 
-    >>> redacted_roles(b"password: <secret:app>\\nrest: <secret:restapi>")
+    >>> redacted_roles(b"password: <secret:app>\\nrest: <secret:restapi>", ["superuser", "app", "restapi"])
     ['app', 'restapi']
     """
     text = content.decode(errors="replace")
-    return [role for role in ROLES if PLACEHOLDER.format(role=role) in text]
+    return [role for role in roles if PLACEHOLDER.format(role=role) in text]
 
 
 def file_lines(engine: Engine, spec: ClusterSpec, services: Iterable[Service],
@@ -53,12 +54,13 @@ def file_lines(engine: Engine, spec: ClusterSpec, services: Iterable[Service],
     """One line per configuration file (path, owner service, size, secrets it holds); with ``show`` its
     content too, indented, secrets as placeholders."""
     lines: list[str] = []
-    passwords = placeholder_passwords()
+    passwords = placeholder_passwords(engine)
     for service in services:
         for path, content in engine.member_files(spec, service, passwords).items():
-            roles = redacted_roles(content)
-            holds = f"; holds the {', '.join(roles)} password(s), redacted" if roles else ""
-            lines.append(f"{path} ({service.name} on {service.host}, mode 0600, {len(content)} bytes{holds})")
+            roles = redacted_roles(content, passwords.roles())
+            holds = f"; holds the {', '.join(roles)} secret(s), redacted" if roles else ""
+            mode = engine.file_mode(spec, path)
+            lines.append(f"{path} ({service.name} on {service.host}, mode {mode:04o}, {len(content)} bytes{holds})")
             if show:
                 lines += [f"    | {line}" for line in content.decode(errors="replace").splitlines()]
     return lines
@@ -79,7 +81,7 @@ def provision_plan(engine: Engine, spec: ClusterSpec, show_files: bool = False) 
     lines += [f"  {_service_line(s)}" for s in services]
     lines += ["", "files:"] + [f"  {line}" for line in file_lines(engine, spec, configured, show_files)]
     lines += ["", "secrets (Prefect Secret blocks, created when missing, never printed):",
-              "  " + ", ".join(block_name(spec, role) for role in ROLES),
+              "  " + ", ".join(role.block(spec.name) for role in engine.secret_roles),
               f"  the cluster CA's key: {ca_key_block(spec.name)}; a certificate per host, signed by it",
               "", f"data: {spec.cluster_dir} on each host"]
     return lines

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from dbtier.errors import ClusterUnhealthy
 from dbtier.health import Health
 from dbtier.procs import PidMismatch, Service
-from dbtier.secrets import Passwords
+from dbtier.secrets import Passwords, SecretRole
 from dbtier.spec import ClusterSpec
 
 if TYPE_CHECKING:
@@ -82,6 +82,12 @@ class ScrapeJob:
 
 class Engine(ABC):
     name: str
+    #: The cluster's secrets, each kept in a Prefect Secret block and handed to the engine in a Passwords
+    secret_roles: tuple[SecretRole, ...]
+
+    def file_mode(self, spec: ClusterSpec, path: str) -> int:
+        """The mode a file of :meth:`member_files` is written with (0600 unless the program wants less)."""
+        return 0o600
 
     @abstractmethod
     def consensus_services(self, spec: ClusterSpec) -> list[Service]:

@@ -182,8 +182,7 @@ def bouncer_exporter_files(spec: ClusterSpec, root: str, ca_file: str, passwords
     """Its config (the PgBouncers it may scrape, psql, TLS) and its pgpass file (mode 0600, as every file here).
 
     >>> import json
-    >>> from dbtier.secrets import ROLES
-    >>> pw = Passwords(**{r: "p:w" for r in ROLES})
+    >>> pw = Passwords(monitoring="p:w")
     >>> files = bouncer_exporter_files(ClusterSpec(members=1, etcd_members=1, routing={"enabled": True},
     ...                                            monitoring={"exporters": {"enabled": True}}), "/w/m", "/w/ca.crt", pw)
     >>> files["/w/m/pgbouncer-exporter.pgpass"]

@@ -19,7 +19,7 @@ from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.health import Health, assess, member_rows, merge_live, role_holder
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
-from dbtier.secrets import Passwords
+from dbtier.secrets import Passwords, SecretRole
 from dbtier.spec import ClusterSpec, port_plan, routing_plan
 from dbtier.topology import PgMember, client_dsn, conninfo, pg_member, pg_members
 
@@ -76,8 +76,20 @@ POSTGRES_EXPORTER_KEEP = ("pg_settings_max_connections",)
 POSTGRES_EXPORTER_DROP_LABELS = (("datname", "template0|template1"),)
 
 
+#: PostgreSQL's secrets. The core four the cluster is first made with (one missing on an initialised cluster would
+#: lock Patroni out); the others are made on the first provision that needs them: ``monitoring`` (a PostgreSQL role
+#: with pg_monitor), ``restapi`` (Patroni REST's unsafe endpoints), ``etcd_root`` (etcd's root user), ``etcd`` (the
+#: cluster's etcd user, limited to its prefix) and ``pgbouncer`` (the role PgBouncer looks client passwords up as,
+#: through ``auth_query``).
+POSTGRES_SECRETS: tuple[SecretRole, ...] = (
+    *(SecretRole(name, core=True) for name in ("superuser", "replication", "rewind", "app")),
+    *(SecretRole(name) for name in ("monitoring", "restapi", "etcd_root", "etcd", "pgbouncer")),
+)
+
+
 class PostgresEngine(Engine):
     name = "postgres"
+    secret_roles = POSTGRES_SECRETS
 
     def consensus_services(self, spec: ClusterSpec) -> list[Service]:
         return etcd.etcd_services(spec)

@@ -34,7 +34,7 @@ from dbtier.drills import faults
 from dbtier.engines.base import get_engine
 from dbtier.engines.postgres import connect
 from dbtier.providers.base import get_provider
-from dbtier.secrets import ROLES, block_name
+from dbtier.secrets import block_name, role_names
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn
 from tests.clusters import RESTORE_OFFSET, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
@@ -134,7 +134,7 @@ def test_a_failed_restore_into_a_new_cluster_leaves_nothing(source: str, spec: C
     assert "nothing of safe-failed is left" in errors[0]
     assert not os.path.exists(copy.cluster_dir), "its data directory is gone"
     assert not [p for p in (copy.ports.postgres, copy.ports.patroni, copy.ports.etcd) if listening(p)]
-    assert [load_secret(block_name(copy, role)) for role in ROLES] == [None] * len(ROLES), "its blocks are gone"
+    assert [load_secret(block_name(copy, role)) for role in role_names(copy)] == [None] * len(role_names(copy)), "its blocks are gone"
     left = ops.read_source_catalog(get_provider(copy), copy, copy, load_backup_secrets(copy))
     assert left.backups == () and left.wal_max is None, "no stanza of the failed copy stays in the repository"
 

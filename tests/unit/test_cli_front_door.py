@@ -123,3 +123,25 @@ def test_serve_names_another_cluster_with_spec() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("cluster orders from deployments/clusters/ssh.yaml:\n")
     assert "orders-drill-all-monthly: failover_drill at '0 3 1 * *', inactive (production: true" in done.stdout
+
+
+@pytest.mark.parametrize(("spec", "role", "roles"), [
+    ("default.yaml", "keyfile", "superuser, replication, rewind, app, monitoring, restapi, etcd_root, etcd, pgbouncer"),
+    ("mongodb.yaml", "rewind", "superuser, app, keyfile"),
+])
+def test_password_refuses_a_role_the_engine_does_not_have(spec: str, role: str, roles: str) -> None:
+    """Each engine has its own secrets: a role of the other engine is one line naming the choices, before any
+    Prefect API is asked (none answers on port 9)."""
+    env_spec = str(REPO / "deployments" / "clusters" / spec)
+    done = subprocess.run([DBTIER, "password", "--role", role, "--spec", env_spec], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, env={**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert done.returncode == 2 and done.stdout == ""
+    assert one_error_line(done).endswith(f"has no {role} secret; choose one of {roles}")
+
+
+def test_the_password_help_names_every_engines_roles() -> None:
+    from dbtier.engines.mongodb.engine import MONGODB_SECRETS
+    from dbtier.engines.postgres import POSTGRES_SECRETS
+
+    shown = " ".join(dbtier("password", "--help").stdout.split())
+    assert all(f" {role.name}" in shown for role in (*POSTGRES_SECRETS, *MONGODB_SECRETS))

@@ -8,6 +8,7 @@ from dbtier.audit import AuditSettings, audit_parameters, merge_preload, preload
 from dbtier.engines import pg_admin, pg_roles
 from dbtier.engines.patroni_config import pg_hba, postgresql_parameters, render_patroni_config
 from dbtier.errors import SpecError
+from dbtier.engines.postgres import POSTGRES_SECRETS
 from dbtier.secrets import Passwords
 from dbtier.spec import AppDatabase, build_spec
 from dbtier.topology import pg_members
@@ -80,7 +81,7 @@ def test_pg_hba_reject_lines_come_before_every_client_line() -> None:
 def test_patroni_replicates_over_the_socket_so_a_restore_opens_no_tcp_trust() -> None:
     spec = build_spec({}, environ={})
     member = pg_members(spec)[0]
-    config = render_patroni_config(spec, member, Passwords.generate())["postgresql"]
+    config = render_patroni_config(spec, member, Passwords.generate(POSTGRES_SECRETS))["postgresql"]
     assert config["use_unix_socket"] is True and config["use_unix_socket_repl"] is True
     assert config["parameters"]["unix_socket_directories"].startswith("/")  # Patroni's trust lines are then local
 

@@ -41,12 +41,12 @@ def test_the_plan_names_every_host_service_and_port(spec_file: str, hosts: int, 
 
 def test_files_show_where_each_secret_goes_and_never_one() -> None:
     spec = load_spec(str(SPECS / "default.yaml"))
-    generated = Passwords.generate()
+    generated = Passwords.generate(get_engine(spec).secret_roles)
     text = "\n".join(provision_plan(get_engine(spec), spec, show_files=True))
     assert "patroni.yml" in text and "haproxy.cfg" in text and "pgbouncer.ini" in text
     assert "<secret:superuser>" in text and "<secret:pgbouncer>" in text, "the placeholders are shown in place"
-    assert "holds the pgbouncer password(s), redacted" in text
-    placeholders = set(placeholder_passwords().values())
+    assert "holds the pgbouncer secret(s), redacted" in text
+    placeholders = set(placeholder_passwords(get_engine(spec)).values())
     for line in text.splitlines():
         assert not any(value in line for value in generated.values())
     assert all(p.startswith("<secret:") for p in placeholders)
@@ -71,3 +71,33 @@ def test_plan_of_a_bad_spec_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["--plan", "--spec", str(spec_file)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("dbtier: error: ") and "members" in err
+
+
+def test_the_mongodb_plan_is_the_seeds_layout(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three mongod members on 27017-27019, each with its mongod.conf and a key file written 0400 that holds the
+    keyfile secret (redacted); the replica set's own secret blocks, none of PostgreSQL's."""
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing answers: a call would fail
+    assert main(["--plan", "--spec", str(SPECS / "mongodb.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("plan for cluster mongo: engine mongodb, provider local")
+    services = [line.strip() for line in lines if "(mongod) on " in line]
+    assert services == [f"mongo{i} (mongod) on 127.0.0.1: mongodb.port (member {i}) {27017 + i}; runs mongod"
+                        for i in range(3)]
+    keyfiles = [line for line in lines if "/keyfile (" in line]
+    assert len(keyfiles) == 3 and all("mode 0400" in line and "holds the keyfile secret(s), redacted" in line
+                                      for line in keyfiles)
+    confs = [line for line in lines if "/mongod.conf (" in line]
+    assert len(confs) == 3 and all("mode 0600" in line and "holds" not in line for line in confs)
+    blocks = lines[lines.index("secrets (Prefect Secret blocks, created when missing, never printed):") + 1]
+    assert blocks.split(", ") == ["  dbtier-mongo-superuser-password", "dbtier-mongo-app-password", "dbtier-mongo-keyfile"]
+    assert not any("etcd" in line or "patroni" in line for line in lines)
+
+
+def test_the_mongodb_plan_shows_where_the_keyfile_goes_never_its_value() -> None:
+    spec = load_spec(str(SPECS / "mongodb.yaml"))
+    engine = get_engine(spec)
+    text = "\n".join(provision_plan(engine, spec, show_files=True))
+    assert "keyFile: /var/lib/dbtier/mongo/mongo0/keyfile" in text
+    assert "| <secret:keyfile>" in text
+    made = Passwords.generate(engine.secret_roles)
+    assert not any(value.strip() in text for value in made.values())
