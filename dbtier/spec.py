@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -682,12 +682,80 @@ class ClusterSpec(_Model):
 
 
 def port_plan(spec: ClusterSpec) -> list[tuple[str, int]]:
-    """Every port the cluster uses, named by the spec field it comes from.
+    """Every port the cluster of the spec's engine uses, named by the spec field it comes from.
 
     >>> [p for _, p in port_plan(ClusterSpec(members=1))]
     [5432, 8008, 2379, 2380]
+    >>> port_plan(ClusterSpec(engine="mongodb", members=2))
+    [('mongodb.port (member 0)', 27017), ('mongodb.port (member 1)', 27018)]
     """
-    return layout_plan(spec.ports, spec.members, spec.etcd_size, routing_plan(spec.routing))
+    return engine_layout(spec).plan(spec, spec.members, spec.etcd_size, routing_plan(spec.routing))
+
+
+#: A layout: the ports of ``members`` members and ``etcd_size`` etcd members of a spec, with the routers and
+#: poolers ``routed`` (:func:`routing_plan`) asks for; an engine ignores what it does not run.
+Layout = Callable[[ClusterSpec, int, int, tuple[bool, bool]], list[tuple[str, int]]]
+
+
+class EngineLayout(NamedTuple):
+    """How one engine lays out its ports: ``base`` names the spec field they grow from (what a copy's offset moves)."""
+
+    base: str
+    plan: Layout
+
+
+def postgres_layout(spec: ClusterSpec, members: int, etcd_size: int,
+                    routed: tuple[bool, bool]) -> list[tuple[str, int]]:
+    """PostgreSQL's: each member's PostgreSQL and Patroni, etcd, and the routers and poolers (:func:`layout_plan`)."""
+    return layout_plan(spec.ports, members, etcd_size, routed)
+
+
+def mongodb_layout(spec: ClusterSpec, members: int, etcd_size: int,
+                   routed: tuple[bool, bool]) -> list[tuple[str, int]]:
+    """MongoDB's: member ``i``'s mongod on ``mongodb.port + i``, nothing else (a replica set elects without etcd
+    or Patroni, and is never routed).
+
+    >>> mongodb_layout(ClusterSpec(engine="mongodb"), 1, 1, (False, False))
+    [('mongodb.port (member 0)', 27017)]
+    """
+    return [(f"mongodb.port (member {i})", spec.mongodb.port + i) for i in range(members)]
+
+
+#: Each engine's port layout, chosen by ``spec.engine`` (:func:`engine_layout`), the one place plans branch on it.
+ENGINE_LAYOUTS: dict[str, EngineLayout] = {
+    "postgres": EngineLayout("ports", postgres_layout),
+    "mongodb": EngineLayout("mongodb.port", mongodb_layout),
+}
+
+
+def engine_layout(spec: ClusterSpec) -> EngineLayout:
+    """The port layout of the spec's engine.
+
+    >>> engine_layout(ClusterSpec()).base, engine_layout(ClusterSpec(engine="mongodb")).base
+    ('ports', 'mongodb.port')
+    """
+    return ENGINE_LAYOUTS[spec.engine]
+
+
+def restored_copy_plan(spec: ClusterSpec) -> list[tuple[str, int]]:
+    """A restored copy's ports: the cluster's, each plus :data:`DEFAULT_PORT_OFFSET`.
+
+    >>> restored_copy_plan(ClusterSpec(engine="mongodb", members=1))
+    [('mongodb.port (member 0)', 27117)]
+    """
+    return shifted(port_plan(spec), DEFAULT_PORT_OFFSET)
+
+
+def drill_copy_plan(spec: ClusterSpec) -> list[tuple[str, int]]:
+    """The restore drill's copy's ports: one member (PostgreSQL's with one etcd member, no routing), each plus
+    ``backup.restore_drill.port_offset``.
+
+    >>> [p for _, p in drill_copy_plan(ClusterSpec())]
+    [5732, 8308, 2679, 2680]
+    >>> drill_copy_plan(ClusterSpec(engine="mongodb"))
+    [('mongodb.port (member 0)', 27317)]
+    """
+    return shifted(engine_layout(spec).plan(spec, 1, 1, (False, False)), spec.backup.restore_drill.port_offset)
 
 
 #: HAProxy's listeners, from ``ports.router`` up: their names and offsets (see :class:`Ports`).
@@ -735,14 +803,18 @@ def copy_port_problem(spec: ClusterSpec) -> str | None:
     >>> odd = ClusterSpec.model_construct(ports=Ports(patroni=5532), members=3, etcd_members=None, backup=BackupSettings())
     >>> copy_port_problem(odd)[:96]
     'ports: a restored copy (ports + 100) would put its ports.postgres (member 0) on port 5532, which'
+    >>> near = ClusterSpec.model_construct(engine="mongodb", members=3, etcd_members=None,
+    ...                                    backup=BackupSettings(restore_drill={"port_offset": 2}))
+    >>> copy_port_problem(near)[:115]
+    "backup.restore_drill.port_offset: the restore drill's copy (mongodb.port + 2) would put its mongodb.port (member 0)"
     """
     own = port_plan(spec)
+    base = engine_layout(spec).base
     offset = spec.backup.restore_drill.port_offset
     copies = (
-        ("ports", f"a restored copy (ports + {DEFAULT_PORT_OFFSET})", shifted(own, DEFAULT_PORT_OFFSET),
+        (base, f"a restored copy ({base} + {DEFAULT_PORT_OFFSET})", restored_copy_plan(spec),
          f"move one base port so no range of the cluster starts {DEFAULT_PORT_OFFSET} above another's"),
-        ("backup.restore_drill.port_offset", f"the restore drill's copy (ports + {offset})",
-         shifted(layout_plan(spec.ports, 1, 1), offset),
+        ("backup.restore_drill.port_offset", f"the restore drill's copy ({base} + {offset})", drill_copy_plan(spec),
          "choose an offset that moves the copy past every port of the cluster (the default is 300)"),
     )
     for field, what, plan, fix in copies:

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from blocks.api import check_api, prefect_api
 from dbtier.arguments import Parser
 from dbtier.errors import DbtierError
-from dbtier.spec import ClusterSpec, load_spec, port_plan
+from dbtier.spec import ClusterSpec, drill_copy_plan, load_spec, port_plan, restored_copy_plan
 from flows._spec import WARNED, port_warning
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -60,11 +60,10 @@ def cluster_ports(spec: ClusterSpec) -> set[int]:
 
     >>> sorted(p for p in cluster_ports(ClusterSpec(members=1)) if 8000 <= p < 9000)
     [8008, 8108, 8308]
+    >>> sorted(cluster_ports(ClusterSpec(engine="mongodb", members=2)))
+    [27017, 27018, 27117, 27118, 27317]
     """
-    from dbtier.backup.restore import DEFAULT_PORT_OFFSET
-
-    offsets = (0, DEFAULT_PORT_OFFSET, spec.backup.restore_drill.port_offset)
-    return {port + offset for _, port in port_plan(spec) for offset in offsets}
+    return {port for _, port in [*port_plan(spec), *restored_copy_plan(spec), *drill_copy_plan(spec)]}
 
 
 def keep_temporary_api_off(ports: set[int]) -> None:

@@ -8,7 +8,7 @@ from typing import cast
 from blocks.ca import ensure_client_ca
 from blocks.loaders import PREFECT_LOADERS
 from dbtier.providers.base import resolve_addresses
-from dbtier.spec import ClusterSpec, load_spec, port_plan
+from dbtier.spec import ClusterSpec, drill_copy_plan, load_spec, port_plan, restored_copy_plan
 
 
 def resolve_spec(spec_path: str | None, spec_block: str | None) -> ClusterSpec:
@@ -51,14 +51,15 @@ def port_warning(spec: ClusterSpec, ephemeral: tuple[int, int] | None = None) ->
     True
     >>> port_warning(ClusterSpec(ports={"postgres": 40000, "patroni": 8008, "etcd": 2379}), (32768, 60999))[:60]
     'ports.postgres (member 0) 40000 (and 6 more) lie in the kern'
+    >>> port_warning(ClusterSpec(engine="mongodb", mongodb={"port": 40000}), (32768, 60999))[:60]
+    'mongodb.port (member 0) 40000 (and 6 more) lie in the kernel'
     """
-    from dbtier.backup.restore import throwaway_spec
-    from dbtier.ports import DEFAULT_PORT_OFFSET, ephemeral_findings, ephemeral_range, ephemeral_warning, shifted
+    from dbtier.ports import ephemeral_findings, ephemeral_range, ephemeral_warning
 
     chosen = ephemeral or ephemeral_range()
     if chosen is None:
         return None
     own = port_plan(spec)
-    copies = [(f"restored copy's {f}", p) for f, p in shifted(own, DEFAULT_PORT_OFFSET)]
-    copies += [(f"restore drill copy's {f}", p) for f, p in port_plan(throwaway_spec(spec))]
+    copies = [(f"restored copy's {f}", p) for f, p in restored_copy_plan(spec)]
+    copies += [(f"restore drill copy's {f}", p) for f, p in drill_copy_plan(spec)]
     return ephemeral_warning(ephemeral_findings([*own, *copies], *chosen), *chosen)
