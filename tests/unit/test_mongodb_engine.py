@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from dbtier.engines.base import get_engine
-from dbtier.engines.mongodb.engine import MongoEngine, StepNotBuilt
+from dbtier.engines.mongodb.config import keyfile_problem
+from dbtier.engines.mongodb.engine import MongoEngine, StepNotBuilt, not_built
 from dbtier.errors import SpecError
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec, build_spec, load_spec
@@ -85,12 +86,15 @@ def test_one_mongod_per_member_on_port_plus_index(fields: dict[str, Any], ports:
     assert engine.required_programs(spec) == [("binaries.mongod", "/usr/bin/mongod")]
 
 
-def test_member_files_are_its_mongod_conf_under_its_dir() -> None:
+def test_member_files_are_its_mongod_conf_and_key_file_under_its_dir() -> None:
     spec = mongo_spec(data_root="/d", mongodb={"replset": "orders", "oplog_size_mb": 2048})
     engine = get_engine(spec)
     second = engine.member_services(spec)[1]
-    files = engine.member_files(spec, second, Passwords.generate())
-    assert list(files) == ["/d/mongo/mongo1/mongod.conf"]
+    secrets = Passwords.generate(engine.secret_roles)
+    files = engine.member_files(spec, second, secrets)
+    assert list(files) == ["/d/mongo/mongo1/mongod.conf", "/d/mongo/mongo1/keyfile"]
+    assert files["/d/mongo/mongo1/keyfile"] == secrets.keyfile.encode() and keyfile_problem(secrets.keyfile) is None
+    assert [engine.file_mode(spec, path) for path in files] == [0o600, 0o400]
     conf = yaml.safe_load(files["/d/mongo/mongo1/mongod.conf"])
     assert conf["net"]["port"] == 27018
     assert conf["replication"] == {"replSetName": "orders", "oplogSizeMB": 2048}
@@ -98,19 +102,15 @@ def test_member_files_are_its_mongod_conf_under_its_dir() -> None:
     assert conf["security"]["keyFile"] == "/d/mongo/mongo1/keyfile"
 
 
-@pytest.mark.parametrize(
-    ("step", "call"),
-    [
-        ("status", lambda e, s: e.status(s)),
-        ("replica-set initiation", lambda e, s: e.prepare_replicas(s, Passwords.generate(), 1.0)),
-        ("the application user", lambda e, s: e.create_app_database(s, Passwords.generate())),
-        ("the replication check", lambda e, s: e.verify_replication(s, Passwords.generate(), 1.0)),
-    ],
-)
-def test_unbuilt_steps_refuse_in_one_line(step: str, call: Any) -> None:
-    spec = mongo_spec()
-    with pytest.raises(StepNotBuilt, match=rf"^engine mongodb: {step} is not built yet; "):
-        call(get_engine(spec), spec)
+def test_a_step_not_built_still_refuses_in_one_line() -> None:
+    with pytest.raises(StepNotBuilt, match=r"^engine mongodb: sharding is not built yet; use engine: postgres"):
+        not_built("sharding")
+
+
+def test_certificate_reload_without_tls_says_there_is_nothing_to_reload() -> None:
+    spec = mongo_spec(tls={"enabled": False})
+    assert get_engine(spec).reload_certificates(spec, Passwords(superuser="pw-root", app="pw-app")) == [
+        "TLS is off: no mongod certificate to reload"]
 
 
 def test_provision_on_a_host_without_mongod_refuses_in_one_line_and_creates_nothing(tmp_path: Path) -> None:

@@ -1,20 +1,34 @@
 """A MongoDB replica set as a dbtier engine: its first slice maps the spec to mongod services and files.
 
 A replica set elects its primary by itself, so it has no consensus services. Bootstrap's other steps
-(initiate, users, status, replication check, certificate reload) are not built yet: each refuses in one
-line (:class:`StepNotBuilt`) rather than pretending.
+(initiate, users, status, replication check, certificate reload) are :mod:`.steps` over the wire; a step
+not built refuses in one line (:class:`StepNotBuilt`) rather than pretending.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from pymongo import MongoClient
 
 from dbtier.engines.base import ClusterStatus, Engine
-from dbtier.engines.mongodb.config import MongoMember, MongoSettings, mongo_members, mongod_service, render_mongod_conf
+from dbtier.engines.mongodb import steps
+from dbtier.engines.mongodb.config import (
+    KEYFILE_MODE,
+    MongoMember,
+    MongoSettings,
+    MongoUri,
+    mongo_members,
+    mongod_service,
+    new_keyfile,
+    render_mongod_conf,
+    write_uri,
+)
+from dbtier.engines.mongodb.rs import ClientTimeouts, member_client
 from dbtier.errors import ProvisionError
 from dbtier.procs import Service
-from dbtier.secrets import Passwords
+from dbtier.secrets import Passwords, SecretRole
 from dbtier.spec import ClusterSpec
 from dbtier.topology import member_host
 
@@ -65,8 +79,23 @@ def members(spec: ClusterSpec) -> list[MongoMember]:
     return mongo_members(spec.cluster_dir, hosts, mongo_settings(spec))
 
 
+#: A replica set's secrets, all made with the cluster: the ``root`` user's password (``superuser``), the application
+#: user's (``app``), and the key file the members authenticate each other with (``keyfile``, block
+#: ``dbtier-<cluster>-keyfile``, written 0400 beside each member's mongod.conf).
+MONGODB_SECRETS: tuple[SecretRole, ...] = (
+    SecretRole("superuser", core=True),
+    SecretRole("app", core=True),
+    SecretRole("keyfile", core=True, password=False, make=new_keyfile),
+)
+
+
 class MongoEngine(Engine):
     name = "mongodb"
+    secret_roles = MONGODB_SECRETS
+
+    def file_mode(self, spec: ClusterSpec, path: str) -> int:
+        """0400 for the key file (mongod refuses one that others can read), 0600 for the rest."""
+        return KEYFILE_MODE if path in {m.keyfile for m in members(spec)} else 0o600
 
     def required_programs(self, spec: ClusterSpec) -> list[tuple[str, str]]:
         return [("binaries.mongod", spec.binaries.mongod)]
@@ -84,13 +113,12 @@ class MongoEngine(Engine):
                 for m in members(spec)]
 
     def member_files(self, spec: ClusterSpec, service: Service, passwords: Passwords) -> dict[str, bytes]:
-        """mongod.conf. The keyfile it names is left out: no secret role holds its content yet
-        (dbtier.secrets.ROLES), so it is written by the step that creates that secret, once built."""
+        """mongod.conf and the key file it names (the ``keyfile`` secret, see :meth:`file_mode`)."""
         settings = mongo_settings(spec)
         member = next((m for m in members(spec) if m.name == service.name), None)
         if member is None:
             return {}
-        return {member.config: render_mongod_conf(member, settings).encode()}
+        return {member.config: render_mongod_conf(member, settings).encode(), member.keyfile: passwords.keyfile.encode()}
 
     def owned_port(self, spec: ClusterSpec, service: Service, port: int) -> str | None:
         return None  # no orphan mongod is adopted: a port in use is refused
@@ -102,20 +130,60 @@ class MongoEngine(Engine):
         return "no consensus store to secure"
 
     def status(self, spec: ClusterSpec) -> ClusterStatus:
-        not_built("status")
+        """``replSetGetStatus`` from the first member that answers, without credentials (see :mod:`.steps`)."""
+        return steps.cluster_status(members(spec), client_factory(spec))
 
     def prepare_replicas(self, spec: ClusterSpec, passwords: Passwords, timeout: float,
                          provider: Provider | None = None) -> str:
-        not_built("replica-set initiation")
+        """``replSetInitiate`` on member 0 through the localhost exception (idempotent), then wait for it as primary."""
+        return steps.initiate_replset(members(spec), mongo_settings(spec), client_factory(spec), timeout)
+
+    def _primary(self, spec: ClusterSpec, passwords: Passwords) -> MongoMember:
+        found = steps.cluster_status(members(spec), client_factory(spec), passwords.superuser).health.leader
+        return next((m for m in members(spec) if m.name == found), members(spec)[0])
 
     def app_database_present(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> bool:
-        not_built("the application user check")
+        """Authenticated as root, ``usersInfo`` lists root and the application user (readWrite on its database)."""
+        return steps.users_present(members(spec)[0], client_factory(spec), passwords.superuser, spec.app.user,
+                                   spec.app.database)
 
     def create_app_database(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> str:
-        not_built("the application user")
+        """``root`` (``passwords.superuser``) then the application user (``passwords.app``), on the primary."""
+        return steps.ensure_users(self._primary(spec, passwords), client_factory(spec), passwords.superuser,
+                                  spec.app.user, passwords.app, spec.app.database)
 
     def verify_replication(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
-        not_built("the replication check")
+        """A marker written with ``w: majority`` through the write URI, read back on every secondary directly."""
+        ms = members(spec)
+        uri = write_uri(ms, mongo_settings(spec), spec.app.user, passwords.app, spec.app.database, _ca_file(spec))
+        return steps.verify_writes(ms, uri, set_client, client_factory(spec), spec.app.user, passwords.app,
+                                   spec.app.database, timeout)
 
     def reload_certificates(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> list[str]:
-        not_built("certificate reload")
+        """``rotateCertificates`` (MongoDB 5.0+) on each member as root, when TLS is on."""
+        return steps.rotate_certificates(members(spec), client_factory(spec), passwords.superuser, spec.tls.enabled)
+
+
+def _ca_file(spec: ClusterSpec) -> str | None:
+    """This machine's copy of the cluster CA (the members' own ``tls/ca.crt`` live on their hosts)."""
+    from dbtier.workdir import ca_cert_file
+
+    return ca_cert_file(spec.name) if spec.tls.enabled else None
+
+
+def client_factory(spec: ClusterSpec, timeouts: ClientTimeouts | None = None) -> steps.ClientFactory:
+    """Direct clients of one member (TLS against the cluster CA when ``tls.enabled``)."""
+    ca, timeouts = _ca_file(spec), timeouts or ClientTimeouts()
+
+    def make(member: MongoMember, user: str | None, password: str | None) -> MongoClient[Any]:
+        return member_client(member.host, member.port, username=user, password=password, tls_ca_file=ca,
+                             timeouts=timeouts)
+
+    return make
+
+
+def set_client(uri: MongoUri) -> MongoClient[Any]:
+    """A client of the whole set from a URI (the driver finds the primary)."""
+    timeouts = ClientTimeouts()
+    return MongoClient(uri.secret, serverSelectionTimeoutMS=timeouts.server_selection_ms,
+                       connectTimeoutMS=timeouts.connect_ms, socketTimeoutMS=timeouts.socket_ms)
