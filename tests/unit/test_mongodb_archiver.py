@@ -402,7 +402,7 @@ def test_main_says_an_auth_failure_in_one_line(member_server: MockupDB, tmp_path
 
     member_server.autoresponds("saslStart", refuse)
     uri = _uri_file(tmp_path, f"mongodb://root:s3cret-pw@{member_server.host}:{member_server.port}/")
-    assert main(["--uri-file", uri, "--dir", str(tmp_path / "oplog"), "--member", "mongo2"]) == 1
+    assert main(["--uri-file", uri, "--repo-path", str(tmp_path), "--cluster", "orders", "--member", "mongo2"]) == 1
     out, err = capsys.readouterr()
     assert err == (f"dbtier-archiver: error: mongo2 (localhost:{member_server.port}): reading the oplog's bounds: "
                    "authentication failed (AuthenticationFailed): the password dbtier holds does not match the "
@@ -413,9 +413,9 @@ def test_main_says_an_auth_failure_in_one_line(member_server: MockupDB, tmp_path
 def test_main_runs_until_sigterm_and_writes_what_it_holds(member_server: MockupDB, tmp_path: Path) -> None:
     FakeMember(member_server, [ts(0), ts(1), ts(2)], batch=5)
     uri = _uri_file(tmp_path, f"mongodb://{member_server.host}:{member_server.port}/")
-    archive = tmp_path / "oplog"
-    proc = subprocess.Popen([sys.executable, "-m", "dbtier.engines.mongodb.archiver", "--uri-file", uri, "--dir",
-                             str(archive), "--slice-s", "30", "--member", "mongo1"], cwd=ROOT,
+    archive = tmp_path / "oplog" / "orders" / "mongo1"
+    proc = subprocess.Popen([sys.executable, "-m", "dbtier.engines.mongodb.archiver", "--uri-file", uri, "--repo-path",
+                             str(tmp_path), "--cluster", "orders", "--slice-s", "30", "--member", "mongo1"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline() if proc.stdout else ""

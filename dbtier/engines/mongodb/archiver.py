@@ -1,6 +1,12 @@
 """The continuous oplog archiver: tail one member's ``local.oplog.rs`` and write contiguous slices.
 
-    python -m dbtier.engines.mongodb.archiver --uri-file FILE --dir DIR [--slice-s 60] [--member NAME]
+    python -m dbtier.engines.mongodb.archiver --uri-file FILE --cluster NAME --member NAME
+        (--repo-path DIR | --s3-bucket NAME --s3-endpoint URL --s3-credentials-file FILE [--s3-region R]
+         [--s3-prefix /dbtier] [--s3-ca-file PEM]) [--slice-s 60]
+
+Each member has its own archive, ``oplog/<cluster>/<member>/`` of the repository (:func:`~dbtier.engines.mongodb.archiving.archive_location`),
+written by that member's archiver only: the index has one writer, so no lock is needed. The URI file and the S3
+credentials file are 0600 files (:func:`read_secret_file`); no secret is on argv or in the environment.
 
 The index (``index.json``) is the archive's truth. A start resumes after the last indexed ``end``
 with the query ``{"ts": {"$gt": end}}``, so two runs chain with neither a gap nor an overlap. A slice is
@@ -13,13 +19,13 @@ so :func:`~dbtier.engines.mongodb.oplog.chain_problems` reports the gap for as l
 The window is checked again once the cursor's first entries have arrived (the oplog only ever loses its
 oldest entries, so a resume point still held then was held when the query ran).
 
-The process is meant to run under a supervisor: it exits 1 on any error (one line) and 0 on SIGTERM,
-after writing the slice it holds; the restart resumes exactly.
+The process is meant to run under a supervisor (:func:`~dbtier.engines.mongodb.archiving.archiver_service`): it
+exits 2 on bad options and 1 on any error at run time (one line on stderr, naming the member), and 0 on SIGTERM
+or SIGINT, after writing the slice it holds; the restart resumes exactly.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import stat
@@ -36,6 +42,7 @@ from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
 
 from dbtier.engines.mongodb import rs
+from dbtier.engines.mongodb.archiving import Options, UsageError, parse_options, parse_s3_credentials
 from dbtier.engines.mongodb.config import MongoMember, redact_uri
 from dbtier.engines.mongodb.oplog import (
     Gap, SliceRecord, chain_problems, encode_slice, index_json, parse_index, parse_slice_name, resume_point,
@@ -48,7 +55,6 @@ if TYPE_CHECKING:
     from pymongo.cursor import Cursor
 
 INDEX = "index.json"
-DESCRIPTION = "Tail one member's oplog into contiguous, indexed slices until SIGTERM."
 Window = tuple[Timestamp, Timestamp] | None
 
 
@@ -327,42 +333,84 @@ class OplogArchiver:
 # -- the command-line edge -------------------------------------------------------------------------
 
 
-def read_uri_file(path: str) -> str:
-    """The URI, from a file only its owner can read (a secret never travels on argv)."""
+def read_secret_file(path: str, what: str) -> str:
+    """The text of a file only its owner can read (a secret never travels on argv), stripped."""
     try:
         mode = os.stat(path).st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SecretError(f"URI file {path}: mode {stat.S_IMODE(mode):o} lets others read it; chmod 600 it")
+            raise SecretError(f"{what} {path}: mode {stat.S_IMODE(mode):o} lets others read it; chmod 600 it")
         with open(path, encoding="utf-8") as f:
-            uri = f.read().strip()
+            text = f.read().strip()
     except OSError as err:
-        raise SecretError(f"URI file {path}: cannot read it ({err.strerror})") from None
-    if not uri:
-        raise SecretError(f"URI file {path}: empty")
-    return uri
+        raise SecretError(f"{what} {path}: cannot read it ({err.strerror})") from None
+    if not text:
+        raise SecretError(f"{what} {path}: empty")
+    return text
+
+
+def read_uri_file(path: str) -> str:
+    """The URI, from a file only its owner can read."""
+    return read_secret_file(path, "URI file")
+
+
+def open_store(options: Options) -> SliceStore:
+    """The store the options name; boto3 is imported only for an S3 one."""
+    if options.s3 is None:
+        return DirStore(options.location)
+    from dbtier.engines.mongodb.s3store import S3Store, s3_client
+
+    s3 = options.s3
+    key_id, secret = parse_s3_credentials(read_secret_file(s3.credentials_file, "S3 credentials file"),
+                                          s3.credentials_file)
+    client = s3_client(s3.endpoint, s3.region, key_id, secret, verify=s3.ca_file or s3.verify_tls,
+                       path_style=s3.path_style)
+    return S3Store(client, s3.bucket, options.location)
+
+
+def error_line(member: str, err: DbtierError) -> str:
+    """The one line printed for ``err``, naming the member once.
+
+    >>> error_line("mongo1", SecretError("URI file /u: empty"))
+    'dbtier-archiver: error: mongo1: URI file /u: empty'
+    >>> error_line("mongo1", BackupError("mongo1 (h:1): refused"))
+    'dbtier-archiver: error: mongo1 (h:1): refused'
+    """
+    line = err.one_line()
+    named = line.startswith((f"{member} ", f"{member}:"))
+    return f"dbtier-archiver: error: {line if named else f'{member}: {line}'}"
+
+
+def run(options: Options, stopped: Callable[[], bool], say: Callable[[str], None]) -> str:
+    """Open the store and the member's client, archive until ``stopped()``, close the client."""
+    store = open_store(options)
+    member, user, password, ca = member_of_uri(read_uri_file(options.uri_file), options.member)
+    client = rs.member_client(member.host, member.port, username=user, password=password, tls_ca_file=ca)
+    try:
+        archiver = OplogArchiver(client, member, store, slice_s=options.slice_s, max_entries=options.max_entries,
+                                 poll_s=min(1.0, options.slice_s))
+        return archiver.run_forever(stopped, say)
+    finally:
+        client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the archiver until SIGTERM (exit 0); any error is one line on stderr (exit 1)."""
-    parser = argparse.ArgumentParser(prog="python -m dbtier.engines.mongodb.archiver", description=DESCRIPTION)
-    parser.add_argument("--uri-file", required=True, help="a 0600 file holding mongodb://user:password@host:port/")
-    parser.add_argument("--dir", required=True, help="the archive directory (oplog/<cluster>/ of the repository)")
-    parser.add_argument("--slice-s", type=float, default=60, help="close a slice at most this many seconds old")
-    parser.add_argument("--max-entries", type=int, default=10000, help="close a slice holding this many entries")
-    parser.add_argument("--member", default="mongod", help="the member's name in messages")
-    args = parser.parse_args(argv)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    """Run the archiver until SIGTERM or SIGINT (exit 0, after writing the slice it holds); bad options are one
+    line on stderr (exit 2), any error at run time one line naming the member (exit 1)."""
     try:
-        member, user, password, ca = member_of_uri(read_uri_file(args.uri_file), args.member)
-        client = rs.member_client(member.host, member.port, username=user, password=password, tls_ca_file=ca)
-        archiver = OplogArchiver(client, member, DirStore(args.dir), slice_s=args.slice_s,
-                                 max_entries=args.max_entries, poll_s=min(1.0, args.slice_s))
-        print(archiver.run_forever(stop.is_set, lambda line: print(line, flush=True)), flush=True)
-    except DbtierError as err:
+        options = parse_options(argv)
+    except UsageError as err:
         print(f"dbtier-archiver: error: {err.one_line()}", file=sys.stderr, flush=True)
+        return err.exit_code
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        print(run(options, stop.is_set, lambda line: print(line, flush=True)), flush=True)
+    except DbtierError as err:
+        print(error_line(options.member, err), file=sys.stderr, flush=True)
         return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

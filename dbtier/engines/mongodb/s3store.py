@@ -9,11 +9,27 @@ step (:func:`dbtier.backup.s3.s3_errors`), never a key.
 
 from __future__ import annotations
 
+from typing import cast
+
 from botocore.exceptions import ClientError
 
 from dbtier.backup.s3 import S3Client, s3_errors
 from dbtier.engines.mongodb.archiver import INDEX, checked_name
 from dbtier.errors import BackupError
+
+
+def s3_client(endpoint_url: str, region: str, access_key_id: str, secret_access_key: str, *, verify: bool | str = True,
+              path_style: bool = False) -> S3Client:
+    """A boto3 client configured as :meth:`blocks.s3.S3Repository.get_boto3_client` makes one (the archiver
+    process has no Prefect: its keys come from a 0600 file). ``verify``: a CA file, True, or False (a lab only)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(s3={"addressing_style": "path" if path_style else "virtual"}, connect_timeout=10, read_timeout=60,
+                    retries={"mode": "standard", "max_attempts": 3})
+    return cast(S3Client, boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key, verify=verify, config=config))
 
 
 class S3Store:
