@@ -26,7 +26,10 @@ MARKER = "dbtier-cluster.json"
 
 
 def all_services(engine: Engine, spec: ClusterSpec) -> list[Service]:
-    return engine.consensus_services(spec) + engine.member_services(spec) + engine.router_services(spec)
+    """What provision starts: consensus, members, routers, then the archivers (none for PostgreSQL: its own
+    archiver runs inside the postmaster)."""
+    return (engine.consensus_services(spec) + engine.member_services(spec) + engine.router_services(spec)
+            + engine.archiver_services(spec))
 
 
 def with_exporters(engine: Engine, spec: ClusterSpec) -> list[Service]:
@@ -256,12 +259,12 @@ def start_exporters(engine: Engine, provider: Provider, spec: ClusterSpec, passw
 
 
 def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
-    """Stop the exporters and routers first, then members (Patroni stops its postmaster), then the consensus store;
-    by pid only."""
+    """Stop the exporters and routers first, then the archivers (each writes the slice it holds), then members
+    (Patroni stops its postmaster), then the consensus store; by pid only."""
     sentences = []
     exporters = {s.name for s in engine.exporter_services(spec)}
-    for service in (engine.exporter_services(spec) + engine.router_services(spec) + engine.member_services(spec)
-                    + engine.consensus_services(spec)):
+    for service in (engine.exporter_services(spec) + engine.router_services(spec) + engine.archiver_services(spec)
+                    + engine.member_services(spec) + engine.consensus_services(spec)):
         runner = provider.runner(spec, service.host)
         said = provider.supervisor(spec, service.host).stop(runner, service, timeout=60)
         if service.name in exporters and said.startswith(f"{service.name} was not running"):

@@ -29,7 +29,7 @@ from flows._spec import resolve_spec
 from tasks.firewall import apply_firewall, firewall_status
 from tasks.certs import reload_renewed_certificates
 from tasks.metrics import record_certificate_metrics
-from tasks.backup import configure_backups, create_stanza, refuse_earlier_stanza, wait_for_restore
+from tasks.backup import configure_archiving, refuse_earlier_archive, start_archiving, wait_for_restore
 from tasks.cluster import (
     configure_router,
     create_app_database,
@@ -84,13 +84,13 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
     spec = learn_addresses(spec)
     preflight_checks(spec)
     apply_firewall(spec)  # before any service listens
-    if archiving(spec):
-        refuse_earlier_stanza(spec)
+    if engine.archives(spec):
+        refuse_earlier_archive(spec)
     ensure_cluster_passwords(spec)
     prepare_data_dirs(spec)
     ensure_cluster_certificates(spec)
     record_certificate_metrics(spec)  # for the certificate-expiry alert
-    configure_backups(spec, source)
+    configure_archiving(spec, source)
     consensus = [s.name for s in engine.consensus_services(spec)]
     members = [s.name for s in engine.member_services(spec)]
     start_service.map(unmapped(spec), consensus).result()
@@ -104,8 +104,8 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
     wait_until_healthy(spec)
     create_app_database(spec)
     verify_replication(spec)
-    if archiving(spec):
-        create_stanza(spec)
+    if engine.archives(spec):
+        start_archiving(spec)
     routers = engine.router_services(spec)
     configure_router.map(unmapped(spec), [s.name for s in routers]).result()
     # Root services first (keepalived's unit lets HAProxy bind the virtual IP), then the routers and poolers.
@@ -115,11 +115,6 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
     status = wait_until_healthy(spec)
     wait_for_routes(spec)
     return spec, status
-
-
-def archiving(spec: ClusterSpec) -> bool:
-    """False for a copy whose spec turns archiving off (the restore drill's throwaway)."""
-    return str(spec.postgresql_parameters.get("archive_mode", "on")).lower() not in ("off", "false")
 
 
 def _summary(spec: ClusterSpec, rows: list[dict[str, Any]], leader: str | None, changed: bool) -> dict[str, Any]:

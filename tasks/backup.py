@@ -38,12 +38,13 @@ from tasks import log_sentences
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
-def configure_backups(spec: ClusterSpec, source: ClusterSpec | None = None) -> None:
-    """pgbackrest.conf on every member host (and the source's, for a restore); S3 buckets checked or created."""
+def configure_archiving(spec: ClusterSpec, source: ClusterSpec | None = None) -> None:
+    """What the engine's archiving reads on every member host (and the source's config, for a restore): the
+    engine's :meth:`~dbtier.engines.base.Engine.configure_archiving`; S3 buckets checked or created."""
     secrets = load_backup_secrets(spec, create_cipher=True)
     theirs = load_backup_secrets(source) if source is not None else None
-    sentences = ops.write_configs(get_provider(spec, PREFECT_LOADERS), spec, secrets, load_passwords(spec).superuser,
-                                  source=source, source_secrets=theirs)
+    sentences = get_engine(spec).configure_archiving(get_provider(spec, PREFECT_LOADERS), spec, secrets,
+                                                     load_passwords(spec), source, theirs)
     log_sentences(*ensure_buckets(spec), *sentences)
 
 
@@ -54,12 +55,12 @@ def ensure_buckets(spec: ClusterSpec) -> list[str]:
 
 
 @task(cache_policy=NONE)
-def refuse_earlier_stanza(spec: ClusterSpec) -> None:
-    """Before a new cluster starts: its stanza must not hold an earlier cluster's backups."""
+def refuse_earlier_archive(spec: ClusterSpec) -> None:
+    """Before a new cluster starts: the repositories must not hold an earlier cluster's archive of its name."""
     engine, provider = get_engine(spec), get_provider(spec, PREFECT_LOADERS)
     if spec.restore_from is not None or bootstrap.is_initialised(engine, provider, spec):
         return
-    log_sentences(ops.refuse_earlier_stanza(provider, spec, load_backup_secrets(spec, create_cipher=True)))
+    log_sentences(engine.refuse_earlier_archive(provider, spec, load_backup_secrets(spec, create_cipher=True)))
 
 
 @task(cache_policy=NONE)
@@ -71,9 +72,12 @@ def drop_backups(spec: ClusterSpec) -> str:
 
 
 @task(cache_policy=NONE, retries=3, retry_delay_seconds=[2, 5, 10])
-def create_stanza(spec: ClusterSpec) -> None:
-    """stanza-create (idempotent) and check: WAL reaches every repository."""
-    log_sentences(ops.create_stanza(get_provider(spec, PREFECT_LOADERS), spec))
+def start_archiving(spec: ClusterSpec) -> None:
+    """Once replication is verified: the archive reaches every repository (PostgreSQL: stanza-create and check;
+    MongoDB: each member's oplog archiver started). Idempotent."""
+    engine = get_engine(spec)
+    secrets = load_backup_secrets(spec) if engine.archiver_services(spec) else None  # archivers' S3 targets
+    log_sentences(*engine.start_archiving(get_provider(spec, PREFECT_LOADERS), spec, secrets))
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
@@ -202,7 +206,8 @@ def check_restore_target(target: RestoreTarget, catalog: Catalog, repo: int | No
 
 @task(cache_policy=NONE)
 def wait_for_restore(spec: ClusterSpec) -> str:
-    sentence = ops.wait_for_restore(get_provider(spec, PREFECT_LOADERS), spec, spec.timeouts.healthy)
+    """The members started on the restored backup: wait until one is the primary."""
+    sentence = get_engine(spec).wait_for_restore(get_provider(spec, PREFECT_LOADERS), spec, spec.timeouts.healthy)
     log_sentences(sentence)
     return sentence
 

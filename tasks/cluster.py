@@ -12,7 +12,6 @@ from blocks.ca import PREFECT_CA_STORE
 from blocks.passwords import ensure_passwords, load_passwords
 from blocks.loaders import PREFECT_LOADERS
 from dbtier import bootstrap, workdir
-from dbtier.backup import ops as backup_ops
 from dbtier.errors import SecretError
 from dbtier.engines.base import ClusterStatus, Engine, get_engine
 from dbtier.monitoring.status import alerts_line
@@ -39,7 +38,7 @@ def inspect_cluster(spec: ClusterSpec) -> dict[str, Any]:
     wanted = [s.name for s in bootstrap.all_services(engine, spec)]
     status = engine.status(spec)
     up = [name for name in wanted if name in running]
-    done = status.health.healthy and len(up) == len(wanted) and backup_ops.configured(provider, spec)
+    done = status.health.healthy and len(up) == len(wanted) and engine.archiving_configured(provider, spec)
     if done:
         try:
             passwords = load_passwords(spec)

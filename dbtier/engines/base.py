@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +19,10 @@ from dbtier.health import Health
 from dbtier.procs import PidMismatch, Service
 from dbtier.secrets import Passwords, SecretRole
 from dbtier.spec import ClusterSpec
+from dbtier.tls import CertHolder
 
 if TYPE_CHECKING:
+    from dbtier.backup.ops import BackupSecrets
     from dbtier.providers.base import Provider
 
 
@@ -143,6 +146,11 @@ class Engine(ABC):
         return [], []
 
     @abstractmethod
+    def cert_holders(self, spec: ClusterSpec, host_names: Callable[[str], Sequence[str]]) -> list[CertHolder]:
+        """Every service that serves TLS, one certificate each (see :func:`dbtier.tls.cert_plan`); ``host_names``
+        gives the names the provider knows for a host."""
+
+    @abstractmethod
     def member_files(self, spec: ClusterSpec, service: Service, passwords: Passwords) -> dict[str, bytes]:
         """Configuration files a member (or router) needs before it starts: path -> content (written mode 0600)."""
 
@@ -214,6 +222,52 @@ class Engine(ABC):
         it needs neither a reload nor a restart. None of them needs a restart for new certificates (a new CA
         for etcd peers aside: etcd reads ``--peer-trusted-ca-file`` at start only).
         """
+
+    # -- archiving: provision's backup steps (PostgreSQL: pgBackRest's WAL archive; MongoDB: oplog archivers) ----
+    # ``secrets`` is what ``blocks.backup.load_backup_secrets`` resolved: each S3 repository's target (its keys
+    # included) by repository number, and the cipher passphrase. Keep it out of argv, the environment and logs.
+
+    @abstractmethod
+    def archives(self, spec: ClusterSpec) -> bool:
+        """True when the cluster archives its changes into ``backup.repositories``: provision then refuses an
+        earlier cluster's archive and starts archiving. False for a copy that must not (the restore drill's)."""
+
+    @abstractmethod
+    def archiving_configured(self, provider: Provider, spec: ClusterSpec) -> bool:
+        """True when :meth:`configure_archiving`'s files are on every host that needs them (a cluster without them
+        is not fully provisioned yet)."""
+
+    @abstractmethod
+    def refuse_earlier_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+        """Before a new cluster starts (not initialised, not restored): raise :class:`~dbtier.errors.PreflightError`,
+        one line naming the field and the fix, when a repository already holds an earlier cluster's archive of this
+        name (a new cluster must not mix into it); else return a sentence. Changes nothing."""
+
+    @abstractmethod
+    def configure_archiving(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets, passwords: Passwords,
+                            source: ClusterSpec | None = None,
+                            source_secrets: BackupSecrets | None = None) -> list[str]:
+        """Before the members start: write on each member host what archiving reads (and, with ``source``, what a
+        restore of ``source``'s backup reads, ``source_secrets`` its repositories'); secret files mode 0600 in
+        owner-only directories. Idempotent (provision retries it); one sentence per host or member."""
+
+    @abstractmethod
+    def start_archiving(self, provider: Provider, spec: ClusterSpec,
+                        secrets: BackupSecrets | None = None) -> list[str]:
+        """Once replication is verified: make the archive run and reach every repository; ``secrets`` is given when
+        :meth:`archiver_services` is not empty (their S3 targets). Idempotent (provision retries it); sentences."""
+
+    @abstractmethod
+    def wait_for_restore(self, provider: Provider, spec: ClusterSpec, timeout: float) -> str:
+        """After the members started on a restored backup (provision with a source): block until one is the
+        primary and return a sentence; raise :class:`~dbtier.errors.RestoreFailed` naming why, fast when every
+        member gave up, else after ``timeout``."""
+
+    def archiver_services(self, spec: ClusterSpec, secrets: BackupSecrets | None = None) -> list[Service]:
+        """Archiving processes of the cluster's own, supervised like its members (bootstrap lists, stops and wipes
+        them with the rest); by default none. Without ``secrets`` a service may lack what only the blocks know
+        (an S3 endpoint): it then identifies the process (pid file, marker, name) but must not be started."""
+        return []
 
 
 def get_engine(spec: ClusterSpec) -> Engine:

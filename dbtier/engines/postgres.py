@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -21,7 +22,11 @@ from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords, SecretRole
 from dbtier.spec import ClusterSpec, port_plan, routing_plan
-from dbtier.topology import PgMember, client_dsn, conninfo, pg_member, pg_members
+from dbtier.tls import CertHolder
+from dbtier.topology import PgMember, client_dsn, conninfo, etcd_members, pg_member, pg_members
+
+if TYPE_CHECKING:
+    from dbtier.backup.ops import BackupSecrets
 
 
 #: The libraries the server loaded at start (a row of :func:`pg_admin.run_sql`).
@@ -87,9 +92,30 @@ POSTGRES_SECRETS: tuple[SecretRole, ...] = (
 )
 
 
+#: Services that get a certificate, by the kind of member that runs them.
+PG_SERVICES: tuple[str, ...] = ("postgres", "patroni")
+ETCD_SERVICES: tuple[str, ...] = ("etcd",)
+ROUTER_SERVICES: tuple[str, ...] = ("haproxy",)
+#: Services clients may reach through a router: their certificates also name the router hosts.
+ROUTED_SERVICES: frozenset[str] = frozenset({"postgres", "pgbouncer"})
+
+
 class PostgresEngine(Engine):
     name = "postgres"
     secret_roles = POSTGRES_SECRETS
+
+    def cert_holders(self, spec: ClusterSpec, host_names: Callable[[str], Sequence[str]]) -> list[CertHolder]:
+        """Members first (``postgres``, ``patroni``, and ``pgbouncer`` where one runs beside), then etcd, then the
+        routers. HAProxy passes TLS through, so a member's ``postgres`` and ``pgbouncer`` certificates also name
+        every router host: a client that reached the member through a router checks the router's address."""
+        pooled = {b.member.name for b in routing.bouncers(spec)}
+        via = tuple(name for address in routing.router_addresses(spec) for name in (address, *host_names(address)))
+        holders = [(m.name, m.host, m.dir, PG_SERVICES + (("pgbouncer",) if m.name in pooled else ()))
+                   for m in pg_members(spec)]
+        holders += [(m.name, m.host, m.dir, ETCD_SERVICES) for m in etcd_members(spec)]
+        holders += [(r.name, r.host, r.dir, ROUTER_SERVICES) for r in routing.routers(spec)]
+        return [CertHolder(name, service, host, directory, via if service in ROUTED_SERVICES else ())
+                for name, host, directory, services in holders for service in services]
 
     def consensus_services(self, spec: ClusterSpec) -> list[Service]:
         return etcd.etcd_services(spec)
@@ -357,6 +383,54 @@ class PostgresEngine(Engine):
             f"verified: a row written on the primary (port {primary_port}) was read on "
             f"{len(replicas)} replica(s) within {time.monotonic() - started:.1f} s"
         )
+
+    # -- archiving: pgBackRest (:mod:`dbtier.backup.ops`, imported here: it imports this module) --------------
+
+    def archiving_configured(self, provider: Provider, spec: ClusterSpec) -> bool:
+        """pgbackrest.conf on every member host."""
+        from dbtier.backup import ops
+
+        return ops.configured(provider, spec)
+
+    def archives(self, spec: ClusterSpec) -> bool:
+        """WAL archiving unless ``postgresql_parameters.archive_mode`` turns it off (the restore drill's copy).
+
+        >>> [PostgresEngine().archives(ClusterSpec(postgresql_parameters=p))
+        ...  for p in ({}, {"archive_mode": "on"}, {"archive_mode": "off"}, {"archive_mode": False})]
+        [True, True, False, False]
+        """
+        return str(spec.postgresql_parameters.get("archive_mode", "on")).lower() not in ("off", "false")
+
+    def refuse_earlier_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+        """The stanza must be new in every repository (:func:`dbtier.backup.ops.refuse_earlier_stanza`)."""
+        from dbtier.backup import ops
+
+        return ops.refuse_earlier_stanza(provider, spec, secrets)
+
+    def configure_archiving(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets, passwords: Passwords,
+                            source: ClusterSpec | None = None,
+                            source_secrets: BackupSecrets | None = None) -> list[str]:
+        """pgbackrest.conf and its pgpass (the superuser's) on every member host, fs repositories created; with
+        ``source``, the source's config the restore reads (:func:`dbtier.backup.ops.write_configs`)."""
+        from dbtier.backup import ops
+
+        return ops.write_configs(provider, spec, secrets, passwords.superuser, source=source,
+                                 source_secrets=source_secrets)
+
+    def start_archiving(self, provider: Provider, spec: ClusterSpec,
+                        secrets: BackupSecrets | None = None) -> list[str]:
+        """``stanza-create`` (idempotent) then ``check``: WAL reaches every repository (PostgreSQL's own
+        archiver ships it, started with the members)."""
+        from dbtier.backup import ops
+
+        return [ops.create_stanza(provider, spec)]
+
+    def wait_for_restore(self, provider: Provider, spec: ClusterSpec, timeout: float) -> str:
+        """Patroni's custom bootstrap runs ``pgbackrest restore``: wait until a member is promoted
+        (:func:`dbtier.backup.ops.wait_for_restore`)."""
+        from dbtier.backup import ops
+
+        return ops.wait_for_restore(provider, spec, timeout)
 
     def transport_problem(self, spec: ClusterSpec) -> str | None:
         """A running Patroni that answers in the other scheme than the spec's: a cluster provisioned before TLS

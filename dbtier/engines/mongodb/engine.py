@@ -7,6 +7,7 @@ not built refuses in one line (:class:`StepNotBuilt`) rather than pretending.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -30,9 +31,11 @@ from dbtier.errors import ProvisionError
 from dbtier.procs import Service
 from dbtier.secrets import Passwords, SecretRole
 from dbtier.spec import ClusterSpec
+from dbtier.tls import CertHolder
 from dbtier.topology import member_host
 
 if TYPE_CHECKING:
+    from dbtier.backup.ops import BackupSecrets
     from dbtier.providers.base import Provider
 
 #: The primary's priority; every other member has 1, so member 0 is preferred while it is healthy.
@@ -93,6 +96,11 @@ class MongoEngine(Engine):
     name = "mongodb"
     secret_roles = MONGODB_SECRETS
 
+    def cert_holders(self, spec: ClusterSpec, host_names: Callable[[str], Sequence[str]]) -> list[CertHolder]:
+        """A ``mongod`` certificate per member, its key and certificate also in one PEM file
+        (``net.tls.certificateKeyFile``, :attr:`MongoMember.tls_pem`)."""
+        return [CertHolder(m.name, "mongod", m.host, m.dir, bundle=True) for m in members(spec)]
+
     def file_mode(self, spec: ClusterSpec, path: str) -> int:
         """0400 for the key file (mongod refuses one that others can read), 0600 for the rest."""
         return KEYFILE_MODE if path in {m.keyfile for m in members(spec)} else 0o600
@@ -131,7 +139,7 @@ class MongoEngine(Engine):
 
     def status(self, spec: ClusterSpec) -> ClusterStatus:
         """``replSetGetStatus`` from the first member that answers, without credentials (see :mod:`.steps`)."""
-        return steps.cluster_status(members(spec), client_factory(spec))
+        return steps.cluster_status(members(spec), client_factory(spec), lag_limit_s=spec.mongodb.max_lag_s)
 
     def prepare_replicas(self, spec: ClusterSpec, passwords: Passwords, timeout: float,
                          provider: Provider | None = None) -> str:
@@ -139,7 +147,8 @@ class MongoEngine(Engine):
         return steps.initiate_replset(members(spec), mongo_settings(spec), client_factory(spec), timeout)
 
     def _primary(self, spec: ClusterSpec, passwords: Passwords) -> MongoMember:
-        found = steps.cluster_status(members(spec), client_factory(spec), passwords.superuser).health.leader
+        found = steps.cluster_status(members(spec), client_factory(spec), passwords.superuser,
+                                     spec.mongodb.max_lag_s).health.leader
         return next((m for m in members(spec) if m.name == found), members(spec)[0])
 
     def app_database_present(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> bool:
@@ -162,6 +171,83 @@ class MongoEngine(Engine):
     def reload_certificates(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> list[str]:
         """``rotateCertificates`` (MongoDB 5.0+) on each member as root, when TLS is on."""
         return steps.rotate_certificates(members(spec), client_factory(spec), passwords.superuser, spec.tls.enabled)
+
+    # -- archiving: one oplog archiver per member into repository 1 (:mod:`.archiving`, :mod:`.archiver`) --------
+
+    def archives(self, spec: ClusterSpec) -> bool:
+        """Every member's oplog is archived when the spec has backup repositories."""
+        return bool(spec.backup.repositories)
+
+    def archiving_configured(self, provider: Provider, spec: ClusterSpec) -> bool:
+        """Each archiver's URI file (its marker) on its member's host, when the set archives at all."""
+        from dbtier.engines.mongodb.archiving import uri_file
+
+        return not self.archives(spec) or all(
+            provider.runner(spec, m.host).read_file(uri_file(m)) is not None for m in members(spec))
+
+    def archiver_services(self, spec: ClusterSpec, secrets: BackupSecrets | None = None) -> list[Service]:
+        """One archiver per member (:func:`.archiving.archiver_service`), into repository 1, its S3 target from
+        ``secrets``. Without one an S3 archiver has no store options: it identifies the process, and would refuse
+        to start (exit 2); :meth:`start_archiving` builds them with the secrets."""
+        return [_archiver(spec, m, secrets) for m in members(spec)]
+
+    def refuse_earlier_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+        """The fs repository's ``oplog/<cluster>/`` must hold no member's slices yet (an S3 one is not checked)."""
+        from dbtier.backup.pgbackrest import fs_repo_path
+        from dbtier.backup.settings import FsRepository
+        from dbtier.engines.mongodb.dump import oplog_dir, repo_root
+        from dbtier.errors import PreflightError
+
+        unchecked = "" if all(isinstance(r, FsRepository) for r in spec.backup.repositories) else \
+            "; S3 repositories are not checked yet"
+        for n, repo in enumerate(spec.backup.repositories):
+            if not isinstance(repo, FsRepository):
+                continue
+            where = oplog_dir(repo_root(fs_repo_path(spec, repo), False), spec.name)
+            for host in sorted({m.host for m in members(spec)}):
+                runner = provider.runner(spec, host)
+                held = [name for name in runner.list_dir(where) or [] if runner.list_dir(f"{where}{name}")]
+                if held:
+                    raise PreflightError(
+                        f"backup.repositories.{n}: {host}:{where} already holds oplog slices of an earlier cluster "
+                        f"{spec.name} ({', '.join(sorted(held))}); move that directory away, or give this cluster "
+                        "another name or repository path")
+        return f"oplog archive of {spec.name}: new in the fs repository{unchecked}"
+
+    def configure_archiving(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets, passwords: Passwords,
+                            source: ClusterSpec | None = None,
+                            source_secrets: BackupSecrets | None = None) -> list[str]:
+        """Each member's archiver files (:func:`.archiving.archiver_files`: its URI file with root's password,
+        ``passwords.superuser``, and the S3 credentials file for an S3 repository) written 0600 in its owner-only
+        directory, and its archive's directory in an fs repository. A restore (``source``) is not built yet."""
+        from dbtier.backup.pgbackrest import fs_repo_path
+        from dbtier.backup.settings import FsRepository
+        from dbtier.engines.mongodb import archiving
+
+        if source is not None:
+            not_built(f"restore from cluster {source.name}'s backup")
+        repo, said = archiving.repository(spec, 1), []
+        for m in members(spec):
+            runner = provider.runner(spec, m.host)
+            runner.make_dirs(archiving.archiver_dir(m), 0o700)
+            if isinstance(repo, FsRepository):
+                runner.make_dirs(archiving.archive_location(fs_repo_path(spec, repo), False, spec.name, m.name), 0o700)
+            files = archiving.archiver_files(spec, m, passwords.superuser, secrets.s3.get(1))
+            for path, data in files.items():
+                runner.write_file(path, data, archiving.FILE_MODE)
+            said.append(f"{m.name}: oplog archiver files written on {m.host} ({', '.join(sorted(files))}, mode 0600)")
+        return said
+
+    def start_archiving(self, provider: Provider, spec: ClusterSpec,
+                        secrets: BackupSecrets | None = None) -> list[str]:
+        """Each member's archiver under the provider's supervisor (root exists by now); a running one stays."""
+        from dbtier.bootstrap import ensure_running
+
+        return [ensure_running(provider, spec, _archiver(spec, m, secrets, startable=True)) for m in members(spec)]
+
+    def wait_for_restore(self, provider: Provider, spec: ClusterSpec, timeout: float) -> str:
+        not_built("restore from a backup")
+
 
 
 def _ca_file(spec: ClusterSpec) -> str | None:
@@ -187,3 +273,18 @@ def set_client(uri: MongoUri) -> MongoClient[Any]:
     timeouts = ClientTimeouts()
     return MongoClient(uri.secret, serverSelectionTimeoutMS=timeouts.server_selection_ms,
                        connectTimeoutMS=timeouts.connect_ms, socketTimeoutMS=timeouts.socket_ms)
+
+
+def _archiver(spec: ClusterSpec, member: MongoMember, secrets: BackupSecrets | None,
+              startable: bool = False) -> Service:
+    """``member``'s archiver into repository 1. ``startable``: refuse (BackupError) an S3 repository without its
+    target; else such an archiver comes without its ``--s3-*`` options (its name, pid file and marker hold)."""
+    from dbtier.backup.pgbackrest import S3Target
+    from dbtier.backup.settings import S3RepositorySettings
+    from dbtier.engines.mongodb import archiving
+
+    target = secrets.s3.get(1) if secrets is not None else None
+    if target is not None or startable or not isinstance(archiving.repository(spec, 1), S3RepositorySettings):
+        return archiving.archiver_service(spec, member, target)
+    service = archiving.archiver_service(spec, member, S3Target("", "", 0, "", "", "", ""))
+    return replace(service, argv=[a for a in service.argv if not a.startswith("--s3-")])
