@@ -109,6 +109,8 @@ class MongoDBSpec(_Model):
                                      "electing another (electionTimeoutMillis)")
     oplog_size_mb: int | None = Field(None, ge=990, description="mongod's default (5% of the disk) when None")
     oplog_slice_s: int = Field(60, ge=1, description="the archiver ships the oplog in slices this long")
+    max_lag_s: int = Field(30, ge=1, description="a secondary further behind the primary than this makes the set "
+                           "unhealthy (status exits 1)")
 
 
 class Timeouts(_Model):

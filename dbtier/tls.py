@@ -1,8 +1,9 @@
 """Which certificates a cluster needs and where they live on its members (pure: spec in, plan out).
 
-Per PostgreSQL member a ``postgres`` certificate (the server's) and a ``patroni`` one (its REST API); per
-etcd member an ``etcd`` one (client and peer). Each names what its service is reached by: the member's
-address, the host names the provider knows for it, and ``127.0.0.1`` / ``localhost`` when the member
+Each engine says which services serve TLS (:meth:`dbtier.engines.base.Engine.cert_holders`): for PostgreSQL a
+``postgres`` certificate per member (the server's) and a ``patroni`` one (its REST API), an ``etcd`` one per etcd
+member (client and peer); for MongoDB a ``mongod`` one per member. Each names what its service is reached by: the
+member's address, the host names the provider knows for it, and ``127.0.0.1`` / ``localhost`` when the member
 listens on loopback. On a member, beside its other files::
 
     <member dir>/tls/ca.crt           the cluster CA's certificate (public; never its key)
@@ -22,14 +23,7 @@ from dataclasses import dataclass
 
 from dbtier.certs import Sans, problem
 from dbtier.spec import ClusterSpec
-from dbtier.topology import etcd_members, pg_members
 
-#: Services that get a certificate, by the kind of member that runs them.
-PG_SERVICES: tuple[str, ...] = ("postgres", "patroni")
-ETCD_SERVICES: tuple[str, ...] = ("etcd",)
-ROUTER_SERVICES: tuple[str, ...] = ("haproxy",)
-#: Services clients may reach through a router: their certificates also name the router hosts.
-ROUTED_SERVICES: frozenset[str] = frozenset({"postgres", "pgbouncer"})
 KEY_MODE = 0o600
 CERT_MODE = 0o644
 DIR_MODE = 0o700
@@ -64,6 +58,8 @@ class CertNeed:
     paths: TlsPaths
     common_name: str
     sans: Sans
+    #: where the key and the certificate go together in one PEM file, for a program that wants that
+    bundle: str | None = None
 
     @property
     def label(self) -> str:
@@ -93,13 +89,25 @@ def reached_by(address: str, host_names: Sequence[str] = ()) -> Sans:
     return Sans.of(names)
 
 
-def cert_plan(spec: ClusterSpec, host_names: Callable[[str], Sequence[str]] = lambda host: ()) -> list[CertNeed]:
-    """Every certificate of the cluster, members first, then etcd, then the routers. ``host_names(address)``:
-    the names the provider knows for a host (a Proxmox container's hostname; none for the local provider).
+@dataclass(frozen=True)
+class CertHolder:
+    """One service of one member that serves TLS, as its engine declares it (:meth:`Engine.cert_holders`):
+    ``also_named``, other names its certificate must carry (router hosts a client reaches it through);
+    ``bundle``, the program wants the key and the certificate in one PEM file (mongod's ``certificateKeyFile``),
+    written beside them as ``<service>.pem``."""
 
-    With routing on a member also has a ``pgbouncer`` certificate, and its ``postgres`` and ``pgbouncer`` ones
-    also name every router host: HAProxy passes TLS through, so a client that reached the member through a
-    router checks the router's address against the member's certificate.
+    member: str
+    service: str
+    host: str
+    dir: str
+    also_named: tuple[str, ...] = ()
+    bundle: bool = False
+
+
+def cert_plan(spec: ClusterSpec, host_names: Callable[[str], Sequence[str]] = lambda host: ()) -> list[CertNeed]:
+    """Every certificate of the cluster, in the order its engine lists them (:meth:`Engine.cert_holders`).
+    ``host_names(address)``: the names the provider knows for a host (a Proxmox container's hostname; none for the
+    local provider).
 
     >>> spec = ClusterSpec(provider="ssh", ssh={"key_file": "/k", "hosts": [
     ...     {"address": "10.0.0.11"}, {"address": "10.0.0.12"}, {"address": "10.0.0.13"}]},
@@ -108,22 +116,18 @@ def cert_plan(spec: ClusterSpec, host_names: Callable[[str], Sequence[str]] = la
     ... # doctest: +NORMALIZE_WHITESPACE
     [('pg0 postgres', 'IP:10.0.0.11, IP:10.0.0.12, IP:10.0.0.13'), ('pg0 patroni', 'IP:10.0.0.11'),
      ('pg0 pgbouncer', 'IP:10.0.0.11, IP:10.0.0.12, IP:10.0.0.13'), ('router2 haproxy', 'IP:10.0.0.13')]
+    >>> [(n.label, n.paths.cert, n.bundle) for n in cert_plan(ClusterSpec(engine="mongodb", members=1, data_root="/d"))]
+    [('mongo0 mongod', '/d/dbtier/mongo0/tls/mongod.crt', '/d/dbtier/mongo0/tls/mongod.pem')]
     """
-    from dbtier.routing import bouncers, router_addresses, routers
+    from dbtier.engines.base import get_engine  # the engines import this module
 
-    pooled = {b.member.name for b in bouncers(spec)}
-    via = [name for address in router_addresses(spec) for name in (address, *host_names(address))]
-    needs = []
-    members = [(m.name, m.host, m.dir, PG_SERVICES + (("pgbouncer",) if m.name in pooled else ()))
-               for m in pg_members(spec)]
-    members += [(m.name, m.host, m.dir, ETCD_SERVICES) for m in etcd_members(spec)]
-    members += [(r.name, r.host, r.dir, ROUTER_SERVICES) for r in routers(spec)]
-    for name, host, directory, services in members:
-        for service in services:
-            names = [*host_names(host), *(via if service in ROUTED_SERVICES else ())]
-            needs.append(CertNeed(member=name, service=service, host=host, paths=tls_paths(directory, service),
-                                  common_name=f"{spec.name}-{name}-{service}", sans=reached_by(host, names)))
-    return needs
+    return [
+        CertNeed(member=h.member, service=h.service, host=h.host, paths=tls_paths(h.dir, h.service),
+                 common_name=f"{spec.name}-{h.member}-{h.service}",
+                 sans=reached_by(h.host, [*host_names(h.host), *h.also_named]),
+                 bundle=f"{h.dir}/tls/{h.service}.pem" if h.bundle else None)
+        for h in get_engine(spec).cert_holders(spec, host_names)
+    ]
 
 
 def renewal_reason(need: CertNeed, cert_pem: bytes | None, key_ok: bool, ca_pem: bytes, now: datetime.datetime,

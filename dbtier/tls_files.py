@@ -79,12 +79,23 @@ def read_installed(provider: Provider, spec: ClusterSpec, need: CertNeed) -> Ins
     return Installed(cert_pem=cert, key_ok=key_ok, ca_pem=runner.read_file(need.paths.ca))
 
 
+def bundle_pem(cert_pem: bytes, key_pem: bytes) -> bytes:
+    """The certificate then its key in one PEM file (what mongod's ``certificateKeyFile`` reads).
+
+    >>> bundle_pem(b"-----CERT-----\\n", b"-----KEY-----")
+    b'-----CERT-----\\n-----KEY-----\\n'
+    """
+    return cert_pem.rstrip(b"\n") + b"\n" + key_pem.rstrip(b"\n") + b"\n"
+
+
 def install(provider: Provider, spec: ClusterSpec, need: CertNeed, issued: certs.IssuedCert, ca_pem: bytes) -> None:
     """Write the CA certificate, the key (0600) and then the certificate into the member's ``tls`` directory."""
     runner = provider.runner(spec, need.host)
     runner.make_dirs(need.paths.dir, DIR_MODE)
     runner.write_file(need.paths.key, issued.key_pem, KEY_MODE)
     runner.write_file(need.paths.cert, issued.cert_pem, CERT_MODE)
+    if need.bundle:
+        runner.write_file(need.bundle, bundle_pem(issued.cert_pem, issued.key_pem), KEY_MODE)
     if runner.read_file(need.paths.ca) != ca_pem:
         runner.write_file(need.paths.ca, ca_pem, CERT_MODE)
 
@@ -102,9 +113,13 @@ def ensure_certificates(provider: Provider, spec: ClusterSpec, ca: CertAuthority
                                                          spec.tls.renew_before_days)
         if reason is None:
             kept += 1
+            runner = provider.runner(spec, need.host)
             if found.ca_pem != ca.cert_pem:
-                runner = provider.runner(spec, need.host)
                 runner.write_file(need.paths.ca, ca.cert_pem, CERT_MODE)
+            if need.bundle and found.cert_pem is not None:  # the certificate holds: its bundle must match it
+                key_pem = runner.read_file(need.paths.key) or b""
+                if runner.read_file(need.bundle) != bundle_pem(found.cert_pem, key_pem):
+                    runner.write_file(need.bundle, bundle_pem(found.cert_pem, key_pem), KEY_MODE)
             continue
         leaf = certs.issue(ca, need.common_name, need.sans, now, spec.tls.cert_days)
         install(provider, spec, need, leaf, ca.cert_pem)
