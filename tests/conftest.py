@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -22,8 +22,8 @@ os.environ.update(
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
 )
-for _key in [k for k in os.environ if k.startswith("DBTIER_")]:
-    del os.environ[_key]
+for _key in [k for k in os.environ if k.startswith("DBTIER_") and not k.startswith("DBTIER_TEST_")]:
+    del os.environ[_key]  # DBTIER_TEST_* name what the suites run against (tests/mongod.py), not a spec field
 os.environ["DBTIER_WORK_DIR"] = os.path.join(_PREFECT_HOME, "work")  # drill evidence and local pins: removed below
 
 
@@ -62,3 +62,57 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# ---- the MongoDB suite's one line -----------------------------------------------------------------------------
+# Here, not in tests/integration/: under pytest-xdist with no path given (make test) the controller loads only this
+# conftest, and only the controller prints the terminal summary.
+
+MONGODB_SUITE = "tests/integration/test_mongodb_life.py"
+_SAID = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """The MongoDB suite's skips by its module mark, reported at the module rather than at each test, so ``-ra``
+    shows them as one line (``SKIPPED [9] tests/integration/test_mongodb_life.py: <why>``) wherever it runs."""
+    report = yield
+    longrepr = report.longrepr
+    if (item.nodeid.startswith(MONGODB_SUITE) and report.when == "setup" and report.skipped
+            and isinstance(longrepr, tuple) and len(longrepr) == 3):
+        report.longrepr = (longrepr[0], None, longrepr[2])  # type: ignore[assignment]  # no line: -ra folds them
+    return report
+
+
+def _outcomes(reporter: pytest.TerminalReporter) -> dict[str, int]:
+    """How each test of the MongoDB suite ended (one outcome per test: error or failure first, then skip)."""
+    ended: dict[str, str] = {}
+    for reports in reporter.stats.values():
+        for rep in reports:
+            nodeid = str(getattr(rep, "nodeid", ""))
+            if not nodeid.startswith(MONGODB_SUITE) or not isinstance(rep, pytest.TestReport):
+                continue
+            if rep.failed:
+                ended[nodeid] = "failed" if rep.when == "call" else "errors"
+            elif rep.skipped and ended.get(nodeid) not in ("failed", "errors"):
+                ended[nodeid] = "skipped"
+            elif rep.passed and rep.when == "call" and nodeid not in ended:
+                ended[nodeid] = "passed"
+    counts: dict[str, int] = {}
+    for outcome in ended.values():
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """``MongoDB integration suite: skipped (why)`` or ``... ran against PATH (db version vX.Y)``, once, from the
+    process that prints the summary (a pytest-xdist worker prints none; its reports reach the controller)."""
+    if hasattr(config, "workerinput") or config.stash.get(_SAID, False):
+        return
+    config.stash[_SAID] = True
+    from tests.mongod import summary_line
+
+    line = summary_line(_outcomes(terminalreporter))
+    if line:
+        terminalreporter.write_line(line)

@@ -95,8 +95,17 @@ def test_initiate_an_initiated_set_is_fine(member_server: MockupDB, pool: Thread
     future = pool.submit(steps.initiate_replset, _members(member_server), MongoSettings(ports=(1,), priorities=(2,)),
                          _factory([]), 5, 0)
     member_server.receives(timeout=5).command_err(code=23, errmsg="already initialized", codeName="AlreadyInitialized")
-    member_server.receives(timeout=5).ok(myState=1)
-    assert future.result(timeout=5).startswith("replica set rs0 was already initiated; mongo0 is primary after ")
+    assert future.result(timeout=5) == "replica set rs0 was already initiated"  # no wait for mongo0: any primary will do
+
+
+def test_initiate_a_secured_set_is_fine(member_server: MockupDB, pool: ThreadPoolExecutor) -> None:
+    """Once users exist mongod answers an unauthenticated replSetInitiate with Unauthorized, not AlreadyInitialized."""
+    future = pool.submit(steps.initiate_replset, _members(member_server), MongoSettings(ports=(1,), priorities=(2,)),
+                         _factory([]), 5, 0)
+    request = member_server.receives(timeout=5)
+    assert "replSetInitiate" in request.doc
+    request.command_err(code=13, errmsg="command replSetInitiate requires authentication", codeName="Unauthorized")
+    assert future.result(timeout=5) == "replica set rs0 was already initiated (its users exist)"
 
 
 # -- users ---------------------------------------------------------------------------------------------

@@ -42,11 +42,21 @@ def _primary_of(members: list[MongoMember], name: str | None) -> MongoMember:
 
 def initiate_replset(members: list[MongoMember], settings: MongoSettings, factory: ClientFactory, timeout: float,
                      poll_s: float = 0.5) -> str:
-    """``replSetInitiate`` on member 0 through the localhost exception, then wait until it is primary."""
+    """``replSetInitiate`` on member 0 through the localhost exception, then wait until it is primary (its users
+    are created there next). A set initiated earlier is left as it is: wait_until_healthy, the step after, waits
+    for whichever member is primary now."""
     first = members[0]
-    with factory(first, None, None) as client:
-        said = rs.initiate(client, first, replset_config(members, settings))
-        waited = rs.wait_for_primary(client, first, timeout, poll_s)
+    try:
+        with factory(first, None, None) as client:
+            said = rs.initiate(client, first, replset_config(members, settings))
+            if said.endswith("was already initiated"):
+                return said
+            waited = rs.wait_for_primary(client, first, timeout, poll_s)
+    except rs.MongoCommandError as err:
+        if err.code != rs.UNAUTHORIZED:
+            raise
+        # Only an initiated set's primary can hold users, and once one exists the localhost exception is closed.
+        return f"replica set {settings.replset} was already initiated (its users exist)"
     return f"{said}; {waited}"
 
 
