@@ -17,7 +17,6 @@ from dbtier.errors import DbtierError
 from dbtier.monitoring.status import alerts_line
 from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec, load_spec
-from dbtier.routing import default_route, routed_dsn
 
 
 def status(args: argparse.Namespace) -> int:
@@ -66,8 +65,10 @@ def backup_line(spec: ClusterSpec) -> str:
 
 
 def dsn(args: argparse.Namespace) -> int:
+    from dbtier.engines.base import get_engine
+
     spec = _client_spec(args)
-    print(routed_dsn(spec, args.route or default_route(spec), args.pooled))
+    print(get_engine(spec).dsn(spec, args.route, args.pooled))
     return 0
 
 

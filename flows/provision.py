@@ -1,4 +1,5 @@
-"""Provision: bring up (or complete) a PostgreSQL HA cluster, then prove it replicates.
+"""Provision: bring up (or complete) an HA cluster (PostgreSQL with Patroni and etcd, or a MongoDB replica set),
+then prove it replicates.
 
     python -m flows.provision [--spec deployments/clusters/default.yaml]
 """
@@ -19,8 +20,6 @@ from dbtier.health import format_table
 from dbtier.providers.base import get_provider, resolve_addresses
 from dbtier.errors import DbtierError
 from dbtier.spec import ClusterSpec, load_spec
-from dbtier.routing import route_problem, routed_dsn
-from dbtier.topology import client_dsn
 from blocks.lock import changes_cluster, cluster_lock
 from blocks.loaders import PREFECT_LOADERS
 from flows._cli import EXIT_OK, run_edge, spec_parser
@@ -118,15 +117,9 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
 
 
 def _summary(spec: ClusterSpec, rows: list[dict[str, Any]], leader: str | None, changed: bool) -> dict[str, Any]:
-    return {"cluster": spec.name, "leader": leader, "changed": changed, "dsn": client_dsn(spec), "members": rows,
-            "routes": routed_dsns(spec), "firewall": firewall_status(spec)}
-
-
-def routed_dsns(spec: ClusterSpec) -> dict[str, str]:
-    """What provision prints: the router's read-write, read-only and pooled DSNs (none without routers)."""
-    wanted = [("read-write DSN", "rw", False), ("read-only DSN", "ro", False), ("pooled DSN", "rw", True)]
-    return {label: routed_dsn(spec, route, pooled) for label, route, pooled in wanted
-            if route_problem(spec, route, pooled) is None}
+    engine = get_engine(spec)
+    return {"cluster": spec.name, "leader": leader, "changed": changed, "dsn": engine.dsn(spec, "direct"),
+            "dsns": engine.client_dsns(spec), "firewall": firewall_status(spec)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,14 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cluster {spec.name}: leader {result['leader']}" + ("" if result["changed"] else " (nothing changed)"))
         for line in result.get("firewall", []):
             print(line)
-        routes = result.get("routes", {})
-        for label, dsn in routes.items():
+        dsns = [tuple(pair) for pair in result["dsns"]]
+        for label, dsn in dsns:
             print(f"{label + ':':<16}{dsn}")
-        print(f"{'direct DSN:' if routes else 'read-write DSN:':<16}{result['dsn']}")
         cli = _dbtier_command()
         print(f"password: {cli} password --role app{_spec_flag(args.spec)}")
-        first = next(iter(routes.values()), result["dsn"])
-        print(f'connect:  PGPASSWORD=$({cli} password{_spec_flag(args.spec)}) psql "{first}"')
+        print(f"connect:  {get_engine(spec).connect_hint(dsns[0][1], f'{cli} password{_spec_flag(args.spec)}')}")
         return EXIT_OK
 
     return run_edge(body, args.spec)

@@ -136,6 +136,21 @@ class Engine(ABC):
         """What Prometheus scrapes of the cluster: its members' and routers' own endpoints and its exporters."""
         return []
 
+    @abstractmethod
+    def dsn(self, spec: ClusterSpec, route: str | None = None, pooled: bool = False) -> str:
+        """A connection string without a password (``dbtier dsn``): to ``route`` (None: the cluster's default; for
+        every engine ``direct`` reaches the writable primary without a router), pooled or not. A route the cluster
+        lacks raises :class:`~dbtier.errors.SpecError`, one line naming the option and the routes there are."""
+
+    @abstractmethod
+    def client_dsns(self, spec: ClusterSpec) -> list[tuple[str, str]]:
+        """(label, connection string without a password) of every way in that provision prints, the one to use
+        first."""
+
+    @abstractmethod
+    def connect_hint(self, dsn: str, password_command: str) -> str:
+        """A shell line that connects to ``dsn`` with the password ``password_command`` prints."""
+
     def wait_routes(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
         """Block until every router sends each route where the cluster says it should; return a sentence."""
         return "no routers: clients use the multi-host DSN"

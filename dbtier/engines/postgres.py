@@ -104,6 +104,27 @@ class PostgresEngine(Engine):
     name = "postgres"
     secret_roles = POSTGRES_SECRETS
 
+    def dsn(self, spec: ClusterSpec, route: str | None = None, pooled: bool = False) -> str:
+        """A libpq URI: through the router's ``route`` (default: rw with routers, direct without), or ``direct``,
+        the multi-host DSN (:func:`dbtier.topology.client_dsn`)."""
+        return routing.routed_dsn(spec, route or routing.default_route(spec), pooled)
+
+    def client_dsns(self, spec: ClusterSpec) -> list[tuple[str, str]]:
+        """The router's read-write, read-only and pooled DSNs where they exist, then the direct one.
+
+        >>> [label for label, _ in PostgresEngine().client_dsns(ClusterSpec(routing={"enabled": True}))]
+        ['read-write DSN', 'read-only DSN', 'pooled DSN', 'direct DSN']
+        >>> PostgresEngine().client_dsns(ClusterSpec(members=1, etcd_members=1, tls={"enabled": False}))
+        [('read-write DSN', 'postgresql://app@127.0.0.1:5432/app?target_session_attrs=read-write&connect_timeout=3')]
+        """
+        wanted = [("read-write DSN", "rw", False), ("read-only DSN", "ro", False), ("pooled DSN", "rw", True)]
+        routes = [(label, routing.routed_dsn(spec, route, pooled)) for label, route, pooled in wanted
+                  if routing.route_problem(spec, route, pooled) is None]
+        return [*routes, ("direct DSN" if routes else "read-write DSN", client_dsn(spec))]
+
+    def connect_hint(self, dsn: str, password_command: str) -> str:
+        return f'PGPASSWORD=$({password_command}) psql "{dsn}"'
+
     def cert_holders(self, spec: ClusterSpec, host_names: Callable[[str], Sequence[str]]) -> list[CertHolder]:
         """Members first (``postgres``, ``patroni``, and ``pgbouncer`` where one runs beside), then etcd, then the
         routers. HAProxy passes TLS through, so a member's ``postgres`` and ``pgbouncer`` certificates also name

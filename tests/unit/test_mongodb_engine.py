@@ -125,3 +125,28 @@ def test_provision_on_a_host_without_mongod_refuses_in_one_line_and_creates_noth
     assert line.startswith("dbtier: error: binaries.mongod: /usr/bin/mongod is missing on 127.0.0.1"), line
     assert "install MongoDB's server there" in line and "set binaries.mongod" in line
     assert not data_root.exists(), "nothing is created under the data root"
+
+
+def test_provision_prints_the_replica_set_uris_and_a_mongosh_line() -> None:
+    spec = load_spec(SAMPLE, environ={})
+    engine = get_engine(spec)
+    dsns = engine.client_dsns(spec)
+    assert [label for label, _ in dsns] == ["read-write URI", "read-scaling URI"]
+    hosts = "127.0.0.1:27017,127.0.0.1:27018,127.0.0.1:27019"
+    assert all(uri.startswith(f"mongodb://app@{hosts}/app?replicaSet=rs0&authSource=admin&") for _, uri in dsns)
+    assert "w=majority" in dsns[0][1] and "readPreference=secondaryPreferred" in dsns[1][1]
+    assert all("tls=true&tlsCAFile=" in uri for _, uri in dsns), "TLS is on by default: clients verify the CA"
+    assert engine.dsn(spec, "direct") == engine.dsn(spec) == dsns[0][1]
+    assert engine.connect_hint(dsns[0][1], "dbtier password") == f'mongosh "{dsns[0][1]}" --password "$(dbtier password)"'
+
+
+@pytest.mark.parametrize(("route", "pooled", "words"), [
+    ("sync", False, "--route: a MongoDB replica set has the routes rw (writes), ro (read scaling) and direct (rw); "
+                    "sync is not one"),
+    ("rw", True, "--pooled: a MongoDB replica set has no pooler (the driver pools its connections); drop --pooled"),
+])
+def test_a_route_the_set_lacks_is_one_line(route: str, pooled: bool, words: str) -> None:
+    spec = load_spec(SAMPLE, environ={})
+    with pytest.raises(SpecError) as refused:
+        get_engine(spec).dsn(spec, route, pooled)
+    assert refused.value.one_line() == words

@@ -257,6 +257,19 @@ def read_uri(members: list[MongoMember], settings: MongoSettings, user: str, pas
     return _uri(members, settings, user, password, database, {"readPreference": "secondaryPreferred"}, tls_ca_file)
 
 
+def client_uri(members: list[MongoMember], settings: MongoSettings, user: str, database: str, *, reads: bool = False,
+               tls_ca_file: str | None = None) -> str:
+    """The replica-set URI a client is given, without a password: for writes (``w=majority``), or with ``reads``
+    for read scaling (``readPreference=secondaryPreferred``).
+
+    >>> ms = mongo_members("/d", ["h"], MongoSettings(tls=True))
+    >>> client_uri(ms, MongoSettings(tls=True), "app", "app", reads=True, tls_ca_file="/w/ca.crt")
+    'mongodb://app@h:27017,h:27018,h:27019/app?replicaSet=rs0&authSource=admin&readPreference=secondaryPreferred&tls=true&tlsCAFile=%2Fw%2Fca.crt'
+    """
+    build = read_uri if reads else write_uri
+    return build(members, settings, user, "", database, tls_ca_file).shown.replace(f":{REDACTED}@", "@", 1)
+
+
 def redact_uri(uri: str) -> str:
     """Any ``mongodb://user:password@...`` with the password replaced.
 

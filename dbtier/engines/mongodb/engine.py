@@ -20,6 +20,7 @@ from dbtier.engines.mongodb.config import (
     MongoMember,
     MongoSettings,
     MongoUri,
+    client_uri,
     mongo_members,
     mongod_service,
     new_keyfile,
@@ -95,6 +96,34 @@ MONGODB_SECRETS: tuple[SecretRole, ...] = (
 class MongoEngine(Engine):
     name = "mongodb"
     secret_roles = MONGODB_SECRETS
+
+    def dsn(self, spec: ClusterSpec, route: str | None = None, pooled: bool = False) -> str:
+        """The replica-set URI without a password: ``rw`` (the default) and ``direct`` for writes, ``ro`` for read
+        scaling; no router, no pooler.
+
+        >>> MongoEngine().dsn(ClusterSpec(engine="mongodb", members=2, tls={"enabled": False}), "ro")
+        'mongodb://app@127.0.0.1:27017,127.0.0.1:27018/app?replicaSet=rs0&authSource=admin&readPreference=secondaryPreferred'
+        >>> MongoEngine().dsn(ClusterSpec(engine="mongodb"), "sync")
+        Traceback (most recent call last):
+        ...
+        dbtier.errors.SpecError: --route: a MongoDB replica set has the routes rw (writes), ro (read scaling) and direct (rw); sync is not one
+        """
+        from dbtier.errors import SpecError
+
+        if pooled:
+            raise SpecError("--pooled: a MongoDB replica set has no pooler (the driver pools its connections); "
+                            "drop --pooled")
+        if route not in (None, "rw", "ro", "direct"):
+            raise SpecError("--route: a MongoDB replica set has the routes rw (writes), ro (read scaling) and direct "
+                            f"(rw); {route} is not one")
+        return client_uri(members(spec), mongo_settings(spec), spec.app.user, spec.app.database, reads=route == "ro",
+                          tls_ca_file=_ca_file(spec))
+
+    def client_dsns(self, spec: ClusterSpec) -> list[tuple[str, str]]:
+        return [("read-write URI", self.dsn(spec, "rw")), ("read-scaling URI", self.dsn(spec, "ro"))]
+
+    def connect_hint(self, dsn: str, password_command: str) -> str:
+        return f'mongosh "{dsn}" --password "$({password_command})"'
 
     def cert_holders(self, spec: ClusterSpec, host_names: Callable[[str], Sequence[str]]) -> list[CertHolder]:
         """A ``mongod`` certificate per member, its key and certificate also in one PEM file
