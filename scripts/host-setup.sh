@@ -2,20 +2,46 @@
 # The host part of dbtier's set-up, run as root on every host that runs members: this machine
 # (scripts/setup.sh calls it) or a host reached over SSH (the ssh provider sends it on stdin).
 # Idempotent: a second run only checks.
-#   - Debian packages: PostgreSQL 15 with pgaudit, etcd, pgBackRest, HAProxy, PgBouncer, keepalived, the Prometheus
-#     exporters (postgres, pgbouncer, node), Python venv
-#     support, nftables (the network drills and the host firewall)
+#   - the engine's packages (DBTIER_ENGINE, postgres by default): for PostgreSQL, Debian's PostgreSQL 15 with pgaudit,
+#     etcd, pgBackRest, HAProxy, PgBouncer, keepalived, the Prometheus exporters (postgres, pgbouncer, node); for
+#     MongoDB, mongodb-org 7.0 (mongod, the database tools, mongosh) from MongoDB's own apt repository, signed by
+#     its key (Debian ships no MongoDB); for both Python venv support, nftables (the network drills and the host
+#     firewall)
 #   - the unprivileged OS user that runs the database processes (PostgreSQL refuses root)
-#   - a runtime venv for that user (Patroni), built from Debian's python3 so that user can read it
+#   - a runtime venv for that user (Patroni), built from Debian's python3 so that user can read it (PostgreSQL)
+# DBTIER_HOST_SETUP_PLAN=1 prints what it would install and from where, and changes nothing.
 set -euo pipefail
 
 OS_USER="${DBTIER_OS_USER:-dbtier}"
 RUNTIME_VENV="${DBTIER_RUNTIME_VENV:-/opt/dbtier/venv}"
-PACKAGES=(postgresql-15 postgresql-15-pgaudit etcd-server etcd-client pgbackrest haproxy pgbouncer keepalived zstd lz4 bzip2
-          prometheus-postgres-exporter prometheus-node-exporter
-          python3-venv procps util-linux iproute2 nftables curl)
+ENGINE="${DBTIER_ENGINE:-postgres}"
+COMMON=(python3-venv procps util-linux iproute2 nftables curl)
+MONGODB_SERIES=7.0
+MONGODB_KEY_URL="https://www.mongodb.org/static/pgp/server-${MONGODB_SERIES}.asc"
+MONGODB_KEYRING="/usr/share/keyrings/mongodb-server-${MONGODB_SERIES}.gpg"
+MONGODB_SOURCE="deb [ signed-by=${MONGODB_KEYRING} ] http://repo.mongodb.org/apt/debian bookworm/mongodb-org/${MONGODB_SERIES} main"
+MONGODB_LIST="/etc/apt/sources.list.d/mongodb-org-${MONGODB_SERIES}.list"
+case "$ENGINE" in
+  postgres)
+    PACKAGES=(postgresql-15 postgresql-15-pgaudit etcd-server etcd-client pgbackrest haproxy pgbouncer keepalived zstd lz4
+              bzip2 prometheus-postgres-exporter prometheus-node-exporter "${COMMON[@]}")
+    DEBIAN_UNITS=(etcd haproxy pgbouncer keepalived prometheus-postgres-exporter prometheus-pgbouncer-exporter
+                  prometheus-node-exporter) ;;
+  mongodb)
+    PACKAGES=(mongodb-org gnupg ca-certificates "${COMMON[@]}")
+    DEBIAN_UNITS=(mongod) ;;  # the package's own unit would hold 27017
+  *) printf 'host-setup: DBTIER_ENGINE=%s is not an engine; use postgres or mongodb\n' "$ENGINE" >&2; exit 2 ;;
+esac
 
 say() { printf 'host-setup: %s\n' "$*"; }
+if [ "${DBTIER_HOST_SETUP_PLAN:-}" = 1 ]; then
+  say "engine $ENGINE: would install ${PACKAGES[*]}"
+  if [ "$ENGINE" = mongodb ]; then
+    say "from MongoDB's apt repository: $MONGODB_SOURCE (key $MONGODB_KEY_URL into $MONGODB_KEYRING)"
+  fi
+  say "would stop and disable the packages' own units: ${DEBIAN_UNITS[*]}; would create OS user $OS_USER"
+  exit 0
+fi
 quietly() {
   local log; log=$(mktemp)
   if ! "$@" >"$log" 2>&1; then cat "$log" >&2; rm -f "$log"; say "failed: $*"; return 1; fi
@@ -40,6 +66,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     chmod +x /usr/sbin/policy-rc.d
     policy_added=1
   fi
+  if [ "$ENGINE" = mongodb ] && [ ! -e "$MONGODB_LIST" ]; then
+    say "adding MongoDB's apt repository ($MONGODB_SERIES), signed by $MONGODB_KEY_URL"
+    quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gnupg curl ca-certificates
+    curl -fsSL "$MONGODB_KEY_URL" | gpg --batch --yes --dearmor -o "$MONGODB_KEYRING"
+    echo "$MONGODB_SOURCE" > "$MONGODB_LIST"
+  fi
   apt-get update -qq
   quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
   if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi
@@ -49,8 +81,7 @@ fi
 # under units of their own where systemd is the init (/run/systemd/system: systemd's own test).
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   # The same for the units of Debian's haproxy (its own config), pgbouncer (6432), keepalived and the exporters.
-  for unit in etcd haproxy pgbouncer keepalived prometheus-postgres-exporter prometheus-pgbouncer-exporter \
-              prometheus-node-exporter; do
+  for unit in "${DEBIAN_UNITS[@]}"; do
     if systemctl is-enabled --quiet "$unit.service" 2>/dev/null || systemctl is-active --quiet "$unit.service" 2>/dev/null; then
       say "stopping and disabling Debian's $unit.service (dbtier runs its own)"
       systemctl disable --now --quiet "$unit.service"
@@ -61,6 +92,11 @@ fi
 if ! id "$OS_USER" >/dev/null 2>&1; then
   say "creating OS user $OS_USER"
   useradd --system --user-group --create-home --home-dir "/home/$OS_USER" --shell /bin/sh "$OS_USER"
+fi
+
+if [ "$ENGINE" = mongodb ]; then
+  say "ready ($(/usr/bin/mongod --version 2>/dev/null | head -1), $(/usr/bin/mongodump --version 2>/dev/null | head -1))"
+  exit 0
 fi
 
 runtime_stamp="$RUNTIME_VENV/.dbtier-runtime-1"

@@ -265,7 +265,9 @@ class SSHProvider(Provider):
             return f"{host}: package installation skipped (ssh.install_packages is false)"
         script = runner.upload(HOST_SETUP.read_bytes())
         try:
-            done = runner.run_as_root(["env", f"DBTIER_OS_USER={spec.os_user}", "bash", script], timeout=1800)
+            # The engine picks the packages: Debian's PostgreSQL stack, or mongodb-org from MongoDB's repository.
+            setup_env = [f"DBTIER_OS_USER={spec.os_user}", f"DBTIER_ENGINE={spec.engine}"]
+            done = runner.run_as_root(["env", *setup_env, "bash", script], timeout=1800)
         finally:
             runner.run_as_root(["rm", "-f", script])
         last = (done.out.strip().splitlines() or ["set up"])[-1]
