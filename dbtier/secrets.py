@@ -109,6 +109,20 @@ class Passwords:
     def roles(self) -> list[str]:
         return list(self._values)
 
+    def replace(self, **changes: str) -> Passwords:
+        """These secrets with some changed (a role they lack is refused: a typo would test nothing).
+
+        >>> Passwords(app="a", etcd="e").replace(etcd="wrong").etcd
+        'wrong'
+        >>> Passwords(app="a").replace(ap="x")
+        Traceback (most recent call last):
+        ...
+        AttributeError: no ap secret among this cluster's (app)
+        """
+        for role in changes:
+            getattr(self, role)
+        return Passwords(**{**self._values, **changes})
+
     def values(self) -> list[str]:
         return list(self._values.values())
 

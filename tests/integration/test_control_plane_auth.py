@@ -8,7 +8,6 @@ switches over; dbtier status and a switchover drill pass; no password reaches a 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
@@ -155,7 +154,7 @@ def test_etcd_without_a_user_can_neither_write_nor_delete_nor_read_the_leader(se
     for args in (("put", "/dbtier/probe", "x"), ("del", "/dbtier/probe"), ("del", leader_key), ("get", leader_key)):
         done = etcdctl(spec, *args)
         assert done.returncode != 0 and "user name is empty" in done.stderr, (args, done.stdout, done.stderr)
-    wrong = dataclasses.replace(passwords(spec), etcd_root="not-the-password")
+    wrong = passwords(spec).replace(etcd_root="not-the-password")
     with pytest.raises(ControlPlaneError, match="^etcd member etcd0: auth is on and root refuses") as refused:
         etcd_auth.secure(spec, wrong)
     assert block_name(spec, "etcd_root") in str(refused.value) and "not-the-password" not in str(refused.value)
