@@ -2,11 +2,13 @@
 host and addresses in, text and argv out).
 
 On a host of the ssh or proxmox provider, ``inet dbtier_fw_<cluster>`` lets only the right sources reach the
-ports of the members that live there:
+ports of the members that live there. The engine names the hosts and each host's ports
+(:meth:`~dbtier.engines.base.Engine.firewall_hosts`, :meth:`~dbtier.engines.base.Engine.firewall_ports`); this
+module reads no engine's fields:
 
-- PostgreSQL: member addresses, loopback, the controller (the machine that runs dbtier), ``firewall.admin_networks``
-  and ``allowed_client_networks``;
-- Patroni's REST API and etcd (client and peer): the same but for the client networks.
+- client ports (PostgreSQL's, its routes and PgBouncer's; MongoDB's mongod): member addresses, loopback, the
+  controller (the machine that runs dbtier), ``firewall.admin_networks`` and ``allowed_client_networks``;
+- control ports (Patroni's REST API, etcd client and peer, the exporters): the same but for the client networks.
 
 Every other port, and every other table (the drills' ``inet dbtier_drill``, the host's own), keeps its meaning: the
 chain's policy is accept and its only drop names the cluster's ports. The rules live in a file
@@ -21,11 +23,9 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dbtier.engines.pg_exporters import exporters
+from dbtier.engines.base import HostPorts, get_engine
 from dbtier.errors import ProvisionError
-from dbtier.routing import bouncers, listener_port, routers, served_routes
 from dbtier.spec import ClusterSpec
-from dbtier.topology import etcd_members, pg_members
 
 FAMILY = "inet"
 RULES_DIR = "/etc/dbtier"
@@ -71,42 +71,25 @@ def unit_name(cluster: str) -> str:
 # -- who reaches what -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HostPorts:
-    """The cluster's TCP ports on one host: those clients reach (PostgreSQL's, the router's routes, PgBouncer's)
-    and the control plane's (Patroni's REST API, etcd, the router's stats page, the exporters)."""
-
-    postgres: tuple[int, ...]
-    control: tuple[int, ...]
-
-    @property
-    def every(self) -> tuple[int, ...]:
-        return tuple(sorted({*self.postgres, *self.control}))
-
-
 def host_ports(spec: ClusterSpec, host: str) -> HostPorts:
-    """
+    """The cluster's ports on ``host``, as its engine says.
+
     >>> host_ports(ClusterSpec(), "127.0.0.1")
-    HostPorts(postgres=(5432, 5433, 5434), control=(2379, 2380, 2381, 2382, 2383, 2384, 8008, 8009, 8010, 9187, 9188, 9189))
-    >>> host_ports(ClusterSpec(routing={"enabled": True}), "127.0.0.1").postgres
+    HostPorts(clients=(5432, 5433, 5434), control=(2379, 2380, 2381, 2382, 2383, 2384, 8008, 8009, 8010, 9187, 9188, 9189))
+    >>> host_ports(ClusterSpec(routing={"enabled": True}), "127.0.0.1").clients
     (5000, 5001, 5002, 5003, 5004, 5432, 5433, 5434, 6432, 6433, 6434)
     >>> host_ports(ClusterSpec(), "10.0.0.9").every
     ()
+    >>> host_ports(ClusterSpec(engine="mongodb"), "127.0.0.1")
+    HostPorts(clients=(27017, 27018, 27019), control=())
     """
-    members = [m for m in pg_members(spec) if m.host == host]
-    etcd = [e for e in etcd_members(spec) if e.host == host]
-    control = {m.rest_port for m in members} | {p for e in etcd for p in (e.client_port, e.peer_port)}
-    control |= {e.port for e in exporters(spec) if e.host == host}  # what Prometheus scrapes there
-    clients = {m.pg_port for m in members} | {b.port for b in bouncers(spec) if b.host == host}
-    if any(r.host == host for r in routers(spec)):
-        clients |= {listener_port(spec, route, pooled) for route, pooled in served_routes(spec)}
-        control.add(spec.ports.router_stats)
-    return HostPorts(tuple(sorted(clients)), tuple(sorted(control)))
+    return get_engine(spec).firewall_ports(spec, host)
 
 
 def cluster_hosts(spec: ClusterSpec) -> list[str]:
-    """Every host of a member or an etcd member, as the spec names it (an address or a DNS name)."""
-    return sorted({m.host for m in pg_members(spec)} | {e.host for e in etcd_members(spec)})
+    """Every host a service of the cluster listens on, as the spec names it (an address or a DNS name), as its
+    engine says."""
+    return get_engine(spec).firewall_hosts(spec)
 
 
 def is_loopback(address: str) -> bool:
@@ -148,7 +131,7 @@ def controller_address(ssh_connection: str, host: str) -> str:
 
 @dataclass(frozen=True)
 class Sources:
-    """Who reaches the cluster's ports on a host: ``control`` every port, ``clients`` PostgreSQL's only."""
+    """Who reaches the cluster's ports on a host: ``control`` every port, ``clients`` the client ports only."""
 
     control: tuple[Network, ...]
     clients: tuple[Network, ...]
@@ -222,12 +205,23 @@ def input_rules(ports: HostPorts, found: Sources) -> list[str]:
     ip saddr { 10.0.0.0/24, 127.0.0.0/8 } tcp dport { 5432 } accept
     ip6 saddr { ::1/128 } tcp dport { 5432 } accept
     tcp dport { 2379, 2380, 5432, 8008 } counter drop
+
+    Without control ports the clients' accept covers every source (the client sources hold the control ones):
+
+    >>> for rule in input_rules(HostPorts((27017,), ()), found):
+    ...     print(rule)
+    iif "lo" accept
+    ip saddr { 10.0.0.0/24, 127.0.0.0/8 } tcp dport { 27017 } accept
+    ip6 saddr { ::1/128 } tcp dport { 27017 } accept
+    tcp dport { 27017 } counter drop
     """
     every = ports.every
     if not every:
         return []
-    clients = _accepts(found.clients, ports.postgres) if found.clients != found.control else []
-    return ['iif "lo" accept', *_accepts(found.control, every), *clients, f"tcp dport {_set(every)} counter drop"]
+    wider = found.clients != found.control
+    control = _accepts(found.control, every) if ports.control or not wider else []
+    clients = _accepts(found.clients, ports.clients) if wider else []
+    return ['iif "lo" accept', *control, *clients, f"tcp dport {_set(every)} counter drop"]
 
 
 def ruleset(spec: ClusterSpec, host: str, members: Iterable[str], controller: str) -> str:

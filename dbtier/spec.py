@@ -98,6 +98,8 @@ class Binaries(_Model):
     postgres_exporter: str = "/usr/bin/prometheus-postgres-exporter"
     node_exporter: str = "/usr/bin/prometheus-node-exporter"
     mongod: str = "/usr/bin/mongod"
+    mongodump: str = "/usr/bin/mongodump"
+    mongorestore: str = "/usr/bin/mongorestore"
 
 
 class MongoDBSpec(_Model):

@@ -1,4 +1,4 @@
-"""Backup: one pgBackRest backup per repository, verified, then retention applied.
+"""Backup: one backup per repository (PostgreSQL: pgBackRest; MongoDB: mongodump), through the engine, verified, then retention applied.
 
     python -m flows.backup [--spec FILE] [--kind auto|full|diff|incr] [--repo N]
 
@@ -13,11 +13,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from dbtier.errors import Refused
+from dbtier.engines.base import get_engine
+from dbtier.errors import DbtierError, Refused
 from dbtier.health import format_table
-from dbtier.spec import ClusterSpec
+from dbtier.spec import ClusterSpec, load_spec
 from blocks.lock import changes_cluster, cluster_lock
-from flows._cli import EXIT_OK, run_edge, spec_parser
+from flows._cli import EXIT_OK, EXIT_REFUSED, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
 from tasks.progress import Progress
@@ -77,11 +78,28 @@ def _repos(spec: ClusterSpec, repo: int | None) -> list[int]:
     return [repo]
 
 
+def _kind_refusal(spec_path: str | None, kind: str) -> str | None:
+    """Why ``--kind`` is not one the spec's engine takes (before any Prefect API is asked), or None. A spec that
+    does not load is left to the edge, which says so in its own line."""
+    try:
+        spec = load_spec(spec_path)
+    except DbtierError:
+        return None
+    kinds = get_engine(spec).backup_kinds(spec)
+    if kind == "auto" or kind in kinds:
+        return None
+    return f"--kind {kind}: engine {spec.engine} takes {', '.join(('auto', *kinds))} backups; pass one of them"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = spec_parser("Back up a dbtier cluster with pgBackRest, verify it, apply retention.")
+    parser = spec_parser("Back up a dbtier cluster (pgBackRest or mongodump), verify it, apply retention.")
     parser.add_argument("--kind", default="auto", choices=["auto", "full", "diff", "incr"])
     parser.add_argument("--repo", type=int, default=None, help="only this repository (1-based; default: all)")
     args = parser.parse_args(argv)
+    refusal = _kind_refusal(args.spec, args.kind)
+    if refusal:
+        print(f"dbtier: error: {refusal}", file=sys.stderr)
+        return EXIT_REFUSED
 
     def body(spec: ClusterSpec) -> int:
         _repos(spec, args.repo)  # refused before the flow run starts, as the flow's first step does

@@ -31,7 +31,7 @@ from dbtier.backup.catalog import (
 )
 from dbtier.backup.drill import CopyChecks, Marker
 from dbtier.engines.base import Engine, get_engine
-from dbtier.errors import DbtierError, RestoreError
+from dbtier.errors import BackupError, DbtierError, RestoreError
 from dbtier.providers.base import Provider, get_provider
 from dbtier.spec import ClusterSpec
 from tasks import log_sentences
@@ -82,14 +82,22 @@ def start_archiving(spec: ClusterSpec) -> None:
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
 def read_catalog(spec: ClusterSpec) -> Catalog:
-    catalog = ops.catalog(get_provider(spec, PREFECT_LOADERS), spec)
+    """Every backup of the cluster, through the engine (:meth:`~dbtier.engines.base.Engine.read_catalog`)."""
+    catalog = get_engine(spec).read_catalog(get_provider(spec, PREFECT_LOADERS), spec, load_backup_secrets(spec))
     log_sentences(f"stanza {spec.name}: {len(catalog.backups)} backup(s), WAL {catalog.wal_min} .. {catalog.wal_max}")
     return catalog
 
 
 @task(cache_policy=NONE)
 def pick_backup_kind(spec: ClusterSpec, requested: str, catalog: Catalog, repo: int) -> str:
+    """``requested``, or for ``auto`` a full when none is recent enough, else a differential (a full when the
+    engine has no differentials)."""
     kind, why = choose_kind(requested, catalog.in_repo(repo), datetime.now(timezone.utc), spec.backup.full_every_days)
+    kinds = get_engine(spec).backup_kinds(spec)
+    if requested == "auto" and kind not in kinds:
+        kind, why = kinds[0], f"{why}; engine {spec.engine} takes {kinds[0]} only"
+    elif kind not in kinds:
+        raise BackupError(f"kind: engine {spec.engine} takes no {kind} backup; use {', '.join(('auto', *kinds))}")
     log_sentences(f"repo{repo}: {kind} backup ({why})")
     return kind
 
@@ -97,14 +105,15 @@ def pick_backup_kind(spec: ClusterSpec, requested: str, catalog: Catalog, repo: 
 @task(cache_policy=NONE, task_run_name="backup repo{repo}")
 def take_backup(spec: ClusterSpec, kind: str, repo: int) -> str:
     """Not retried: a failed backup is reported, and the next run takes a new one."""
-    sentence = ops.take_backup(get_provider(spec, PREFECT_LOADERS), spec, kind, repo)
+    sentence = get_engine(spec).take_backup(get_provider(spec, PREFECT_LOADERS), spec, kind, repo,
+                                            load_backup_secrets(spec), load_passwords(spec))
     log_sentences(sentence)
     return sentence
 
 
 @task(cache_policy=NONE, task_run_name="verify repo{repo}")
 def verify_repository(spec: ClusterSpec, repo: int) -> str:
-    sentence = ops.verify(get_provider(spec, PREFECT_LOADERS), spec, repo)
+    sentence = get_engine(spec).verify_backup(get_provider(spec, PREFECT_LOADERS), spec, repo, load_backup_secrets(spec))
     log_sentences(sentence)
     return sentence
 
@@ -114,9 +123,9 @@ def apply_retention(spec: ClusterSpec, repo: int, before: Catalog) -> tuple[list
     """Expire what retention no longer keeps; return the labels that went and the catalog left."""
     retention = spec.backup.retention
     keep_full = fulls_to_keep(before.in_repo(repo), retention.full, retention.window_days, datetime.now(timezone.utc))
-    provider = get_provider(spec, PREFECT_LOADERS)
-    ops.expire(provider, spec, repo, keep_full, retention.diff)
-    left = ops.catalog(provider, spec)
+    engine, provider, secrets = get_engine(spec), get_provider(spec, PREFECT_LOADERS), load_backup_secrets(spec)
+    engine.expire_backups(provider, spec, repo, keep_full, retention.diff, secrets)
+    left = engine.read_catalog(provider, spec, secrets)
     gone = expired_labels(before.in_repo(repo), left.in_repo(repo))
     log_sentences(f"repo{repo}: kept {keep_full} full / {retention.diff} diff; expired {', '.join(gone) or 'nothing'}")
     return gone, left

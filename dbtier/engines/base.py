@@ -22,6 +22,7 @@ from dbtier.spec import ClusterSpec
 from dbtier.tls import CertHolder
 
 if TYPE_CHECKING:
+    from dbtier.backup.catalog import Catalog
     from dbtier.backup.ops import BackupSecrets
     from dbtier.providers.base import Provider
 
@@ -82,6 +83,25 @@ class ScrapeJob:
     #: (label, regular expression): series whose label matches are dropped too
     drop_labels: tuple[tuple[str, str], ...] = ()
 
+
+
+@dataclass(frozen=True)
+class HostPorts:
+    """The cluster's TCP ports on one host, as its host firewall (:mod:`dbtier.firewall`) guards them: ``clients``
+    those ``allowed_client_networks`` reach too (a database's own port, a router's routes, a pooler's), ``control``
+    those only the cluster's hosts, this machine and ``firewall.admin_networks`` reach (a consensus store, an HA
+    manager's API, exporters). The cluster's hosts reach both.
+
+    >>> HostPorts((5432,), (8008, 2379)).every
+    (2379, 5432, 8008)
+    """
+
+    clients: tuple[int, ...]
+    control: tuple[int, ...]
+
+    @property
+    def every(self) -> tuple[int, ...]:
+        return tuple(sorted({*self.clients, *self.control}))
 
 class Engine(ABC):
     name: str
@@ -159,6 +179,16 @@ class Engine(ABC):
         """(one line per router: where it sends each route now; each disagreement with the cluster's own view,
         as a problem). Nothing without routers."""
         return [], []
+
+    @abstractmethod
+    def firewall_hosts(self, spec: ClusterSpec) -> list[str]:
+        """Every host a service of the cluster listens on, as the spec names it (an address or a DNS name), sorted:
+        the hosts that get the cluster's host firewall, and the sources it accepts on every port."""
+
+    @abstractmethod
+    def firewall_ports(self, spec: ClusterSpec, host: str) -> HostPorts:
+        """The cluster's ports on ``host`` (one of :meth:`firewall_hosts`, or another: nothing), split into the ones
+        client networks reach and the control ones (see :class:`HostPorts`)."""
 
     @abstractmethod
     def cert_holders(self, spec: ClusterSpec, host_names: Callable[[str], Sequence[str]]) -> list[CertHolder]:
@@ -283,6 +313,33 @@ class Engine(ABC):
         them with the rest); by default none. Without ``secrets`` a service may lack what only the blocks know
         (an S3 endpoint): it then identifies the process (pid file, marker, name) but must not be started."""
         return []
+
+    # -- backups: the backup flow's steps (PostgreSQL: pgBackRest; MongoDB: mongodump into the repositories) ----
+    # ``repo`` is a repository's number (1-based, pgBackRest's ``repoN``); ``secrets`` as above.
+
+    @abstractmethod
+    def backup_kinds(self, spec: ClusterSpec) -> tuple[str, ...]:
+        """The backup kinds :meth:`take_backup` takes, ``full`` first (the backup flow refuses another)."""
+
+    @abstractmethod
+    def read_catalog(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> Catalog:
+        """Every backup of the cluster in every repository, oldest first (stanza = the cluster's name)."""
+
+    @abstractmethod
+    def take_backup(self, provider: Provider, spec: ClusterSpec, kind: str, repo: int, secrets: BackupSecrets,
+                    passwords: Passwords) -> str:
+        """One backup of ``kind`` (one of :meth:`backup_kinds`) into repository ``repo``; a sentence. Not retried:
+        a failure raises :class:`~dbtier.errors.BackupError`, one line naming the member and the fix."""
+
+    @abstractmethod
+    def verify_backup(self, provider: Provider, spec: ClusterSpec, repo: int, secrets: BackupSecrets) -> str:
+        """Check what repository ``repo`` holds is whole; a sentence, or a BackupError naming what is not."""
+
+    @abstractmethod
+    def expire_backups(self, provider: Provider, spec: ClusterSpec, repo: int, keep_full: int, keep_diff: int,
+                       secrets: BackupSecrets) -> None:
+        """Remove from repository ``repo`` what retention no longer keeps: all but the newest ``keep_full`` fulls
+        (and ``keep_diff`` differentials, where the engine has them)."""
 
 
 def get_engine(spec: ClusterSpec) -> Engine:

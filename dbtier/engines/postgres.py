@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from dbtier.engines import etcd, etcd_auth, patroni_rest
-from dbtier.engines.base import ClusterStatus, Engine, ScrapeJob
+from dbtier.engines.base import ClusterStatus, Engine, HostPorts, ScrapeJob
 from dbtier.audit import PGAUDIT, preloads_pgaudit
 from dbtier.engines import pg_admin, pg_roles
 from dbtier import routing
 from dbtier.engines import haproxy_config, keepalived_config, pg_exporters, pg_routes, pgbouncer_config
+from dbtier.engines import pg_firewall
 from dbtier.engines.patroni_config import patroni_argv, render_patroni_config
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.health import Health, assess, member_rows, merge_live, role_holder
@@ -26,6 +27,7 @@ from dbtier.tls import CertHolder
 from dbtier.topology import PgMember, client_dsn, conninfo, etcd_members, pg_member, pg_members
 
 if TYPE_CHECKING:
+    from dbtier.backup.catalog import Catalog
     from dbtier.backup.ops import BackupSecrets
 
 
@@ -124,6 +126,15 @@ class PostgresEngine(Engine):
 
     def connect_hint(self, dsn: str, password_command: str) -> str:
         return f'PGPASSWORD=$({password_command}) psql "{dsn}"'
+
+    def firewall_hosts(self, spec: ClusterSpec) -> list[str]:
+        """The members' and etcd members' hosts (:func:`pg_firewall.cluster_hosts`)."""
+        return pg_firewall.cluster_hosts(spec)
+
+    def firewall_ports(self, spec: ClusterSpec, host: str) -> HostPorts:
+        """PostgreSQL, routes and PgBouncer for clients; Patroni, etcd, stats, exporters for control
+        (:func:`pg_firewall.host_ports`)."""
+        return pg_firewall.host_ports(spec, host)
 
     def cert_holders(self, spec: ClusterSpec, host_names: Callable[[str], Sequence[str]]) -> list[CertHolder]:
         """Members first (``postgres``, ``patroni``, and ``pgbouncer`` where one runs beside), then etcd, then the
@@ -445,6 +456,44 @@ class PostgresEngine(Engine):
         from dbtier.backup import ops
 
         return [ops.create_stanza(provider, spec)]
+
+    # -- backups: pgBackRest (:mod:`dbtier.backup.ops`) ---------------------------------------------------------
+
+    def backup_kinds(self, spec: ClusterSpec) -> tuple[str, ...]:
+        """pgBackRest's types.
+
+        >>> PostgresEngine().backup_kinds(ClusterSpec())
+        ('full', 'diff', 'incr')
+        """
+        from dbtier.backup.catalog import KINDS
+
+        return KINDS
+
+    def read_catalog(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> Catalog:
+        """``pgbackrest info`` on the first member's host (:func:`dbtier.backup.ops.catalog`)."""
+        from dbtier.backup import ops
+
+        return ops.catalog(provider, spec)
+
+    def take_backup(self, provider: Provider, spec: ClusterSpec, kind: str, repo: int, secrets: BackupSecrets,
+                    passwords: Passwords) -> str:
+        """``pgbackrest backup`` from the leader (or a replica on its host) (:func:`dbtier.backup.ops.take_backup`)."""
+        from dbtier.backup import ops
+
+        return ops.take_backup(provider, spec, kind, repo)
+
+    def verify_backup(self, provider: Provider, spec: ClusterSpec, repo: int, secrets: BackupSecrets) -> str:
+        """``pgbackrest verify`` of the repository (:func:`dbtier.backup.ops.verify`)."""
+        from dbtier.backup import ops
+
+        return ops.verify(provider, spec, repo)
+
+    def expire_backups(self, provider: Provider, spec: ClusterSpec, repo: int, keep_full: int, keep_diff: int,
+                       secrets: BackupSecrets) -> None:
+        """``pgbackrest expire`` (:func:`dbtier.backup.ops.expire`)."""
+        from dbtier.backup import ops
+
+        ops.expire(provider, spec, repo, keep_full, keep_diff)
 
     def wait_for_restore(self, provider: Provider, spec: ClusterSpec, timeout: float) -> str:
         """Patroni's custom bootstrap runs ``pgbackrest restore``: wait until a member is promoted

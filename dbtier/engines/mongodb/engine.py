@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pymongo import MongoClient
 
-from dbtier.engines.base import ClusterStatus, Engine
+from dbtier.engines.base import ClusterStatus, Engine, HostPorts
 from dbtier.engines.mongodb import steps
 from dbtier.engines.mongodb.config import (
     KEYFILE_MODE,
@@ -28,7 +28,7 @@ from dbtier.engines.mongodb.config import (
     write_uri,
 )
 from dbtier.engines.mongodb.rs import ClientTimeouts, member_client
-from dbtier.errors import ProvisionError
+from dbtier.errors import BackupError, ProvisionError
 from dbtier.procs import Service
 from dbtier.secrets import Passwords, SecretRole
 from dbtier.spec import ClusterSpec
@@ -36,6 +36,9 @@ from dbtier.tls import CertHolder
 from dbtier.topology import member_host
 
 if TYPE_CHECKING:
+    from bson import Timestamp
+
+    from dbtier.backup.catalog import Catalog
     from dbtier.backup.ops import BackupSecrets
     from dbtier.providers.base import Provider
 
@@ -125,6 +128,27 @@ class MongoEngine(Engine):
     def connect_hint(self, dsn: str, password_command: str) -> str:
         return f'mongosh "{dsn}" --password "$({password_command})"'
 
+    def firewall_hosts(self, spec: ClusterSpec) -> list[str]:
+        """The members' hosts (a replica set has no consensus services; its archivers listen on no port).
+
+        >>> MongoEngine().firewall_hosts(ClusterSpec(engine="mongodb"))
+        ['127.0.0.1']
+        """
+        return sorted({m.host for m in members(spec)})
+
+    def firewall_ports(self, spec: ClusterSpec, host: str) -> HostPorts:
+        """The mongod ports of the members on ``host``, all client ports: applications and the other members
+        (replication, heartbeats, elections) reach a member at the same port, and the firewall accepts the
+        cluster's hosts on every port anyway, so the port must admit ``allowed_client_networks`` too. No control
+        ports: no etcd, no Patroni, and the MongoDB exporters are not built yet (one would be a control port).
+
+        >>> MongoEngine().firewall_ports(ClusterSpec(engine="mongodb"), "127.0.0.1")
+        HostPorts(clients=(27017, 27018, 27019), control=())
+        >>> MongoEngine().firewall_ports(ClusterSpec(engine="mongodb"), "10.0.0.9").every
+        ()
+        """
+        return HostPorts(tuple(sorted(m.port for m in members(spec) if m.host == host)), ())
+
     def cert_holders(self, spec: ClusterSpec, host_names: Callable[[str], Sequence[str]]) -> list[CertHolder]:
         """A ``mongod`` certificate per member, its key and certificate also in one PEM file
         (``net.tls.certificateKeyFile``, :attr:`MongoMember.tls_pem`)."""
@@ -135,7 +159,7 @@ class MongoEngine(Engine):
         return KEYFILE_MODE if path in {m.keyfile for m in members(spec)} else 0o600
 
     def required_programs(self, spec: ClusterSpec) -> list[tuple[str, str]]:
-        return [("binaries.mongod", spec.binaries.mongod)]
+        return [("binaries.mongod", spec.binaries.mongod), ("binaries.mongodump", spec.binaries.mongodump)]
 
     def missing_program_fix(self, spec: ClusterSpec) -> str:
         return "install MongoDB's server there (make setup does not), or set binaries.mongod to where its mongod is"
@@ -276,6 +300,53 @@ class MongoEngine(Engine):
 
     def wait_for_restore(self, provider: Provider, spec: ClusterSpec, timeout: float) -> str:
         not_built("restore from a backup")
+
+    # -- backups: mongodump into each repository (:mod:`.backup`) -----------------------------------------------
+
+    def backup_kinds(self, spec: ClusterSpec) -> tuple[str, ...]:
+        """A dump is always whole: full only."""
+        return ("full",)
+
+    def read_catalog(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> Catalog:
+        """Every dump's record in every repository (:func:`.backup.catalog`)."""
+        from dbtier.engines.mongodb import backup
+
+        return backup.catalog(provider, spec, secrets)
+
+    def take_backup(self, provider: Provider, spec: ClusterSpec, kind: str, repo: int, secrets: BackupSecrets,
+                    passwords: Passwords) -> str:
+        """``mongodump --oplog`` from the primary's host as root (:func:`.backup.take`), the oplog's newest entry
+        read before and after it."""
+        from dbtier.engines.mongodb import backup, rs
+
+        if kind not in self.backup_kinds(spec):
+            raise BackupError(f"kind: engine mongodb takes no {kind} backup (a dump is whole); take a full")
+        primary = self._primary(spec, passwords)
+        client = client_factory(spec)(primary, "root", passwords.superuser)
+
+        def newest() -> Timestamp:
+            window = rs.oplog_window(client, primary)
+            if window is None:
+                raise BackupError(f"{primary.label}: its oplog is empty; is the replica set initiated?")
+            return window[1]
+
+        try:
+            return backup.take(provider, spec, repo, secrets, passwords.superuser, primary, newest)
+        finally:
+            client.close()
+
+    def verify_backup(self, provider: Provider, spec: ClusterSpec, repo: int, secrets: BackupSecrets) -> str:
+        """Each dump's archive present with its recorded size (:func:`.backup.verify`)."""
+        from dbtier.engines.mongodb import backup
+
+        return backup.verify(provider, spec, repo, secrets)
+
+    def expire_backups(self, provider: Provider, spec: ClusterSpec, repo: int, keep_full: int, keep_diff: int,
+                       secrets: BackupSecrets) -> None:
+        """All but the newest ``keep_full`` dumps removed (no differentials: ``keep_diff`` is unused)."""
+        from dbtier.engines.mongodb import backup
+
+        backup.expire(provider, spec, repo, keep_full, secrets)
 
 
 
