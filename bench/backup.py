@@ -45,8 +45,8 @@ from dbtier.backup.archive import ArchiverStats, ArchiveVerdict, judge_archive  
 from dbtier.backup.catalog import human_bytes, parse_target, restore_options  # noqa: E402
 from dbtier.backup.restore import derive_target  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
-from dbtier.engines.patroni_config import REPLICATION_USER  # noqa: E402
-from dbtier.engines.postgres import connect  # noqa: E402
+from dbtier.engines.postgres.patroni_config import REPLICATION_USER  # noqa: E402
+from dbtier.engines.postgres.engine import connect  # noqa: E402
 from dbtier.providers.base import Provider, Runner, get_provider  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec, build_spec  # noqa: E402

@@ -44,10 +44,10 @@ from dbtier.drills import faults, scenarios  # noqa: E402
 from dbtier.drills.settings import DrillSettings  # noqa: E402
 from dbtier.drills.verdict import Verdict  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
-from dbtier.engines.control_plane import rest_login  # noqa: E402
+from dbtier.engines.postgres.control_plane import rest_login  # noqa: E402
 from dbtier.errors import DbtierError  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
-from dbtier.engines.postgres import POSTGRES_SECRETS  # noqa: E402
+from dbtier.engines.postgres.engine import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec, build_spec  # noqa: E402
 

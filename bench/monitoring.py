@@ -47,12 +47,12 @@ from tls import load_1min, proc_table, tree  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
-from dbtier.engines.pg_roles import MONITORING_USER  # noqa: E402
+from dbtier.engines.postgres.pg_roles import MONITORING_USER  # noqa: E402
 from dbtier.monitoring import run as monitoring  # noqa: E402
 from dbtier.monitoring.stack import stack_services  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
 from dbtier.providers.local import LocalRunner  # noqa: E402
-from dbtier.engines.postgres import POSTGRES_SECRETS  # noqa: E402
+from dbtier.engines.postgres.engine import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402
 from dbtier.topology import pg_members  # noqa: E402

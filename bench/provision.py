@@ -31,7 +31,7 @@ from dbtier import bootstrap  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
-from dbtier.engines.postgres import POSTGRES_SECRETS  # noqa: E402
+from dbtier.engines.postgres.engine import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec, build_spec  # noqa: E402
 

@@ -40,11 +40,11 @@ from common import exit_with, provision_plain, remove_cluster, stop_popen  # noq
 from dbtier import bootstrap, procs  # noqa: E402
 from dbtier.backup import ops  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
-from dbtier.engines import etcd, etcd_auth  # noqa: E402
+from dbtier.engines.postgres import etcd, etcd_auth  # noqa: E402
 from dbtier.engines.base import Engine, get_engine  # noqa: E402
-from dbtier.engines.postgres import PostgresEngine, connect  # noqa: E402
+from dbtier.engines.postgres.engine import PostgresEngine, connect  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
-from dbtier.engines.postgres import POSTGRES_SECRETS  # noqa: E402
+from dbtier.engines.postgres.engine import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402
 from dbtier.topology import conninfo, pg_members  # noqa: E402

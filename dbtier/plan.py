@@ -20,7 +20,7 @@ PLACEHOLDER = "<secret:{role}>"
 
 def placeholder_passwords(engine: Engine) -> Passwords:
     """
-    >>> from dbtier.engines.postgres import PostgresEngine
+    >>> from dbtier.engines.postgres.engine import PostgresEngine
     >>> placeholder_passwords(PostgresEngine()).app
     '<secret:app>'
     """

@@ -15,7 +15,7 @@ from dbtier.drills import network, preflight, scenarios
 from dbtier.drills.settings import DrillSettings, writer_route
 from dbtier.drills.verdict import Verdict, markdown_report, summary_row
 from dbtier.engines.base import get_engine
-from dbtier.engines.control_plane import rest_login
+from dbtier.engines.postgres.control_plane import rest_login
 from dbtier.errors import Refused
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec

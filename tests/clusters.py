@@ -128,7 +128,7 @@ def rest_request(spec: ClusterSpec, member: PgMember, method: str, path: str, ti
                  **kwargs: Any) -> Any:
     """One call to ``member``'s Patroni REST API as dbtier makes it (HTTPS verifying the cluster CA when TLS
     is on); the ``requests`` response."""
-    from dbtier.engines.control_plane import http_session
+    from dbtier.engines.postgres.control_plane import http_session
 
     with http_session(spec) as session:
         return session.request(method, f"{member.rest_url}{path}", timeout=timeout, **kwargs)

@@ -10,9 +10,9 @@ from datetime import datetime
 from collections.abc import Callable
 from typing import Any
 
-from dbtier.engines import pg_admin
-from dbtier.engines.pg_roles import literal
-from dbtier.engines.postgres import connect, fetch_cluster
+from dbtier.engines.postgres import pg_admin
+from dbtier.engines.postgres.pg_roles import literal
+from dbtier.engines.postgres.engine import connect, fetch_cluster
 from dbtier.errors import DbtierError
 from dbtier.health import role_holder
 from dbtier.providers.base import Provider

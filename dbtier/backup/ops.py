@@ -20,8 +20,8 @@ from dbtier.backup.archive import WAL_RE, ArchiverStats
 from dbtier.backup.catalog import Catalog, parse_info
 from dbtier.backup.pgbackrest import S3Target
 from dbtier.backup.settings import FsRepository
-from dbtier.engines.pg_roles import MONITORING_USER
-from dbtier.engines.postgres import connect, fetch_cluster
+from dbtier.engines.postgres.pg_roles import MONITORING_USER
+from dbtier.engines.postgres.engine import connect, fetch_cluster
 from dbtier.errors import BackupError, PreflightError, RestoreFailed
 from dbtier.procs import Service
 from dbtier.providers.base import Completed, Provider, Runner

@@ -12,9 +12,9 @@ from typing import Any
 
 from dbtier import bootstrap, procs
 from dbtier.engines.base import get_engine
-from dbtier.engines import patroni_rest
-from dbtier.engines.control_plane import Login
-from dbtier.engines.postgres import fetch_cluster
+from dbtier.engines.postgres import patroni_rest
+from dbtier.engines.postgres.control_plane import Login
+from dbtier.engines.postgres.engine import fetch_cluster
 from dbtier.errors import ControlPlaneError, DbtierError
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from dbtier.drills import faults, history, nft, writer
 from dbtier.drills.history import MemberHistory
 from dbtier.drills.verdict import Attempt, Evidence, Expectation
-from dbtier.engines import etcd
+from dbtier.engines.postgres import etcd
 from dbtier.errors import CommandFailed, DbtierError, Refused
 from dbtier.power import HostPower
 from dbtier.providers.base import Provider, RootRunner, get_provider

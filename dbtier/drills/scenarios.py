@@ -19,9 +19,9 @@ from dbtier.health import role_holder
 from dbtier.drills import faults, network, writer
 from dbtier.drills.settings import DrillSettings, quorum_loss_hold, writer_route
 from dbtier.drills.verdict import Attempt, Evidence, Expectation, Observed, Verdict, judge, old_primary_port
-from dbtier.engines import etcd
+from dbtier.engines.postgres import etcd
 from dbtier.engines.base import get_engine
-from dbtier.engines.control_plane import Login
+from dbtier.engines.postgres.control_plane import Login
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.providers.base import Provider, get_provider
 from dbtier.spec import ClusterSpec
@@ -394,7 +394,7 @@ def run(spec: ClusterSpec, scenario: str, settings: DrillSettings, password: str
         provider: Provider | None = None, rest_login: Login | None = None) -> DrillResult:
     """Run one scenario on a healthy cluster and return its verdict (the cluster is healthy again after).
     ``provider``: how to reach the members (the flows hand in theirs; default: the library's); ``rest_login``:
-    Patroni REST's login (:func:`dbtier.engines.control_plane.rest_login`), which a switchover needs."""
+    Patroni REST's login (:func:`dbtier.engines.postgres.control_plane.rest_login`), which a switchover needs."""
     if scenario not in SCENARIO_FUNCS:
         raise DbtierError(f"scenario: unknown {scenario!r}; choose one of {', '.join(SCENARIO_FUNCS)} or drill-all")
     get_engine(spec).wait_healthy(spec, settings.healthy_timeout_s)

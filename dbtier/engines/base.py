@@ -345,7 +345,7 @@ class Engine(ABC):
 def get_engine(spec: ClusterSpec) -> Engine:
     """The engine the spec names."""
     if spec.engine == "postgres":
-        from dbtier.engines.postgres import PostgresEngine
+        from dbtier.engines.postgres.engine import PostgresEngine
 
         return PostgresEngine()
     if spec.engine == "mongodb":

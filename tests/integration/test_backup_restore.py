@@ -27,8 +27,8 @@ from dbtier.backup.archive import wal_position
 from dbtier.backup.restore import derive_target
 from dbtier.drills import faults
 from dbtier.engines.base import get_engine
-from dbtier.engines.control_plane import rest_login
-from dbtier.engines.postgres import connect
+from dbtier.engines.postgres.control_plane import rest_login
+from dbtier.engines.postgres.engine import connect
 from dbtier.errors import DrillFailed, PreflightError, RestoreError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec

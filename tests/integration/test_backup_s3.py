@@ -19,7 +19,7 @@ from dbtier.backup import ops
 from dbtier.backup.restore import derive_target
 from dbtier.backup.s3 import backup_sizes, repository_size
 from dbtier.engines.base import get_engine
-from dbtier.engines.postgres import connect
+from dbtier.engines.postgres.engine import connect
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn

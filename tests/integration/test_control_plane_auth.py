@@ -26,9 +26,9 @@ from blocks.passwords import load_passwords
 from dbtier import bootstrap
 from dbtier.drills import faults
 from dbtier.drills.settings import DrillSettings
-from dbtier.engines import etcd_auth
+from dbtier.engines.postgres import etcd_auth
 from dbtier.engines.base import get_engine
-from dbtier.engines.control_plane import etcd_login, etcd_root_login, rest_login
+from dbtier.engines.postgres.control_plane import etcd_login, etcd_root_login, rest_login
 from dbtier.errors import ControlPlaneError, DbtierError
 from dbtier.health import role_holder
 from dbtier.providers.base import get_provider

@@ -24,7 +24,7 @@ from dbtier.health import role_holder
 from dbtier.drills import faults, scenarios
 from dbtier.drills.settings import DrillSettings
 from dbtier.engines.base import get_engine
-from dbtier.engines.control_plane import rest_login
+from dbtier.engines.postgres.control_plane import rest_login
 from dbtier.errors import DrillFailed
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec

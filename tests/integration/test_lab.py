@@ -175,7 +175,7 @@ def test_every_hosts_routes_and_the_virtual_ip_lead_to_the_leader(provisioned: s
 
     from blocks.passwords import load_passwords
     from dbtier.drills import faults
-    from dbtier.engines import pg_routes
+    from dbtier.engines.postgres import pg_routes
     from dbtier.routing import routed_dsn, routers
     from dbtier.spec import load_spec
     from dbtier.topology import pg_member

@@ -31,10 +31,10 @@ import requests
 
 from blocks.passwords import load_passwords
 from dbtier import certs
-from dbtier.engines import etcd_auth
-from dbtier.engines.control_plane import etcd_root_login
-from dbtier.engines.pg_roles import MONITORING_USER
-from dbtier.engines.postgres import connect
+from dbtier.engines.postgres import etcd_auth
+from dbtier.engines.postgres.control_plane import etcd_root_login
+from dbtier.engines.postgres.pg_roles import MONITORING_USER
+from dbtier.engines.postgres.engine import connect
 from dbtier.health import role_holder
 from dbtier.lab.lab import LabState
 from dbtier.spec import ClusterSpec, load_spec

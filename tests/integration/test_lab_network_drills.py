@@ -115,7 +115,7 @@ def test_in_asynchronous_mode_the_partitioned_primary_also_stops_first(
     (ttl): the window is 0 without synchronous replication too; the writes it acknowledged alone are counted."""
     from blocks.passwords import load_passwords
     from dbtier.drills import faults
-    from dbtier.engines.control_plane import rest_login
+    from dbtier.engines.postgres.control_plane import rest_login
     from dbtier.spec import load_spec
 
     spec = load_spec(provisioned)

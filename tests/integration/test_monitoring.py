@@ -31,8 +31,8 @@ import pytest
 
 from blocks.passwords import load_passwords
 from dbtier.engines.base import get_engine
-from dbtier.engines.patroni_config import SUPERUSER
-from dbtier.engines.postgres import connect
+from dbtier.engines.postgres.patroni_config import SUPERUSER
+from dbtier.engines.postgres.engine import connect
 from dbtier.errors import BackupError
 from dbtier.monitoring import run
 from dbtier.monitoring.alerts import alert_rules
@@ -230,7 +230,7 @@ def firing(spec: ClusterSpec, alert: str) -> list[dict[str, Any]]:
 
 def test_replicas_that_stop_streaming_fire_the_streaming_alert_and_status_says_so(monitored: dict[str, Any],
                                                                                     spec: ClusterSpec) -> None:
-    from dbtier.engines.patroni_config import REPLICATION_USER
+    from dbtier.engines.postgres.patroni_config import REPLICATION_USER
 
     passwords = load_passwords(spec)
 

@@ -32,9 +32,9 @@ from blocks.passwords import load_passwords
 from dbtier import bootstrap
 from dbtier.backup.restore import derive_target
 from dbtier.engines.base import get_engine
-from dbtier.engines.patroni_config import REPLICATION_USER, SUPERUSER
-from dbtier.engines.pg_roles import MONITORING_USER
-from dbtier.engines.postgres import connect
+from dbtier.engines.postgres.patroni_config import REPLICATION_USER, SUPERUSER
+from dbtier.engines.postgres.pg_roles import MONITORING_USER
+from dbtier.engines.postgres.engine import connect
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.topology import PgMember, client_dsn, pg_members

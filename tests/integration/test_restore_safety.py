@@ -32,7 +32,7 @@ from dbtier.backup.inplace import aside_path
 from dbtier.backup.restore import derive_target
 from dbtier.drills import faults
 from dbtier.engines.base import get_engine
-from dbtier.engines.postgres import connect
+from dbtier.engines.postgres.engine import connect
 from dbtier.providers.base import get_provider
 from dbtier.secrets import block_name, role_names
 from dbtier.spec import ClusterSpec

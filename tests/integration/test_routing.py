@@ -33,11 +33,11 @@ from blocks.passwords import load_passwords
 from dbtier import procs
 from dbtier.drills import faults
 from dbtier.drills.settings import DrillSettings
-from dbtier.engines import pg_routes
-from dbtier.engines.control_plane import rest_login
-from dbtier.engines.patroni_config import REPLICATION_USER, SUPERUSER
-from dbtier.engines.pg_roles import MONITORING_USER
-from dbtier.engines.pgbouncer_config import AUTH_USER, auth_file_path
+from dbtier.engines.postgres import pg_routes
+from dbtier.engines.postgres.control_plane import rest_login
+from dbtier.engines.postgres.patroni_config import REPLICATION_USER, SUPERUSER
+from dbtier.engines.postgres.pg_roles import MONITORING_USER
+from dbtier.engines.postgres.pgbouncer_config import AUTH_USER, auth_file_path
 from dbtier.health import role_holder
 from dbtier.providers.base import get_provider
 from dbtier.routing import bouncers, routed_dsn, routers

@@ -17,7 +17,7 @@ from dbtier import bootstrap
 from dbtier.backup.ops import BackupSecrets
 from dbtier.backup.pgbackrest import S3Target
 from dbtier.engines.mongodb.engine import MongoEngine, StepNotBuilt
-from dbtier.engines.postgres import PostgresEngine
+from dbtier.engines.postgres.engine import PostgresEngine
 from dbtier.errors import BackupError, PreflightError
 from dbtier.procs import Service
 from dbtier.providers.base import Completed, Provider, Runner

@@ -37,7 +37,7 @@ from dbtier.backup.pgbackrest import (
     restore_command,
 )
 from dbtier.backup.restore import derive_target, throwaway_spec, with_restore_from, without_restore_from
-from dbtier.engines.patroni_config import render_patroni_config
+from dbtier.engines.postgres.patroni_config import render_patroni_config
 from dbtier.errors import BackupError, RestoreError, SpecError
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec, build_spec

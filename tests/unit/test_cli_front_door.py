@@ -141,7 +141,7 @@ def test_password_refuses_a_role_the_engine_does_not_have(spec: str, role: str, 
 
 def test_the_password_help_names_every_engines_roles() -> None:
     from dbtier.engines.mongodb.engine import MONGODB_SECRETS
-    from dbtier.engines.postgres import POSTGRES_SECRETS
+    from dbtier.engines.postgres.engine import POSTGRES_SECRETS
 
     shown = " ".join(dbtier("password", "--help").stdout.split())
     assert all(f" {role.name}" in shown for role in (*POSTGRES_SECRETS, *MONGODB_SECRETS))

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from dbtier.engines import control_plane as cp
-from dbtier.engines.etcd_auth import permissions_of
-from dbtier.engines.patroni_config import render_patroni_config
+from dbtier.engines.postgres import control_plane as cp
+from dbtier.engines.postgres.etcd_auth import permissions_of
+from dbtier.engines.postgres.patroni_config import render_patroni_config
 from dbtier.secrets import Passwords
 from dbtier.spec import build_spec
 from dbtier.topology import pg_members

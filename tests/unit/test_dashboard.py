@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dbtier.engines.pgbouncer_exporter import MAXWAIT, POOLS, STATS
+from dbtier.engines.postgres.pgbouncer_exporter import MAXWAIT, POOLS, STATS
 from dbtier.monitoring.alerts import alert_rules
 from dbtier.monitoring.dashboard import DASHBOARD, dashboard_queries, load_dashboard, query_problems
 from dbtier.monitoring.metrics import METRICS

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from dbtier.certs import Sans, issue, make_ca
-from dbtier.engines import haproxy_config as hc
+from dbtier.engines.postgres import haproxy_config as hc
 from dbtier.routing import Router, routers
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.tls import tls_paths

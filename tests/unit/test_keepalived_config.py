@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from dbtier.backup.restore import derive_target, throwaway_spec
-from dbtier.engines import keepalived_config as kc
-from dbtier.engines.haproxy_config import render_haproxy_config
-from dbtier.engines.postgres import PostgresEngine
+from dbtier.engines.postgres import keepalived_config as kc
+from dbtier.engines.postgres.haproxy_config import render_haproxy_config
+from dbtier.engines.postgres.engine import PostgresEngine
 from dbtier.errors import SpecError
 from dbtier.routing import routed_dsn, router_addresses, routers
 from dbtier.spec import ClusterSpec, build_spec

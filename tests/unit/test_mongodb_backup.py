@@ -20,7 +20,7 @@ from dbtier.backup.pgbackrest import S3Target
 from dbtier.engines.mongodb import backup, dump
 from dbtier.engines.mongodb.config import MongoMember
 from dbtier.engines.mongodb.engine import members
-from dbtier.engines.postgres import PostgresEngine
+from dbtier.engines.postgres.engine import PostgresEngine
 from dbtier.errors import BackupError, CommandFailed
 from dbtier.providers.base import Completed, Provider, Runner
 from dbtier.spec import ClusterSpec

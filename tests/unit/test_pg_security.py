@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from dbtier.audit import AuditSettings, audit_parameters, merge_preload, preloads_pgaudit
-from dbtier.engines import pg_admin, pg_roles
-from dbtier.engines.patroni_config import pg_hba, postgresql_parameters, render_patroni_config
+from dbtier.engines.postgres import pg_admin, pg_roles
+from dbtier.engines.postgres.patroni_config import pg_hba, postgresql_parameters, render_patroni_config
 from dbtier.errors import SpecError
-from dbtier.engines.postgres import POSTGRES_SECRETS
+from dbtier.engines.postgres.engine import POSTGRES_SECRETS
 from dbtier.secrets import Passwords
 from dbtier.spec import AppDatabase, build_spec
 from dbtier.topology import pg_members

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from dbtier.engines import pgbouncer_config as pc
-from dbtier.engines.patroni_config import MEMBER_ONLY_ROLES
+from dbtier.engines.postgres import pgbouncer_config as pc
+from dbtier.engines.postgres.patroni_config import MEMBER_ONLY_ROLES
 from dbtier.routing import Bouncer, bouncers
 from dbtier.spec import AppDatabase, ClusterSpec, build_spec
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from dbtier.engines import pgbouncer_exporter as exp
+from dbtier.engines.postgres import pgbouncer_exporter as exp
 
 STATS_118 = {"database": "app", "total_xact_count": "12", "total_query_count": "30", "total_received": "4096",
              "total_sent": "8192", "total_xact_time": "1500000", "total_query_time": "900000", "total_wait_time": "250",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dbtier.engines.etcd import etcd_argv, judge_quorum
-from dbtier.engines.patroni_config import pg_hba, render_patroni_config
+from dbtier.engines.postgres.etcd import etcd_argv, judge_quorum
+from dbtier.engines.postgres.patroni_config import pg_hba, render_patroni_config
 from dbtier.procs import launch_argv
 from dbtier.secrets import Passwords, block_name
 from dbtier.spec import build_spec

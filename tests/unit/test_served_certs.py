@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from dbtier import certs
-from dbtier.engines.served_certs import Endpoint, served_certificate, wait_until_served
+from dbtier.engines.postgres.served_certs import Endpoint, served_certificate, wait_until_served
 from dbtier.errors import CertificateError
 
 NOW = datetime.datetime.now(datetime.timezone.utc)

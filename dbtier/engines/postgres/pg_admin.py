@@ -16,7 +16,7 @@ import secrets
 import uuid
 
 from dbtier.backup import pgbackrest
-from dbtier.engines.patroni_config import SUPERUSER
+from dbtier.engines.postgres.patroni_config import SUPERUSER
 from dbtier.errors import ProvisionError
 from dbtier.providers.base import Runner
 from dbtier.spec import ClusterSpec

@@ -40,7 +40,7 @@ def etcd_argv(spec: ClusterSpec, member: EtcdMember) -> list[str]:
 
 def tls_arguments(spec: ClusterSpec, member: EtcdMember) -> list[str]:
     """etcd's TLS: clients (Patroni, dbtier) verify the member's ``etcd`` certificate and log in with a
-    password (RBAC, :mod:`dbtier.engines.etcd_auth`); peers present their certificate to each other and each
+    password (RBAC, :mod:`dbtier.engines.postgres.etcd_auth`); peers present their certificate to each other and each
     checks it against the cluster CA. etcd reads its certificate files on every new connection, so new
     leaves of the same CA need no restart (a new CA does)."""
     if not spec.tls.enabled:
@@ -74,7 +74,7 @@ def member_states(spec: ClusterSpec) -> dict[str, str]:
     """Each etcd member's role as it reports it through etcd3gw: ``leader``, ``follower`` or ``down``."""
     from etcd3gw.client import Etcd3Client
 
-    from dbtier.engines.control_plane import http_session
+    from dbtier.engines.postgres.control_plane import http_session
 
     states: dict[str, str] = {}
     leaders: set[str] = set()

@@ -1,6 +1,6 @@
 """dbtier's one client of Patroni's REST API: health documents read without a login, unsafe calls with it.
 
-The URL scheme, the CA and a client certificate come from :func:`dbtier.engines.control_plane.client_settings`.
+The URL scheme, the CA and a client certificate come from :func:`dbtier.engines.postgres.control_plane.client_settings`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from dbtier.engines.control_plane import Login, client_settings, http_session, rest_base
+from dbtier.engines.postgres.control_plane import Login, client_settings, http_session, rest_base
 from dbtier.errors import ControlPlaneError
 from dbtier.secrets import block_name
 from dbtier.spec import ClusterSpec

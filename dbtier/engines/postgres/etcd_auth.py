@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from dbtier.engines.control_plane import (
+from dbtier.engines.postgres.control_plane import (
     Login,
     Permission,
     RbacPlan,

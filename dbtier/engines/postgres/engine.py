@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from dbtier.engines import etcd, etcd_auth, patroni_rest
+from dbtier.engines.postgres import etcd, etcd_auth, patroni_rest
 from dbtier.engines.base import ClusterStatus, Engine, HostPorts, ScrapeJob
 from dbtier.audit import PGAUDIT, preloads_pgaudit
-from dbtier.engines import pg_admin, pg_roles
+from dbtier.engines.postgres import pg_admin, pg_roles
 from dbtier import routing
-from dbtier.engines import haproxy_config, keepalived_config, pg_exporters, pg_routes, pgbouncer_config
-from dbtier.engines import pg_firewall
-from dbtier.engines.patroni_config import patroni_argv, render_patroni_config
+from dbtier.engines.postgres import haproxy_config, keepalived_config, pg_exporters, pg_routes, pgbouncer_config
+from dbtier.engines.postgres import pg_firewall
+from dbtier.engines.postgres.patroni_config import patroni_argv, render_patroni_config
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.health import Health, assess, member_rows, merge_live, role_holder
 from dbtier.procs import Service
@@ -516,16 +516,16 @@ class PostgresEngine(Engine):
                 "false; set tls.enabled: true (the default)")
 
     def stale_certificates(self, spec: ClusterSpec, provider: Provider | None = None) -> list[str]:
-        from dbtier.engines.pg_reload import stale
+        from dbtier.engines.postgres.pg_reload import stale
         from dbtier.providers.base import get_provider
 
         return stale(provider or get_provider(spec), spec)
 
     def reload_certificates(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> list[str]:
         """``pg_reload_conf()`` on each member over its socket, checked by ``pg_conf_load_time()``, Patroni's
-        ``POST /reload``, then every service's served certificate (see :mod:`dbtier.engines.pg_reload`)."""
-        from dbtier.engines.control_plane import rest_login
-        from dbtier.engines.pg_reload import reload_all
+        ``POST /reload``, then every service's served certificate (see :mod:`dbtier.engines.postgres.pg_reload`)."""
+        from dbtier.engines.postgres.control_plane import rest_login
+        from dbtier.engines.postgres.pg_reload import reload_all
         from dbtier.providers.base import get_provider
 
         from dbtier.bootstrap import reload_service

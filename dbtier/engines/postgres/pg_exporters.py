@@ -13,7 +13,7 @@ elsewhere), as the database OS user:
 Each listens on its host's address only and speaks plain HTTP (the Debian exporters' TLS is experimental); the
 host firewall lets only the controller and ``admin_networks`` reach those ports (:mod:`dbtier.firewall`).
 
-PgBouncer's exporter is dbtier's own (:mod:`dbtier.engines.pgbouncer_exporter`; Debian 12's fails on PgBouncer
+PgBouncer's exporter is dbtier's own (:mod:`dbtier.engines.postgres.pgbouncer_exporter`; Debian 12's fails on PgBouncer
 1.18): one process beside the monitoring stack, on ``monitoring.host:monitoring.exporters.pgbouncer``, which
 Prometheus asks for each PgBouncer in turn. It logs in to each console over the network, as clients do, as
 ``monitoring`` (a console stats user), over TLS verifying the cluster CA; the password is in a 0600 pgpass file
@@ -26,7 +26,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from dbtier.engines.pg_roles import MONITORING_USER
+from dbtier.engines.postgres.pg_roles import MONITORING_USER
 from dbtier.monitoring.stack import GO_ENV, node_exporter_flags
 from dbtier.procs import Service
 from dbtier.routing import bouncers
@@ -165,7 +165,7 @@ def bouncer_exporter_service(spec: ClusterSpec, root: str) -> list[Service]:
 
     >>> [s.argv[1:] for s in bouncer_exporter_service(ClusterSpec(routing={"enabled": True},
     ...                                               monitoring={"exporters": {"enabled": True}}), "/w/m")]
-    [['-m', 'dbtier.engines.pgbouncer_exporter', '--config=/w/m/pgbouncer-exporter.json', '--listen=127.0.0.1:9127']]
+    [['-m', 'dbtier.engines.postgres.pgbouncer_exporter', '--config=/w/m/pgbouncer-exporter.json', '--listen=127.0.0.1:9127']]
     """
     listen = bouncer_exporter(spec)
     if listen is None:
@@ -173,7 +173,7 @@ def bouncer_exporter_service(spec: ClusterSpec, root: str) -> list[Service]:
     config, _ = _bouncer_exporter_paths(root)
     marker = f"--config={config}"
     return [Service(name="pgbouncer-exporter", kind="pgbouncer-exporter", host=listen[0],
-                    argv=[sys.executable, "-m", "dbtier.engines.pgbouncer_exporter", marker, f"--listen={listen[0]}:{listen[1]}"],
+                    argv=[sys.executable, "-m", "dbtier.engines.postgres.pgbouncer_exporter", marker, f"--listen={listen[0]}:{listen[1]}"],
                     pidfile=f"{root}/pgbouncer-exporter.pid", logfile=f"{root}/pgbouncer-exporter.log", marker=marker,
                     ports=[("monitoring.exporters.pgbouncer", listen[1])])]
 

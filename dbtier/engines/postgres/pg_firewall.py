@@ -8,7 +8,7 @@ the router's stats page and the exporters are the control plane's.
 from __future__ import annotations
 
 from dbtier.engines.base import HostPorts
-from dbtier.engines.pg_exporters import exporters
+from dbtier.engines.postgres.pg_exporters import exporters
 from dbtier.routing import bouncers, listener_port, routers, served_routes
 from dbtier.spec import ClusterSpec
 from dbtier.topology import etcd_members, pg_members

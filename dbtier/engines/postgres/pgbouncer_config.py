@@ -27,8 +27,8 @@ never does.
 
 from __future__ import annotations
 
-from dbtier.engines.patroni_config import MEMBER_ONLY_ROLES, SUPERUSER
-from dbtier.engines.pg_roles import MONITORING_USER, QUIET_SESSION, RolePlan, ident, literal, upsert_role
+from dbtier.engines.postgres.patroni_config import MEMBER_ONLY_ROLES, SUPERUSER
+from dbtier.engines.postgres.pg_roles import MONITORING_USER, QUIET_SESSION, RolePlan, ident, literal, upsert_role
 from dbtier.routing import Bouncer
 from dbtier.spec import AppDatabase, ClusterSpec
 from dbtier.tls import tls_paths
@@ -110,7 +110,7 @@ def auth_setup_sql(app: AppDatabase) -> list[str]:
 
 
 def pooler_role_plan(app: AppDatabase, verifier: str, exists: bool) -> RolePlan:
-    """What provision adds to :func:`dbtier.engines.pg_roles.role_plan` when the pooler is on: the auth user
+    """What provision adds to :func:`dbtier.engines.postgres.pg_roles.role_plan` when the pooler is on: the auth user
     (its SCRAM ``verifier``, set with nothing logging it) and, in the app's database, the auth query's schema
     and function (:func:`auth_setup_sql`).
 
@@ -167,7 +167,7 @@ def stats_verifier(spec: ClusterSpec, password: str) -> str:
     """
     import hashlib
 
-    from dbtier.engines.pg_admin import scram_verifier
+    from dbtier.engines.postgres.pg_admin import scram_verifier
 
     return scram_verifier(password, hashlib.sha256(f"dbtier pgbouncer stats user of {spec.name}".encode()).digest()[:16])
 

@@ -1,7 +1,7 @@
 """dbtier's PgBouncer exporter: one process beside the monitoring stack that reads each PgBouncer's console for
 Prometheus, which scrapes ``/metrics?target=host:port`` once per PgBouncer (the multi-target pattern).
 
-    python -m dbtier.engines.pgbouncer_exporter --config FILE --listen HOST:PORT
+    python -m dbtier.engines.postgres.pgbouncer_exporter --config FILE --listen HOST:PORT
 
 It replaces Debian 12's ``prometheus-pgbouncer-exporter``, which stops on PgBouncer 1.18 (``KeyError:
 'total_requests'`` in SHOW STATS, measured): columns are read by name and a column a PgBouncer version does not
@@ -230,7 +230,7 @@ def make_handler(config: Config) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dbtier.engines.pgbouncer_exporter",
+    parser = argparse.ArgumentParser(prog="python -m dbtier.engines.postgres.pgbouncer_exporter",
                                      description="Serve each PgBouncer's console statistics to Prometheus.")
     parser.add_argument("--config", required=True, help="the JSON config dbtier writes (targets, pgpass file, TLS)")
     parser.add_argument("--listen", required=True, metavar="HOST:PORT", help="where Prometheus scrapes it")

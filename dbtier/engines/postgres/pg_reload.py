@@ -1,10 +1,10 @@
 """Reload every member's configuration and certificates in place (no restart, no failover), then prove it.
 
 PostgreSQL: ``pg_reload_conf()`` by the superuser's SQL on each member's own host over its socket
-(:func:`dbtier.engines.pg_admin.run_sql`), as provision's role work does. Patroni's REST API: ``POST /reload``
+(:func:`dbtier.engines.postgres.pg_admin.run_sql`), as provision's role work does. Patroni's REST API: ``POST /reload``
 with the REST login (it swaps its certificate when the serial changed). etcd: nothing (it reads its files at
 every handshake). Then every service must serve the certificate its member holds
-(:mod:`dbtier.engines.served_certs`).
+(:mod:`dbtier.engines.postgres.served_certs`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from dbtier.engines import patroni_rest
-from dbtier.engines.control_plane import Login
-from dbtier.engines.pg_admin import run_sql
-from dbtier.engines.served_certs import Endpoint, serial_of, served_certificate, wait_until_served
+from dbtier.engines.postgres import patroni_rest
+from dbtier.engines.postgres.control_plane import Login
+from dbtier.engines.postgres.pg_admin import run_sql
+from dbtier.engines.postgres.served_certs import Endpoint, serial_of, served_certificate, wait_until_served
 from dbtier.errors import CertificateError, ControlPlaneError, ProvisionError
 from dbtier.providers.base import Provider
 from dbtier.routing import bouncers, routers

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dbtier.engines.haproxy_config import ServerState, server_states
+from dbtier.engines.postgres.haproxy_config import ServerState, server_states
 from dbtier.errors import ClusterUnhealthy
 from dbtier.health import REPLICA_ROLES
 from dbtier.routing import Router, routed_dsn, routers, served_routes
@@ -123,7 +123,7 @@ def router_servers(spec: ClusterSpec, router: Router) -> list[ServerState] | str
     could not be read."""
     import requests
 
-    from dbtier.engines.control_plane import http_session
+    from dbtier.engines.postgres.control_plane import http_session
 
     scheme = "https" if spec.tls.enabled else "http"
     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 from dbtier.audit import audit_parameters
 from dbtier.backup import pgbackrest
-from dbtier.engines import control_plane
+from dbtier.engines.postgres import control_plane
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 from dbtier.tls import tls_paths
