@@ -118,8 +118,8 @@ def bring_up(spec: ClusterSpec, source: ClusterSpec | None = None) -> tuple[Clus
 
 def _summary(spec: ClusterSpec, rows: list[dict[str, Any]], leader: str | None, changed: bool) -> dict[str, Any]:
     engine = get_engine(spec)
-    return {"cluster": spec.name, "leader": leader, "changed": changed, "dsn": engine.dsn(spec, "direct"),
-            "dsns": engine.client_dsns(spec), "firewall": firewall_status(spec)}
+    return {"cluster": spec.name, "leader": leader, "changed": changed, "members": rows,
+            "dsn": engine.dsn(spec, "direct"), "dsns": engine.client_dsns(spec), "firewall": firewall_status(spec)}
 
 
 def main(argv: list[str] | None = None) -> int:
