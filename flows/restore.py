@@ -28,6 +28,7 @@ from blocks.lock import cluster_lock
 from blocks.loaders import PREFECT_LOADERS
 from dbtier.backup.ops import source_config_path
 from dbtier.backup.restore import DEFAULT_PORT_OFFSET, with_restore_from, without_restore_from
+from dbtier.engines.base import get_engine
 from dbtier.errors import DbtierError, RestoreFailed
 from dbtier.health import format_table
 from dbtier.providers.base import resolve_addresses
@@ -45,6 +46,7 @@ from tasks.restore import (
     choose_target_spec,
     drop_set_aside,
     plan_restore,
+    restore_after_bring_up,
     set_aside_data,
     settle_target,
     undo_failed_restore,
@@ -86,12 +88,16 @@ def _restore(source: ClusterSpec, target: str, into: str | None, port_offset: in
         set_aside_data(source)
     started = time.monotonic()
     progress.step()
+    restored: list[str] = []
     try:
         spec, status = bring_up(spec, source)
+        if get_engine(spec).restores_after_bring_up:  # MongoDB: the set came up empty; fill it now
+            restored = restore_after_bring_up(spec, source, target)
     except DbtierError as err:
         undone = undo_failed_restore(spec, in_place)
         raise RestoreFailed(f"restore of {source.name} into {spec.name} failed: {err.one_line()}; {undone}") from None
     elapsed = time.monotonic() - started
+    how = "; ".join(restored) or settled.sentence
     if in_place:
         drop_set_aside(source)
     progress.step()
@@ -101,14 +107,14 @@ def _restore(source: ClusterSpec, target: str, into: str | None, port_offset: in
     create_markdown_artifact(
         key=f"{spec.name}-restore",
         markdown=f"# Restore of {source.name} into {spec.name}\n\n- target: {plan.wanted.describe()}\n"
-        f"- from: {plan.served_by}\n- how: {settled.sentence}\n- source WAL: {flushed}\n"
+        f"- from: {plan.served_by}\n- how: {how}\n- source WAL: {flushed}\n"
         f"- healthy after: {elapsed:.1f} s\n- status: {status.health.sentence}\n- spec: `{saved}`\n"
         f"- DSN: `{client_dsn(spec)}`\n",
     )
     get_run_logger().info("%s", headline)
     progress.finish()
     return {"source": source.name, "cluster": spec.name, "target": plan.wanted.describe(), "from": plan.served_by,
-            "how": settled.sentence, "seconds": round(elapsed, 1), "spec": saved, "dsn": client_dsn(spec),
+            "how": how, "seconds": round(elapsed, 1), "spec": saved, "dsn": client_dsn(spec),
             "members": status.rows}
 
 

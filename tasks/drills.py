@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from prefect import get_run_logger, task
@@ -11,11 +12,10 @@ from prefect.cache_policies import NONE
 from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
 from dbtier import pictures, workdir
-from dbtier.drills import network, preflight, scenarios
-from dbtier.drills.settings import DrillSettings, writer_route
+from dbtier.drills import network, preflight
+from dbtier.drills.settings import DrillSettings
 from dbtier.drills.verdict import Verdict, markdown_report, summary_row
 from dbtier.engines.base import get_engine
-from dbtier.engines.postgres.control_plane import rest_login
 from dbtier.errors import Refused
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
@@ -61,16 +61,21 @@ def plan_drills(spec: ClusterSpec, names: list[str], single: bool) -> list[str]:
 @task(cache_policy=NONE, task_run_name="drill {scenario}")
 def run_drill(spec: ClusterSpec, scenario: str, settings: DrillSettings) -> Verdict:
     """Run one scenario (never retried: a drill breaks things on purpose) and return its verdict."""
-    passwords = load_passwords(spec)
-    get_run_logger().info("%s: the writer writes %s", scenario, writer_route(spec, settings)[1])
-    result = scenarios.run(spec, scenario, settings, passwords.app, provider=get_provider(spec, PREFECT_LOADERS),
-                           rest_login=rest_login(passwords))
+    passwords, engine = load_passwords(spec), get_engine(spec)
+    get_run_logger().info("%s: the writer writes %s", scenario, engine.drill_route(spec, settings))
+    result = engine.run_drill(get_provider(spec, PREFECT_LOADERS), spec, scenario, settings, passwords)
     logger = get_run_logger()
     logger.info("%s", result.verdict.sentence)
-    logger.info("evidence (verdict.json, writes.jsonl, timeline.png, lag.png) saved on this machine under %s",
+    logger.info("evidence (%s) saved on this machine under %s", ", ".join(evidence_files(result.report_dir)),
                 result.report_dir)
     publish_pictures(spec, scenario, result.report_dir)
     return result.verdict
+
+
+def evidence_files(report_dir: str) -> list[str]:
+    """The evidence files a drill left in ``report_dir``, in the order the log names them."""
+    names = ("verdict.json", "writes.jsonl", "timeline.png", "lag.png")
+    return [name for name in names if os.path.exists(os.path.join(report_dir, name))]
 
 
 def publish_pictures(spec: ClusterSpec, scenario: str, report_dir: str) -> None:

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from dbtier.errors import SpecError
 from dbtier.ports import DEFAULT_PORT_OFFSET
-from dbtier.spec import ClusterSpec, format_validation_error
+from dbtier.spec import ClusterSpec, engine_layout, format_validation_error
 
 __all__ = ["DEFAULT_PORT_OFFSET", "derive_target", "throwaway_spec", "with_restore_from", "without_restore_from"]
 
@@ -32,10 +32,31 @@ def derive_target(source: ClusterSpec, name: str, port_offset: int) -> ClusterSp
     """
     if name == source.name:
         raise SpecError(f"target name: {name!r} is the source's own name; pick another (or restore --in-place)")
-    ports = {field: port + port_offset for field, port in source.ports.model_dump().items()}
     # Its own routers on the moved ports, but never the source's virtual IP (one VRRP group, one address).
     routing = {**source.routing.model_dump(), "vip": None}
-    return _rebuild(source, name=name, ports=ports, restore_from=None, hosts_of=source.host_owner, routing=routing)
+    return _rebuild(source, name=name, **shifted_port_fields(source, port_offset), restore_from=None,
+                    hosts_of=source.host_owner, routing=routing)
+
+
+def shifted_port_fields(spec: ClusterSpec, offset: int) -> dict[str, Any]:
+    """The spec's sections that hold ports, every port moved by ``offset``: all of ``ports.*`` and the field the
+    spec's engine lays its ports out from (:func:`dbtier.spec.engine_layout`: ``ports``, ``mongodb.port``).
+
+    >>> shifted_port_fields(ClusterSpec(engine="mongodb"), 100)["mongodb"]["port"]
+    27117
+    >>> sorted(shifted_port_fields(ClusterSpec(), 100))
+    ['ports']
+    """
+    data = spec.model_dump(mode="json")
+    changed: dict[str, Any] = {}
+    for dotted in dict.fromkeys(["ports", engine_layout(spec).base]):
+        section, _, leaf = dotted.partition(".")
+        value = changed.get(section, data[section])
+        if leaf:
+            changed[section] = {**value, leaf: value[leaf] + offset}
+        else:
+            changed[section] = {field: port + offset for field, port in value.items()}
+    return changed
 
 
 def throwaway_spec(source: ClusterSpec) -> ClusterSpec:

@@ -24,7 +24,9 @@ from dbtier.tls import CertHolder
 if TYPE_CHECKING:
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.ops import BackupSecrets
+    from dbtier.drills.scenarios import DrillResult
     from dbtier.providers.base import Provider
+    from dbtier.spec import DrillSettings
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,18 @@ class Engine(ABC):
         primary and return a sentence; raise :class:`~dbtier.errors.RestoreFailed` naming why, fast when every
         member gave up, else after ``timeout``."""
 
+    #: How a restore reaches its target. False: the members start on the restored data during bring-up
+    #: (PostgreSQL: pgBackRest restores, :meth:`wait_for_restore` waits). True: bring-up starts an empty cluster
+    #: and the restore flow then calls :meth:`restore_after_bring_up` (MongoDB: mongorestore into the new set).
+    restores_after_bring_up: bool = False
+
+    def restore_after_bring_up(self, provider: Provider, target: ClusterSpec, source: ClusterSpec, target_text: str,
+                               secrets: BackupSecrets, passwords: Passwords) -> list[str]:
+        """When :attr:`restores_after_bring_up`: restore ``source``'s backup (``secrets``: its repositories') to
+        ``target_text`` into the healthy, empty ``target`` (``passwords``: the target's); sentences. Raise
+        :class:`~dbtier.errors.RestoreError`, one line naming the member or the field. By default nothing to do."""
+        return []
+
     def archiver_services(self, spec: ClusterSpec, secrets: BackupSecrets | None = None) -> list[Service]:
         """Archiving processes of the cluster's own, supervised like its members (bootstrap lists, stops and wipes
         them with the rest); by default none. Without ``secrets`` a service may lack what only the blocks know
@@ -340,6 +354,26 @@ class Engine(ABC):
                        secrets: BackupSecrets) -> None:
         """Remove from repository ``repo`` what retention no longer keeps: all but the newest ``keep_full`` fulls
         (and ``keep_diff`` differentials, where the engine has them)."""
+
+    # -- failover drills: the failover-drill flow's steps (PostgreSQL: dbtier.drills.scenarios; MongoDB: .drill) ----
+
+    @abstractmethod
+    def drill_scenarios(self, spec: ClusterSpec) -> tuple[str, ...]:
+        """The failover drills the engine runs, in the order ``drill-all`` runs them (each leaves the cluster
+        healthy); the command line refuses any other name for this engine in one line."""
+
+    @abstractmethod
+    def drill_route(self, spec: ClusterSpec, settings: DrillSettings) -> str:
+        """How the drill writer reaches the primary, as the drill's log says it (``through the replica set's
+        URI``); a route the spec cannot give is refused here, one line naming the field (``drills.via``)."""
+
+    @abstractmethod
+    def run_drill(self, provider: Provider, spec: ClusterSpec, scenario: str, settings: DrillSettings,
+                  passwords: Passwords) -> DrillResult:
+        """Run ``scenario`` (one of :meth:`drill_scenarios`) on the healthy cluster under a real write load and
+        return its verdict and where its evidence is (verdict.json and the writer's log ``writes.jsonl``, in
+        :func:`dbtier.workdir.drill_dir` on this machine). Every fault is undone before it returns, also when a
+        wait fails; the cluster is healthy again after. Never retried: a drill breaks things on purpose."""
 
 
 def get_engine(spec: ClusterSpec) -> Engine:

@@ -16,7 +16,7 @@ import pytest
 from dbtier import bootstrap
 from dbtier.backup.ops import BackupSecrets
 from dbtier.backup.pgbackrest import S3Target
-from dbtier.engines.mongodb.engine import MongoEngine, StepNotBuilt
+from dbtier.engines.mongodb.engine import MongoEngine
 from dbtier.engines.postgres.engine import PostgresEngine
 from dbtier.errors import BackupError, PreflightError
 from dbtier.procs import Service
@@ -171,15 +171,6 @@ def test_configure_archiving_writes_0600_files_and_the_password_only_in_the_uri_
     assert ("/d/orders/mongo0/oplog-archiver", 0o700) in runner.dirs
     if not s3:
         assert ("/d/backups/oplog/orders/mongo0/", 0o700) in runner.dirs
-
-
-def test_a_restore_and_waiting_for_one_are_not_built_for_mongodb() -> None:
-    engine, provider = MongoEngine(), RecordingProvider()
-    with pytest.raises(StepNotBuilt, match="restore"):
-        engine.configure_archiving(provider, mongo(), BackupSecrets(), PASSWORDS, source=mongo())
-    with pytest.raises(StepNotBuilt, match="restore"):
-        engine.wait_for_restore(provider, mongo(), 1.0)
-    assert provider.runners == {} or not provider.runners["127.0.0.1"].writes
 
 
 def test_an_earlier_clusters_slices_are_refused_in_one_line() -> None:

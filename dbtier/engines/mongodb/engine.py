@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.ops import BackupSecrets
+    from dbtier.drills.scenarios import DrillResult
     from dbtier.providers.base import Provider
+    from dbtier.spec import DrillSettings
 
 #: The primary's priority; every other member has 1, so member 0 is preferred while it is healthy.
 FIRST_PRIORITY = 2.0
@@ -272,13 +274,12 @@ class MongoEngine(Engine):
                             source_secrets: BackupSecrets | None = None) -> list[str]:
         """Each member's archiver files (:func:`.archiving.archiver_files`: its URI file with root's password,
         ``passwords.superuser``, and the S3 credentials file for an S3 repository) written 0600 in its owner-only
-        directory, and its archive's directory in an fs repository. A restore (``source``) is not built yet."""
+        directory, and its archive's directory in an fs repository. With ``source`` (a restore) the same: these are
+        the NEW set's own archivers; the restore itself runs after bring-up (:meth:`restore_after_bring_up`)."""
         from dbtier.backup.pgbackrest import fs_repo_path
         from dbtier.backup.settings import FsRepository
         from dbtier.engines.mongodb import archiving
 
-        if source is not None:
-            not_built(f"restore from cluster {source.name}'s backup")
         repo, said = archiving.repository(spec, 1), []
         for m in members(spec):
             runner = provider.runner(spec, m.host)
@@ -299,7 +300,19 @@ class MongoEngine(Engine):
         return [ensure_running(provider, spec, _archiver(spec, m, secrets, startable=True)) for m in members(spec)]
 
     def wait_for_restore(self, provider: Provider, spec: ClusterSpec, timeout: float) -> str:
-        not_built("restore from a backup")
+        """Nothing to wait for: the new set starts empty; the restore runs after bring-up."""
+        return f"{spec.name}: the replica set starts empty; the restore runs once it is up and its users exist"
+
+    #: bring-up starts the new set empty (initiated, users made); mongorestore fills it afterwards.
+    restores_after_bring_up = True
+
+    def restore_after_bring_up(self, provider: Provider, target: ClusterSpec, source: ClusterSpec, target_text: str,
+                               secrets: BackupSecrets, passwords: Passwords) -> list[str]:
+        """``source``'s dump and archived oplog replayed to ``target_text`` into ``target``
+        (:func:`.restore.restore_to_target`)."""
+        from dbtier.engines.mongodb import restore
+
+        return restore.restore_to_target(provider, target, source, target_text, secrets, passwords)
 
     # -- backups: mongodump into each repository (:mod:`.backup`) -----------------------------------------------
 
@@ -348,6 +361,24 @@ class MongoEngine(Engine):
 
         backup.expire(provider, spec, repo, keep_full, secrets)
 
+    # -- failover drills: :mod:`.drill` over :mod:`.faults` and :mod:`.drill_writer` ---------------------------
+
+    def drill_scenarios(self, spec: ClusterSpec) -> tuple[str, ...]:
+        """crash, freeze, stepdown and secondary-loss (:data:`.faults.SCENARIOS`)."""
+        from dbtier.engines.mongodb.faults import SCENARIOS
+
+        return tuple(SCENARIOS)
+
+    def drill_route(self, spec: ClusterSpec, settings: DrillSettings) -> str:
+        """The replica set's write URI (no router; ``drills.via`` has nothing to choose)."""
+        return "through the replica set's URI (direct to the members, w: majority)"
+
+    def run_drill(self, provider: Provider, spec: ClusterSpec, scenario: str, settings: DrillSettings,
+                  passwords: Passwords) -> DrillResult:
+        """The runbook of :func:`.drill.run`: the writer as the application user, the status and step-down as root."""
+        from dbtier.engines.mongodb import drill
+
+        return drill.run(provider, spec, scenario, settings, passwords)
 
 
 def _ca_file(spec: ClusterSpec) -> str | None:

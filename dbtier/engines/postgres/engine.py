@@ -29,6 +29,8 @@ from dbtier.topology import PgMember, client_dsn, conninfo, etcd_members, pg_mem
 if TYPE_CHECKING:
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.ops import BackupSecrets
+    from dbtier.drills.scenarios import DrillResult
+    from dbtier.spec import DrillSettings
 
 
 #: The libraries the server loaded at start (a row of :func:`pg_admin.run_sql`).
@@ -502,6 +504,9 @@ class PostgresEngine(Engine):
 
         return ops.wait_for_restore(provider, spec, timeout)
 
+    #: pgBackRest restores during bring-up (Patroni's custom bootstrap): nothing is left to do after it.
+    restores_after_bring_up = False
+
     def transport_problem(self, spec: ClusterSpec) -> str | None:
         """A running Patroni that answers in the other scheme than the spec's: a cluster provisioned before TLS
         was on (or one whose spec turned it off), which provision must not rewrite under it."""
@@ -537,6 +542,29 @@ class PostgresEngine(Engine):
             return [sentence for sentence in said if sentence]
 
         return reload_all(where, spec, rest_login(passwords), reload_routing=reload_routing)
+
+    # -- failover drills: :mod:`dbtier.drills.scenarios` --------------------------------------------------------
+
+    def drill_scenarios(self, spec: ClusterSpec) -> tuple[str, ...]:
+        """:data:`dbtier.drills.settings.SCENARIOS` (the network and host drills last)."""
+        from dbtier.drills.settings import SCENARIOS
+
+        return SCENARIOS
+
+    def drill_route(self, spec: ClusterSpec, settings: DrillSettings) -> str:
+        """The first router's rw route or the multi-host DSN (:func:`dbtier.drills.settings.writer_route`)."""
+        from dbtier.drills.settings import writer_route
+
+        return writer_route(spec, settings)[1]
+
+    def run_drill(self, provider: Provider, spec: ClusterSpec, scenario: str, settings: DrillSettings,
+                  passwords: Passwords) -> DrillResult:
+        """:func:`dbtier.drills.scenarios.run` with the application's password and Patroni REST's login."""
+        from dbtier.drills import scenarios
+        from dbtier.engines.postgres.control_plane import rest_login
+
+        return scenarios.run(spec, scenario, settings, passwords.app, provider=provider,
+                             rest_login=rest_login(passwords))
 
     def _wait_for_row(self, spec: ClusterSpec, member: PgMember, passwords: Passwords, token: str, deadline: float) -> None:
         info = conninfo(spec, member.host, member.pg_port, spec.app.user, spec.app.database)
