@@ -72,14 +72,11 @@ def unit_name(cluster: str) -> str:
 
 
 def host_ports(spec: ClusterSpec, host: str) -> HostPorts:
-    """The cluster's ports on ``host``, as its engine says.
+    """The cluster's ports on ``host``, as its engine says (:meth:`Engine.firewall_ports`; PostgreSQL's are in
+    :mod:`dbtier.engines.postgres.pg_firewall`).
 
-    >>> host_ports(ClusterSpec(), "127.0.0.1")
-    HostPorts(clients=(5432, 5433, 5434), control=(2379, 2380, 2381, 2382, 2383, 2384, 8008, 8009, 8010, 9187, 9188, 9189))
-    >>> host_ports(ClusterSpec(routing={"enabled": True}), "127.0.0.1").clients
-    (5000, 5001, 5002, 5003, 5004, 5432, 5433, 5434, 6432, 6433, 6434)
-    >>> host_ports(ClusterSpec(), "10.0.0.9").every
-    ()
+    >>> host_ports(ClusterSpec(engine="mongodb"), "127.0.0.1")
+    HostPorts(clients=(27017, 27018, 27019), control=())
     >>> host_ports(ClusterSpec(engine="mongodb"), "127.0.0.1")
     HostPorts(clients=(27017, 27018, 27019), control=())
     """

@@ -142,14 +142,14 @@ def start_writer(argv: list[str], password: str, stderr_path: str) -> subprocess
                                 stdout=subprocess.DEVNULL, stderr=err)
 
 
-def stop_writer(proc: subprocess.Popen[bytes], stderr_path: str, timeout: float = 10.0) -> str:
-    """Stop the writer we started (SIGTERM, then SIGKILL) and say how it ended."""
+def stop_writer(proc: subprocess.Popen[bytes], stderr_path: str, timeout: float = 10.0, name: str = "writer") -> str:
+    """Stop the writer we started, by its pid (SIGTERM, then SIGKILL), and say how it ended."""
     from dbtier.procs import stop_child  # here: the writer process itself does not need it
 
     stop_child(proc, timeout)
     err = Path(stderr_path).read_text(errors="replace").strip().splitlines() if Path(stderr_path).exists() else []
     tail = f"; last stderr line: {err[-1]}" if err else ""
-    return f"writer (pid {proc.pid}) stopped with exit code {proc.returncode}{tail}"
+    return f"{name} (pid {proc.pid}) stopped with exit code {proc.returncode}{tail}"
 
 
 def read_attempts(log: str) -> list[Attempt]:

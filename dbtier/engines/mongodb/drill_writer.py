@@ -284,12 +284,9 @@ def start_writer(argv: list[str], stderr_path: str) -> subprocess.Popen[bytes]:
 
 def stop_writer(proc: subprocess.Popen[bytes], stderr_path: str, timeout: float = 10.0) -> str:
     """Stop the writer we started, by its pid (SIGTERM, then SIGKILL), and say how it ended."""
-    from dbtier.procs import stop_child
+    from dbtier.drills.writer import stop_writer as stop_drill_writer
 
-    stop_child(proc, timeout)
-    err = Path(stderr_path).read_text(errors="replace").strip().splitlines() if Path(stderr_path).exists() else []
-    tail = f"; last stderr line: {err[-1]}" if err else ""
-    return f"MongoDB drill writer (pid {proc.pid}) stopped with exit code {proc.returncode}{tail}"
+    return stop_drill_writer(proc, stderr_path, timeout, name="MongoDB drill writer")
 
 
 def present_ids(client: MongoClient[Any], drill: str, database: str | None = None, member: str = "the replica set")\
