@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from dbtier import pictures, workdir
 from dbtier.health import role_holder
 from dbtier.drills import faults, network, writer
+from dbtier.drills.undo import Pending, undo_all
 from dbtier.drills.settings import DrillSettings, quorum_loss_hold, writer_route
 from dbtier.drills.verdict import Attempt, Evidence, Expectation, Observed, Verdict, judge, old_primary_port
 from dbtier.engines.postgres import etcd
@@ -56,7 +57,7 @@ class Drill:
         self.lags: list[tuple[float, dict[str, int]]] = []  # each replica's lag, as Patroni's /cluster says
         self.notes: list[str] = []
         self.problems: list[str] = []
-        self._undo: list[tuple[str, Callable[[], str]]] = []
+        self._undo: Pending = []
         self._seen: tuple[str | None, object, str | None] | None = None
         self.writer_dsn, self.via = writer_route(spec, settings)  # drills.via: refused here, before any fault
         self.zero_loss = faults.synchronous_mode(spec)
@@ -125,15 +126,7 @@ class Drill:
 
     def restore(self) -> float:
         """Undo every fault still pending, last first; return when the restore started."""
-        moment = time.time()
-        while self._undo:
-            what, action = self._undo.pop()
-            self.note(f"restore: {what}")
-            try:
-                self.notes.append(action())
-            except DbtierError as err:
-                self.problems.append(f"restore failed ({what}): {err.one_line()}")
-        return moment
+        return undo_all(self._undo, self.note, self.notes, self.problems, "restore")
 
     # -- waiting and watching -------------------------------------------------------------------
 

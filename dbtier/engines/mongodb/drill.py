@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dbtier import workdir
 from dbtier.drills.scenarios import DrillResult
+from dbtier.drills.undo import Pending, undo_all
 from dbtier.drills.verdict import Observed, judge, lost_ids
 from dbtier.drills.writer import read_attempts
 from dbtier.engines.mongodb import drill_writer, faults, rs
@@ -92,7 +93,7 @@ class MongoDrill:
     events: list[tuple[float, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    pending: list[tuple[str, Callable[[], str]]] = field(default_factory=list)
+    pending: Pending = field(default_factory=list)
 
     @property
     def log(self) -> str:
@@ -222,15 +223,7 @@ def hold(drill: MongoDrill, seconds: float) -> None:
 
 def undo(drill: MongoDrill) -> float:
     """Undo every fault still in place, last first; return when the undo started."""
-    moment = time.time()
-    while drill.pending:
-        what, action = drill.pending.pop()
-        drill.note(f"undo: {what}")
-        try:
-            drill.notes.append(action())
-        except DbtierError as err:
-            drill.problems.append(f"undo failed ({what}): {err.one_line()}")
-    return moment
+    return undo_all(drill.pending, drill.note, drill.notes, drill.problems)
 
 
 def wait_rejoined(drill: MongoDrill, member: MongoMember, since: float) -> float | None:
