@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
-from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,26 +20,18 @@ from dbtier.engines.mongodb.config import MongoMember
 from dbtier.engines.mongodb.engine import members
 from dbtier.engines.postgres.engine import PostgresEngine
 from dbtier.errors import BackupError, CommandFailed
-from dbtier.providers.base import Completed, Provider, Runner
+from dbtier.providers.base import Completed, Provider
 from dbtier.spec import ClusterSpec
-from dbtier.supervisors import Supervisor
+from tests import file_hosts
 
 PASSWORD = "r00t-p@ss/w:rd"
 AT = datetime(2026, 11, 26, 1, 2, 3, tzinfo=timezone.utc)
 
 
-class FileRunner(Runner):
+class FileRunner(file_hosts.FileRunner):
     """A host whose files are the real ones (tmp_path); mongodump writes a small gzip where argv says."""
 
-    def __init__(self, host: str, fail: str | None = None) -> None:
-        self.host, self.fail = host, fail
-        self.commands: list[list[str]] = []
-        self.modes: dict[str, int] = {}
-
-    def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120,
-            check: bool = True) -> Completed:
-        argv = list(argv)
-        self.commands.append(argv)
+    def answer(self, argv: list[str]) -> Completed:
         if argv[0].endswith("mongodump"):
             if self.fail:
                 raise CommandFailed(argv, 1, "", f"progress\n{self.fail}\n")
@@ -57,46 +47,11 @@ class FileRunner(Runner):
             except (OSError, EOFError):
                 return Completed(argv, 1, "", "not in gzip format")
             return Completed(argv, 0, "", "")
-        raise AssertionError(f"unexpected command {argv}")
-
-    def read_file(self, path: str) -> bytes | None:
-        return Path(path).read_bytes() if os.path.isfile(path) else None
-
-    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        Path(path).write_bytes(data)
-        self.modes[path] = mode
-
-    def make_dirs(self, path: str, mode: int = 0o700) -> None:
-        os.makedirs(path, mode, exist_ok=True)
-
-    def list_dir(self, path: str) -> list[str] | None:
-        return sorted(os.listdir(path)) if os.path.isdir(path) else None
-
-    def remove_tree(self, path: str) -> None:
-        shutil.rmtree(path, ignore_errors=True)
-
-    def rename(self, path: str, new_path: str) -> None:
-        os.rename(path, new_path)
-
-    def port_in_use(self, port: int) -> bool:
-        return False
+        return super().answer(argv)
 
 
-class FileProvider(Provider):
-    name = "local"
-
-    def __init__(self, fail: str | None = None) -> None:
-        self.runners: dict[str, FileRunner] = {}
-        self.fail = fail
-
-    def runner(self, spec: ClusterSpec, host: str) -> FileRunner:
-        return self.runners.setdefault(host, FileRunner(host, self.fail))
-
-    def check_host(self, spec: ClusterSpec, host: str) -> list[str]:
-        return []
-
-    def supervisor(self, spec: ClusterSpec, host: str) -> Supervisor:
-        raise AssertionError("nothing is supervised")
+class FileProvider(file_hosts.FileProvider):
+    runner_class = FileRunner
 
 
 def mongo(tmp_path: Path, repositories: list[dict[str, Any]] | None = None, **extra: Any) -> ClusterSpec:

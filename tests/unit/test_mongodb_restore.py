@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
-from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,10 @@ from dbtier.engines.mongodb.oplog import SliceRecord, encode_slice, index_json, 
 from dbtier.engines.mongodb.restore import choose_archive, restore_to_target
 from dbtier.engines.postgres.engine import PostgresEngine
 from dbtier.errors import CommandFailed, RestoreError
-from dbtier.providers.base import Completed, Provider, Runner
+from dbtier.providers.base import Completed
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
-from dbtier.supervisors import Supervisor
+from tests import file_hosts
 
 ROOT_PASSWORD = "n3w-r00t/p@ss:word"
 PASSWORDS = Passwords(superuser=ROOT_PASSWORD, app="app-pw", keyfile="k3yfile")
@@ -95,21 +93,16 @@ def test_the_restore_argv_names_root_and_its_config_file_never_the_password(
 # -- a fake host whose files are real --------------------------------------------------------------
 
 
-class FileRunner(Runner):
+class FileRunner(file_hosts.FileRunner):
     """Runs nothing: mongodump writes a small gzip; mongorestore records its argv, the tool config it found (and
     its mode), and the replay file it would read."""
 
     def __init__(self, host: str, fail: str | None = None) -> None:
-        self.host, self.fail = host, fail
-        self.commands: list[list[str]] = []
-        self.modes: dict[str, int] = {}
+        super().__init__(host, fail)
         self.configs: list[tuple[bytes, int]] = []
         self.replayed: list[bytes] = []
 
-    def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120,
-            check: bool = True) -> Completed:
-        argv = list(argv)
-        self.commands.append(argv)
+    def answer(self, argv: list[str]) -> Completed:
         option = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv[1:] if "=" in a}
         if argv[0].endswith("mongodump"):
             Path(option["--archive"]).write_bytes(gzip.compress(b"dump of the set"))
@@ -125,46 +118,11 @@ class FileRunner(Runner):
             if self.fail:
                 raise CommandFailed(argv, 1, "", f"2026-11-26T01:02:03 preparing\n{self.fail}\n")
             return Completed(argv, 0, "", "")
-        raise AssertionError(f"unexpected command {argv}")
-
-    def read_file(self, path: str) -> bytes | None:
-        return Path(path).read_bytes() if os.path.isfile(path) else None
-
-    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        Path(path).write_bytes(data)
-        self.modes[path] = mode
-
-    def make_dirs(self, path: str, mode: int = 0o700) -> None:
-        os.makedirs(path, mode, exist_ok=True)
-
-    def list_dir(self, path: str) -> list[str] | None:
-        return sorted(os.listdir(path)) if os.path.isdir(path) else None
-
-    def remove_tree(self, path: str) -> None:
-        shutil.rmtree(path, ignore_errors=True)
-
-    def rename(self, path: str, new_path: str) -> None:
-        os.rename(path, new_path)
-
-    def port_in_use(self, port: int) -> bool:
-        return False
+        return super().answer(argv)
 
 
-class FileProvider(Provider):
-    name = "local"
-
-    def __init__(self, fail: str | None = None) -> None:
-        self.runners: dict[str, FileRunner] = {}
-        self.fail = fail
-
-    def runner(self, spec: ClusterSpec, host: str) -> FileRunner:
-        return self.runners.setdefault(host, FileRunner(host, self.fail))
-
-    def check_host(self, spec: ClusterSpec, host: str) -> list[str]:
-        return []
-
-    def supervisor(self, spec: ClusterSpec, host: str) -> Supervisor:
-        raise AssertionError("nothing is supervised")
+class FileProvider(file_hosts.FileProvider):
+    runner_class = FileRunner
 
 
 def source_spec(tmp_path: Path, **extra: Any) -> ClusterSpec:
@@ -218,7 +176,9 @@ def source_with_dump_and_archives(tmp_path: Path) -> tuple[ClusterSpec, FileProv
 def run_restore(source: ClusterSpec, provider: FileProvider, target: str) -> tuple[list[str], FileRunner]:
     spec = target_of(source)
     said = restore_to_target(provider, spec, source, target, BackupSecrets(), PASSWORDS, primary=members(spec)[0])
-    return said, provider.runner(spec, "127.0.0.1")
+    runner = provider.runner(spec, "127.0.0.1")
+    assert isinstance(runner, FileRunner)
+    return said, runner
 
 
 def restore_argv(spec: ClusterSpec) -> tuple[str, str, str]:
