@@ -8,6 +8,7 @@ becomes one line naming the field and what is allowed.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -878,13 +879,66 @@ def format_validation_error(err: ValidationError) -> str:
     return "; ".join(problems)
 
 
+#: The settings each engine owns (dotted spec fields): a spec of the other engine that sets one to anything but its
+#: default is refused (:func:`foreign_engine_setting`), so no value is silently ignored.
+ENGINE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "postgres": ("ports", "patroni", "synchronous_mode", "postgresql_parameters", "etcd_members", "audit",
+                 "binaries.patroni", "binaries.etcd", "binaries.pg_bin_dir", "binaries.pgbackrest", "binaries.haproxy",
+                 "binaries.pgbouncer", "binaries.keepalived", "binaries.postgres_exporter"),
+    "mongodb": ("mongodb", "binaries.mongod", "binaries.mongodump", "binaries.mongorestore"),
+}
+
+#: What a spec of the other engine uses instead, where it has an equivalent.
+_INSTEAD = {("postgres", "mongodb"): {"ports": "member i's mongod listens on mongodb.port + i",
+                                      "patroni": "the replica set elects by itself: mongodb.election_timeout_ms"}}
+
+
+def _dotted(spec: ClusterSpec, dotted: str) -> Any:
+    value: Any = spec
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def foreign_engine_setting(spec: ClusterSpec) -> str | None:
+    """The one-line refusal of a setting that belongs to the other engine, set away from its default; None when
+    every setting belongs to the spec's engine.
+
+    >>> foreign_engine_setting(ClusterSpec(engine="mongodb", ports={"postgres": 6432}))
+    "ports: belongs to engine postgres, and this spec's engine is mongodb; remove it (member i's mongod listens on mongodb.port + i)"
+    >>> foreign_engine_setting(ClusterSpec(binaries={"mongod": "/opt/mongod"}))
+    "binaries.mongod: belongs to engine mongodb, and this spec's engine is postgres; remove it, or set engine: mongodb"
+    >>> foreign_engine_setting(ClusterSpec(engine="mongodb", mongodb={"port": 28017})) is None
+    True
+    """
+    defaults = _default_spec()
+    for owner, settings in ENGINE_SETTINGS.items():
+        if owner == spec.engine:
+            continue
+        for dotted in settings:
+            if _dotted(spec, dotted) != _dotted(defaults, dotted):
+                instead = _INSTEAD.get((owner, spec.engine), {}).get(dotted)
+                fix = f" ({instead})" if instead else f", or set engine: {owner}"
+                return f"{dotted}: belongs to engine {owner}, and this spec's engine is {spec.engine}; remove it{fix}"
+    return None
+
+
+@functools.cache
+def _default_spec() -> ClusterSpec:
+    return ClusterSpec()
+
+
 def build_spec(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> ClusterSpec:
     """Validate layered data into a spec, or raise a one-line :class:`SpecError`."""
     layered = apply_env_overrides(data, os.environ if environ is None else environ)
     try:
-        return ClusterSpec.model_validate(layered)
+        spec = ClusterSpec.model_validate(layered)
     except ValidationError as err:
         raise SpecError(f"invalid cluster spec: {format_validation_error(err)}") from None
+    foreign = foreign_engine_setting(spec)
+    if foreign:
+        raise SpecError(f"invalid cluster spec: {foreign}")
+    return spec
 
 
 def load_spec(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> ClusterSpec:

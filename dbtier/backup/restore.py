@@ -39,24 +39,20 @@ def derive_target(source: ClusterSpec, name: str, port_offset: int) -> ClusterSp
 
 
 def shifted_port_fields(spec: ClusterSpec, offset: int) -> dict[str, Any]:
-    """The spec's sections that hold ports, every port moved by ``offset``: all of ``ports.*`` and the field the
-    spec's engine lays its ports out from (:func:`dbtier.spec.engine_layout`: ``ports``, ``mongodb.port``).
+    """The spec's section that holds its engine's ports, every port moved by ``offset``: the field the spec's engine
+    lays its ports out from (:func:`dbtier.spec.engine_layout`: all of ``ports.*``, or ``mongodb.port``). The other
+    engine's settings stay at their defaults (a saved copy must load: :func:`dbtier.spec.foreign_engine_setting`).
 
-    >>> shifted_port_fields(ClusterSpec(engine="mongodb"), 100)["mongodb"]["port"]
-    27117
-    >>> sorted(shifted_port_fields(ClusterSpec(), 100))
-    ['ports']
+    >>> shifted_port_fields(ClusterSpec(engine="mongodb"), 100)
+    {'mongodb': {'replset': 'rs0', 'port': 27117, 'election_timeout_ms': 10000, 'oplog_size_mb': None, 'oplog_slice_s': 60, 'max_lag_s': 30}}
+    >>> shifted_port_fields(ClusterSpec(), 100)["ports"]["postgres"]
+    5532
     """
-    data = spec.model_dump(mode="json")
-    changed: dict[str, Any] = {}
-    for dotted in dict.fromkeys(["ports", engine_layout(spec).base]):
-        section, _, leaf = dotted.partition(".")
-        value = changed.get(section, data[section])
-        if leaf:
-            changed[section] = {**value, leaf: value[leaf] + offset}
-        else:
-            changed[section] = {field: port + offset for field, port in value.items()}
-    return changed
+    section, _, leaf = engine_layout(spec).base.partition(".")
+    value = spec.model_dump(mode="json")[section]
+    if leaf:
+        return {section: {**value, leaf: value[leaf] + offset}}
+    return {section: {field: port + offset for field, port in value.items()}}
 
 
 def throwaway_spec(source: ClusterSpec) -> ClusterSpec:

@@ -275,7 +275,7 @@ def test_only_mongodb_restores_after_bring_up(tmp_path: Path) -> None:
     ("postgres", "ports.etcd", 2379, 2479),
     ("postgres", "mongodb.port", 27017, 27017),  # not postgres's: left as it is
     ("mongodb", "mongodb.port", 27017, 27117),
-    ("mongodb", "ports.postgres", 5432, 5532),
+    ("mongodb", "ports.postgres", 5432, 5432),  # not mongodb's: left at its default, so the saved copy loads
 ])
 def test_derive_target_moves_the_engines_ports_by_the_offset(engine: str, field: str, before: int,
                                                              after: int) -> None:

@@ -44,9 +44,6 @@ def mongo(**fields: Any) -> dict[str, Any]:
         pytest.param(mongo(members=3, mongodb={"port": 28017}),
                      [("mongodb.port (member 0)", 28017), ("mongodb.port (member 1)", 28018),
                       ("mongodb.port (member 2)", 28019)], id="mongodb-three-members"),
-        pytest.param(mongo(members=3, etcd_members=3, ports={"postgres": 27018}),
-                     [("mongodb.port (member 0)", 27017), ("mongodb.port (member 1)", 27018),
-                      ("mongodb.port (member 2)", 27019)], id="mongodb-ignores-postgres-ports-and-etcd"),
     ],
 )
 def test_port_plan_is_the_engines(data: dict[str, Any], plan: list[tuple[str, int]]) -> None:
@@ -127,8 +124,6 @@ def test_a_spec_whose_ports_cannot_work_is_refused_in_one_line(data: dict[str, A
         pytest.param(mongo(members=3, backup={"restore_drill": {"port_offset": 3}}), id="mongodb-drill-just-past"),
         pytest.param(mongo(members=7, mongodb={"port": 65000}, backup={"restore_drill": {"port_offset": 535}}),
                      id="mongodb-at-65535"),
-        pytest.param(mongo(ports={"postgres": 27017, "patroni": 27018, "etcd": 27019}),
-                     id="mongodb-postgres-ports-unused"),
     ],
 )
 def test_a_mongodb_spec_clear_of_its_copies_loads(data: dict[str, Any]) -> None:
@@ -144,8 +139,6 @@ def test_a_mongodb_spec_clear_of_its_copies_loads(data: dict[str, Any]) -> None:
                      id="mongodb-three-members-and-copies"),
         pytest.param(mongo(members=1, mongodb={"port": 32500}),
                      f"restore drill copy's mongodb.port (member 0) 32800 {RANGE_TAIL}", id="mongodb-drill-copy-in-range"),
-        pytest.param(mongo(ports={"postgres": 40000, "patroni": 8008, "etcd": 2379}), None,
-                     id="mongodb-unused-postgres-port-not-warned"),
         pytest.param(mongo(), None, id="mongodb-defaults"),
         pytest.param({"members": 1, "ports": {"postgres": 40000, "patroni": 8008, "etcd": 2379}},
                      f"ports.postgres (member 0) 40000 (and 2 more) {RANGE_TAIL}", id="postgres-unchanged"),

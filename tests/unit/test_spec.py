@@ -55,6 +55,44 @@ def test_bad_specs_are_refused_in_one_line_naming_the_field(data: dict[str, Any]
     assert field in message and hint in message, message
 
 
+MONGO = {"engine": "mongodb"}
+
+
+@pytest.mark.parametrize(
+    ("data", "environ", "field", "fix"),
+    [
+        ({**MONGO, "ports": {"postgres": 6432}}, {}, "ports: belongs to engine postgres", "mongodb.port + i"),
+        ({**MONGO, "patroni": {"ttl": 40}}, {}, "patroni: belongs to engine postgres", "election_timeout_ms"),
+        ({**MONGO, "synchronous_mode": True}, {}, "synchronous_mode: belongs to engine postgres", "set engine: postgres"),
+        ({**MONGO, "etcd_members": 1}, {}, "etcd_members: belongs to engine postgres", "remove it"),
+        ({**MONGO, "postgresql_parameters": {"work_mem": "64MB"}}, {}, "postgresql_parameters: belongs", "remove it"),
+        ({**MONGO, "binaries": {"pgbackrest": "/opt/pgbackrest"}}, {}, "binaries.pgbackrest: belongs", "remove it"),
+        (MONGO, {"DBTIER_PORTS__POSTGRES": "6432"}, "ports: belongs to engine postgres", "mongodb.port"),
+        ({"mongodb": {"port": 28017}}, {}, "mongodb: belongs to engine mongodb, and this spec's engine is postgres",
+         "or set engine: mongodb"),
+        ({}, {"DBTIER_BINARIES__MONGOD": "/opt/mongod"}, "binaries.mongod: belongs to engine mongodb", "remove it"),
+    ],
+)
+def test_a_setting_of_the_other_engine_is_refused_not_ignored(data: dict[str, Any], environ: dict[str, str],
+                                                              field: str, fix: str) -> None:
+    with pytest.raises(SpecError) as err:
+        build_spec(data, environ=environ)
+    assert field in err.value.one_line() and fix in err.value.one_line(), err.value.one_line()
+
+
+def test_defaults_of_the_other_engine_load_so_a_saved_spec_reloads() -> None:
+    """A saved spec writes every field, the other engine's at their defaults: it loads again as it was."""
+    for data in (MONGO, {}):
+        spec = build_spec(data, environ={})
+        assert build_spec(spec.model_dump(mode="json"), environ={}) == spec
+    mongo = build_spec({**MONGO, "mongodb": {"port": 28017}, "binaries": {"mongod": "/opt/m/mongod"}}, environ={})
+    assert (mongo.mongodb.port, mongo.binaries.mongod) == (28017, "/opt/m/mongod")
+    from dbtier.backup.restore import derive_target
+
+    restored = derive_target(mongo, "mongo-restored", 100)  # what restore saves for the new set
+    assert build_spec(restored.model_dump(mode="json"), environ={}).mongodb.port == 28117
+
+
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
