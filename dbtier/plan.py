@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from dbtier.backup.pgbackrest import S3Target
 from dbtier.bootstrap import all_services
 from dbtier.ca_store import ca_key_block
 from dbtier.engines.base import Engine
@@ -40,13 +41,33 @@ def _service_line(service: Service) -> str:
 
 
 def redacted_roles(content: bytes, roles: Iterable[str]) -> list[str]:
-    """The roles whose placeholder a rendered file holds.
+    """The roles whose placeholder a rendered file holds, as it is or quoted into a URI.
 
     >>> redacted_roles(b"password: <secret:app>\\nrest: <secret:restapi>", ["superuser", "app", "restapi"])
     ['app', 'restapi']
+    >>> redacted_roles(b"mongodb://root:%3Csecret%3Asuperuser%3E@h:27017/", ["superuser", "app"])
+    ['superuser']
     """
+    from urllib.parse import quote
+
     text = content.decode(errors="replace")
-    return [role for role in roles if PLACEHOLDER.format(role=role) in text]
+    return [role for role in roles if any(form in text for form in (PLACEHOLDER.format(role=role),
+                                                                     quote(PLACEHOLDER.format(role=role), safe="")))]
+
+
+#: An S3 repository's keys (its block's), as the plan shows them; the bucket and endpoint are the block's too.
+S3_KEY_ROLES = ("s3-access-key", "s3-secret-key")
+S3_PLACEHOLDER = S3Target("<bucket>", "<endpoint>", 443, "<region>", "path",
+                          PLACEHOLDER.format(role=S3_KEY_ROLES[0]), PLACEHOLDER.format(role=S3_KEY_ROLES[1]))
+
+
+def _files(engine: Engine, spec: ClusterSpec, service: Service, passwords: Passwords) -> dict[str, tuple[bytes, int]]:
+    """A service's files with their modes: a member's or router's configuration, or an archiver's (0600)."""
+    files = {path: (content, engine.file_mode(spec, path))
+             for path, content in engine.member_files(spec, service, passwords).items()}
+    files.update({path: (content, 0o600) for path, content in
+                  engine.archiver_files(spec, service, passwords, S3_PLACEHOLDER).items()})
+    return files
 
 
 def file_lines(engine: Engine, spec: ClusterSpec, services: Iterable[Service],
@@ -56,10 +77,9 @@ def file_lines(engine: Engine, spec: ClusterSpec, services: Iterable[Service],
     lines: list[str] = []
     passwords = placeholder_passwords(engine)
     for service in services:
-        for path, content in engine.member_files(spec, service, passwords).items():
-            roles = redacted_roles(content, passwords.roles())
+        for path, (content, mode) in _files(engine, spec, service, passwords).items():
+            roles = redacted_roles(content, [*passwords.roles(), *S3_KEY_ROLES])
             holds = f"; holds the {', '.join(roles)} secret(s), redacted" if roles else ""
-            mode = engine.file_mode(spec, path)
             lines.append(f"{path} ({service.name} on {service.host}, mode {mode:04o}, {len(content)} bytes{holds})")
             if show:
                 lines += [f"    | {line}" for line in content.decode(errors="replace").splitlines()]
@@ -69,7 +89,8 @@ def file_lines(engine: Engine, spec: ClusterSpec, services: Iterable[Service],
 def provision_plan(engine: Engine, spec: ClusterSpec, show_files: bool = False) -> list[str]:
     """The plan, one line each: hosts, services and ports, files, secrets, where the data goes."""
     services = all_services(engine, spec)
-    configured = engine.member_services(spec) + engine.router_services(spec)  # those with files of their own
+    configured = (engine.member_services(spec) + engine.router_services(spec)  # those with files of their own
+                  + engine.archiver_services(spec))
     hosts: dict[str, list[str]] = {}
     for service in services:
         hosts.setdefault(service.host, []).append(service.name)

@@ -24,6 +24,7 @@ from dbtier.tls import CertHolder
 if TYPE_CHECKING:
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.ops import BackupSecrets
+    from dbtier.backup.pgbackrest import S3Target
     from dbtier.drills.scenarios import DrillResult
     from dbtier.providers.base import Provider
     from dbtier.spec import DrillSettings
@@ -327,6 +328,13 @@ class Engine(ABC):
         them with the rest); by default none. Without ``secrets`` a service may lack what only the blocks know
         (an S3 endpoint): it then identifies the process (pid file, marker, name) but must not be started."""
         return []
+
+    def archiver_files(self, spec: ClusterSpec, service: Service, passwords: Passwords,
+                       s3: S3Target | None = None) -> dict[str, bytes]:
+        """The files an archiver of :meth:`archiver_services` reads (path to content, each written 0600), its
+        repository's S3 keys from ``s3``: what :meth:`configure_archiving` writes, and ``--plan`` lists with
+        placeholders for the secrets. By default none."""
+        return {}
 
     # -- backups: the backup flow's steps (PostgreSQL: pgBackRest; MongoDB: mongodump into the repositories) ----
     # ``repo`` is a repository's number (1-based, pgBackRest's ``repoN``); ``secrets`` as above.

@@ -91,6 +91,21 @@ def test_the_mongodb_plan_is_the_seeds_layout(capsys: pytest.CaptureFixture[str]
     blocks = lines[lines.index("secrets (Prefect Secret blocks, created when missing, never printed):") + 1]
     assert blocks.split(", ") == ["  dbtier-mongo-superuser-password", "dbtier-mongo-app-password", "dbtier-mongo-keyfile"]
     assert not any("etcd" in line or "patroni" in line for line in lines)
+    uris = [line for line in lines if "/oplog-archiver/member.uri (" in line]
+    assert len(uris) == 3 and all("-oplog-archiver on 127.0.0.1, mode 0600" in line and
+                                  "holds the superuser secret(s), redacted" in line for line in uris)
+    assert not any("s3.credentials" in line for line in lines), "an fs repository: no S3 keys to write"
+
+
+def test_the_mongodb_plan_lists_the_archivers_s3_keys_as_placeholders(capsys: pytest.CaptureFixture[str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBTIER_BACKUP__REPOSITORIES", "[{type: s3, block: backups-s3}]")
+    assert main(["--plan", "--show-files", "--spec", str(SPECS / "mongodb.yaml")]) == 0
+    out = capsys.readouterr().out
+    keys = [line for line in out.splitlines() if "/oplog-archiver/s3.credentials (" in line]
+    assert len(keys) == 3 and all("mode 0600" in line and "holds the s3-access-key, s3-secret-key secret(s)" in line
+                                  for line in keys)
+    assert "| secret_access_key = <secret:s3-secret-key>" in out
 
 
 def test_the_mongodb_plan_shows_where_the_keyfile_goes_never_its_value() -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.ops import BackupSecrets
+    from dbtier.backup.pgbackrest import S3Target
     from dbtier.drills.scenarios import DrillResult
     from dbtier.providers.base import Provider
     from dbtier.spec import DrillSettings
@@ -245,6 +246,15 @@ class MongoEngine(Engine):
         ``secrets``. Without one an S3 archiver has no store options: it identifies the process, and would refuse
         to start (exit 2); :meth:`start_archiving` builds them with the secrets."""
         return [_archiver(spec, m, secrets) for m in members(spec)]
+
+    def archiver_files(self, spec: ClusterSpec, service: Service, passwords: Passwords,
+                       s3: S3Target | None = None) -> dict[str, bytes]:
+        """An archiver's URI file (root's password, ``passwords.superuser``) and, for an S3 repository, its
+        credentials file (:func:`.archiving.archiver_files`)."""
+        from dbtier.engines.mongodb import archiving
+
+        member = next((m for m in members(spec) if service.marker == f"--uri-file={archiving.uri_file(m)}"), None)
+        return {} if member is None else archiving.archiver_files(spec, member, passwords.superuser, s3)
 
     def refuse_earlier_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
         """The fs repository's ``oplog/<cluster>/`` must hold no member's slices yet (an S3 one is not checked)."""
