@@ -101,6 +101,8 @@ class Binaries(_Model):
     mongod: str = "/usr/bin/mongod"
     mongodump: str = "/usr/bin/mongodump"
     mongorestore: str = "/usr/bin/mongorestore"
+    python: str = Field("/opt/dbtier/venv/bin/python", description="the runtime venv's Python on each host (built by "
+                        "scripts/host-setup.sh, readable by os_user): MongoDB's oplog archiver runs dbtier's code there")
 
 
 class MongoDBSpec(_Model):
@@ -885,7 +887,7 @@ ENGINE_SETTINGS: dict[str, tuple[str, ...]] = {
     "postgres": ("ports", "patroni", "synchronous_mode", "postgresql_parameters", "etcd_members", "audit",
                  "binaries.patroni", "binaries.etcd", "binaries.pg_bin_dir", "binaries.pgbackrest", "binaries.haproxy",
                  "binaries.pgbouncer", "binaries.keepalived", "binaries.postgres_exporter"),
-    "mongodb": ("mongodb", "binaries.mongod", "binaries.mongodump", "binaries.mongorestore"),
+    "mongodb": ("mongodb", "binaries.mongod", "binaries.mongodump", "binaries.mongorestore", "binaries.python"),
 }
 
 #: What a spec of the other engine uses instead, where it has an equivalent.

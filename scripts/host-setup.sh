@@ -8,13 +8,16 @@
 #     its key (Debian ships no MongoDB); for both Python venv support, nftables (the network drills and the host
 #     firewall)
 #   - the unprivileged OS user that runs the database processes (PostgreSQL refuses root)
-#   - a runtime venv for that user (Patroni), built from Debian's python3 so that user can read it (PostgreSQL)
+#   - a runtime venv for that user, built from Debian's python3 so that user can read it, with the Python parts of
+#     each engine in DBTIER_RUNTIME_ENGINES (default: DBTIER_ENGINE): Patroni for postgres; for mongodb the
+#     libraries of the oplog archiver, which runs dbtier's own code (shipped by the provider) with it
 # DBTIER_HOST_SETUP_PLAN=1 prints what it would install and from where, and changes nothing.
 set -euo pipefail
 
 OS_USER="${DBTIER_OS_USER:-dbtier}"
 RUNTIME_VENV="${DBTIER_RUNTIME_VENV:-/opt/dbtier/venv}"
 ENGINE="${DBTIER_ENGINE:-postgres}"
+RUNTIME_ENGINES="${DBTIER_RUNTIME_ENGINES:-$ENGINE}"
 COMMON=(python3-venv procps util-linux iproute2 nftables curl)
 MONGODB_SERIES=7.0
 MONGODB_KEY_URL="https://www.mongodb.org/static/pgp/server-${MONGODB_SERIES}.asc"
@@ -40,6 +43,7 @@ if [ "${DBTIER_HOST_SETUP_PLAN:-}" = 1 ]; then
     say "from MongoDB's apt repository: $MONGODB_SOURCE (key $MONGODB_KEY_URL into $MONGODB_KEYRING)"
   fi
   say "would stop and disable the packages' own units: ${DEBIAN_UNITS[*]}; would create OS user $OS_USER"
+  say "would build the runtime venv $RUNTIME_VENV for: $RUNTIME_ENGINES"
   exit 0
 fi
 quietly() {
@@ -94,18 +98,28 @@ if ! id "$OS_USER" >/dev/null 2>&1; then
   useradd --system --user-group --create-home --home-dir "/home/$OS_USER" --shell /bin/sh "$OS_USER"
 fi
 
-if [ "$ENGINE" = mongodb ]; then
-  say "ready ($(/usr/bin/mongod --version 2>/dev/null | head -1), $(/usr/bin/mongodump --version 2>/dev/null | head -1))"
-  exit 0
-fi
-
-runtime_stamp="$RUNTIME_VENV/.dbtier-runtime-1"
-if [ ! -e "$runtime_stamp" ]; then
-  say "building the runtime venv $RUNTIME_VENV (Patroni) from /usr/bin/python3"
+# The runtime venv: one stamp per engine's Python parts (a second run only checks).
+runtime_part() {  # engine, then its pip requirements
+  local engine=$1; shift
+  local stamp="$RUNTIME_VENV/.dbtier-runtime-1"; [ "$engine" = postgres ] || stamp="$RUNTIME_VENV/.dbtier-runtime-$engine-1"
+  [ -e "$stamp" ] && return 0
+  say "building the runtime venv $RUNTIME_VENV ($engine: $*) from /usr/bin/python3"
   mkdir -p "$(dirname "$RUNTIME_VENV")"
-  /usr/bin/python3 -m venv "$RUNTIME_VENV"
-  quietly "$RUNTIME_VENV/bin/pip" install 'patroni[etcd3,psycopg3]>=4.0' 'psycopg[binary]>=3.1'
+  [ -x "$RUNTIME_VENV/bin/python" ] || /usr/bin/python3 -m venv "$RUNTIME_VENV"
+  quietly "$RUNTIME_VENV/bin/pip" install "$@"
   chmod -R a+rX "$RUNTIME_VENV"
-  touch "$runtime_stamp"
+  touch "$stamp"
+}
+for part in $RUNTIME_ENGINES; do
+  case "$part" in
+    postgres) runtime_part postgres 'patroni[etcd3,psycopg3]>=4.0' 'psycopg[binary]>=3.1' ;;
+    mongodb) runtime_part mongodb 'pymongo>=4.6' 'pydantic>=2.5' 'pyyaml>=6' 'boto3>=1.34' ;;
+    *) say "DBTIER_RUNTIME_ENGINES: $part is not an engine; use postgres and/or mongodb"; exit 2 ;;
+  esac
+done
+
+if [ "$ENGINE" = mongodb ]; then
+  say "ready ($(/usr/bin/mongod --version 2>/dev/null | head -1), $(/usr/bin/mongodump --version 2>/dev/null | head -1), runtime $("$RUNTIME_VENV/bin/python" -c 'import pymongo; print("pymongo", pymongo.version)'))"
+  exit 0
 fi
 say "ready ($("$RUNTIME_VENV/bin/patroni" --version 2>/dev/null), $(/usr/bin/etcd --version 2>/dev/null | head -1), PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}'))"

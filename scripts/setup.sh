@@ -40,8 +40,9 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   done
 fi
 
+# This machine's runtime venv serves both engines: Patroni, and the libraries of MongoDB's oplog archiver.
 $SUDO env DBTIER_OS_USER="${DBTIER_OS_USER:-dbtier}" DBTIER_RUNTIME_VENV="${DBTIER_RUNTIME_VENV:-/opt/dbtier/venv}" \
-  bash scripts/host-setup.sh
+  DBTIER_RUNTIME_ENGINES="postgres mongodb" bash scripts/host-setup.sh
 
 stamp="$VENV/.dbtier-installed"
 if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then

@@ -26,6 +26,12 @@ class FileRunner(Runner):
         return self.answer(list(argv))
 
     def answer(self, argv: list[str]) -> Completed:
+        if argv[:2] == ["tar", "-xzf"]:  # unpacking shipped code (dbtier.runtime.ship): really, into the real files
+            import tarfile
+
+            with tarfile.open(argv[2]) as tar:
+                tar.extractall(argv[argv.index("-C") + 1], filter="data")
+            return Completed(argv, 0, "", "")
         raise AssertionError(f"unexpected command {argv}")
 
     def read_file(self, path: str) -> bytes | None:

@@ -107,6 +107,7 @@ class LocalRunner(Runner):
             raise
 
     def make_dirs(self, path: str, mode: int = 0o700) -> None:
+        path = path.rstrip("/") or "/"  # "a/b/" once, not as "a/b/" and then "a/b"
         missing = []
         head = path
         while head and head != "/" and not os.path.isdir(head):

@@ -45,10 +45,14 @@ class RecordingRunner(Runner):
         self.tree = dict(tree or {})
         self.writes: list[tuple[str, bytes, int]] = []
         self.dirs: list[tuple[str, int]] = []
+        self.commands: list[list[str]] = []
+        self.removed: list[str] = []
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120,
             check: bool = True) -> Completed:
-        raise AssertionError(f"no command expected: {list(argv)}")
+        assert argv[0] == "tar", f"no command but unpacking shipped code expected: {list(argv)}"
+        self.commands.append(list(argv))
+        return Completed(list(argv), 0, "", "")
 
     def read_file(self, path: str) -> bytes | None:
         return None
@@ -63,7 +67,8 @@ class RecordingRunner(Runner):
         return self.tree.get(path.rstrip("/"))
 
     def remove_tree(self, path: str) -> None:
-        raise AssertionError("nothing is removed")
+        assert path.startswith("/d/orders/runtime/"), f"only the shipped code's old copy is removed, not {path}"
+        self.removed.append(path)
 
     def rename(self, path: str, new_path: str) -> None:
         raise AssertionError("nothing is renamed")
@@ -158,8 +163,15 @@ def test_configure_archiving_writes_0600_files_and_the_password_only_in_the_uri_
     spec = mongo([{"type": "s3", "block": "minio"}] if s3 else None)
     provider = RecordingProvider()
     said = MongoEngine().configure_archiving(provider, spec, BackupSecrets(s3={1: MINIO} if s3 else {}), PASSWORDS)
+    shipped, said = said[0], said[1:]
+    assert shipped.startswith("127.0.0.1: dbtier's code shipped to /d/orders/runtime (")
     assert len(said) == 3 and all("mode 0600" in line and ROOT_PASSWORD not in line for line in said)
     runner = provider.runners["127.0.0.1"]
+    assert runner.commands == [["tar", "-xzf", "/d/orders/runtime/incoming/dbtier.tar.gz", "-C", "/d/orders/runtime",
+                                "--no-same-owner"]], "one host: the code is shipped once"
+    code = [(path, mode) for path, _, mode in runner.writes if path.startswith("/d/orders/runtime/")]
+    assert code == [("/d/orders/runtime/incoming/dbtier.tar.gz", 0o600)]
+    runner.writes = [w for w in runner.writes if not w[0].startswith("/d/orders/runtime/")]
     wanted = ["member.uri", "s3.credentials"] if s3 else ["member.uri"]
     assert sorted(path for path, _, _ in runner.writes) == sorted(
         f"/d/orders/mongo{i}/oplog-archiver/{name}" for i in range(3) for name in wanted)

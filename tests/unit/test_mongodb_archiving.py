@@ -72,10 +72,11 @@ def test_the_service_argv_names_files_never_secrets(cluster: ClusterSpec, index:
     member = members(cluster)[index]
     service = archiver_service(cluster, member, s3, repo=repo)
     uri = f"--uri-file=/d/orders/{member.name}/oplog-archiver/member.uri"
-    assert service.argv[1:] == ["-m", ARCHIVER, uri, "--cluster=orders", f"--member={member.name}", *store,
+    assert service.argv == ["/opt/dbtier/venv/bin/python", "-m", ARCHIVER, uri, "--cluster=orders", f"--member={member.name}", *store,
                                 "--slice-s=60"]
     assert (service.name, service.kind, service.host, service.marker, service.ports, service.env, service.as_root) == (
-        name, "oplog-archiver", member.host, uri, [], {}, False)
+        name, "oplog-archiver", member.host, uri, [],
+        {"PYTHONPATH": "/d/orders/runtime", "PYTHONDONTWRITEBYTECODE": "1"}, False)
     assert service.pidfile == f"/d/orders/{member.name}/oplog-archiver/oplog-archiver.pid"
     assert service.logfile == f"/d/orders/{member.name}/oplog-archiver/oplog-archiver.log"
     for secret in (PASSWORD, SECRET, "s3cret"):

@@ -84,7 +84,8 @@ def test_one_mongod_per_member_on_port_plus_index(fields: dict[str, Any], ports:
         assert all(path.startswith(f"{member_dir}/") for path in (service.pidfile, service.logfile, service.marker))
     assert engine.consensus_services(spec) == []
     assert engine.required_programs(spec) == [("binaries.mongod", "/usr/bin/mongod"),
-                                              ("binaries.mongodump", "/usr/bin/mongodump")]
+                                              ("binaries.mongodump", "/usr/bin/mongodump"),
+                                              ("binaries.python", "/opt/dbtier/venv/bin/python")]
 
 
 def test_member_files_are_its_mongod_conf_and_key_file_under_its_dir() -> None:

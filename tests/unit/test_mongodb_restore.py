@@ -291,7 +291,10 @@ def test_bring_up_of_a_restore_configures_the_new_sets_own_archivers_and_waits_f
     spec, provider, engine = target_of(source), FileProvider(), MongoEngine()
     said = engine.configure_archiving(provider, spec, BackupSecrets(), PASSWORDS, source=source,
                                       source_secrets=BackupSecrets())
-    assert [s.split(":")[0] for s in said] == ["mongo0", "mongo1", "mongo2"]
+    assert [s.split(":")[0] for s in said] == ["127.0.0.1", "mongo0", "mongo1", "mongo2"]
+    assert said[0].startswith(f"127.0.0.1: dbtier's code shipped to {spec.cluster_dir}/runtime (")
+    assert os.path.isfile(f"{spec.cluster_dir}/runtime/dbtier/engines/mongodb/archiver.py"), "the archiver's code"
+    assert os.listdir(f"{spec.cluster_dir}/runtime") == ["dbtier"], "the tarball is removed once unpacked"
     assert os.path.isfile(f"{spec.cluster_dir}/mongo0/oplog-archiver/member.uri")
     assert os.path.isdir(f"{tmp_path}/backups/oplog/orders-restored/mongo2/")
     assert "starts empty" in engine.wait_for_restore(provider, spec, 1.0)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import configparser
 import re
-import sys
 from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import quote_plus
@@ -38,6 +37,7 @@ from dbtier.engines.mongodb.config import MongoMember
 from dbtier.engines.mongodb.dump import oplog_dir, repo_root
 from dbtier.errors import BackupError, DbtierError, SecretError
 from dbtier.procs import Service
+from dbtier.runtime import runtime_env
 from dbtier.spec import ClusterSpec
 
 KIND = "oplog-archiver"
@@ -261,22 +261,25 @@ def store_argv(spec: ClusterSpec, member: MongoMember, s3: S3Target | None = Non
 
 
 def archiver_service(spec: ClusterSpec, member: MongoMember, s3: S3Target | None = None, *, repo: int = 1) -> Service:
-    """``member``'s archiver as a service on its host, run by this Python as the database OS user.
+    """``member``'s archiver as a service on its host, run as the database OS user by the host's runtime Python
+    (``binaries.python``) on the dbtier code shipped there (:mod:`dbtier.runtime`).
 
     ``s3`` is repository ``repo``'s resolved block when that repository is an S3 one (its keys stay out of
     the Service: they go in :func:`archiver_files`).
 
     >>> m = MongoMember("mongo1", "h", 27018, 1, "/d/orders/mongo1", 1)
     >>> s = archiver_service(ClusterSpec(engine="mongodb", name="orders", data_root="/d"), m)
-    >>> s.name, s.kind, s.host, s.argv[1:5]
-    ('mongo1-oplog-archiver', 'oplog-archiver', 'h', ['-m', 'dbtier.engines.mongodb.archiver', '--uri-file=/d/orders/mongo1/oplog-archiver/member.uri', '--cluster=orders'])
+    >>> s.name, s.kind, s.host, s.argv[:5]
+    ('mongo1-oplog-archiver', 'oplog-archiver', 'h', ['/opt/dbtier/venv/bin/python', '-m', 'dbtier.engines.mongodb.archiver', '--uri-file=/d/orders/mongo1/oplog-archiver/member.uri', '--cluster=orders'])
+    >>> s.env["PYTHONPATH"]
+    '/d/orders/runtime'
     """
     marker = f"--uri-file={uri_file(member)}"
-    argv = [sys.executable, "-m", MODULE, marker, f"--cluster={spec.name}", f"--member={member.name}",
+    argv = [spec.binaries.python, "-m", MODULE, marker, f"--cluster={spec.name}", f"--member={member.name}",
             *store_argv(spec, member, s3, repo), f"--slice-s={spec.mongodb.oplog_slice_s}"]
     name = f"{member.name}-{KIND}" + (f"-repo{repo}" if repo != 1 else "")
     return Service(name=name, kind=KIND, host=member.host, argv=argv, pidfile=f"{archiver_dir(member)}/{KIND}.pid",
-                   logfile=f"{archiver_dir(member)}/{KIND}.log", marker=marker, ports=[])
+                   logfile=f"{archiver_dir(member)}/{KIND}.log", marker=marker, ports=[], env=runtime_env(spec))
 
 
 def s3_credentials(target: S3Target) -> str:

@@ -162,7 +162,8 @@ class MongoEngine(Engine):
         return KEYFILE_MODE if path in {m.keyfile for m in members(spec)} else 0o600
 
     def required_programs(self, spec: ClusterSpec) -> list[tuple[str, str]]:
-        return [("binaries.mongod", spec.binaries.mongod), ("binaries.mongodump", spec.binaries.mongodump)]
+        return [("binaries.mongod", spec.binaries.mongod), ("binaries.mongodump", spec.binaries.mongodump),
+                ("binaries.python", spec.binaries.python)]  # the archivers' runtime (:mod:`dbtier.runtime`)
 
     def missing_program_fix(self, spec: ClusterSpec) -> str:
         return "install MongoDB's server there (make setup does not), or set binaries.mongod to where its mongod is"
@@ -285,12 +286,16 @@ class MongoEngine(Engine):
         """Each member's archiver files (:func:`.archiving.archiver_files`: its URI file with root's password,
         ``passwords.superuser``, and the S3 credentials file for an S3 repository) written 0600 in its owner-only
         directory, and its archive's directory in an fs repository. With ``source`` (a restore) the same: these are
-        the NEW set's own archivers; the restore itself runs after bring-up (:meth:`restore_after_bring_up`)."""
+        the NEW set's own archivers; the restore itself runs after bring-up (:meth:`restore_after_bring_up`).
+        First dbtier's own code goes to each host, for the archivers to run (:func:`dbtier.runtime.ship`)."""
+        from dbtier import runtime
         from dbtier.backup.pgbackrest import fs_repo_path
         from dbtier.backup.settings import FsRepository
         from dbtier.engines.mongodb import archiving
 
-        repo, said = archiving.repository(spec, 1), []
+        repo, code = archiving.repository(spec, 1), runtime.package_archive()
+        said = [runtime.ship(provider.runner(spec, host), spec, host, code)
+                for host in dict.fromkeys(m.host for m in members(spec))]
         for m in members(spec):
             runner = provider.runner(spec, m.host)
             runner.make_dirs(archiving.archiver_dir(m), 0o700)
