@@ -13,6 +13,13 @@ runs, a busy port, a stanza of an earlier cluster under the new name. A restore 
 (exit 1) leaves nothing of itself behind.
 A time inside a quiet period (no transaction after it in the archive) restores its backup to the
 end of the archive, which is the state at that time.
+
+A MongoDB replica set restores into a new set only (``--in-place`` and ``--repo`` are refused): bring-up starts
+it empty, then its primary gets the newest dump that ended by the target and the archived oplog after it, up to
+the target. Its targets: ``latest`` (the newest archived entry: the flow first waits, at most
+``mongodb.oplog_slice_s`` + 15 s, for the archivers to ship the source's newest entry), a time with a zone
+(every operation of that whole second included), ``ts:SECONDS:INC`` (that oplog entry included) or
+``dump:LABEL`` (that dump alone).
 """
 
 from __future__ import annotations
@@ -97,7 +104,7 @@ def _restore(source: ClusterSpec, target: str, into: str | None, port_offset: in
         undone = undo_failed_restore(spec, in_place)
         raise RestoreFailed(f"restore of {source.name} into {spec.name} failed: {err.one_line()}; {undone}") from None
     elapsed = time.monotonic() - started
-    how = "; ".join(restored) or settled.sentence
+    how = "; ".join(restored) or settled
     if in_place:
         drop_set_aside(source)
     progress.step()
@@ -106,14 +113,14 @@ def _restore(source: ClusterSpec, target: str, into: str | None, port_offset: in
     publish_member_table(spec, status.rows, headline)
     create_markdown_artifact(
         key=f"{spec.name}-restore",
-        markdown=f"# Restore of {source.name} into {spec.name}\n\n- target: {plan.wanted.describe()}\n"
+        markdown=f"# Restore of {source.name} into {spec.name}\n\n- target: {plan.target_text}\n"
         f"- from: {plan.served_by}\n- how: {how}\n- source WAL: {flushed}\n"
         f"- healthy after: {elapsed:.1f} s\n- status: {status.health.sentence}\n- spec: `{saved}`\n"
         f"- DSN: `{client_dsn(spec)}`\n",
     )
     get_run_logger().info("%s", headline)
     progress.finish()
-    return {"source": source.name, "cluster": spec.name, "target": plan.wanted.describe(), "from": plan.served_by,
+    return {"source": source.name, "cluster": spec.name, "target": plan.target_text, "from": plan.served_by,
             "how": how, "seconds": round(elapsed, 1), "spec": saved, "dsn": client_dsn(spec),
             "members": status.rows}
 
@@ -121,7 +128,8 @@ def _restore(source: ClusterSpec, target: str, into: str | None, port_offset: in
 def main(argv: list[str] | None = None) -> int:
     parser = spec_parser("Restore a cluster's backup to a point in time, into a new cluster (default) or in place.")
     parser.add_argument("--target", default="latest",
-                        help="latest | '2026-11-26 01:02:03+00' | lsn:0/3000028 | name:POINT | a backup label")
+                        help="latest | '2026-11-26 01:02:03+00' | lsn:0/3000028 | name:POINT | a backup label "
+                        "(MongoDB: latest | a time | ts:SECONDS:INC | dump:LABEL)")
     parser.add_argument("--into", help="name of the new cluster (default <source>-restored)")
     parser.add_argument("--port-offset", type=int, default=DEFAULT_PORT_OFFSET, help="the new cluster's ports: the source's + this")
     parser.add_argument("--target-spec", help="a full spec file for the new cluster instead of --into")

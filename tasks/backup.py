@@ -65,8 +65,9 @@ def refuse_earlier_archive(spec: ClusterSpec) -> None:
 
 @task(cache_policy=NONE)
 def drop_backups(spec: ClusterSpec) -> str:
-    """Delete the cluster's stanza from every repository. Not retried: it destroys backups."""
-    sentence = ops.drop_stanza(get_provider(spec, PREFECT_LOADERS), spec, load_backup_secrets(spec))
+    """Delete the cluster's backups and archive from every repository (PostgreSQL: its stanza). Not retried: it
+    destroys backups."""
+    sentence = get_engine(spec).drop_archive(get_provider(spec, PREFECT_LOADERS), spec, load_backup_secrets(spec))
     log_sentences(sentence)
     return sentence
 
@@ -184,13 +185,13 @@ def require_stopped(source: ClusterSpec) -> None:
 
 @task(cache_policy=NONE)
 def flush_source_wal(source: ClusterSpec) -> str:
-    """When the source still runs, push its current WAL to the repositories (so 'now' is restorable)."""
+    """When the source still runs, push its current WAL (or oplog) to the repositories (so 'now' is restorable)."""
     engine, provider = get_engine(source), get_provider(source, PREFECT_LOADERS)
     if not bootstrap.running_services(engine, provider, source):
         sentence = f"source {source.name} is not running: restoring from what its repositories hold"
     else:
         try:
-            sentence = ops.check(provider, source)
+            sentence = engine.flush_archive(provider, source, load_backup_secrets(source), load_passwords(source))
         except DbtierError as err:
             sentence = f"source {source.name} could not flush its WAL ({err.one_line()}); restoring from what is archived"
     log_sentences(sentence)

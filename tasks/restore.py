@@ -21,7 +21,7 @@ from dbtier import bootstrap
 from dbtier.backup import inplace, ops
 from dbtier.backup.catalog import Catalog, RestoreTarget, base_for_time, check_target, parse_target, restore_options
 from dbtier.backup.restore import derive_target
-from dbtier.backup.walscan import SettledTarget, settle_time_target, tail_refusal
+from dbtier.backup.walscan import settle_time_target, tail_refusal
 from dbtier.engines.base import get_engine
 from dbtier.errors import DbtierError, RestoreError
 from dbtier.providers.base import get_provider, resolve_addresses
@@ -32,12 +32,19 @@ from tasks.backup import _refuse_running, refuse_existing_target
 
 @dataclass(frozen=True)
 class RestorePlan:
-    """What a checked restore will do: restore ``wanted`` from ``served_by`` into ``target``."""
+    """What a checked restore will do: restore ``wanted`` (in words: ``described``) from ``served_by`` into
+    ``target``. ``wanted`` is pgBackRest's target; None for an engine that restores after bring-up, whose target
+    the engine reads (:meth:`~dbtier.engines.base.Engine.check_restore_target`)."""
 
     target: ClusterSpec
-    wanted: RestoreTarget
+    wanted: RestoreTarget | None
     served_by: str
     in_place: bool
+    described: str = ""
+
+    @property
+    def target_text(self) -> str:
+        return self.described or (self.wanted.describe() if self.wanted else "")
 
 
 def choose_target_spec(source: ClusterSpec, into: str | None, port_offset: int, target_spec_path: str | None,
@@ -61,9 +68,8 @@ def only_repo(catalog: Catalog, repo: int | None) -> Catalog:
 def plan_restore(source: ClusterSpec, target: str, into: str | None, port_offset: int, target_spec_path: str | None,
                  repo: int | None, in_place: bool) -> tuple[RestorePlan, list[str]]:
     """Check everything a restore needs before anything is written; return the plan and what was checked."""
-    if get_engine(source).restores_after_bring_up:  # its target checks are not wired into this flow yet
-        raise RestoreError(f"engine {source.engine}: a point-in-time restore through this flow is not built yet "
-                           "(only its runbook is); nothing was changed")
+    if get_engine(source).restores_after_bring_up:
+        return _plan_into_a_new_cluster(source, target, into, port_offset, target_spec_path, repo, in_place)
     wanted = parse_target(target)
     base = choose_target_spec(source, into, port_offset, target_spec_path, in_place)
     engine, provider = get_engine(base), get_provider(base, PREFECT_LOADERS)
@@ -88,6 +94,25 @@ def plan_restore(source: ClusterSpec, target: str, into: str | None, port_offset
     return RestorePlan(base, wanted, served_by, in_place), said
 
 
+def _plan_into_a_new_cluster(source: ClusterSpec, target: str, into: str | None, port_offset: int,
+                             target_spec_path: str | None, repo: int | None,
+                             in_place: bool) -> tuple[RestorePlan, list[str]]:
+    """The checks of an engine whose bring-up starts the new cluster empty (MongoDB): a new cluster only, free
+    and clear of an earlier archive, and the engine's own reading of the target against the source's backups."""
+    if in_place:
+        raise RestoreError(f"in_place: engine {source.engine} restores into a new cluster only; restore with --into "
+                           "NAME, then point the clients at it")
+    base = choose_target_spec(source, into, port_offset, target_spec_path, in_place)
+    engine, provider = get_engine(base), get_provider(base, PREFECT_LOADERS)
+    refuse_existing_target.fn(base)
+    said = bootstrap.preflight(engine, provider, base)
+    said.append(engine.refuse_earlier_archive(provider, base, load_backup_secrets(base)))
+    described, served_by = engine.check_restore_target(provider, base, source, target, load_backup_secrets(source),
+                                                       repo)
+    said.append(f"restore target {described}: {served_by}")
+    return RestorePlan(base, None, served_by, in_place, described), said
+
+
 def _refuse_unarchived_tail(source: ClusterSpec, wanted: RestoreTarget, catalog: Catalog) -> str:
     """An in-place restore must not drop what the stopped cluster committed after its last archived WAL."""
     tail = ops.first_unarchived_transaction(get_provider(source, PREFECT_LOADERS), source, catalog.wal_max)
@@ -107,11 +132,16 @@ def check_restore(source: ClusterSpec, target: str, into: str | None, port_offse
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
-def settle_target(plan: RestorePlan, source: ClusterSpec, repo: int | None) -> tuple[SettledTarget, list[str]]:
-    """The target as pgBackRest should restore it, and its options: a time after the archive's last transaction
-    becomes its backup to the end of the archive (recovery could never reach it). Read after the source's WAL flush."""
+def settle_target(plan: RestorePlan, source: ClusterSpec, repo: int | None) -> tuple[str, list[str]]:
+    """How the target will be restored (a sentence), and pgBackRest's options: a time after the archive's last
+    transaction becomes its backup to the end of the archive (recovery could never reach it). Read after the source's
+    WAL flush. An engine that restores after bring-up has nothing to settle: its plan is exact."""
+    if plan.wanted is None:
+        sentence = f"{plan.target_text}: {plan.served_by}, once the new cluster is up"
+        log_sentences(sentence)
+        return sentence, []
     if plan.wanted.kind != "time" or plan.wanted.at is None:
-        return settle_time_target(plan.wanted, "", None), restore_options(plan.wanted, repo)
+        return settle_time_target(plan.wanted, "", None).sentence, restore_options(plan.wanted, repo)
     provider = get_provider(plan.target, PREFECT_LOADERS)
     secrets = load_backup_secrets(source)
     catalog = only_repo(ops.read_source_catalog(provider, plan.target, source, secrets), repo)
@@ -122,7 +152,7 @@ def settle_target(plan: RestorePlan, source: ClusterSpec, repo: int | None) -> t
     settled = settle_time_target(plan.wanted, base.label, last)
     log_sentences(settled.sentence)
     options = restore_options(settled.target, repo or (base.repo if settled.target.kind == "end" else None))
-    return settled, options
+    return settled.sentence, options
 
 
 @task(cache_policy=NONE)
@@ -173,11 +203,14 @@ def undo_failed_restore(spec: ClusterSpec, in_place: bool) -> str:
 
 
 def _drop_new_stanza(spec: ClusterSpec) -> str:
-    """The stanza a failed restore created (check_restore made sure none existed before it)."""
-    provider = get_provider(spec, PREFECT_LOADERS)
+    """The stanza a failed restore created (check_restore made sure none existed before it); of an engine that
+    restores after bring-up, the archive its new cluster's archivers began."""
+    provider, engine = get_provider(spec, PREFECT_LOADERS), get_engine(spec)
     secrets = load_backup_secrets(spec)
+    if engine.restores_after_bring_up:
+        return engine.drop_archive(provider, spec, secrets)
     catalog = ops.read_source_catalog(provider, spec, spec, secrets)
     if not catalog.backups and catalog.wal_max is None and catalog.status == "missing stanza":
         return f"no stanza {spec.name} was created"
-    return ops.drop_stanza(provider, spec, secrets)
+    return engine.drop_archive(provider, spec, secrets)
 

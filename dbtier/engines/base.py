@@ -323,6 +323,28 @@ class Engine(ABC):
         :class:`~dbtier.errors.RestoreError`, one line naming the member or the field. By default nothing to do."""
         return []
 
+    def check_restore_target(self, provider: Provider, target: ClusterSpec, source: ClusterSpec, target_text: str,
+                             secrets: BackupSecrets, repo: int | None) -> tuple[str, str]:
+        """When :attr:`restores_after_bring_up`: every check of ``target_text`` against ``source``'s backups
+        (``secrets``: its repositories'; ``repo``: only that repository's backups), before anything is written:
+        (the target as the user reads it, what serves it). Raise :class:`~dbtier.errors.RestoreError`, one line
+        naming ``target`` and the fix. (PostgreSQL's restore reads pgBackRest's catalog in the restore flow.)"""
+        raise NotImplementedError(f"engine {source.engine} restores during bring-up; the restore flow checks its "
+                                  "target itself")
+
+    def flush_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
+                      passwords: Passwords) -> str:
+        """Of a running cluster, before a restore of it: push what it committed so far into the repositories (so
+        'latest' is now), or wait for its archivers to; a sentence of what 'latest' holds. Raise a
+        :class:`~dbtier.errors.DbtierError` when it cannot: the restore then uses what is archived."""
+        return f"{spec.name}: nothing to flush"
+
+    @abstractmethod
+    def drop_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+        """Delete everything of the cluster's own in every repository (backups and archive); its members must be
+        stopped. Teardown's ``--drop-backups``, and the undo of a failed restore (the new cluster's own archive);
+        a sentence. Nothing of another cluster is touched."""
+
     def archiver_services(self, spec: ClusterSpec, secrets: BackupSecrets | None = None) -> list[Service]:
         """Archiving processes of the cluster's own, supervised like its members (bootstrap lists, stops and wipes
         them with the rest); by default none. Without ``secrets`` a service may lack what only the blocks know

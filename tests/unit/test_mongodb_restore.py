@@ -245,7 +245,7 @@ def test_a_target_outside_the_window_is_refused_in_one_line_naming_target(
     with pytest.raises(RestoreError) as caught:
         run_restore(source, provider, target)
     message = str(caught.value)
-    assert message.startswith("--target: ") and why in message and "\n" not in message
+    assert message.startswith("target: ") and why in message and "\n" not in message
     assert f"restorable from {datetime.fromtimestamp(T0 + 20, timezone.utc).isoformat(sep=' ')}" in message
     assert all(not r.commands for r in provider.runners.values())
 
@@ -300,14 +300,101 @@ def test_bring_up_of_a_restore_configures_the_new_sets_own_archivers_and_waits_f
     assert "starts empty" in engine.wait_for_restore(provider, spec, 1.0)
 
 
-def test_the_restore_flow_refuses_a_replica_set_in_one_line_until_its_checks_are_wired() -> None:
-    from dbtier.errors import RestoreError
-    from dbtier.spec import load_spec
+# -- the restore flow's checks, the source's flush, and dropping an archive -------------------------
+
+
+@pytest.mark.parametrize(("target", "described", "served"), [
+    ("latest", "latest (the newest archived oplog entry)",
+     f"dump {LABEL} + 3 oplog slice(s) replayed to the end, from repo1 and mongo1's oplog archive"),
+    (f"ts:{T0 + 40}:1", f"oplog timestamp {T0 + 40}:1 (that entry included)",
+     f"dump {LABEL} + 2 oplog slice(s) replayed before {datetime.fromtimestamp(T0 + 40, timezone.utc)}"),
+    (f"dump:{LABEL}", f"dump {LABEL} alone", f"dump {LABEL} alone, consistent at its end, from repo1"),
+])
+def test_the_flow_checks_a_target_by_the_plan_it_would_follow(
+        source_with_dump_and_archives: tuple[ClusterSpec, FileProvider], target: str, described: str,
+        served: str) -> None:
+    source, provider = source_with_dump_and_archives
+    got = MongoEngine().check_restore_target(provider, target_of(source), source, target, BackupSecrets(), None)
+    assert got[0] == described and got[1].startswith(served), got
+    assert all(not r.commands and not r.modes for r in provider.runners.values()), "a check runs and writes nothing"
+
+
+@pytest.mark.parametrize(("target", "repo", "message"), [
+    ("yesterday", None, "target: 'yesterday' is not latest, a time (2026-11-26 01:02:03+00), ts:T:I or dump:LABEL"),
+    (f"ts:{T0 + 15}:1", None, f"target: ts:{T0 + 15}:1 is before the oldest dump ends ({LABEL}"),
+    (f"ts:{T0 + 35}:1", None, None),  # in mongo0's gap, but mongo1's archive is whole: served
+    ("latest", 1, "repo: a MongoDB restore reads the dumps of every repository and the oplog archive of repository "
+                  "1; drop --repo"),
+])
+def test_a_bad_target_is_one_line_before_anything_is_written(
+        source_with_dump_and_archives: tuple[ClusterSpec, FileProvider], target: str, repo: int | None,
+        message: str | None) -> None:
+    source, provider = source_with_dump_and_archives
+    check = MongoEngine().check_restore_target
+    if message is None:
+        assert "from repo1" in check(provider, target_of(source), source, target, BackupSecrets(), repo)[1]
+        return
+    with pytest.raises(RestoreError) as caught:
+        check(provider, target_of(source), source, target, BackupSecrets(), repo)
+    assert caught.value.one_line().startswith(message) and "\n" not in str(caught.value)
+    assert all(not r.commands and not r.modes for r in provider.runners.values())
+
+
+def test_a_gap_in_every_archive_refuses_a_target_after_it(tmp_path: Path) -> None:
+    source, provider = source_spec(tmp_path), FileProvider()
+    clock = iter([ts(10), ts(20)])
+    backup.take(provider, source, 1, BackupSecrets(), "pw", members(source)[0], lambda: next(clock), now=AT)
+    for member in ("mongo0", "mongo1", "mongo2"):
+        write_archive(source, member, [(0, 30, False), (40, 90, False)])
+    with pytest.raises(RestoreError, match=r"^target: ts:\d+:1 falls in or after a gap of the oplog archive"):
+        MongoEngine().check_restore_target(provider, target_of(source), source, f"ts:{T0 + 50}:1",
+                                           BackupSecrets(), None)
+
+
+def test_the_flush_waits_for_an_archive_to_reach_the_primarys_newest_entry(
+        source_with_dump_and_archives: tuple[ClusterSpec, FileProvider]) -> None:
+    from dbtier.engines.mongodb.restore import wait_archived
+    from dbtier.errors import BackupError
+
+    source, provider = source_with_dump_and_archives
+    now = [0.0]
+    said = wait_archived(provider, source, BackupSecrets(), ts(90, 2), 5.0, clock=lambda: now[0],
+                         sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert said.startswith("oplog of orders archived up to ") and "'s archive)" in said and now[0] == 0.0
+    waited = []
+    with pytest.raises(BackupError) as late:
+        wait_archived(provider, source, BackupSecrets(), ts(95, 1), 3.0, clock=lambda: now[0],
+                      sleep=lambda s: (waited.append(s), now.__setitem__(0, now[0] + s)))
+    assert waited == [1.0, 1.0, 1.0], "it polls once a second until the deadline"
+    assert "not the primary's newest entry" in late.value.one_line() and "python -m flows.archive_health" in (
+        late.value.one_line())
+
+
+def test_dropping_the_archive_removes_this_clusters_dumps_and_oplog_only(
+        source_with_dump_and_archives: tuple[ClusterSpec, FileProvider]) -> None:
+    source, provider = source_with_dump_and_archives
+    other = ClusterSpec(engine="mongodb", name="billing", data_root=source.data_root, members=1,
+                        backup={"repositories": [{"type": "fs"}]})
+    write_archive(other, "mongo0", [(0, 5, False)])
+    said = MongoEngine().drop_archive(provider, source, BackupSecrets())
+    assert said == "dumps and oplog archive of orders deleted from repo1: its backups are gone"
+    root = f"{source.data_root}/backups"
+    assert not os.path.exists(f"{root}/mongodump/orders") and not os.path.exists(f"{root}/oplog/orders")
+    assert os.listdir(f"{root}/oplog/billing/mongo0"), "another cluster's archive stays"
+    with pytest.raises(RestoreError, match="no dump to restore from"):
+        MongoEngine().check_restore_target(provider, target_of(source), source, "latest", BackupSecrets(), None)
+
+
+def test_the_restore_flow_refuses_in_place_and_checks_the_landing_first(tmp_path: Path) -> None:
+    from dbtier.errors import PreflightError
     from tasks.restore import plan_restore
 
-    source = load_spec(str(Path(__file__).resolve().parent.parent.parent / "deployments/clusters/mongodb.yaml"),
-                       environ={})
-    with pytest.raises(RestoreError) as refused:
+    source = source_spec(tmp_path, binaries={"mongod": str(tmp_path / "no-mongod")})
+    with pytest.raises(RestoreError) as in_place:
+        plan_restore(source, "latest", None, 100, None, None, True)
+    assert in_place.value.one_line() == ("in_place: engine mongodb restores into a new cluster only; restore with "
+                                         "--into NAME, then point the clients at it")
+    with pytest.raises(PreflightError) as landing:  # the new set's hosts first: here its mongod is missing
         plan_restore(source, "latest", None, 100, None, None, False)
-    assert refused.value.one_line() == ("engine mongodb: a point-in-time restore through this flow is not built yet "
-                                        "(only its runbook is); nothing was changed")
+    assert landing.value.one_line().startswith(f"binaries.mongod: {tmp_path}/no-mongod is missing on 127.0.0.1")
+    assert not os.path.exists(f"{tmp_path}/orders-restored"), "nothing of the new set was written"

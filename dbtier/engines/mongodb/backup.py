@@ -252,3 +252,29 @@ def expire(provider: Provider, spec: ClusterSpec, n: int, keep_full: int, secret
             for host in _hosts(spec):
                 provider.runner(spec, host).remove_tree(where.rstrip("/"))
     return gone
+
+
+def drop(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets, *, s3: S3Factory = default_s3) -> str:
+    """Delete the cluster's dumps and oplog archive from every repository (fs: on every member host; S3: every key
+    under its two prefixes). Nothing of another cluster is touched."""
+    removed = []
+    for n in range(1, len(spec.backup.repositories) + 1):
+        repo = _Repo(spec, n, secrets)
+        prefixes = [repo.cluster_dir(spec), dump.oplog_dir(repo.root, spec.name)]
+        if repo.target is None:
+            for host in _hosts(spec):
+                runner = provider.runner(spec, host)
+                for where in prefixes:
+                    runner.remove_tree(where.rstrip("/"))
+            removed.append(f"repo{n}")
+            continue
+        client, bucket, count = s3(repo.target), repo.target.bucket, 0
+        for prefix in prefixes:
+            with _s3_errors(bucket, f"deleting {prefix}"):
+                pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                keys = [{"Key": o["Key"]} for page in pages for o in page.get("Contents", [])]
+                for i in range(0, len(keys), 1000):  # S3's most per DeleteObjects call
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys[i:i + 1000]})
+                count += len(keys)
+        removed.append(f"repo{n} ({count} object(s))")
+    return (f"dumps and oplog archive of {spec.name} deleted from {', '.join(removed)}: its backups are gone")

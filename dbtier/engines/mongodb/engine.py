@@ -321,6 +321,40 @@ class MongoEngine(Engine):
     #: bring-up starts the new set empty (initiated, users made); mongorestore fills it afterwards.
     restores_after_bring_up = True
 
+    def check_restore_target(self, provider: Provider, target: ClusterSpec, source: ClusterSpec, target_text: str,
+                             secrets: BackupSecrets, repo: int | None) -> tuple[str, str]:
+        """The plan the restore would follow now (:func:`.restore.check_target`); ``repo`` is refused: a restore
+        reads every repository's dumps and repository 1's oplog archive."""
+        from dbtier.engines.mongodb import restore
+        from dbtier.errors import RestoreError
+
+        if repo is not None:
+            raise RestoreError("repo: a MongoDB restore reads the dumps of every repository and the oplog archive of "
+                               "repository 1; drop --repo")
+        return restore.check_target(provider, source, target_text, secrets)
+
+    def flush_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
+                      passwords: Passwords) -> str:
+        """Wait (at most ``oplog_slice_s`` + 15 s) until an archiver has shipped the primary's newest oplog entry
+        (:func:`.restore.wait_archived`)."""
+        from dbtier.engines.mongodb import restore, rs
+
+        primary = self._primary(spec, passwords)
+        client = client_factory(spec)(primary, "root", passwords.superuser)
+        try:
+            window = rs.oplog_window(client, primary)
+        finally:
+            client.close()
+        if window is None:
+            raise BackupError(f"{primary.label}: its oplog is empty; is the replica set initiated?")
+        return restore.wait_archived(provider, spec, secrets, window[1], spec.mongodb.oplog_slice_s + 15.0)
+
+    def drop_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+        """The set's dumps and oplog archive, from every repository (:func:`.backup.drop`)."""
+        from dbtier.engines.mongodb import backup
+
+        return backup.drop(provider, spec, secrets)
+
     def restore_after_bring_up(self, provider: Provider, target: ClusterSpec, source: ClusterSpec, target_text: str,
                                secrets: BackupSecrets, passwords: Passwords) -> list[str]:
         """``source``'s dump and archived oplog replayed to ``target_text`` into ``target``

@@ -65,6 +65,23 @@ def parse_target(text: str) -> MongoTarget:
     return MongoTarget("time", text, Timestamp(int(at.astimezone(timezone.utc).timestamp()), MAX_INC))
 
 
+def describe(target: MongoTarget) -> str:
+    """The target as the restore's artifact and summary say it, with dbtier's inclusive meaning.
+
+    >>> describe(parse_target("2026-11-26 01:02:03+00"))
+    'time 2026-11-26 01:02:03+00 (every operation of that second included)'
+    >>> describe(parse_target("ts:1764118923:7")), describe(parse_target("latest")), describe(parse_target("dump:X"))
+    ('oplog timestamp 1764118923:7 (that entry included)', 'latest (the newest archived oplog entry)', 'dump X alone')
+    """
+    if target.kind == "time":
+        return f"time {target.text} (every operation of that second included)"
+    if target.kind == "ts":
+        return f"oplog timestamp {target.text[3:]} (that entry included)"
+    if target.kind == "dump":
+        return f"dump {target.label} alone"
+    return "latest (the newest archived oplog entry)"
+
+
 def oplog_limit(target_ts: Timestamp) -> Timestamp:
     """mongorestore's exclusive ``--oplogLimit`` for an inclusive target.
 

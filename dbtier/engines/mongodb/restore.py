@@ -10,6 +10,8 @@ fetched or wrote lives in one temporary directory under the target's cluster dir
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -23,7 +25,7 @@ from dbtier.engines.mongodb.archiving import ARCHIVER_USER, archive_location, re
 from dbtier.engines.mongodb.backup import DumpS3Client, S3Factory, _Repo, _records, _s3_errors, _tail, default_s3
 from dbtier.engines.mongodb.config import MongoMember
 from dbtier.engines.mongodb.oplog import SliceRecord, chain_problems, parse_index, replay_bytes, ts_when
-from dbtier.engines.mongodb.pitr import PitrPlan, parse_target, plan_restore
+from dbtier.engines.mongodb.pitr import FIELD, PitrPlan, describe, parse_target, plan_restore
 from dbtier.errors import BackupError, CommandFailed, RestoreError
 from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords
@@ -122,7 +124,7 @@ def plan(target_text: str, dumps: list[dump.DumpRecord], records: list[SliceReco
         return plan_restore(parse_target(target_text), dumps, records)
     except RestoreError as err:
         reason = str(err).removeprefix("target: ")
-        raise RestoreError(f"--target: {reason} ({window_text(dumps, records)})") from None
+        raise RestoreError(f"{FIELD}: {reason} ({window_text(dumps, records)})") from None
 
 
 # -- the stores the source is read from ------------------------------------------------------------
@@ -184,6 +186,44 @@ def source_dumps(provider: Provider, source: ClusterSpec, secrets: BackupSecrets
     held = [HeldDump(record, n, host) for n in range(1, len(source.backup.repositories) + 1)
             for host, record in _records(provider, source, _Repo(source, n, secrets), s3).values()]
     return pick_dumps(held)
+
+
+# -- before the restore: its checks, and the source's archive caught up ---------------------------
+
+
+def check_target(provider: Provider, source: ClusterSpec, target_text: str, secrets: BackupSecrets, *,
+                 s3: S3Factory = default_s3) -> tuple[str, str]:
+    """(the target in words, what serves it): the plan :func:`restore_to_target` would follow now, or its one-line
+    RestoreError naming ``target``. Reads the source's dumps and archives; writes nothing."""
+    wanted = parse_target(target_text)  # a typo is refused before any repository is read
+    dumps = source_dumps(provider, source, secrets, s3=s3)
+    archives = source_archives(provider, source, secrets, s3=s3)
+    chosen = choose_archive({name: a.records for name, a in archives.items()})
+    pitr = plan(target_text, [d.record for d in dumps.values()], archives[chosen].records if chosen else [])
+    served = f"{pitr.sentence}, from repo{dumps[pitr.dump.label].repo}"
+    return describe(wanted), served + (f" and {chosen}'s oplog archive" if pitr.slices else "")
+
+
+def wait_archived(provider: Provider, source: ClusterSpec, secrets: BackupSecrets, newest: Timestamp, timeout: float,
+                  *, s3: S3Factory = default_s3, clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> str:
+    """Wait until some member's archive holds ``newest`` (the primary's newest oplog entry when the restore began):
+    then 'latest' restores everything committed before the restore started. BackupError after ``timeout``."""
+    deadline, reached = clock() + timeout, None
+    while True:
+        ends = {name: a.records[-1].end for name, a in source_archives(provider, source, secrets, s3=s3).items()
+                if a.records}
+        reached = max(ends.values(), default=None)
+        if reached is not None and reached >= newest:
+            member = max(ends, key=lambda name: ends[name])
+            return (f"oplog of {source.name} archived up to {ts_when(newest)}, its newest entry when the restore "
+                    f"began ({member}'s archive)")
+        if clock() >= deadline:
+            upto = ts_when(reached) if reached is not None else "nothing yet"
+            raise BackupError(f"oplog archive of {source.name}: reaches {upto}, not the primary's newest entry "
+                              f"({ts_when(newest)}), after {timeout:.0f} s; check its archivers run "
+                              "(python -m flows.archive_health)")
+        sleep(1.0)
 
 
 # -- the runbook -----------------------------------------------------------------------------------

@@ -504,6 +504,20 @@ class PostgresEngine(Engine):
 
         return ops.wait_for_restore(provider, spec, timeout)
 
+    def flush_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
+                      passwords: Passwords) -> str:
+        """``pgbackrest check`` on the primary: a fresh WAL file reaches every repository
+        (:func:`dbtier.backup.ops.check`)."""
+        from dbtier.backup import ops
+
+        return ops.check(provider, spec)
+
+    def drop_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+        """The cluster's stanza, from every repository (:func:`dbtier.backup.ops.drop_stanza`)."""
+        from dbtier.backup import ops
+
+        return ops.drop_stanza(provider, spec, secrets)
+
     #: pgBackRest restores during bring-up (Patroni's custom bootstrap): nothing is left to do after it.
     restores_after_bring_up = False
 
