@@ -1,10 +1,13 @@
-"""Archive health: is every WAL file reaching the repositories in time?
+"""Archive health: is the cluster's continuous archive reaching the repositories in time, and whole?
 
     python -m flows.archive_health [--spec FILE]     exit 0 healthy, 1 lagging or failing
 
-Reads ``pg_stat_archiver`` on the primary (age of the oldest finished WAL file not archived,
-failures newer than the last success), then runs ``pgbackrest check`` (a fresh WAL file must
-reach every repository). Fails when the lag exceeds ``backup.archive_lag_limit_s``.
+PostgreSQL: reads ``pg_stat_archiver`` on the primary (age of the oldest finished WAL file not
+archived, failures newer than the last success), then runs ``pgbackrest check`` (a fresh WAL file
+must reach every repository). MongoDB: reads every member's oplog archive index (age of the newest
+archived entry; a gap, where the oplog rolled past what was archived, until a newer dump covers it;
+an overlap), warns when the primary's oplog window is shorter than the time since the newest dump,
+then checks every archiver runs. Fails when the lag exceeds ``backup.archive_lag_limit_s``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def archive_health(spec_path: str | None = None, spec_block: str | None = None) 
     spec = resolve_spec(spec_path, spec_block)
     verdict = judge_archiving(spec)
     record_archive_metrics(spec, verdict.healthy, verdict.lag_s)
-    checked = check_archiving(spec) if verdict.healthy else "pgbackrest check skipped: archiving already failed"
+    checked = check_archiving(spec) if verdict.healthy else "the end-to-end check skipped: archiving already failed"
     create_table_artifact(key=f"{spec.name}-archive-health", table=[{**verdict.artifact_row(), "check": checked}],
                           description=f"**{spec.name}** archive health")
     if not verdict.healthy:

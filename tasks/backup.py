@@ -16,7 +16,7 @@ from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
 from dbtier import bootstrap, pictures, workdir
 from dbtier.backup import drill, ops
-from dbtier.backup.archive import ArchiveVerdict, judge_archive
+from dbtier.backup.archive import ArchiveVerdict
 from dbtier.backup.catalog import (
     BackupRecord,
     Catalog,
@@ -134,15 +134,15 @@ def apply_retention(spec: ClusterSpec, repo: int, before: Catalog) -> tuple[list
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
 def check_archiving(spec: ClusterSpec) -> str:
-    sentence = ops.check(get_provider(spec, PREFECT_LOADERS), spec)
+    sentence = get_engine(spec).check_archive(get_provider(spec, PREFECT_LOADERS), spec, load_backup_secrets(spec))
     log_sentences(sentence)
     return sentence
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
 def judge_archiving(spec: ClusterSpec) -> ArchiveVerdict:
-    stats = ops.archiver_stats(spec, load_passwords(spec).monitoring)
-    verdict = judge_archive(stats, spec.backup.archive_lag_limit_s)
+    verdict = get_engine(spec).judge_archive(get_provider(spec, PREFECT_LOADERS), spec, load_backup_secrets(spec),
+                                             load_passwords(spec))
     log_sentences(verdict.sentence)
     return verdict
 

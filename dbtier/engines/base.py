@@ -22,6 +22,7 @@ from dbtier.spec import ClusterSpec
 from dbtier.tls import CertHolder
 
 if TYPE_CHECKING:
+    from dbtier.backup.archive import ArchiveVerdict
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.ops import BackupSecrets
     from dbtier.backup.pgbackrest import S3Target
@@ -338,6 +339,17 @@ class Engine(ABC):
         'latest' is now), or wait for its archivers to; a sentence of what 'latest' holds. Raise a
         :class:`~dbtier.errors.DbtierError` when it cannot: the restore then uses what is archived."""
         return f"{spec.name}: nothing to flush"
+
+    @abstractmethod
+    def judge_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
+                      passwords: Passwords) -> ArchiveVerdict:
+        """Archive health: is the cluster's continuous archive keeping up (within ``backup.archive_lag_limit_s``)
+        and whole? Reads only; an unhealthy verdict names what is wrong in its sentence."""
+
+    @abstractmethod
+    def check_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+        """After a healthy verdict, prove the archive works end to end now (PostgreSQL: a fresh WAL file reaches
+        every repository); a sentence, or a :class:`~dbtier.errors.BackupError` naming the member."""
 
     @abstractmethod
     def drop_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:

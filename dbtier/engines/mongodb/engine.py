@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from bson import Timestamp
 
     from dbtier.backup.catalog import Catalog
+    from dbtier.backup.archive import ArchiveVerdict
     from dbtier.backup.ops import BackupSecrets
     from dbtier.backup.pgbackrest import S3Target
     from dbtier.drills.scenarios import DrillResult
@@ -348,6 +349,43 @@ class MongoEngine(Engine):
         if window is None:
             raise BackupError(f"{primary.label}: its oplog is empty; is the replica set initiated?")
         return restore.wait_archived(provider, spec, secrets, window[1], spec.mongodb.oplog_slice_s + 15.0)
+
+    def judge_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
+                      passwords: Passwords) -> ArchiveVerdict:
+        """Every member's archive index, the newest dump and the primary's oplog bounds, judged by
+        :func:`.archive_health.judge`."""
+        import time
+
+        from dbtier.engines.mongodb import archive_health, restore, rs
+        from dbtier.errors import DbtierError
+
+        archives = restore.source_archives(provider, spec, secrets)
+        dumps = restore.source_dumps(provider, spec, secrets)
+        newest = max((held.record for held in dumps.values()), key=lambda r: r.oplog_end, default=None)
+        try:
+            primary = self._primary(spec, passwords)
+            client = client_factory(spec)(primary, "root", passwords.superuser)
+            try:
+                window = rs.oplog_window(client, primary)
+            finally:
+                client.close()
+        except DbtierError:
+            window = None  # the archive is judged anyway; the window warning needs a primary
+        return archive_health.judge({name: a.records for name, a in archives.items()}, time.time(),
+                                    spec.backup.archive_lag_limit_s,
+                                    (newest.oplog_start, newest.oplog_end) if newest else None, window)
+
+    def check_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+        """Each member's archiver runs (its supervisor says so); a stopped one is a BackupError naming it."""
+        from dbtier.bootstrap import running_services
+
+        services = self.archiver_services(spec)
+        running = set(running_services(self, provider, spec))
+        stopped = [s.name for s in services if s.name not in running]
+        if stopped:
+            raise BackupError(f"{', '.join(stopped)}: not running; start them with python -m flows.provision "
+                              "(it starts every archiver)")
+        return f"{len(services)} oplog archiver(s) running: {', '.join(s.name for s in services)}"
 
     def drop_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
         """The set's dumps and oplog archive, from every repository (:func:`.backup.drop`)."""

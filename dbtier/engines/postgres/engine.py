@@ -28,6 +28,7 @@ from dbtier.topology import PgMember, client_dsn, conninfo, etcd_members, pg_mem
 
 if TYPE_CHECKING:
     from dbtier.backup.catalog import Catalog
+    from dbtier.backup.archive import ArchiveVerdict
     from dbtier.backup.ops import BackupSecrets
     from dbtier.drills.scenarios import DrillResult
     from dbtier.spec import DrillSettings
@@ -508,6 +509,21 @@ class PostgresEngine(Engine):
                       passwords: Passwords) -> str:
         """``pgbackrest check`` on the primary: a fresh WAL file reaches every repository
         (:func:`dbtier.backup.ops.check`)."""
+        from dbtier.backup import ops
+
+        return ops.check(provider, spec)
+
+    def judge_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
+                      passwords: Passwords) -> ArchiveVerdict:
+        """``pg_stat_archiver`` and the waiting WAL files on the primary, read by the monitoring role
+        (:func:`dbtier.backup.archive.judge_archive`)."""
+        from dbtier.backup import ops
+        from dbtier.backup.archive import judge_archive
+
+        return judge_archive(ops.archiver_stats(spec, passwords.monitoring), spec.backup.archive_lag_limit_s)
+
+    def check_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
+        """``pgbackrest check`` (:func:`dbtier.backup.ops.check`)."""
         from dbtier.backup import ops
 
         return ops.check(provider, spec)
