@@ -114,6 +114,8 @@ class MongoDBSpec(_Model):
                                      "electing another (electionTimeoutMillis)")
     oplog_size_mb: int | None = Field(None, ge=990, description="mongod's default (5% of the disk) when None")
     oplog_slice_s: int = Field(60, ge=1, description="the archiver ships the oplog in slices this long")
+    oplog_archiving: bool = Field(True, description="each member's oplog archiver runs (the restore drill's "
+                                  "throwaway copy turns it off)")
     max_lag_s: int = Field(30, ge=1, description="a secondary further behind the primary than this makes the set "
                            "unhealthy (status exits 1)")
 
@@ -885,6 +887,7 @@ def format_validation_error(err: ValidationError) -> str:
 #: default is refused (:func:`foreign_engine_setting`), so no value is silently ignored.
 ENGINE_SETTINGS: dict[str, tuple[str, ...]] = {
     "postgres": ("ports", "patroni", "synchronous_mode", "postgresql_parameters", "etcd_members", "audit",
+                 "backup.restore_drill.check_query",
                  "binaries.patroni", "binaries.etcd", "binaries.pg_bin_dir", "binaries.pgbackrest", "binaries.haproxy",
                  "binaries.pgbouncer", "binaries.keepalived", "binaries.postgres_exporter"),
     "mongodb": ("mongodb", "binaries.mongod", "binaries.mongodump", "binaries.mongorestore", "binaries.python"),
@@ -892,7 +895,9 @@ ENGINE_SETTINGS: dict[str, tuple[str, ...]] = {
 
 #: What a spec of the other engine uses instead, where it has an equivalent.
 _INSTEAD = {("postgres", "mongodb"): {"ports": "member i's mongod listens on mongodb.port + i",
-                                      "patroni": "the replica set elects by itself: mongodb.election_timeout_ms"}}
+                                      "patroni": "the replica set elects by itself: mongodb.election_timeout_ms",
+                                      "backup.restore_drill.check_query": "it is SQL; the drill of a replica set "
+                                      "checks its marker documents, validate and the application user"}}
 
 
 def _dotted(spec: ClusterSpec, dotted: str) -> Any:

@@ -1,8 +1,7 @@
-"""Tasks of the backup, archive health, restore and restore drill flows: thin wrappers over dbtier.backup."""
+"""Tasks of the backup, archive health and restore flows: thin wrappers over dbtier.backup and the engine."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from datetime import datetime, timezone
 from typing import Any
@@ -15,21 +14,17 @@ from blocks.backup import load_backup_secrets, s3_repositories
 from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
 from dbtier import bootstrap, pictures, workdir
-from dbtier.backup import drill, ops
+from dbtier.backup import ops
 from dbtier.backup.archive import ArchiveVerdict
 from dbtier.backup.catalog import (
     BackupRecord,
     Catalog,
-    RestoreTarget,
     catalog_description,
-    check_target,
     choose_kind,
     expired_labels,
     fulls_to_keep,
     human_bytes,
-    parse_target,
 )
-from dbtier.backup.drill import CopyChecks, Marker
 from dbtier.engines.base import Engine, get_engine
 from dbtier.errors import BackupError, DbtierError, RestoreError
 from dbtier.providers.base import Provider, get_provider
@@ -198,22 +193,6 @@ def flush_source_wal(source: ClusterSpec) -> str:
     return sentence
 
 
-@task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 5])
-def read_source_catalog(target: ClusterSpec, source: ClusterSpec) -> Catalog:
-    catalog = ops.read_source_catalog(get_provider(target, PREFECT_LOADERS), target, source, load_backup_secrets(source))
-    log_sentences(f"source stanza {source.name}: {len(catalog.backups)} backup(s), WAL up to {catalog.wal_max}")
-    return catalog
-
-
-@task(cache_policy=NONE)
-def check_restore_target(target: RestoreTarget, catalog: Catalog, repo: int | None = None) -> str:
-    if repo is not None:
-        catalog = dataclasses.replace(catalog, backups=tuple(catalog.in_repo(repo)))
-    sentence = check_target(target, catalog, datetime.now(timezone.utc))
-    log_sentences(f"restore target {target.describe()}: from {sentence}")
-    return sentence
-
-
 @task(cache_policy=NONE)
 def wait_for_restore(spec: ClusterSpec) -> str:
     """The members started on the restored backup: wait until one is the primary."""
@@ -235,50 +214,6 @@ def save_cluster_spec(spec: ClusterSpec) -> str:
     workdir.write_private(local, text.encode(), 0o644)
     log_sentences(f"spec of {spec.name} saved: {local} (and {path} on {', '.join(hosts)})")
     return local
-
-
-# ---- restore drill ------------------------------------------------------------------------------
-
-
-@task(cache_policy=NONE)
-def clear_throwaway(copy: ClusterSpec) -> None:
-    """A copy left by an interrupted drill is the drill's own: stop and remove it."""
-    engine, provider = get_engine(copy), get_provider(copy, PREFECT_LOADERS)
-    if bootstrap.running_services(engine, provider, copy) or bootstrap.is_initialised(engine, provider, copy):
-        log_sentences(*bootstrap.stop_services(engine, provider, copy), bootstrap.wipe(engine, provider, copy))
-
-
-def restore_drill_checks(source: ClusterSpec, copy: ClusterSpec, target: str = "marker") -> list[str]:
-    """What the restore drill proves before it writes a single marker row, each a one-line refusal (exit 2):
-    the copy's directory holds nothing but an earlier drill's copy, the copy's ports are free, and the
-    source has a backup that serves ``target``. The command line runs it before the flow run starts."""
-    sentences = bootstrap.preflight(get_engine(copy), get_provider(copy, PREFECT_LOADERS), copy)
-    wanted = RestoreTarget("latest") if target == "marker" else parse_target(target)
-    catalog = ops.read_source_catalog(get_provider(copy, PREFECT_LOADERS), copy, source, load_backup_secrets(source))
-    served_by = check_target(wanted, catalog, datetime.now(timezone.utc))
-    return [*sentences, f"source stanza {source.name}: {len(catalog.backups)} backup(s); target served by {served_by}"]
-
-
-@task(cache_policy=NONE)
-def check_restore_drill(source: ClusterSpec, copy: ClusterSpec, target: str) -> None:
-    """The restore drill's first step: :func:`restore_drill_checks` (so deployment and UI runs refuse too)."""
-    log_sentences(*restore_drill_checks(source, copy, target))
-
-
-@task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
-def write_restore_marker(spec: ClusterSpec) -> Marker:
-    marker = drill.write_marker(spec, load_passwords(spec).app)
-    log_sentences(f"drill {marker.drill_id}: {marker.before} marker rows before {marker.at.isoformat(sep=' ')}, "
-         f"{marker.after} after it")
-    return marker
-
-
-@task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3])
-def check_restored_copy(spec: ClusterSpec, marker: Marker) -> CopyChecks:
-    checks = drill.check_copy(spec, get_provider(spec, PREFECT_LOADERS), marker)
-    log_sentences(f"copy holds {checks.found_before} + {checks.found_after} marker rows; amcheck {checks.amcheck}; "
-         f"query {checks.query}")
-    return checks
 
 
 @task(cache_policy=NONE, retries=1, retry_delay_seconds=2)

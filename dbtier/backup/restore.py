@@ -43,8 +43,8 @@ def shifted_port_fields(spec: ClusterSpec, offset: int) -> dict[str, Any]:
     lays its ports out from (:func:`dbtier.spec.engine_layout`: all of ``ports.*``, or ``mongodb.port``). The other
     engine's settings stay at their defaults (a saved copy must load: :func:`dbtier.spec.foreign_engine_setting`).
 
-    >>> shifted_port_fields(ClusterSpec(engine="mongodb"), 100)
-    {'mongodb': {'replset': 'rs0', 'port': 27117, 'election_timeout_ms': 10000, 'oplog_size_mb': None, 'oplog_slice_s': 60, 'max_lag_s': 30}}
+    >>> shifted_port_fields(ClusterSpec(engine="mongodb"), 100)["mongodb"]["port"]
+    27117
     >>> shifted_port_fields(ClusterSpec(), 100)["ports"]["postgres"]
     5532
     """
@@ -56,18 +56,22 @@ def shifted_port_fields(spec: ClusterSpec, offset: int) -> dict[str, Any]:
 
 
 def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
-    """The restore drill's copy: one member, one etcd, no archiving, ports moved by the drill's offset.
+    """The restore drill's copy: one member, ports moved by the drill's offset, no routers, and what the engine
+    changes for a throwaway copy (:meth:`~dbtier.engines.base.Engine.throwaway_changes`: no archiving of its own).
 
     >>> t = throwaway_spec(ClusterSpec())
     >>> (t.name, t.members, t.etcd_size, t.ports.postgres, t.postgresql_parameters["archive_mode"])
     ('dbtier-drill', 1, 1, 5732, 'off')
+    >>> m = throwaway_spec(ClusterSpec(engine="mongodb"))
+    >>> (m.members, m.mongodb.port, m.mongodb.oplog_archiving, m.etcd_members, m.postgresql_parameters)
+    (1, 27317, False, None, {})
     """
+    from dbtier.engines.base import get_engine
+
     drill = source.backup.restore_drill
     name = f"{source.name[:25]}-drill"
     target = derive_target(source, name if name != source.name else f"{source.name[:26]}-copy", drill.port_offset)
-    params = {**target.postgresql_parameters, "archive_mode": "off"}
-    changes: dict[str, Any] = {"members": 1, "etcd_members": 1, "postgresql_parameters": params,
-                               "synchronous_mode": False,
+    changes: dict[str, Any] = {"members": 1, **get_engine(target).throwaway_changes(target),
                                "routing": {**target.routing.model_dump(), "enabled": False, "vip": None}}
     if target.proxmox is not None and target.proxmox.layout == "per-member":  # its one member: in the first one
         proxmox = target.proxmox.model_dump(mode="json")

@@ -24,6 +24,7 @@ from dbtier.tls import CertHolder
 if TYPE_CHECKING:
     from dbtier.backup.archive import ArchiveVerdict
     from dbtier.backup.catalog import Catalog
+    from dbtier.backup.drill import CopyChecks, Marker
     from dbtier.backup.ops import BackupSecrets
     from dbtier.backup.pgbackrest import S3Target
     from dbtier.drills.scenarios import DrillResult
@@ -396,6 +397,29 @@ class Engine(ABC):
                        secrets: BackupSecrets) -> None:
         """Remove from repository ``repo`` what retention no longer keeps: all but the newest ``keep_full`` fulls
         (and ``keep_diff`` differentials, where the engine has them)."""
+
+    # -- the restore drill: its copy, its markers and its checks (PostgreSQL: .postgres.restore_drill; MongoDB:
+    # .mongodb.restore_drill); the verdict is shared (dbtier.backup.drill) ------------------------------------------
+
+    @abstractmethod
+    def throwaway_changes(self, spec: ClusterSpec) -> dict[str, Any]:
+        """The settings that make ``spec`` (one member, the drill's ports) the restore drill's throwaway copy: no
+        archiving of its own, nothing a single member cannot do; top-level spec fields, whole sections."""
+
+    @abstractmethod
+    def write_restore_marker(self, spec: ClusterSpec, passwords: Passwords) -> Marker:
+        """On the running cluster, as the application user: marker rows, then the target that holds them, then
+        more rows after it; the :class:`~dbtier.backup.drill.Marker` says how many of each and the target."""
+
+    @abstractmethod
+    def check_restored_copy(self, provider: Provider, spec: ClusterSpec, marker: Marker,
+                            passwords: Passwords) -> CopyChecks:
+        """On the restored copy (``passwords``: the copy's): the marker rows counted by phase, and each of the
+        engine's own checks as a sentence and whether it passed (a failed check is a finding, not an exception)."""
+
+    @abstractmethod
+    def restore_drill_budgets(self, spec: ClusterSpec) -> list[str]:
+        """What :meth:`check_restored_copy`'s checks prove, one phrase each, for the verdict's "judged against"."""
 
     # -- failover drills: the failover-drill flow's steps (PostgreSQL: dbtier.drills.scenarios; MongoDB: .drill) ----
 

@@ -12,6 +12,8 @@ from dbtier.backup.archive import ArchiveVerdict
 from dbtier.backup.catalog import BackupRecord, Catalog, catalog_description, restorable_window
 from dbtier.backup.drill import CopyChecks, Marker, judge_copy
 from dbtier.drills.verdict import Attempt, Expectation, Observed, judge, markdown_report, summary_row
+from dbtier.engines.base import get_engine
+from dbtier.spec import ClusterSpec
 
 T = datetime(2026, 11, 26, 2, 0, 0, tzinfo=timezone.utc)
 W1, W2 = "000000010000000000000003", "000000010000000000000009"
@@ -113,22 +115,31 @@ def test_failover_drill_summary_shows_the_budgets(rto_budget_s: float, rejoin_bu
     plain(report)
 
 
+_AMCHECK = ("amcheck: 3 B-tree indexes consistent", True)
+_QUERIED = ClusterSpec(backup={"restore_drill": {"check_query": "SELECT true"}})
+_MONGO = ClusterSpec(engine="mongodb")
+
+
 @pytest.mark.parametrize(
-    ("checks", "expect", "restore_s", "passed", "judged"),
+    ("spec", "checks", "expect", "restore_s", "passed", "judged"),
     [
-        (CopyChecks(100, 0, "3 B-tree indexes consistent", True, "returned true", True), "marker", 12.3, True,
+        (_QUERIED, CopyChecks(100, 0, (_AMCHECK, ("check query: returned true", True))), "marker", 12.3, True,
          "exactly the 100 marker rows written before the target, none of the 10 after; amcheck on every B-tree index; "
          "the spec's check query (backup.restore_drill.check_query) returns true; restored and healthy within 900 s"),
-        (CopyChecks(100, 10, "3 B-tree indexes consistent", True, "none given (backup.restore_drill.check_query)", True),
-         "marker", 12.3, False, "none of the 10 after; amcheck on every B-tree index; restored and healthy within 900 s"),
-        (CopyChecks(100, 10, "3 B-tree indexes consistent", True, "none given (backup.restore_drill.check_query)", True),
-         "latest", 950.0, False, "all 110 marker rows"),
+        (ClusterSpec(), CopyChecks(100, 10, (_AMCHECK, ("check query: none given", True))), "marker", 12.3, False,
+         "none of the 10 after; amcheck on every B-tree index; restored and healthy within 900 s"),
+        (ClusterSpec(), CopyChecks(100, 10, (_AMCHECK,)), "latest", 950.0, False, "all 110 marker rows"),
+        (_MONGO, CopyChecks(100, 0, (("validate: 3 collections of database app valid", True),
+                                     ("user app: signed in through the copy's URI and read its 100 marker documents",
+                                      True))), "marker", 12.3, True,
+         "none of the 10 after; validate on every collection of database app; user app signs in through the copy's "
+         "URI and reads the markers; restored and healthy within 900 s"),
     ],
 )
-def test_restore_drill_verdict_shows_its_budgets_in_words(checks: CopyChecks, expect: str, restore_s: float,
-                                                          passed: bool, judged: str) -> None:
+def test_restore_drill_verdict_shows_its_budgets_in_words(spec: ClusterSpec, checks: CopyChecks, expect: str,
+                                                          restore_s: float, passed: bool, judged: str) -> None:
     marker = Marker("d", 100, 10, T)
-    verdict = judge_copy(marker, checks, expect, restore_s, 900)
+    verdict = judge_copy(marker, checks, expect, restore_s, 900, get_engine(spec).restore_drill_budgets(spec))
     facts = {"source": "orders", "target": "time 2026-11-26 02:00:00+00:00", "from": "backup X", "copy": "orders-drill",
              "restore_s": round(restore_s, 1)}
     text = verdict.markdown("Restore drill", facts)

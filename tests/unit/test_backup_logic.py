@@ -906,8 +906,9 @@ MARKER = Marker("d1", before=100, after=10, at=NOW)
 
 
 def copy(before: int = 100, after: int = 0, amcheck_ok: bool = True, query_ok: bool = True) -> CopyChecks:
-    return CopyChecks(before, after, "3 B-tree indexes consistent" if amcheck_ok else "failed: index corrupt",
-                      amcheck_ok, "returned true" if query_ok else "returned False, not true", query_ok)
+    amcheck = "amcheck: " + ("3 B-tree indexes consistent" if amcheck_ok else "failed: index corrupt")
+    query = "check query: " + ("returned true" if query_ok else "returned False, not true")
+    return CopyChecks(before, after, ((amcheck, amcheck_ok), (query, query_ok)))
 
 
 @pytest.mark.parametrize(
@@ -927,10 +928,13 @@ def copy(before: int = 100, after: int = 0, amcheck_ok: bool = True, query_ok: b
         pytest.param(copy(), "marker", 901.0, False, "restored and healthy in 901.0 s (budget 900 s)",
                      id="over-budget"),
         pytest.param(copy(), "marker", 900.0, True, "in 900.0 s", id="at-budget"),
+        pytest.param(CopyChecks(100, 0, (("validate: 2 collections of database app valid", True),
+                                         ("user app: could not read the markers through the copy's URI", False))),
+                     "marker", 12.0, False, "user app: could not read", id="one-of-the-engines-checks-failed"),
     ],
 )
 def test_judge_copy(checks: CopyChecks, expect: str, restore_s: float, passed: bool, words: str) -> None:
-    verdict = judge_copy(MARKER, checks, expect, restore_s, 900)
+    verdict = judge_copy(MARKER, checks, expect, restore_s, 900, [])
     assert verdict.passed is passed
     assert any(words in s for s in verdict.sentences), verdict.sentences
     assert len(verdict.sentences) == 4

@@ -31,7 +31,8 @@ def test_the_sample_loads_with_the_defaults() -> None:
     spec = load_spec(SAMPLE, environ={})
     assert (spec.engine, spec.members, spec.routing.enabled) == ("mongodb", 3, False)
     assert spec.mongodb.model_dump() == {"replset": "rs0", "port": 27017, "election_timeout_ms": 10000,
-                                         "oplog_size_mb": None, "oplog_slice_s": 60, "max_lag_s": 30}
+                                         "oplog_size_mb": None, "oplog_slice_s": 60, "oplog_archiving": True,
+                                         "max_lag_s": 30}
     assert spec.binaries.mongod == "/usr/bin/mongod"
     assert isinstance(get_engine(spec), MongoEngine) and get_engine(spec).name == "mongodb"
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.archive import ArchiveVerdict
+    from dbtier.backup.drill import CopyChecks, Marker
     from dbtier.backup.ops import BackupSecrets
     from dbtier.backup.pgbackrest import S3Target
     from dbtier.drills.scenarios import DrillResult
@@ -233,8 +234,8 @@ class MongoEngine(Engine):
     # -- archiving: one oplog archiver per member into repository 1 (:mod:`.archiving`, :mod:`.archiver`) --------
 
     def archives(self, spec: ClusterSpec) -> bool:
-        """Every member's oplog is archived when the spec has backup repositories."""
-        return bool(spec.backup.repositories)
+        """Every member's oplog is archived, unless ``mongodb.oplog_archiving`` is off (the restore drill's copy)."""
+        return bool(spec.backup.repositories) and spec.mongodb.oplog_archiving
 
     def archiving_configured(self, provider: Provider, spec: ClusterSpec) -> bool:
         """Each archiver's URI file (its marker) on its member's host, when the set archives at all."""
@@ -246,8 +247,8 @@ class MongoEngine(Engine):
     def archiver_services(self, spec: ClusterSpec, secrets: BackupSecrets | None = None) -> list[Service]:
         """One archiver per member (:func:`.archiving.archiver_service`), into repository 1, its S3 target from
         ``secrets``. Without one an S3 archiver has no store options: it identifies the process, and would refuse
-        to start (exit 2); :meth:`start_archiving` builds them with the secrets."""
-        return [_archiver(spec, m, secrets) for m in members(spec)]
+        to start (exit 2); :meth:`start_archiving` builds them with the secrets. None when the set does not archive."""
+        return [_archiver(spec, m, secrets) for m in members(spec)] if self.archives(spec) else []
 
     def archiver_files(self, spec: ClusterSpec, service: Service, passwords: Passwords,
                        s3: S3Target | None = None) -> dict[str, bytes]:
@@ -294,6 +295,8 @@ class MongoEngine(Engine):
         from dbtier.backup.settings import FsRepository
         from dbtier.engines.mongodb import archiving
 
+        if not self.archives(spec):
+            return [f"{spec.name}: no oplog archiver (mongodb.oplog_archiving is off)"]
         repo, code = archiving.repository(spec, 1), runtime.package_archive()
         said = [runtime.ship(provider.runner(spec, host), spec, host, code)
                 for host in dict.fromkeys(m.host for m in members(spec))]
@@ -313,6 +316,8 @@ class MongoEngine(Engine):
         """Each member's archiver under the provider's supervisor (root exists by now); a running one stays."""
         from dbtier.bootstrap import ensure_running
 
+        if not self.archives(spec):
+            return [f"{spec.name}: no oplog archiver (mongodb.oplog_archiving is off)"]
         return [ensure_running(provider, spec, _archiver(spec, m, secrets, startable=True)) for m in members(spec)]
 
     def wait_for_restore(self, provider: Provider, spec: ClusterSpec, timeout: float) -> str:
@@ -379,6 +384,9 @@ class MongoEngine(Engine):
         """Each member's archiver runs (its supervisor says so); a stopped one is a BackupError naming it."""
         from dbtier.bootstrap import running_services
 
+        if not self.archives(spec):
+            raise BackupError("mongodb.oplog_archiving: off, so nothing archives this set's oplog; turn it on and "
+                              "provision again")
         services = self.archiver_services(spec)
         running = set(running_services(self, provider, spec))
         stopped = [s.name for s in services if s.name not in running]
@@ -400,6 +408,41 @@ class MongoEngine(Engine):
         from dbtier.engines.mongodb import restore
 
         return restore.restore_to_target(provider, target, source, target_text, secrets, passwords)
+
+    # -- the restore drill: :mod:`.restore_drill` --------------------------------------------------------------
+
+    def throwaway_changes(self, spec: ClusterSpec) -> dict[str, Any]:
+        """No oplog archiver: the copy must not write an archive of its own.
+
+        >>> MongoEngine().throwaway_changes(ClusterSpec(engine="mongodb"))["mongodb"]["oplog_archiving"]
+        False
+        """
+        return {"mongodb": {**spec.mongodb.model_dump(mode="json"), "oplog_archiving": False}}
+
+    def _app_uri(self, spec: ClusterSpec, passwords: Passwords) -> MongoUri:
+        return write_uri(members(spec), mongo_settings(spec), spec.app.user, passwords.app, spec.app.database,
+                         _ca_file(spec))
+
+    def write_restore_marker(self, spec: ClusterSpec, passwords: Passwords) -> Marker:
+        """Documents of collection ``dbtier_restore_drill`` around one oplog entry, through the write URI (the
+        target: ``ts:T:I`` of the last document before)."""
+        from dbtier.engines.mongodb import restore_drill
+
+        return restore_drill.write_marker(set_client, self._app_uri(spec, passwords), spec.app.database)
+
+    def check_restored_copy(self, provider: Provider, spec: ClusterSpec, marker: Marker,
+                            passwords: Passwords) -> CopyChecks:
+        """The markers and ``validate`` as root on the copy's primary, then the application user through its URI."""
+        from dbtier.engines.mongodb import restore_drill
+
+        return restore_drill.check_copy(self._primary(spec, passwords), client_factory(spec), passwords.superuser,
+                                        set_client, self._app_uri(spec, passwords), spec.app.user,
+                                        spec.app.database, marker)
+
+    def restore_drill_budgets(self, spec: ClusterSpec) -> list[str]:
+        from dbtier.engines.mongodb import restore_drill
+
+        return restore_drill.budgets(spec.app.user, spec.app.database)
 
     # -- backups: mongodump into each repository (:mod:`.backup`) -----------------------------------------------
 

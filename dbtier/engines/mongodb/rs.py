@@ -109,7 +109,8 @@ def translate(err: PyMongoError, member: str, doing: str) -> MongoCommandError:
 
 
 @contextmanager
-def _errors(member: str, doing: str) -> Iterator[None]:
+def translated(member: str, doing: str) -> Iterator[None]:
+    """Inside it, a driver error becomes :func:`translate`'s one line naming ``member`` and what it was ``doing``."""
     try:
         yield
     except PyMongoError as err:
@@ -117,7 +118,7 @@ def _errors(member: str, doing: str) -> Iterator[None]:
 
 
 def command(client: MongoClient[Any], member: str, doing: str, cmd: dict[str, Any]) -> dict[str, Any]:
-    with _errors(member, doing):
+    with translated(member, doing):
         return dict(client.admin.command(cmd))
 
 
@@ -269,7 +270,7 @@ def _oplog(client: MongoClient[Any]) -> Any:
 
 def oplog_window(client: MongoClient[Any], member: MongoMember) -> tuple[Timestamp, Timestamp] | None:
     """(oldest, newest) entry timestamps of the member's oplog, or None when it is empty."""
-    with _errors(member.label, "reading the oplog's bounds"):
+    with translated(member.label, "reading the oplog's bounds"):
         plain = client.local[OPLOG]
         oldest = plain.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
         newest = plain.find_one({}, {"ts": 1}, sort=[("$natural", -1)])
@@ -287,7 +288,7 @@ def read_batch(cursor: Cursor[Any], member: MongoMember, max_entries: int, deadl
                clock: Callable[[], float] = time.monotonic) -> list[RawBSONDocument]:
     """The entries the cursor gives until ``deadline`` or ``max_entries`` (an empty wait ends at the deadline)."""
     out: list[RawBSONDocument] = []
-    with _errors(member.label, "tailing the oplog"):
+    with translated(member.label, "tailing the oplog"):
         while len(out) < max_entries and cursor.alive and clock() < deadline:
             try:
                 out.append(next(cursor))

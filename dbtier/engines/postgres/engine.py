@@ -29,6 +29,7 @@ from dbtier.topology import PgMember, client_dsn, conninfo, etcd_members, pg_mem
 if TYPE_CHECKING:
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.archive import ArchiveVerdict
+    from dbtier.backup.drill import CopyChecks, Marker
     from dbtier.backup.ops import BackupSecrets
     from dbtier.drills.scenarios import DrillResult
     from dbtier.spec import DrillSettings
@@ -572,6 +573,36 @@ class PostgresEngine(Engine):
             return [sentence for sentence in said if sentence]
 
         return reload_all(where, spec, rest_login(passwords), reload_routing=reload_routing)
+
+    # -- the restore drill: :mod:`dbtier.engines.postgres.restore_drill` ------------------------------------------
+
+    def throwaway_changes(self, spec: ClusterSpec) -> dict[str, Any]:
+        """One etcd member, no WAL archiving (``archive_mode: off``), no synchronous standby to wait for.
+
+        >>> c = PostgresEngine().throwaway_changes(ClusterSpec())
+        >>> c["etcd_members"], c["postgresql_parameters"]["archive_mode"], c["synchronous_mode"]
+        (1, 'off', False)
+        """
+        return {"etcd_members": 1, "postgresql_parameters": {**spec.postgresql_parameters, "archive_mode": "off"},
+                "synchronous_mode": False}
+
+    def write_restore_marker(self, spec: ClusterSpec, passwords: Passwords) -> Marker:
+        """Rows of table ``dbtier_restore_drill`` around the server's clock (the target is that time)."""
+        from dbtier.engines.postgres import restore_drill
+
+        return restore_drill.write_marker(spec, passwords.app)
+
+    def check_restored_copy(self, provider: Provider, spec: ClusterSpec, marker: Marker,
+                            passwords: Passwords) -> CopyChecks:
+        """The marker rows, amcheck and the spec's check query, as the superuser over the primary's socket."""
+        from dbtier.engines.postgres import restore_drill
+
+        return restore_drill.check_copy(spec, provider, marker)
+
+    def restore_drill_budgets(self, spec: ClusterSpec) -> list[str]:
+        from dbtier.engines.postgres import restore_drill
+
+        return restore_drill.budgets(spec)
 
     # -- failover drills: :mod:`dbtier.drills.scenarios` --------------------------------------------------------
 
