@@ -6,8 +6,10 @@
 Scenarios: crash, freeze, switchover, replica-loss, etcd-member-loss, etcd-quorum-loss; on members with hosts of
 their own (a `dbtier lab`, ssh or proxmox hosts), the network drills partition-replica, etcd-minority, lossy-network,
 partition-primary, and where the provider has power over the hosts, host-freeze and host-crash.
-A MongoDB replica set (engine: mongodb) has crash, freeze, stepdown and secondary-loss; each engine says its own
-(``Engine.drill_scenarios``), and a scenario the spec's engine lacks is refused in one line (exit 2).
+A MongoDB replica set (engine: mongodb) has crash, freeze, stepdown and secondary-loss under a ``w: majority`` writer,
+and w1-loss, the demonstration: a ``w: 1`` writer, the secondaries paused, the primary killed; its verdict must show
+the acknowledged writes lost (it fails when none were). Each engine says its own (``Engine.drill_scenarios``), and a
+scenario the spec's engine lacks is refused in one line (exit 2).
 Each leaves the cluster healthy; the flow fails when any verdict fails. drill-all skips, in one line each, the
 scenarios the cluster cannot run; one of them named on its own is refused.
 """
@@ -42,7 +44,7 @@ def every_scenario() -> tuple[str, ...]:
     """Every engine's drills, each once, PostgreSQL's first: the command line's ``--scenario`` choices.
 
     >>> every_scenario()[:len(SCENARIOS)] == SCENARIOS, every_scenario()[len(SCENARIOS):]
-    (True, ('stepdown', 'secondary-loss'))
+    (True, ('stepdown', 'secondary-loss', 'w1-loss'))
     """
     names: dict[str, None] = {}
     for engine in get_args(ClusterSpec.model_fields["engine"].annotation):

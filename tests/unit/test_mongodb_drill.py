@@ -49,6 +49,7 @@ class FakeSet:
     log: str = ""
     after_port: int = 27018
     after_term: int = 2
+    w: str = "majority"  # the write concern the writer must be started with
 
     def wait_healthy(self, timeout: float) -> str:
         self.calls.append("wait_healthy")
@@ -62,7 +63,7 @@ class FakeSet:
     def start_writer(self, argv: list[str], stderr_path: str) -> str:
         uri_file = argv[argv.index("--uri-file") + 1]
         assert stat.S_IMODE(os.stat(uri_file).st_mode) == 0o600, "the URI file is private before the writer starts"
-        assert APP_PASSWORD in Path(uri_file).read_text() and "--w" in argv and "majority" in argv
+        assert APP_PASSWORD in Path(uri_file).read_text() and argv[argv.index("--w") + 1] == self.w
         assert not any(APP_PASSWORD in a for a in argv), "the writer's argv names the file, never the password"
         self.calls.append("start_writer")
         self.log = argv[argv.index("--log") + 1]
@@ -79,6 +80,15 @@ class FakeSet:
         with open(self.log, "a") as out:
             out.write("".join(line + "\n" for line in lines))
         return "MongoDB drill writer (pid 4242) stopped with exit code 0"
+
+    def pause(self, members: list[MongoMember]) -> Injected:
+        self.calls.append(f"pause {' '.join(m.name for m in members)}")
+
+        def resume() -> str:
+            self.calls.append("resume")
+            return "SIGCONT sent"
+
+        return Injected("paused", "SIGCONT the secondaries", resume)
 
     def inject(self, scenario: str, target: MongoMember) -> Injected:
         self.calls.append(f"inject {scenario} {target.name}")
@@ -169,6 +179,45 @@ def test_the_undo_and_the_writers_stop_run_when_a_wait_breaks(spec: ClusterSpec,
     assert not (drill_dir / "write.uri").exists(), "the URI file goes with the writer"
 
 
+@pytest.fixture
+def quick_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(drill.faults, "pause_for", lambda election_timeout_ms: 0.01)
+
+
+def test_the_w1_demonstration_resumes_the_secondaries_before_the_primary_and_shows_the_loss(
+        spec: ClusterSpec, healthy_set: FakeSet, quick_pause: None) -> None:
+    healthy_set.w, healthy_set.missing = "1", frozenset({3})  # acknowledged by the primary alone, then rolled back
+    v = _run(spec, healthy_set, "w1-loss").verdict
+    assert healthy_set.calls == ["wait_healthy", "start_writer", "status", "pause mongo1 mongo2",
+                                 "inject w1-loss mongo0", "resume", "wait_new_primary mongo0", "undo",
+                                 "wait_rejoined mongo0", "wait_healthy", "stop_writer", "present_ids"]
+    assert v.passed, v.reasons
+    assert v.lost_ids == [3] and not v.budgets.zero_loss
+    assert "w: 1 lost 1 acknowledged write(s) (first ids: 3); w: majority keeps them" in v.notes
+
+
+def test_a_w1_demonstration_that_lost_nothing_fails_saying_so(spec: ClusterSpec, healthy_set: FakeSet,
+                                                              quick_pause: None) -> None:
+    healthy_set.w = "1"
+    v = _run(spec, healthy_set, "w1-loss").verdict
+    assert not v.passed
+    assert "the w: 1 demonstration lost no acknowledged write: pause the secondaries longer" in v.reasons
+
+
+def test_the_secondaries_are_resumed_when_the_crash_fails(spec: ClusterSpec, healthy_set: FakeSet,
+                                                          quick_pause: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    healthy_set.w = "1"
+
+    def crash_fails(scenario: str, target: MongoMember) -> Injected:
+        healthy_set.calls.append("inject fails")
+        raise RuntimeError("kill failed")
+
+    monkeypatch.setattr(healthy_set, "inject", crash_fails)
+    with pytest.raises(RuntimeError, match="kill failed"):
+        _run(spec, healthy_set, "w1-loss")
+    assert healthy_set.calls[-3:] == ["inject fails", "resume", "stop_writer"]
+
+
 # -- the verdict, from the writer's log and the ids the set holds ------------------------------------
 
 
@@ -198,7 +247,7 @@ def test_the_evidence_is_saved_and_no_file_holds_a_password(spec: ClusterSpec, h
 
 def test_an_unknown_scenario_is_refused_before_the_set_is_touched(spec: ClusterSpec, healthy_set: FakeSet) -> None:
     with pytest.raises(Refused, match="engine mongodb has no switchover drill; choose one of crash, freeze, "
-                                      "stepdown, secondary-loss or drill-all"):
+                                      "stepdown, secondary-loss, w1-loss or drill-all"):
         _run(spec, healthy_set, "switchover")
     assert healthy_set.calls == []
 
@@ -208,7 +257,7 @@ def test_an_unknown_scenario_is_refused_before_the_set_is_touched(spec: ClusterS
 
 @pytest.mark.parametrize(
     ("engine", "names"),
-    [("postgres", pg_drills.SCENARIOS), ("mongodb", ("crash", "freeze", "stepdown", "secondary-loss"))],
+    [("postgres", pg_drills.SCENARIOS), ("mongodb", ("crash", "freeze", "stepdown", "secondary-loss", "w1-loss"))],
 )
 def test_each_engine_names_its_drills(engine: str, names: tuple[str, ...]) -> None:
     spec = ClusterSpec(engine=engine)
@@ -218,7 +267,7 @@ def test_each_engine_names_its_drills(engine: str, names: tuple[str, ...]) -> No
 @pytest.mark.parametrize(
     ("spec_file", "scenario", "line"),
     [("mongodb.yaml", "etcd-quorum-loss", "dbtier: error: scenario: engine mongodb has no etcd-quorum-loss drill; "
-      "choose one of crash, freeze, stepdown, secondary-loss or drill-all"),
+      "choose one of crash, freeze, stepdown, secondary-loss, w1-loss or drill-all"),
      ("default.yaml", "stepdown", "dbtier: error: scenario: engine postgres has no stepdown drill; choose one of "
       f"{', '.join(pg_drills.SCENARIOS)} or drill-all")],
 )

@@ -3,6 +3,8 @@ recording runner (no process is ever signalled here)."""
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -200,6 +202,23 @@ def test_pause_secondaries_stops_each_on_its_own_host() -> None:
     assert injected.said.startswith("paused mongo1 and mongo2: ")
     injected.undo()
     assert [r.ran[-1] for r in runners.values()] == [["kill", "-CONT", "101"], ["kill", "-CONT", "102"]]
+
+
+def test_a_secondary_that_cannot_be_paused_resumes_the_ones_already_paused() -> None:
+    first, second = MEMBERS[1:]
+    runners = {first.name: RecordingRunner(_running(first, 101)), second.name: RecordingRunner({})}  # no mongod
+    with pytest.raises(DbtierError, match=re.escape(f"freeze: {second.label} has no running mongod")):
+        faults.pause_secondaries(lambda m: runners[m.name], [first, second])
+    assert runners[first.name].ran == [["kill", "-STOP", "101"], ["kill", "-CONT", "101"]], "never left frozen"
+
+
+def test_the_w1_demonstration_writes_with_w_1_after_pausing_the_secondaries() -> None:
+    scenario = faults.SCENARIOS["w1-loss"]
+    assert (scenario.target, scenario.leader_change, scenario.w, scenario.pause_secondaries) == ("primary", True, "1",
+                                                                                                 True)
+    assert all(s.w == "majority" and not s.pause_secondaries for n, s in faults.SCENARIOS.items() if n != "w1-loss")
+    assert faults.expected_loss("w1-loss", "1", faults.pause_for(10000)) == "shown"
+    assert not faults.expectation("w1-loss", "1", "mongo0", 60, 120).zero_loss
 
 
 # -- the waits, against mockupdb ----------------------------------------------------------------------

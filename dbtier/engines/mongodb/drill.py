@@ -6,7 +6,8 @@ The runbook (:func:`run`) reads like the PostgreSQL one (:mod:`dbtier.drills.sce
    directory (:func:`dbtier.workdir.drill_dir`, on this machine), and start the writer (:mod:`.drill_writer`,
    ``w: majority``); wait for its first acknowledgements (the URI file goes once the writer is stopped);
 2. read the set's status (as root) and pick the member the scenario hits (:func:`.faults.pick_target`);
-3. inject the fault, its undo registered at once, so it runs even when a wait fails;
+3. inject the fault, its undo registered at once, so it runs even when a wait fails (w1-loss: first pause the
+   secondaries for :func:`.faults.pause_for` seconds, then crash the primary, then resume the secondaries);
 4. wait for a new primary (not for secondary-loss, which keeps the lost member down a while instead), undo,
    wait until the member is SECONDARY again, then for a healthy set; let the writer run a little more, stop it;
 5. read back every id the set holds (``readConcern: majority``), judge (:func:`dbtier.drills.verdict.judge`
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
     from dbtier.procs import Service
     from dbtier.providers.base import Provider
 
-#: The write concern of the drill's writer: no acknowledged write may be lost, whatever the fault.
+#: The write concern of the drill's writer: no acknowledged write may be lost, whatever the fault; only the w1-loss
+#: demonstration writes with ``w: 1`` (:attr:`.faults.MongoScenario.w`).
 WRITE_CONCERN = "majority"
 #: How long the writer gets to have its first write acknowledged, before any fault.
 FIRST_ACK_TIMEOUT_S = 30.0
@@ -68,6 +70,9 @@ class DrillOps(Protocol):
 
     def inject(self, scenario: str, target: MongoMember) -> faults.Injected:
         """Break ``target`` as ``scenario`` says; return the fault with its undo."""
+
+    def pause(self, members: list[MongoMember]) -> faults.Injected:
+        """SIGSTOP ``members`` (the w: 1 demonstration's secondaries); the undo SIGCONTs them."""
 
     def wait_new_primary(self, old: MongoMember, timeout: float) -> tuple[MongoMember, float]:
         """The member other than ``old`` that became the writable primary, and the seconds waited."""
@@ -100,6 +105,18 @@ class MongoDrill:
         return f"{self.dir}/writes.jsonl"
 
     @property
+    def w(self) -> str:
+        """The writer's write concern (``majority``, or ``1`` for the loss demonstration)."""
+        return faults.SCENARIOS[self.scenario].w
+
+    @property
+    def pause_s(self) -> float:
+        """How long the secondaries are paused before the fault (0: they are not)."""
+        if not faults.SCENARIOS[self.scenario].pause_secondaries:
+            return 0.0
+        return faults.pause_for(self.spec.mongodb.election_timeout_ms)
+
+    @property
     def uri_file(self) -> str:
         return f"{self.dir}/write.uri"
 
@@ -128,7 +145,7 @@ def check_scenario(scenario: str) -> faults.MongoScenario:
     >>> check_scenario("etcd-quorum-loss")
     Traceback (most recent call last):
     ...
-    dbtier.errors.Refused: scenario: engine mongodb has no etcd-quorum-loss drill; choose one of crash, freeze, stepdown, secondary-loss or drill-all
+    dbtier.errors.Refused: scenario: engine mongodb has no etcd-quorum-loss drill; choose one of crash, freeze, stepdown, secondary-loss, w1-loss or drill-all
     """
     if scenario not in faults.SCENARIOS:
         raise Refused(f"scenario: engine mongodb has no {scenario} drill; choose one of "
@@ -154,14 +171,14 @@ def write_uri_file(drill: MongoDrill, uri: MongoUri) -> None:
     """The writer's URI, password included, in a 0600 file of the drill's 0700 directory (never argv or env)."""
     workdir.make_private_dir(drill.dir)
     drill_writer.write_uri_file(drill.uri_file, uri)
-    drill.notes.append(f"the writer wrote through the replica set's URI {uri} (w: {WRITE_CONCERN})")
+    drill.notes.append(f"the writer wrote through the replica set's URI {uri} (w: {drill.w})")
 
 
 @contextmanager
 def writing(drill: MongoDrill) -> Iterator[None]:
     """Run the writer for the block (after its first acknowledgements); undo what is still broken, stop the
     writer and remove its URI file (the one file holding a password) on the way out, whatever happened inside."""
-    argv = drill_writer.writer_argv(drill.uri_file, drill.id, drill.log, WRITE_CONCERN, drill.settings.write_timeout_s,
+    argv = drill_writer.writer_argv(drill.uri_file, drill.id, drill.log, drill.w, drill.settings.write_timeout_s,
                                     drill.settings.write_interval_ms)
     writer = drill.ops.start_writer(argv, drill.writer_err)
     try:
@@ -201,6 +218,24 @@ def inject(drill: MongoDrill, target: MongoMember) -> float:
     drill.pending.append((injected.undo_what, injected.undo))
     drill.notes.append(injected.said)
     return moment
+
+
+def pause_secondaries(drill: MongoDrill, primary: MongoMember, paused: Pending) -> None:
+    """SIGSTOP every member but ``primary`` (their undo into ``paused`` at once, for :func:`resume`, which must run
+    before the primary starts again) and hold them paused for :attr:`MongoDrill.pause_s` while the writer writes
+    with ``w: 1``."""
+    others = [m for m in drill.members if m.name != primary.name]
+    drill.note(f"pausing {', '.join(m.name for m in others)} for {drill.pause_s:g} s (w: 1 writes reach only "
+               f"{primary.name})")
+    injected = drill.ops.pause(others)
+    paused.append((injected.undo_what, injected.undo))
+    drill.notes.append(injected.said)
+    time.sleep(drill.pause_s)
+
+
+def resume(drill: MongoDrill, paused: Pending) -> None:
+    """SIGCONT the paused secondaries (now, before the crashed primary comes back, so one of them is elected)."""
+    undo_all(paused, drill.note, drill.notes, drill.problems)
 
 
 def wait_new_primary(drill: MongoDrill, old: MongoMember) -> str | None:
@@ -274,11 +309,14 @@ def finish(drill: MongoDrill, fault_at: float, leader: tuple[str | None, str | N
     """Judge the writer's log against the ids the set holds, and save verdict.json beside the log."""
     attempts = read_attempts(drill.log)
     present = read_back(drill)
-    drill.notes.append(faults.loss_check(faults.expected_loss(drill.scenario, WRITE_CONCERN),
-                                         lost_ids(attempts, present))[1])
+    expected = faults.expected_loss(drill.scenario, drill.w, drill.pause_s)
+    as_expected, said = faults.loss_check(expected, lost_ids(attempts, present))
+    drill.notes.append(said)
+    if expected == "shown" and not as_expected:  # the demonstration must show the loss it exists to show
+        drill.problems.append(said)
     seen = Observed(fault_at=fault_at, leader_before=leader[0], leader_after=leader[1], primary_ids=present,
                     rejoin_s=rejoin_s, events=drill.events, notes=drill.notes, problems=drill.problems)
-    expect = faults.expectation(drill.scenario, WRITE_CONCERN, target.name, drill.settings.rto_budget_s,
+    expect = faults.expectation(drill.scenario, drill.w, target.name, drill.settings.rto_budget_s,
                                 drill.settings.rejoin_budget_s)
     verdict = judge(drill.scenario, attempts, seen, expect)
     workdir.write_private(f"{drill.dir}/verdict.json", json.dumps(verdict.to_dict(), indent=2).encode())
@@ -294,7 +332,15 @@ def drill_set(drill: MongoDrill, uri: MongoUri) -> DrillResult:
     write_uri_file(drill, uri)
     with writing(drill):
         target, leader_before = aim(drill)
-        fault_at = inject(drill, target)
+        if scenario.pause_secondaries:  # the w: 1 demonstration
+            paused: Pending = []
+            try:
+                pause_secondaries(drill, target, paused)
+                fault_at = inject(drill, target)
+            finally:
+                resume(drill, paused)
+        else:
+            fault_at = inject(drill, target)
         if scenario.leader_change:
             leader_after = wait_new_primary(drill, target)
             rejoin_s = wait_rejoined(drill, target, undo(drill))
@@ -376,6 +422,9 @@ class SetOps:
         from dbtier.bootstrap import ensure_running
 
         return ensure_running(self.provider, self.spec, self.service(member))
+
+    def pause(self, members: list[MongoMember]) -> faults.Injected:
+        return faults.pause_secondaries(lambda m: self.provider.runner(self.spec, m.host), members)
 
     def inject(self, scenario: str, target: MongoMember) -> faults.Injected:
         if scenario == "stepdown":

@@ -494,7 +494,7 @@ class MongoEngine(Engine):
     # -- failover drills: :mod:`.drill` over :mod:`.faults` and :mod:`.drill_writer` ---------------------------
 
     def drill_scenarios(self, spec: ClusterSpec) -> tuple[str, ...]:
-        """crash, freeze, stepdown and secondary-loss (:data:`.faults.SCENARIOS`)."""
+        """crash, freeze, stepdown, secondary-loss and the w: 1 loss demonstration w1-loss (:data:`.faults.SCENARIOS`)."""
         from dbtier.engines.mongodb.faults import SCENARIOS
 
         return tuple(SCENARIOS)

@@ -4,8 +4,9 @@
 - freeze: SIGSTOP the primary's mongod; undo: SIGCONT it.
 - stepdown: ``replSetStepDown`` on the primary; nothing to undo (it is electable again after ``seconds``).
 - secondary-loss: SIGKILL a secondary's mongod; undo: start it again.
-- the w:1 loss demonstration: SIGSTOP the secondaries for a moment before the crash, so writes the
-  primary acknowledged with ``w: 1`` never reach them (with ``w: majority`` those writes fail instead).
+- w1-loss, the loss demonstration: the writer writes with ``w: 1``; SIGSTOP the secondaries for a moment, then
+  SIGKILL the primary and SIGCONT the secondaries: the writes only the primary had are rolled back when it returns,
+  and the verdict must show them lost (with ``w: majority`` those writes are never acknowledged instead).
 
 Every pid is checked before it gets a signal (pid file, then ``/proc/PID/cmdline`` holding the member's
 ``mongod.conf``), so a drill only ever touches its own cluster's mongod. Starting a member is left to a
@@ -38,6 +39,8 @@ class MongoScenario:
     target: Literal["primary", "secondary"]
     leader_change: bool
     what: str
+    w: Literal["majority", "1"] = "majority"  # the writer's write concern
+    pause_secondaries: bool = False  # SIGSTOP the secondaries before the fault (the w: 1 demonstration)
 
 
 SCENARIOS: dict[str, MongoScenario] = {
@@ -45,6 +48,9 @@ SCENARIOS: dict[str, MongoScenario] = {
     "freeze": MongoScenario("primary", True, "SIGSTOP the primary's mongod past the election timeout, then SIGCONT"),
     "stepdown": MongoScenario("primary", True, "replSetStepDown on the primary"),
     "secondary-loss": MongoScenario("secondary", False, "SIGKILL a secondary's mongod, then start it again"),
+    "w1-loss": MongoScenario("primary", True, "with w: 1, SIGSTOP the secondaries, SIGKILL the primary, SIGCONT the "
+                             "secondaries, start the primary again: the writes only it had are rolled back",
+                             w="1", pause_secondaries=True),
 }
 
 
@@ -131,6 +137,16 @@ def loss_check(expected: Loss, lost: list[int]) -> tuple[bool, str]:
     return True, f"w: 1 lost {len(lost)} acknowledged write(s)" + (f" (first ids: {ids})" if lost else "")
 
 
+def pause_for(election_timeout_ms: int) -> float:
+    """How long the w: 1 demonstration pauses the secondaries: 60% of the longest pause :func:`check_pause` allows,
+    at most 3 s (at a write every 20-50 ms, dozens of writes only the primary acknowledged).
+
+    >>> pause_for(10000), pause_for(5000), pause_for(2000)
+    (3.0, 1.5, 0.6)
+    """
+    return check_pause(round(min(3.0, election_timeout_ms / 2000 * 0.6), 2), election_timeout_ms)
+
+
 def check_pause(pause_s: float, election_timeout_ms: int) -> float:
     """The secondaries' pause must end well before the primary steps down for want of a majority.
 
@@ -205,8 +221,16 @@ def freeze(runner: Runner, member: MongoMember) -> Injected:
 
 
 def pause_secondaries(runner_for: Callable[[MongoMember], Runner], members: list[MongoMember]) -> Injected:
-    """SIGSTOP every secondary (the w:1 demonstration, just before the primary's crash); undo: SIGCONT them."""
-    frozen = [freeze(runner_for(m), m) for m in members]
+    """SIGSTOP every secondary (the w:1 demonstration, just before the primary's crash); undo: SIGCONT them. When
+    one cannot be paused, the ones already paused are resumed before the error goes on."""
+    frozen: list[Injected] = []
+    try:
+        for m in members:
+            frozen.append(freeze(runner_for(m), m))
+    except DbtierError:
+        for done in frozen:
+            done.undo()
+        raise
     names = " and ".join(m.name for m in members)
     return Injected(f"paused {names}: " + "; ".join(f.said for f in frozen), f"SIGCONT {names}",
                     lambda: "; ".join(f.undo() for f in frozen))
