@@ -333,8 +333,8 @@ def test_archiver_writes_contiguous_slices_soon_after_inserts(three_member_repls
 def test_dump_and_slices_restore_exactly_the_documents_before_the_target(
     three_member_replset: ReplicaSet, archiving_mongo0: DirStore, binaries: dict[str, str]
 ) -> None:
-    """No dbtier runbook runs mongodump and mongorestore yet: this test drives them with dump.py's argv, and
-    picks the slices with pitr.plan_restore."""
+    """The tools themselves, driven with dump.py's argv and the slices pitr.plan_restore picks (the flows' backup and
+    restore run in test_mongodb_flows.py)."""
     rset = three_member_replset
     runner = rset.runner()
     work = f"{rset.spec.data_root}/pitr"
