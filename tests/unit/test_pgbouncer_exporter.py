@@ -8,12 +8,14 @@ import os
 import stat
 import threading
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
 from dbtier.engines.postgres import pgbouncer_exporter as exp
+from dbtier.monitoring.exposition import exposition
 
 STATS_118 = {"database": "app", "total_xact_count": "12", "total_query_count": "30", "total_received": "4096",
              "total_sent": "8192", "total_xact_time": "1500000", "total_query_time": "900000", "total_wait_time": "250",
@@ -74,7 +76,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps({"psql": str(fake_psql), "user": "monitoring", "passfile": str(tmp_path / "pgpass"),
                                        "sslmode": "disable", "targets": ["127.0.0.1:6432"]}))
-    server = exp.ThreadingHTTPServer(("127.0.0.1", 0), exp.make_handler(exp.Config.load(str(config_file))))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), exp.make_handler(exp.Config.load(str(config_file))))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -131,6 +133,6 @@ def test_what_it_serves_passes_promtools_lint() -> None:
     import subprocess
 
     promtool = shutil.which("promtool") or "/usr/bin/promtool"
-    text = exp.exposition(exp.families([STATS_123], [POOLS_118, {**POOLS_118, "user": 'we"ird\\name'}]))
+    text = exposition(exp.families([STATS_123], [POOLS_118, {**POOLS_118, "user": 'we"ird\\name'}]))
     done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

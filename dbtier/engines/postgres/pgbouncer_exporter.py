@@ -19,7 +19,6 @@ The config (JSON, written by dbtier): ``{"psql": PATH, "user": ROLE, "passfile":
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import json
@@ -27,10 +26,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from dbtier.monitoring.exposition import Metric, multi_target_handler, serve
 
 
 #: Between the two results in psql's output (a line no CSV row of theirs can be: each row has many columns).
@@ -98,19 +98,19 @@ def _number(value: str | None) -> float | None:
         return None
 
 
-@dataclass
-class Metric:
-    """One metric family: its name, ``counter`` or ``gauge``, its help and its samples (labels, value)."""
-
-    name: str
-    kind: str
-    help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
-
-
 def families(stats: Sequence[Mapping[str, str]], pools: Sequence[Mapping[str, str]]) -> list[Metric]:
     """The metrics of one PgBouncer's SHOW STATS and SHOW POOLS rows, ``pgbouncer_up 1`` first. A column a row lacks
-    (another PgBouncer version) or a value that is no number is left out."""
+    (another PgBouncer version) or a value that is no number is left out.
+
+    >>> from dbtier.monitoring.exposition import exposition
+    >>> print(exposition(families([{"database": 'a"b', "total_query_time": "2500000"}], [])).decode(), end="")
+    # HELP pgbouncer_up 1 when the PgBouncer's console answered this scrape
+    # TYPE pgbouncer_up gauge
+    pgbouncer_up 1.0
+    # HELP pgbouncer_stats_queries_duration_seconds_total seconds server connections spent running queries
+    # TYPE pgbouncer_stats_queries_duration_seconds_total counter
+    pgbouncer_stats_queries_duration_seconds_total{database="a\\"b"} 2.5
+    """
     found = [Metric("pgbouncer_up", "gauge", UP_HELP, [({}, 1.0)])]
     for table, rows, labels in ((STATS, stats, ("database",)), (POOLS, pools, ("database", "user"))):
         for family in table:
@@ -133,31 +133,6 @@ def families(stats: Sequence[Mapping[str, str]], pools: Sequence[Mapping[str, st
 
 def down() -> list[Metric]:
     return [Metric("pgbouncer_up", "gauge", UP_HELP, [({}, 0.0)])]
-
-
-def _label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def exposition(metrics: Sequence[Metric]) -> bytes:
-    """``metrics`` in Prometheus's text format (0.0.4): the standard library's, no client library (it would cost
-    this process a quarter more memory, measured).
-
-    >>> print(exposition(families([{"database": 'a"b', "total_query_time": "2500000"}], [])).decode(), end="")
-    # HELP pgbouncer_up 1 when the PgBouncer's console answered this scrape
-    # TYPE pgbouncer_up gauge
-    pgbouncer_up 1.0
-    # HELP pgbouncer_stats_queries_duration_seconds_total seconds server connections spent running queries
-    # TYPE pgbouncer_stats_queries_duration_seconds_total counter
-    pgbouncer_stats_queries_duration_seconds_total{database="a\\"b"} 2.5
-    """
-    lines = []
-    for metric in metrics:
-        lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
-        for labels, value in metric.samples:
-            pairs = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items())
-            lines.append(f"{metric.name}{{{pairs}}} {value!r}" if pairs else f"{metric.name} {value!r}")
-    return ("\n".join(lines) + "\n").encode()
 
 
 @dataclass(frozen=True)
@@ -205,28 +180,8 @@ def scrape(config: Config, target: str) -> list[Metric]:
 
 
 def make_handler(config: Config) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            url = urlsplit(self.path)
-            target = (parse_qs(url.query).get("target") or [""])[0]
-            if url.path != "/metrics":
-                self._answer(404, b"dbtier pgbouncer exporter: GET /metrics?target=host:port\n", "text/plain")
-            elif target not in config.targets:
-                self._answer(400, f"unknown target {target!r}: one of {', '.join(config.targets)}\n".encode(), "text/plain")
-            else:
-                self._answer(200, exposition(scrape(config, target)), "text/plain; version=0.0.4; charset=utf-8")
-
-        def _answer(self, status: int, body: bytes, kind: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
-            return  # one line per scrape would fill the log
-
-    return Handler
+    """The HTTP handler serving ``config``'s PgBouncers (:func:`dbtier.monitoring.exposition.multi_target_handler`)."""
+    return multi_target_handler("pgbouncer exporter", config.targets, lambda target: scrape(config, target))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,13 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = Config.load(args.config)
-        host, _, port = args.listen.rpartition(":")
-        server = ThreadingHTTPServer((host, int(port)), make_handler(config))
+        serve(args.listen, make_handler(config))
     except (OSError, ValueError, KeyError) as err:
         print(f"pgbouncer-exporter: cannot start ({args.config}, {args.listen}): {err}", file=sys.stderr)
         return 1
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
     return 0
 
 
