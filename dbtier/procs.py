@@ -80,6 +80,16 @@ def pid_matches(runner: Runner, pid: int, marker: str) -> bool:
     return marker.encode() in cmdline
 
 
+def _wait_ports_free(runner: Runner, service: Service, timeout: float = 5.0) -> None:
+    """Until nothing listens on ``service``'s ports (at most ``timeout``): a process that exits loses its command
+    line first and its last threads, which hold its sockets, a moment later (measured: an exporter's port stayed
+    open after its pid no longer matched), so a start right after a stop could not bind."""
+    deadline = time.monotonic() + timeout
+    for _field, port in service.ports:
+        while runner.port_in_use(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def running_pid(runner: Runner, service: Service) -> int | None:
     """The pid of ``service`` when it runs, else None."""
     pid = read_pid(runner, service.pidfile)
@@ -113,7 +123,9 @@ def stop(runner: Runner, service: Service, timeout: float = 30.0) -> str:
     pid = running_pid(runner, service)
     if pid is None:
         return f"{service.name} was not running"
-    return stop_pid(runner, pid, service.marker, service.name, timeout)
+    said = stop_pid(runner, pid, service.marker, service.name, timeout)
+    _wait_ports_free(runner, service)
+    return said
 
 
 def stop_pid(runner: Runner, pid: int, marker: str, name: str, timeout: float = 30.0) -> str:

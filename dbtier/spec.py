@@ -462,6 +462,8 @@ class ExporterSettings(_Model):
     pgbouncer: int = Field(9127, ge=1024, le=65535, description="dbtier's PgBouncer exporter, beside the monitoring "
                            "stack on monitoring.host: it reads every PgBouncer's console for Prometheus")
     node: int = Field(9100, ge=1024, le=65535, description="node exporter on each member host")
+    mongodb: int = Field(9216, ge=1024, le=65535, description="dbtier's MongoDB exporter, beside the monitoring stack "
+                         "on monitoring.host: it asks every member of a replica set for its state and lag")
 
 
 class MonitoringSettings(_Model):
@@ -887,10 +889,11 @@ def format_validation_error(err: ValidationError) -> str:
 #: default is refused (:func:`foreign_engine_setting`), so no value is silently ignored.
 ENGINE_SETTINGS: dict[str, tuple[str, ...]] = {
     "postgres": ("ports", "patroni", "synchronous_mode", "postgresql_parameters", "etcd_members", "audit",
-                 "backup.restore_drill.check_query",
+                 "backup.restore_drill.check_query", "monitoring.exporters.postgres", "monitoring.exporters.pgbouncer",
                  "binaries.patroni", "binaries.etcd", "binaries.pg_bin_dir", "binaries.pgbackrest", "binaries.haproxy",
                  "binaries.pgbouncer", "binaries.keepalived", "binaries.postgres_exporter"),
-    "mongodb": ("mongodb", "binaries.mongod", "binaries.mongodump", "binaries.mongorestore", "binaries.python"),
+    "mongodb": ("mongodb", "binaries.mongod", "binaries.mongodump", "binaries.mongorestore", "binaries.python",
+                "monitoring.exporters.mongodb"),
 }
 
 #: What a spec of the other engine uses instead, where it has an equivalent.

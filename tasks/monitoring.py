@@ -20,7 +20,9 @@ from tasks import log_sentences
 def start_exporters(spec: ClusterSpec) -> list[str]:
     """The exporters on the cluster's hosts, each with its files (the monitoring role's password, mode 0600)."""
     said = bootstrap.start_exporters(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec, load_passwords(spec))
-    log_sentences(*(said or ["no exporters: monitoring.exporters.enabled is off"]))
+    why = "monitoring.exporters.enabled is off" if not spec.monitoring.exporters.enabled else \
+        f"engine {spec.engine} has none there (its exporters run beside the monitoring stack)"
+    log_sentences(*(said or [f"no exporters on the cluster's hosts: {why}"]))
     return said
 
 

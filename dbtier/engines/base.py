@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dbtier.errors import ClusterUnhealthy
@@ -91,6 +91,20 @@ class ScrapeJob:
 
 
 @dataclass(frozen=True)
+class EngineAlerts:
+    """The engine's alert rules (each :func:`dbtier.monitoring.alerts.rule`'s): its members' and its routers' (may
+    be empty); what else means its archiving fails (PromQL, or-ed with dbtier's own ``dbtier_archive_ok == 0``), and
+    how the shared archiving rules name its archive and its log."""
+
+    members: list[dict[str, Any]]
+    routing: list[dict[str, Any]] = field(default_factory=list)
+    archive_failing: str = ""
+    archive_what: str = "archiving"
+    archived: str = "the archive"
+    archive_log: str = "the archiver's log"
+
+
+@dataclass(frozen=True)
 class HostPorts:
     """The cluster's TCP ports on one host, as its host firewall (:mod:`dbtier.firewall`) guards them: ``clients``
     those ``allowed_client_networks`` reach too (a database's own port, a router's routes, a pooler's), ``control``
@@ -160,6 +174,11 @@ class Engine(ABC):
     def scrape_jobs(self, spec: ClusterSpec) -> list[ScrapeJob]:
         """What Prometheus scrapes of the cluster: its members' and routers' own endpoints and its exporters."""
         return []
+
+    @abstractmethod
+    def alert_rules(self, spec: ClusterSpec, thresholds: dict[str, float]) -> EngineAlerts:
+        """The rules on what :meth:`scrape_jobs` scrapes (``thresholds``: :func:`dbtier.monitoring.alerts.thresholds`);
+        the rules every engine shares (targets down, backups, drills, certificates, disks) are not the engine's."""
 
     @abstractmethod
     def dsn(self, spec: ClusterSpec, route: str | None = None, pooled: bool = False) -> str:

@@ -44,10 +44,27 @@ def exposition(metrics: Sequence[Metric]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+#: How long a scrape may take when Prometheus does not say (``X-Prometheus-Scrape-Timeout-Seconds``).
+DEFAULT_SCRAPE_TIMEOUT_S = 10.0
+
+
+def scrape_timeout(header: str | None) -> float:
+    """The seconds Prometheus waits for this scrape (its header), the default without one.
+
+    >>> scrape_timeout("2"), scrape_timeout(None), scrape_timeout("soon")
+    (2.0, 10.0, 10.0)
+    """
+    try:
+        return float(header) if header else DEFAULT_SCRAPE_TIMEOUT_S
+    except ValueError:
+        return DEFAULT_SCRAPE_TIMEOUT_S
+
+
 def multi_target_handler(name: str, targets: Collection[str],
-                         scrape: Callable[[str], Sequence[Metric]]) -> type[BaseHTTPRequestHandler]:
-    """``GET /metrics?target=T`` answers ``scrape(T)`` for a T of ``targets``; any other target is a 400, any other
-    path a 404. No access log (one line per scrape would fill it)."""
+                         scrape: Callable[[str, float], Sequence[Metric]]) -> type[BaseHTTPRequestHandler]:
+    """``GET /metrics?target=T`` answers ``scrape(T, seconds)`` for a T of ``targets`` (``seconds``: how long
+    Prometheus waits for it: a member that does not answer must be ``up 0`` before that, not a failed scrape); any
+    other target is a 400, any other path a 404. No access log (one line per scrape would fill it)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -58,7 +75,8 @@ def multi_target_handler(name: str, targets: Collection[str],
             elif target not in targets:
                 self._answer(400, f"unknown target {target!r}: one of {', '.join(targets)}\n".encode(), "text/plain")
             else:
-                self._answer(200, exposition(scrape(target)), "text/plain; version=0.0.4; charset=utf-8")
+                seconds = scrape_timeout(self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
+                self._answer(200, exposition(scrape(target, seconds)), "text/plain; version=0.0.4; charset=utf-8")
 
         def _answer(self, status: int, body: bytes, kind: str) -> None:
             self.send_response(status)

@@ -160,3 +160,83 @@ def test_thresholds_follow_the_spec(tmp_path: Path) -> None:
 def test_the_readme_describes_every_alert() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert [alert for alert in _rules() if f"| {alert} |" not in readme] == []
+
+
+# -- a replica set's rules: its members through dbtier's MongoDB exporter, and the shared ones -----------------------
+
+MONGO = build_spec({"name": "orders", "engine": "mongodb"}, environ={})
+MONGOD = f'job="mongodb",instance="10.0.0.21:27017",{C}'
+MONGO_LABELS = {"job": "mongodb", "instance": "10.0.0.21:27017", "cluster": "orders"}
+MONGO_FIRING: list[tuple[str, list[tuple[str, str]], str, dict[str, str], str]] = [
+    ("DbtierMongoMemberDown", [(f'mongodb_up{{{MONGOD},member="mongo0"}}', "1 0 0 0")], "3m",
+     {**MONGO_LABELS, "member": "mongo0"}, "mongod of mongo0 does not answer"),
+    ("DbtierMongoNoPrimary", [(f'mongodb_member_primary{{{MONGOD},member="mongo0"}}', "1 0 0 0"),
+                              (f'mongodb_member_primary{{job="mongodb",instance="10.0.0.22:27018",{C},member="mongo1"}}',
+                               "0 0 0 0")], "3m", {"cluster": "orders"},
+     "replica set orders has no primary: writes fail"),
+    ("DbtierMongoReplicationLag", [(f'mongodb_replication_lag_seconds{{{MONGOD},member="mongo1"}}', "45+0x5")], "4m",
+     {**MONGO_LABELS, "member": "mongo1"}, "mongo1 is 45s behind the primary"),
+    ("DbtierArchivingFailing", [(f'dbtier_archive_ok{{job="node",instance="h1:9100",{C}}}', "0")], "0m",
+     {"job": "node", "instance": "h1:9100", "cluster": "orders"},
+     "oplog archiving of orders fails: point-in-time restore stops at the last good file"),
+]
+MONGO_QUIET: list[tuple[str, list[tuple[str, str]], str]] = [
+    ("DbtierMongoNoPrimary", [(f'mongodb_member_primary{{{MONGOD},member="mongo0"}}', "1 1 1 1"),
+                              (f'mongodb_member_primary{{job="mongodb",instance="10.0.0.22:27018",{C},member="mongo1"}}',
+                               "0 0 0 0")], "3m"),
+    ("DbtierMongoReplicationLag", [(f'mongodb_replication_lag_seconds{{{MONGOD},member="mongo1"}}', "30+0x5")], "4m"),
+    ("DbtierMongoMemberDown", [(f'mongodb_up{{{MONGOD},member="mongo0"}}', "1 1 1 1")], "3m"),
+]
+
+
+def _mongo_rules() -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for g in alert_rules(MONGO)["groups"] for r in g["rules"]}
+
+
+def _promtool_mongo(tmp_path: Path, test: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(alert_rules(MONGO), sort_keys=False))
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "1m",
+                                                        "tests": [test]}, sort_keys=False))
+    return subprocess.run([PROMTOOL, "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_replica_sets_rules_are_its_own_and_the_shared_ones(tmp_path: Path) -> None:
+    rules = _mongo_rules()
+    assert {"DbtierMongoMemberDown", "DbtierMongoNoPrimary", "DbtierMongoReplicationLag", "DbtierTargetDown",
+            "DbtierArchivingFailing", "DbtierBackupTooOld", "DbtierRestoreDrillFailed"} <= set(rules)
+    assert not [name for name, r in rules.items() if "patroni" in r["expr"] or "pg_" in r["expr"]
+                or "haproxy" in r["expr"] or "pgbouncer" in r["expr"]], "no PostgreSQL series in a replica set's rules"
+    assert [g["name"] for g in alert_rules(MONGO)["groups"]] == ["dbtier-members", "dbtier-recovery", "dbtier-hosts"]
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(alert_rules(MONGO), sort_keys=False))
+    done = subprocess.run([PROMTOOL, "check", "rules", "rules.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0 and f"SUCCESS: {len(rules)} rules found" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("case", MONGO_FIRING, ids=[case[0] for case in MONGO_FIRING])
+def test_a_replica_sets_rule_fires_with_its_summary(tmp_path: Path,
+                                                    case: tuple[str, list[tuple[str, str]], str, dict[str, str], str]
+                                                    ) -> None:
+    alert, series, at, labels, summary = case
+    rule = _mongo_rules()[alert]
+    done = _promtool_mongo(tmp_path, {
+        "interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series],
+        "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": [{
+            "exp_labels": {**labels, "severity": rule["labels"]["severity"]},
+            "exp_annotations": {"summary": summary, "runbook": rule["annotations"]["runbook"]}}]}]})
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("case", MONGO_QUIET, ids=[f"{case[0]}-{i}" for i, case in enumerate(MONGO_QUIET)])
+def test_a_replica_sets_rule_stays_quiet_short_of_its_threshold(tmp_path: Path,
+                                                                case: tuple[str, list[tuple[str, str]], str]) -> None:
+    alert, series, at = case
+    done = _promtool_mongo(tmp_path, {"interval": "1m",
+                                      "input_series": [{"series": s, "values": v} for s, v in series],
+                                      "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": []}]})
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_describes_every_replica_set_alert() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [alert for alert in _mongo_rules() if f"| {alert} |" not in readme] == []

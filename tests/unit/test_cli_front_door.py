@@ -127,7 +127,7 @@ def test_serve_names_another_cluster_with_spec() -> None:
 
 @pytest.mark.parametrize(("spec", "role", "roles"), [
     ("default.yaml", "keyfile", "superuser, replication, rewind, app, monitoring, restapi, etcd_root, etcd, pgbouncer"),
-    ("mongodb.yaml", "rewind", "superuser, app, keyfile"),
+    ("mongodb.yaml", "rewind", "superuser, app, keyfile, monitoring"),
 ])
 def test_password_refuses_a_role_the_engine_does_not_have(spec: str, role: str, roles: str) -> None:
     """Each engine has its own secrets: a role of the other engine is one line naming the choices, before any

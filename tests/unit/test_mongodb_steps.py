@@ -292,3 +292,30 @@ def test_rotate_certificates_on_each_member(member_server: MockupDB, pool: Threa
     assert calls == [("mongo0", "root", "pw-root")]
     assert steps.rotate_certificates(_members(member_server), _factory(calls), "pw-root", False) == [
         "TLS is off: no mongod certificate to reload"]
+
+
+def test_the_exporters_monitoring_user_comes_last_with_cluster_monitor(member_server: MockupDB,
+                                                                       pool: ThreadPoolExecutor) -> None:
+    [member] = _members(member_server)
+    future = pool.submit(steps.ensure_users, member, _factory([]), "pw-root", "app", "pw-app", "app", "pw-mon")
+    for _ in range(2):  # root, then the app user
+        member_server.receives(timeout=5).ok()
+    monitor = member_server.receives(timeout=5)
+    assert _cmd(monitor.doc) == {"createUser": "monitoring", "pwd": "pw-mon",
+                                 "roles": [{"role": "clusterMonitor", "db": "admin"}]}
+    monitor.ok()
+    assert future.result(timeout=5) == ("user root created; user app created; user monitoring created "
+                                        "(readWrite on app, on mongo0)")
+
+
+def test_a_set_made_before_the_monitoring_user_is_not_complete(member_server: MockupDB,
+                                                               pool: ThreadPoolExecutor) -> None:
+    """So provision makes the user on a set made before it (create_app_database runs again)."""
+    [member] = _members(member_server)
+    future = pool.submit(steps.users_present, member, _factory([]), "pw-root", "app", "app", True)
+    request = member_server.receives(timeout=5)
+    assert _cmd(request.doc) == {"usersInfo": [{"user": "root", "db": "admin"}, {"user": "app", "db": "admin"},
+                                               {"user": "monitoring", "db": "admin"}]}
+    request.ok(users=[{"user": "root", "roles": [{"role": "root", "db": "admin"}]},
+                      {"user": "app", "roles": [{"role": "readWrite", "db": "app"}]}])
+    assert future.result(timeout=5) is False

@@ -89,7 +89,8 @@ def test_the_mongodb_plan_is_the_seeds_layout(capsys: pytest.CaptureFixture[str]
     confs = [line for line in lines if "/mongod.conf (" in line]
     assert len(confs) == 3 and all("mode 0600" in line and "holds" not in line for line in confs)
     blocks = lines[lines.index("secrets (Prefect Secret blocks, created when missing, never printed):") + 1]
-    assert blocks.split(", ") == ["  dbtier-mongo-superuser-password", "dbtier-mongo-app-password", "dbtier-mongo-keyfile"]
+    assert blocks.split(", ") == ["  dbtier-mongo-superuser-password", "dbtier-mongo-app-password", "dbtier-mongo-keyfile",
+                                  "dbtier-mongo-monitoring-password"]
     assert not any("etcd" in line or "patroni" in line for line in lines)
     uris = [line for line in lines if "/oplog-archiver/member.uri (" in line]
     assert len(uris) == 3 and all("-oplog-archiver on 127.0.0.1, mode 0600" in line and

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pymongo import MongoClient
 
-from dbtier.engines.base import ClusterStatus, Engine, HostPorts
+from dbtier.engines.base import ClusterStatus, Engine, EngineAlerts, HostPorts, ScrapeJob
 from dbtier.engines.mongodb import steps
 from dbtier.engines.mongodb.config import (
     KEYFILE_MODE,
@@ -91,13 +91,15 @@ def members(spec: ClusterSpec) -> list[MongoMember]:
     return mongo_members(spec.cluster_dir, hosts, mongo_settings(spec))
 
 
-#: A replica set's secrets, all made with the cluster: the ``root`` user's password (``superuser``), the application
-#: user's (``app``), and the key file the members authenticate each other with (``keyfile``, block
-#: ``dbtier-<cluster>-keyfile``, written 0400 beside each member's mongod.conf).
+#: A replica set's secrets, made with the cluster: the ``root`` user's password (``superuser``), the application
+#: user's (``app``), the key file the members authenticate each other with (``keyfile``, block
+#: ``dbtier-<cluster>-keyfile``, written 0400 beside each member's mongod.conf); and the exporter's ``monitoring``
+#: user's, made on the first provision that lacks it (a set made before it gets it then).
 MONGODB_SECRETS: tuple[SecretRole, ...] = (
     SecretRole("superuser", core=True),
     SecretRole("app", core=True),
     SecretRole("keyfile", core=True, password=False, make=new_keyfile),
+    SecretRole("monitoring"),
 )
 
 
@@ -213,12 +215,13 @@ class MongoEngine(Engine):
     def app_database_present(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> bool:
         """Authenticated as root, ``usersInfo`` lists root and the application user (readWrite on its database)."""
         return steps.users_present(members(spec)[0], client_factory(spec), passwords.superuser, spec.app.user,
-                                   spec.app.database)
+                                   spec.app.database, monitor=True)
 
     def create_app_database(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> str:
-        """``root`` (``passwords.superuser``) then the application user (``passwords.app``), on the primary."""
+        """``root`` (``passwords.superuser``), the application user (``passwords.app``) and the exporter's
+        ``monitoring`` user (``passwords.monitoring``, clusterMonitor), on the primary."""
         return steps.ensure_users(self._primary(spec, passwords), client_factory(spec), passwords.superuser,
-                                  spec.app.user, passwords.app, spec.app.database)
+                                  spec.app.user, passwords.app, spec.app.database, passwords.monitoring)
 
     def verify_replication(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
         """A marker written with ``w: majority`` through the write URI, read back on every secondary directly."""
@@ -230,6 +233,36 @@ class MongoEngine(Engine):
     def reload_certificates(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> list[str]:
         """``rotateCertificates`` (MongoDB 5.0+) on each member as root, when TLS is on."""
         return steps.rotate_certificates(members(spec), client_factory(spec), passwords.superuser, spec.tls.enabled)
+
+    # -- monitoring: dbtier's exporter beside the stack (:mod:`.exporter`) ------------------------------------
+
+    def stack_services(self, spec: ClusterSpec, root: str) -> list[Service]:
+        """dbtier's MongoDB exporter, run by this Python beside the monitoring stack (files under ``root``)."""
+        from dbtier.engines.mongodb import monitoring
+
+        return monitoring.exporter_services(spec, root)
+
+    def stack_service_files(self, spec: ClusterSpec, root: str, ca_file: str, passwords: Passwords) -> dict[str, bytes]:
+        """Its config (the members, TLS) and the ``monitoring`` user's password file."""
+        from dbtier.engines.mongodb import monitoring
+
+        return monitoring.exporter_files(spec, members(spec), root, ca_file, passwords.monitoring)
+
+    def exporter_problems(self, spec: ClusterSpec) -> list[str]:
+        from dbtier.engines.mongodb import monitoring
+
+        return monitoring.port_problems(spec)
+
+    def scrape_jobs(self, spec: ClusterSpec) -> list[ScrapeJob]:
+        """Every member, through the exporter beside the stack."""
+        from dbtier.engines.mongodb import monitoring
+
+        return monitoring.scrape_jobs(spec, members(spec))
+
+    def alert_rules(self, spec: ClusterSpec, thresholds: dict[str, float]) -> EngineAlerts:
+        from dbtier.engines.mongodb import monitoring
+
+        return monitoring.alert_rules(spec, thresholds)
 
     # -- archiving: one oplog archiver per member into repository 1 (:mod:`.archiving`, :mod:`.archiver`) --------
 

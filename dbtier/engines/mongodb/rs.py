@@ -174,6 +174,10 @@ def root_roles() -> list[dict[str, str]]:
     return [{"role": "root", "db": "admin"}]
 
 
+def monitor_roles() -> list[dict[str, str]]:
+    return [{"role": "clusterMonitor", "db": "admin"}]
+
+
 def app_roles(database: str) -> list[dict[str, str]]:
     return [{"role": "readWrite", "db": database}]
 
@@ -201,7 +205,8 @@ def _by_address(status: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {str(m.get("name")): m for m in (status or {}).get("members", [])}
 
 
-def _lag_s(info: dict[str, Any], primary: dict[str, Any] | None) -> float | None:
+def lag_seconds(info: dict[str, Any], primary: dict[str, Any] | None) -> float | None:
+    """How far a member of a ``replSetGetStatus`` document is behind its primary (None: not known)."""
     mine, theirs = info.get("optimeDate"), (primary or {}).get("optimeDate")
     if isinstance(mine, datetime) and isinstance(theirs, datetime):
         return max(0.0, (theirs - mine).total_seconds())
@@ -241,7 +246,7 @@ def assess(status: dict[str, Any] | None, members: list[MongoMember], lag_limit_
         if role != "secondary":
             problems.append(f"{m.name} is {state}")
             continue
-        lag = _lag_s(info, primary)
+        lag = lag_seconds(info, primary)
         if lag is not None and lag > lag_limit_s:
             problems.append(f"{m.name} lags {lag:.0f} s behind the primary (limit {lag_limit_s:.0f} s)")
     return Health(not problems, primaries[0].name if len(primaries) == 1 else None, problems)
@@ -255,7 +260,7 @@ def member_rows(status: dict[str, Any] | None, members: list[MongoMember]) -> li
     for m in members:
         info = listed.get(m.address, {})
         role, state = _role_state(info)
-        lag = "" if role in ("primary", "down") else _lag_s(info, primary)
+        lag = "" if role in ("primary", "down") else lag_seconds(info, primary)
         rows.append({"name": m.name, "role": role, "state": state, "timeline": (status or {}).get("term", ""),
                      "lag": "" if lag in ("", None) else f"{lag:.0f} s", "ports": f"mongod {m.port}"})
     return rows

@@ -27,6 +27,8 @@ ClientFactory = Callable[[MongoMember, "str | None", "str | None"], "MongoClient
 #: ``uri -> client`` of the whole set (the write URI: the driver finds the primary).
 SetClientFactory = Callable[[MongoUri], "MongoClient[Any]"]
 ROOT_USER = "root"
+#: The user dbtier's exporter signs in as (role ``clusterMonitor``: ``hello`` and ``replSetGetStatus``, no data).
+MONITOR_USER = "monitoring"
 #: A secondary further behind its primary is a problem of ``status``. The spec holds no lag limit in seconds
 #: (PostgreSQL's are in bytes), so the replica set's is this.
 LAG_LIMIT_S = 30.0
@@ -64,9 +66,10 @@ def initiate_replset(members: list[MongoMember], settings: MongoSettings, factor
 
 
 def ensure_users(member: MongoMember, factory: ClientFactory, root_password: str, app_user: str, app_password: str,
-                 database: str) -> str:
+                 database: str, monitor_password: str | None = None) -> str:
     """``root`` (role root on admin) first, through the localhost exception while no user exists, else
-    authenticated as root; then the application user with ``readWrite`` on its database (both in ``admin``)."""
+    authenticated as root; then the application user with ``readWrite`` on its database (both in ``admin``); with
+    ``monitor_password``, the exporter's user ``monitoring`` (``clusterMonitor``) last."""
     said: list[str] = []
     try:
         with factory(member, None, None) as client:
@@ -78,28 +81,38 @@ def ensure_users(member: MongoMember, factory: ClientFactory, root_password: str
         if not said:
             said.append(rs.ensure_user(client, member, ROOT_USER, root_password, rs.root_roles()))
         said.append(rs.ensure_user(client, member, app_user, app_password, rs.app_roles(database)))
+        if monitor_password is not None:
+            said.append(rs.ensure_user(client, member, MONITOR_USER, monitor_password, rs.monitor_roles()))
     return f"{'; '.join(said)} (readWrite on {database}, on {member.name})"
 
 
-def users_wanted(reply: dict[str, Any], app_user: str, database: str) -> bool:
-    """Both users listed by ``usersInfo``, the application user with readWrite on its database.
+def users_wanted(reply: dict[str, Any], app_user: str, database: str, monitor: bool = False) -> bool:
+    """Both users listed by ``usersInfo``, the application user with readWrite on its database (with ``monitor``,
+    the exporter's user too, with clusterMonitor).
 
     >>> users = [{"user": "root", "roles": [{"role": "root", "db": "admin"}]},
     ...          {"user": "app", "roles": [{"role": "readWrite", "db": "app"}]}]
     >>> users_wanted({"users": users}, "app", "app"), users_wanted({"users": users[:1]}, "app", "app")
     (True, False)
-    >>> users_wanted({"users": users}, "app", "orders")
-    False
+    >>> users_wanted({"users": users}, "app", "orders"), users_wanted({"users": users}, "app", "app", monitor=True)
+    (False, False)
+    >>> users_wanted({"users": [*users, {"user": "monitoring", "roles": [{"role": "clusterMonitor", "db": "admin"}]}]},
+    ...              "app", "app", monitor=True)
+    True
     """
     listed = {str(u.get("user")): u for u in reply.get("users", [])}
-    app = listed.get(app_user)
+    app, monitoring = listed.get(app_user), listed.get(MONITOR_USER)
+    if monitor and (monitoring is None or rs.monitor_roles()[0] not in monitoring.get("roles", [])):
+        return False
     return ROOT_USER in listed and app is not None and rs.app_roles(database)[0] in app.get("roles", [])
 
 
 def users_present(member: MongoMember, factory: ClientFactory, root_password: str, app_user: str,
-                  database: str) -> bool:
-    """Authenticated as root, ``usersInfo`` shows both users; a root password the set refuses means not yet."""
-    cmd = {"usersInfo": [{"user": ROOT_USER, "db": "admin"}, {"user": app_user, "db": "admin"}]}
+                  database: str, monitor: bool = False) -> bool:
+    """Authenticated as root, ``usersInfo`` shows the users (:func:`users_wanted`); a root password the set refuses
+    means not yet."""
+    wanted = [ROOT_USER, app_user, *([MONITOR_USER] if monitor else [])]
+    cmd = {"usersInfo": [{"user": user, "db": "admin"} for user in wanted]}
     try:
         with factory(member, ROOT_USER, root_password) as client:
             reply = rs.command(client, member.label, "usersInfo", cmd)
@@ -107,7 +120,7 @@ def users_present(member: MongoMember, factory: ClientFactory, root_password: st
         if err.code == rs.AUTH_FAILED:  # no root user yet (or another password): create_app_database says which
             return False
         raise
-    return users_wanted(reply, app_user, database)
+    return users_wanted(reply, app_user, database, monitor)
 
 
 # -- status ----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from dbtier.engines.postgres import etcd, etcd_auth, patroni_rest
-from dbtier.engines.base import ClusterStatus, Engine, HostPorts, ScrapeJob
+from dbtier.engines.base import ClusterStatus, Engine, EngineAlerts, HostPorts, ScrapeJob
 from dbtier.audit import PGAUDIT, preloads_pgaudit
 from dbtier.engines.postgres import pg_admin, pg_roles
 from dbtier import routing
@@ -245,6 +245,12 @@ class PostgresEngine(Engine):
             jobs.append(ScrapeJob("pgbouncer", [f"{b.host}:{b.port}" for b in routing.bouncers(spec)], False, f"{via[0]}:{via[1]}"))
         jobs.append(ScrapeJob("node", [e.address for e in found if e.job == "node"], False))
         return [j for j in jobs if j.targets]
+
+    def alert_rules(self, spec: ClusterSpec, thresholds: dict[str, float]) -> EngineAlerts:
+        """Patroni's, etcd's, the routers' and PgBouncers' (:mod:`.pg_alerts`)."""
+        from dbtier.engines.postgres import pg_alerts
+
+        return pg_alerts.alert_rules(spec, thresholds)
 
     def wait_routes(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
         if not routing.routers(spec):

@@ -181,7 +181,7 @@ def scrape(config: Config, target: str) -> list[Metric]:
 
 def make_handler(config: Config) -> type[BaseHTTPRequestHandler]:
     """The HTTP handler serving ``config``'s PgBouncers (:func:`dbtier.monitoring.exposition.multi_target_handler`)."""
-    return multi_target_handler("pgbouncer exporter", config.targets, lambda target: scrape(config, target))
+    return multi_target_handler("pgbouncer exporter", config.targets, lambda target, _seconds: scrape(config, target))
 
 
 def main(argv: list[str] | None = None) -> int:
