@@ -9,6 +9,9 @@ etcd member, every router's HAProxy and this machine's node exporter (which also
 backups, archive health, drills), loads dbtier's alert rules and sends alerts to Alertmanager, which posts them to
 ``monitoring.webhook_url``. Waits until every target is up. ``dbtier teardown`` stops the exporters and the stack
 with the cluster.
+
+A MongoDB replica set: dbtier's MongoDB exporter beside the stack asks each member (as the ``monitoring`` user);
+the replica set's own rules (a member down, no primary, lag) beside the shared ones.
 """
 
 from __future__ import annotations
