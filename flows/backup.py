@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from dbtier.backup.catalog import kind_refusal
 from dbtier.engines.base import get_engine
 from dbtier.errors import DbtierError, Refused
 from dbtier.health import format_table
@@ -85,10 +86,7 @@ def _kind_refusal(spec_path: str | None, kind: str) -> str | None:
         spec = load_spec(spec_path)
     except DbtierError:
         return None
-    kinds = get_engine(spec).backup_kinds(spec)
-    if kind == "auto" or kind in kinds:
-        return None
-    return f"--kind {kind}: engine {spec.engine} takes {', '.join(('auto', *kinds))} backups; pass one of them"
+    return kind_refusal("--kind", spec.engine, get_engine(spec).backup_kinds(spec), kind)
 
 
 def main(argv: list[str] | None = None) -> int:

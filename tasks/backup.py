@@ -23,6 +23,7 @@ from dbtier.backup.catalog import (
     choose_kind,
     expired_labels,
     fulls_to_keep,
+    kind_refusal,
     human_bytes,
 )
 from dbtier.engines.base import Engine, get_engine
@@ -92,8 +93,10 @@ def pick_backup_kind(spec: ClusterSpec, requested: str, catalog: Catalog, repo: 
     kinds = get_engine(spec).backup_kinds(spec)
     if requested == "auto" and kind not in kinds:
         kind, why = kinds[0], f"{why}; engine {spec.engine} takes {kinds[0]} only"
-    elif kind not in kinds:
-        raise BackupError(f"kind: engine {spec.engine} takes no {kind} backup; use {', '.join(('auto', *kinds))}")
+    else:
+        refusal = kind_refusal("kind", spec.engine, kinds, kind)
+        if refusal:
+            raise BackupError(refusal)
     log_sentences(f"repo{repo}: {kind} backup ({why})")
     return kind
 

@@ -127,6 +127,20 @@ def parse_info(doc: list[dict[str, Any]], stanza: str) -> Catalog:
     )
 
 
+def kind_refusal(field: str, engine: str, kinds: tuple[str, ...], kind: str) -> str | None:
+    """The one-line refusal of a backup ``kind`` the engine does not take (None: it takes it, or ``auto``), the same
+    from the command line (``--kind``) and from a flow run (``kind``).
+
+    >>> kind_refusal("--kind", "mongodb", ("full",), "diff")
+    '--kind diff: engine mongodb takes auto, full backups; pass one of them'
+    >>> kind_refusal("kind", "postgres", ("full", "diff", "incr"), "incr") is None
+    True
+    """
+    if kind == "auto" or kind in kinds:
+        return None
+    return f"{field} {kind}: engine {engine} takes {', '.join(('auto', *kinds))} backups; pass one of them"
+
+
 def choose_kind(requested: str, backups: list[BackupRecord], now: datetime, full_every_days: float) -> tuple[str, str]:
     """The backup type to take and why: ``auto`` takes a full when none is recent enough, else a differential.
 

@@ -209,3 +209,16 @@ def test_the_flow_refuses_a_kind_the_engine_lacks_before_asking_prefect(
     assert flow.main(["--kind", "diff", "--spec", "deployments/clusters/mongodb.yaml"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "dbtier: error: --kind diff: engine mongodb takes auto, full backups; pass one of them"
+
+
+def test_a_flow_run_given_a_kind_the_engine_lacks_says_the_same_line() -> None:
+    """From the UI or a deployment the flow's task refuses it, in the command line's words (field ``kind``)."""
+    from dbtier.backup.catalog import Catalog
+    from dbtier.errors import BackupError
+    from tasks.backup import pick_backup_kind
+
+    spec = ClusterSpec(engine="mongodb")
+    with pytest.raises(BackupError) as info:
+        pick_backup_kind.fn(spec, "diff", Catalog("mongo", (), None, None, "ok"), 1)
+    assert str(info.value) == "kind diff: engine mongodb takes auto, full backups; pass one of them"
+    assert pick_backup_kind.fn(spec, "auto", Catalog("mongo", (), None, None, "ok"), 1) == "full"
