@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from common import provision_plain  # noqa: E402
 from dbtier import bootstrap, workdir  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
-from dbtier.drills import faults, scenarios  # noqa: E402
+from dbtier.engines.postgres import faults, scenarios  # noqa: E402
 from dbtier.drills.settings import DrillSettings  # noqa: E402
 from dbtier.drills.verdict import Verdict  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402

@@ -18,7 +18,7 @@ member; TLS on, synchronous_mode off) on ports 24100-24199 (test block 41) and a
      cycle (disconnect, connect, TLS, SCRAM, query: the gap between its consecutive log lines). max_connections
      is raised to 300 on this cluster, so that 200 direct clients fit (the default 100 would refuse most of
      them); PgBouncer keeps its default_pool_size of 20;
-  4. crash and switchover drills (dbtier.drills.scenarios, no Prefect) with the drill writer through the rw
+  4. crash and switchover drills (dbtier.engines.postgres.scenarios, no Prefect) with the drill writer through the rw
      route (drills.via: router) and through the multi-host DSN (via: direct), alternately: RTO, lost writes.
 Every connection uses sslmode=verify-full with the cluster CA as sslrootcert (dbtier.topology.conninfo).
 pgbench runs here, as this user, from the cluster's pg_bin_dir, with the simple query protocol (-M simple,
@@ -54,7 +54,7 @@ from tls import (CLIENTS, Busy, busy_report, figure, load_1min, stop_client, sto
 from dbtier import bootstrap  # noqa: E402
 from dbtier.backup import ops  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
-from dbtier.drills import scenarios  # noqa: E402
+from dbtier.engines.postgres import scenarios  # noqa: E402
 from dbtier.drills.settings import DrillSettings  # noqa: E402
 from dbtier.drills.verdict import Verdict  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
@@ -62,7 +62,7 @@ from dbtier.engines.postgres.control_plane import rest_login  # noqa: E402
 from dbtier.engines.postgres.engine import connect  # noqa: E402
 from dbtier.errors import DbtierError  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402
-from dbtier.routing import bouncers, listener_port, routers  # noqa: E402
+from dbtier.engines.postgres.routing import bouncers, listener_port, routers  # noqa: E402
 from dbtier.engines.postgres.engine import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402

@@ -12,7 +12,8 @@ from prefect.cache_policies import NONE
 from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
 from dbtier import pictures, workdir
-from dbtier.drills import network, preflight
+from dbtier.drills import preflight
+from dbtier.engines.postgres import network
 from dbtier.drills.settings import DrillSettings
 from dbtier.drills.verdict import Verdict, markdown_report, summary_row
 from dbtier.engines.base import get_engine

@@ -21,7 +21,7 @@ from dbtier import bootstrap
 from dbtier.backup import inplace, ops
 from dbtier.backup.catalog import Catalog, RestoreTarget, base_for_time, check_target, parse_target, restore_options
 from dbtier.backup.restore import derive_target
-from dbtier.backup.walscan import settle_time_target, tail_refusal
+from dbtier.engines.postgres.walscan import settle_time_target, tail_refusal
 from dbtier.engines.base import get_engine
 from dbtier.errors import DbtierError, RestoreError
 from dbtier.providers.base import get_provider, resolve_addresses

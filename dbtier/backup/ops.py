@@ -186,7 +186,7 @@ def last_archived_transaction(provider: Provider, target: ClusterSpec, source: C
     decompressed) into a temporary directory, then ``pg_waldump --rmgr=Transaction``. It needs no data
     directory, so it works for a source that is gone. None when no segment since the backup holds a transaction.
     """
-    from dbtier.backup import walscan
+    from dbtier.engines.postgres import walscan
 
     with temp_config(provider, target, source, secrets) as (runner, conf):
         argv = [*pgbackrest.base_argv(source.binaries.pgbackrest, conf, source.name), f"--repo={repo}"]
@@ -228,7 +228,7 @@ def _repo_names(runner: Runner, argv: list[str], path: str, pattern: str | None 
 def first_unarchived_transaction(provider: Provider, spec: ClusterSpec, archived_max: str | None) -> tuple[str, datetime] | None:
     """The member whose own ``pg_wal`` (the cluster is stopped) holds the earliest transaction past the archive's
     newest segment, and that transaction's time; None when every committed transaction reached the archive."""
-    from dbtier.backup import walscan
+    from dbtier.engines.postgres import walscan
 
     found: list[tuple[datetime, str]] = []
     for member in pg_members(spec):

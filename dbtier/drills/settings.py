@@ -7,14 +7,14 @@ spec's ``production:`` flag turns drills off unless ``drills.allow_in_production
 from __future__ import annotations
 
 from dbtier.errors import SpecError
-from dbtier.routing import routed_dsn, routers
+from dbtier.engines.postgres.routing import routed_dsn, routers
 from dbtier.spec import ClusterSpec, DrillSettings
 from dbtier.topology import client_dsn
 
 __all__ = ["SCENARIOS", "DrillSettings", "drill_settings", "quorum_loss_hold", "refusal", "writer_route"]
 
 #: Every scenario ``drill-all`` runs, in this order (each leaves the cluster healthy). The network and host
-#: drills (:mod:`dbtier.drills.network`) come last; ``drill-all`` skips those the cluster cannot run, in one line.
+#: drills (:mod:`dbtier.engines.postgres.network`) come last; ``drill-all`` skips those the cluster cannot run, in one line.
 SCENARIOS = ("switchover", "replica-loss", "etcd-member-loss", "etcd-quorum-loss", "crash", "freeze",
              "partition-replica", "etcd-minority", "lossy-network", "partition-primary", "host-freeze", "host-crash")
 

@@ -437,3 +437,12 @@ def markdown_report(cluster: str, verdicts: Sequence[Verdict]) -> str:
         lines += [f"- note: {note}" for note in v.notes]
         lines += [f"- `{offset:+8.2f} s` {what}" for offset, what in v.timeline]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    """A verdict and where its evidence (verdict.json, the writer's log) was saved: a local directory of the
+    machine that ran the drill (:func:`dbtier.workdir.drill_dir`). Every engine's drill returns one."""
+
+    verdict: Verdict
+    report_dir: str

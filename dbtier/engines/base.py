@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from dbtier.backup.drill import CopyChecks, Marker
     from dbtier.backup.ops import BackupSecrets
     from dbtier.backup.pgbackrest import S3Target
-    from dbtier.drills.scenarios import DrillResult
+    from dbtier.drills.verdict import DrillResult
     from dbtier.providers.base import Provider
     from dbtier.spec import DrillSettings
 
@@ -440,7 +440,7 @@ class Engine(ABC):
     def restore_drill_budgets(self, spec: ClusterSpec) -> list[str]:
         """What :meth:`check_restored_copy`'s checks prove, one phrase each, for the verdict's "judged against"."""
 
-    # -- failover drills: the failover-drill flow's steps (PostgreSQL: dbtier.drills.scenarios; MongoDB: .drill) ----
+    # -- failover drills: the failover-drill flow's steps (PostgreSQL: dbtier.engines.postgres.scenarios; MongoDB: .drill) ----
 
     @abstractmethod
     def drill_scenarios(self, spec: ClusterSpec) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from dbtier.health import role_holder
 from dbtier.backup import ops
 from dbtier.backup.archive import wal_position
 from dbtier.backup.restore import derive_target
-from dbtier.drills import faults
+from dbtier.engines.postgres import faults
 from dbtier.engines.base import get_engine
 from dbtier.engines.postgres.control_plane import rest_login
 from dbtier.engines.postgres.engine import connect

@@ -194,7 +194,8 @@ def test_rotating_certs_under_the_drill_writer_loses_no_write_and_stalls_none_fo
 ) -> None:
     """Issue 12: the drill's own writer runs through the rotation; the drill's verdict counts and measures."""
     from blocks.passwords import load_passwords
-    from dbtier.drills import scenarios, writer
+    from dbtier.drills import writer
+    from dbtier.engines.postgres import scenarios
 
     run = scenarios.Drill(spec, spec.drills, load_passwords(spec).app, "rotate-certs")
     leader = run.leader()

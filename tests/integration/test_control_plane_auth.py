@@ -24,7 +24,7 @@ import requests
 
 from blocks.passwords import load_passwords
 from dbtier import bootstrap
-from dbtier.drills import faults
+from dbtier.engines.postgres import faults
 from dbtier.drills.settings import DrillSettings
 from dbtier.engines.postgres import etcd_auth
 from dbtier.engines.base import get_engine

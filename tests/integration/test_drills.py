@@ -21,7 +21,7 @@ import pytest
 from blocks.passwords import load_passwords
 from dbtier import bootstrap, pictures, workdir
 from dbtier.health import role_holder
-from dbtier.drills import faults, scenarios
+from dbtier.engines.postgres import faults, scenarios
 from dbtier.drills.settings import DrillSettings
 from dbtier.engines.base import get_engine
 from dbtier.engines.postgres.control_plane import rest_login

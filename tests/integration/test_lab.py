@@ -100,7 +100,7 @@ def vip_watch(state: LabState, spec_file: str) -> Iterator[list[tuple[float, str
     """Every 0.1 s on each host, from inside it: (time, host, holds the virtual IP); and every 0.2 s from here,
     (time, "leader", ...) rows naming the host of the member Patroni calls leader. The watchers are ssh
     clients of this machine, stopped by PID on the way out (their remote loop ends with the connection)."""
-    from dbtier.drills import faults
+    from dbtier.engines.postgres import faults
     from dbtier.health import role_holder
     from dbtier.spec import load_spec
     from dbtier.topology import pg_member
@@ -174,9 +174,9 @@ def test_every_hosts_routes_and_the_virtual_ip_lead_to_the_leader(provisioned: s
     from psycopg import connect
 
     from blocks.passwords import load_passwords
-    from dbtier.drills import faults
+    from dbtier.engines.postgres import faults
     from dbtier.engines.postgres import pg_routes
-    from dbtier.routing import routed_dsn, routers
+    from dbtier.engines.postgres.routing import routed_dsn, routers
     from dbtier.spec import load_spec
     from dbtier.topology import pg_member
 

@@ -257,7 +257,8 @@ def test_provision_again_replaces_the_table_and_enabled_false_removes_it(provisi
 
 
 def test_a_drills_fault_table_lives_beside_it(provisioned: dict[str, Any], spec_file: str, the_lab: LabState) -> None:
-    from dbtier.drills import network, nft
+    from dbtier.drills import nft
+    from dbtier.engines.postgres import network
     from dbtier.providers.base import get_provider
     from dbtier.spec import load_spec
 

@@ -114,7 +114,7 @@ def test_in_asynchronous_mode_the_partitioned_primary_also_stops_first(
     """Patroni demotes a primary that cannot reach etcd (loop_wait + retry_timeout) before its leader key expires
     (ttl): the window is 0 without synchronous replication too; the writes it acknowledged alone are counted."""
     from blocks.passwords import load_passwords
-    from dbtier.drills import faults
+    from dbtier.engines.postgres import faults
     from dbtier.engines.postgres.control_plane import rest_login
     from dbtier.spec import load_spec
 
@@ -135,7 +135,7 @@ def test_in_asynchronous_mode_the_partitioned_primary_also_stops_first(
 def test_whole_host_faults_where_the_provider_has_power(provisioned: str, scenario: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from blocks.loaders import PREFECT_LOADERS
-    from dbtier.drills import network
+    from dbtier.engines.postgres import network
     from dbtier.providers.base import get_provider
     from dbtier.spec import load_spec
 

@@ -4,7 +4,7 @@ Three namespaces stand for a member's host, one of its peers and a client (the m
 
     peer  198.19.250.2 ──veth── 198.19.250.1  host  198.19.250.5 ──veth── 198.19.250.6  client
 
-The rules go in through :func:`dbtier.drills.network.install` and out through :func:`~dbtier.drills.network.remove`,
+The rules go in through :func:`dbtier.engines.postgres.network.install` and out through :func:`~dbtier.engines.postgres.network.remove`,
 run as root "on the host" (inside its namespace, with a /run of its own), and real TCP connections say what is
 cut. The fixture deletes the namespaces (which takes the veths with them) and stops every process it or the
 rules' guard started, by PID.
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from dbtier.drills import network, nft
+from dbtier.drills import nft
+from dbtier.engines.postgres import network
 from dbtier.errors import CommandFailed, DbtierError
 from dbtier.procs import stop_child
 from dbtier.providers.base import Completed, RootRunner

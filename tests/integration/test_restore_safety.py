@@ -30,7 +30,7 @@ from dbtier import bootstrap
 from dbtier.backup import ops
 from dbtier.backup.inplace import aside_path
 from dbtier.backup.restore import derive_target
-from dbtier.drills import faults
+from dbtier.engines.postgres import faults
 from dbtier.engines.base import get_engine
 from dbtier.engines.postgres.engine import connect
 from dbtier.providers.base import get_provider

@@ -31,7 +31,7 @@ import pytest
 
 from blocks.passwords import load_passwords
 from dbtier import procs
-from dbtier.drills import faults
+from dbtier.engines.postgres import faults
 from dbtier.drills.settings import DrillSettings
 from dbtier.engines.postgres import pg_routes
 from dbtier.engines.postgres.control_plane import rest_login
@@ -40,7 +40,7 @@ from dbtier.engines.postgres.pg_roles import MONITORING_USER
 from dbtier.engines.postgres.pgbouncer_config import AUTH_USER, auth_file_path
 from dbtier.health import role_holder
 from dbtier.providers.base import get_provider
-from dbtier.routing import bouncers, routed_dsn, routers
+from dbtier.engines.postgres.routing import bouncers, routed_dsn, routers
 from dbtier.spec import ClusterSpec
 from dbtier.topology import pg_member, pg_members
 from tests.clusters import (dbtier_metric, eventually, listening, provisioned_by_flow, run_log_lines, shared_tmpdir, spec_for_tests,

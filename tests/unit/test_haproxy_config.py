@@ -13,7 +13,7 @@ import pytest
 
 from dbtier.certs import Sans, issue, make_ca
 from dbtier.engines.postgres import haproxy_config as hc
-from dbtier.routing import Router, routers
+from dbtier.engines.postgres.routing import Router, routers
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.tls import tls_paths
 

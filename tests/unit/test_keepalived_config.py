@@ -15,7 +15,7 @@ from dbtier.engines.postgres import keepalived_config as kc
 from dbtier.engines.postgres.haproxy_config import render_haproxy_config
 from dbtier.engines.postgres.engine import PostgresEngine
 from dbtier.errors import SpecError
-from dbtier.routing import routed_dsn, router_addresses, routers
+from dbtier.engines.postgres.routing import routed_dsn, router_addresses, routers
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.supervisors import render_unit
 from dbtier.tls import cert_plan

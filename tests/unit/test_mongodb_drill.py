@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dbtier.drills import settings as pg_drills
-from dbtier.drills.scenarios import DrillResult
+from dbtier.drills.verdict import DrillResult
 from dbtier.engines.base import get_engine
 from dbtier.engines.mongodb import drill
 from dbtier.engines.mongodb.config import MongoMember

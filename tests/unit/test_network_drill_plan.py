@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dbtier.drills import network
+from dbtier.engines.postgres import network
 from dbtier.providers.local import LocalProvider
 from dbtier.spec import ClusterSpec
 

@@ -8,7 +8,7 @@ import pytest
 
 from dbtier.engines.postgres import pgbouncer_config as pc
 from dbtier.engines.postgres.patroni_config import MEMBER_ONLY_ROLES
-from dbtier.routing import Bouncer, bouncers
+from dbtier.engines.postgres.routing import Bouncer, bouncers
 from dbtier.spec import AppDatabase, ClusterSpec, build_spec
 
 VERIFIER = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy"

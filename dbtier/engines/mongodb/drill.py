@@ -1,6 +1,6 @@
 """The MongoDB failover drill: break one member of the replica set under a real write load, and judge it.
 
-The runbook (:func:`run`) reads like the PostgreSQL one (:mod:`dbtier.drills.scenarios`), one function a step:
+The runbook (:func:`run`) reads like the PostgreSQL one (:mod:`dbtier.engines.postgres.scenarios`), one function a step:
 
 1. write the write URI (the application user's password, ``w=majority``) into a 0600 file of the drill's
    directory (:func:`dbtier.workdir.drill_dir`, on this machine), and start the writer (:mod:`.drill_writer`,
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dbtier import workdir
-from dbtier.drills.scenarios import DrillResult
+from dbtier.drills.verdict import DrillResult
 from dbtier.drills.undo import Pending, undo_all
 from dbtier.drills.verdict import Observed, judge, lost_ids
 from dbtier.drills.writer import read_attempts

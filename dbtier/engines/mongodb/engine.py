@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from dbtier.backup.drill import CopyChecks, Marker
     from dbtier.backup.ops import BackupSecrets
     from dbtier.backup.pgbackrest import S3Target
-    from dbtier.drills.scenarios import DrillResult
+    from dbtier.drills.verdict import DrillResult
     from dbtier.providers.base import Provider
     from dbtier.spec import DrillSettings
 

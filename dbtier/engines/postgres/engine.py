@@ -13,7 +13,7 @@ from dbtier.engines.postgres import etcd, etcd_auth, patroni_rest
 from dbtier.engines.base import ClusterStatus, Engine, EngineAlerts, HostPorts, ScrapeJob
 from dbtier.audit import PGAUDIT, preloads_pgaudit
 from dbtier.engines.postgres import pg_admin, pg_roles
-from dbtier import routing
+from dbtier.engines.postgres import routing
 from dbtier.engines.postgres import haproxy_config, keepalived_config, pg_exporters, pg_routes, pgbouncer_config
 from dbtier.engines.postgres import pg_firewall
 from dbtier.engines.postgres.patroni_config import patroni_argv, render_patroni_config
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from dbtier.backup.archive import ArchiveVerdict
     from dbtier.backup.drill import CopyChecks, Marker
     from dbtier.backup.ops import BackupSecrets
-    from dbtier.drills.scenarios import DrillResult
+    from dbtier.drills.verdict import DrillResult
     from dbtier.spec import DrillSettings
 
 
@@ -173,7 +173,7 @@ class PostgresEngine(Engine):
 
     def router_services(self, spec: ClusterSpec) -> list[Service]:
         """keepalived on each member host when the spec has a virtual IP (first: its unit lets HAProxy bind the
-        address), HAProxy on each host (:func:`dbtier.routing.routers`), PgBouncer beside each member. HAProxy
+        address), HAProxy on each host (:func:`dbtier.engines.postgres.routing.routers`), PgBouncer beside each member. HAProxy
         runs in the foreground as one process (no master-worker: the pid file names the process on the ports)."""
         services = [
             Service(name=k.name, kind="keepalived", host=k.host, argv=keepalived_config.keepalived_argv(spec.binaries.keepalived, k),
@@ -610,7 +610,7 @@ class PostgresEngine(Engine):
 
         return restore_drill.budgets(spec)
 
-    # -- failover drills: :mod:`dbtier.drills.scenarios` --------------------------------------------------------
+    # -- failover drills: :mod:`dbtier.engines.postgres.scenarios` --------------------------------------------------------
 
     def drill_scenarios(self, spec: ClusterSpec) -> tuple[str, ...]:
         """:data:`dbtier.drills.settings.SCENARIOS` (the network and host drills last)."""
@@ -626,8 +626,8 @@ class PostgresEngine(Engine):
 
     def run_drill(self, provider: Provider, spec: ClusterSpec, scenario: str, settings: DrillSettings,
                   passwords: Passwords) -> DrillResult:
-        """:func:`dbtier.drills.scenarios.run` with the application's password and Patroni REST's login."""
-        from dbtier.drills import scenarios
+        """:func:`dbtier.engines.postgres.scenarios.run` with the application's password and Patroni REST's login."""
+        from dbtier.engines.postgres import scenarios
         from dbtier.engines.postgres.control_plane import rest_login
 
         return scenarios.run(spec, scenario, settings, passwords.app, provider=provider,

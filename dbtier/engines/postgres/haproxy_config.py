@@ -27,7 +27,7 @@ import csv
 import io
 from dataclasses import dataclass
 
-from dbtier.routing import Router, bind_addresses, bouncer_of
+from dbtier.engines.postgres.routing import Router, bind_addresses, bouncer_of
 from dbtier.spec import ROUTER_LISTENERS, ClusterSpec
 from dbtier.tls import tls_paths
 from dbtier.topology import PgMember, pg_members
@@ -80,7 +80,7 @@ def _backend(route: str, pooled: bool) -> str:
 def listen_block(spec: ClusterSpec, router: Router, route: str, pooled: bool) -> list[str]:
     """One ``listen`` section: a route's port on the router host and its servers.
 
-    >>> from dbtier.routing import routers
+    >>> from dbtier.engines.postgres.routing import routers
     >>> spec = ClusterSpec(tls={"enabled": False}, routing={"enabled": True})
     >>> print("\\n".join(listen_block(spec, routers(spec)[0], "ro", pooled=False)))
     listen ro
@@ -112,7 +112,7 @@ def listen_block(spec: ClusterSpec, router: Router, route: str, pooled: bool) ->
 def stats_block(spec: ClusterSpec, router: Router) -> list[str]:
     """The stats frontend: HTTPS with the router's certificate when TLS is on; read-only (no ``stats admin``).
 
-    >>> from dbtier.routing import routers
+    >>> from dbtier.engines.postgres.routing import routers
     >>> spec = ClusterSpec(routing={"enabled": True})
     >>> stats_block(spec, routers(spec)[0])[1]
     '    bind 127.0.0.1:7000 ssl crt /var/lib/dbtier/dbtier/router0/tls/haproxy.crt ssl-min-ver TLSv1.2'
@@ -139,7 +139,7 @@ def render_haproxy_config(spec: ClusterSpec, router: Router) -> str:
 
     The ``rw`` listener comes first: ``ro``'s backup servers track its servers' checks.
 
-    >>> from dbtier.routing import routers
+    >>> from dbtier.engines.postgres.routing import routers
     >>> spec = ClusterSpec(routing={"enabled": True})
     >>> cfg = render_haproxy_config(spec, routers(spec)[0])
     >>> [line for line in cfg.splitlines() if line.startswith(("listen", "frontend"))]

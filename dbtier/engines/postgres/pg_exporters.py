@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from dbtier.engines.postgres.pg_roles import MONITORING_USER
 from dbtier.monitoring.stack import GO_ENV, node_exporter_flags
 from dbtier.procs import Service
-from dbtier.routing import bouncers
+from dbtier.engines.postgres.routing import bouncers
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec, port_plan
 from dbtier.tls import tls_paths

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dbtier.engines.base import HostPorts
 from dbtier.engines.postgres.pg_exporters import exporters
-from dbtier.routing import bouncers, listener_port, routers, served_routes
+from dbtier.engines.postgres.routing import bouncers, listener_port, routers, served_routes
 from dbtier.spec import ClusterSpec
 from dbtier.topology import etcd_members, pg_members
 

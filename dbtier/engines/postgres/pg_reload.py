@@ -18,7 +18,7 @@ from dbtier.engines.postgres.pg_admin import run_sql
 from dbtier.engines.postgres.served_certs import Endpoint, serial_of, served_certificate, wait_until_served
 from dbtier.errors import CertificateError, ControlPlaneError, ProvisionError
 from dbtier.providers.base import Provider
-from dbtier.routing import bouncers, routers
+from dbtier.engines.postgres.routing import bouncers, routers
 from dbtier.spec import ClusterSpec
 from dbtier.tls_files import plan_for
 from dbtier.topology import PgMember, etcd_members, pg_members

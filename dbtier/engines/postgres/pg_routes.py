@@ -18,7 +18,7 @@ from typing import Any
 from dbtier.engines.postgres.haproxy_config import ServerState, server_states
 from dbtier.errors import ClusterUnhealthy
 from dbtier.health import REPLICA_ROLES
-from dbtier.routing import Router, routed_dsn, routers, served_routes
+from dbtier.engines.postgres.routing import Router, routed_dsn, routers, served_routes
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 from dbtier.topology import pg_members

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dbtier.engines.postgres.patroni_config import MEMBER_ONLY_ROLES, SUPERUSER
 from dbtier.engines.postgres.pg_roles import MONITORING_USER, QUIET_SESSION, RolePlan, ident, literal, upsert_role
-from dbtier.routing import Bouncer
+from dbtier.engines.postgres.routing import Bouncer
 from dbtier.spec import AppDatabase, ClusterSpec
 from dbtier.tls import tls_paths
 
@@ -194,7 +194,7 @@ def auth_file(password: str, stats_verifier: str | None = None) -> str:
 def database_lines(spec: ClusterSpec, bouncer: Bouncer) -> list[str]:
     """``[databases]``: the app's database and, as a fallback, every other one, on the member's own PostgreSQL.
 
-    >>> from dbtier.routing import bouncers
+    >>> from dbtier.engines.postgres.routing import bouncers
     >>> database_lines(ClusterSpec(), bouncers(ClusterSpec(routing={"enabled": True}))[1])
     ['app = host=127.0.0.1 port=5433 dbname=app', '* = host=127.0.0.1 port=5433']
     """
@@ -206,7 +206,7 @@ def tls_lines(spec: ClusterSpec, bouncer: Bouncer) -> list[str]:
     """TLS to clients (required: plain TCP is refused) and to PostgreSQL (verify-full against the cluster CA);
     none with TLS off.
 
-    >>> from dbtier.routing import bouncers
+    >>> from dbtier.engines.postgres.routing import bouncers
     >>> tls_lines(ClusterSpec(tls={"enabled": False}), bouncers(ClusterSpec(routing={"enabled": True}))[0])
     []
     """
@@ -232,7 +232,7 @@ def render_pgbouncer_ini(spec: ClusterSpec, bouncer: Bouncer) -> str:
     (psycopg ``prepare_threshold=None``, JDBC ``prepareThreshold=0``), or they fail with "prepared statement
     ... does not exist" as soon as two clients share a server connection (measured).
 
-    >>> from dbtier.routing import bouncers
+    >>> from dbtier.engines.postgres.routing import bouncers
     >>> ini = render_pgbouncer_ini(ClusterSpec(), bouncers(ClusterSpec(routing={"enabled": True}))[0])
     >>> [line for line in ini.splitlines() if line.startswith(("listen", "auth_type", "pool_mode"))]
     ['listen_addr = 127.0.0.1', 'listen_port = 6432', 'auth_type = hba', 'pool_mode = transaction']

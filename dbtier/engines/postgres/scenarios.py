@@ -12,14 +12,15 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from dbtier import pictures, workdir
 from dbtier.health import role_holder
-from dbtier.drills import faults, network, writer
+from dbtier.drills import writer
+from dbtier.engines.postgres import faults, network
 from dbtier.drills.undo import Pending, undo_all
 from dbtier.drills.settings import DrillSettings, quorum_loss_hold, writer_route
-from dbtier.drills.verdict import Attempt, Evidence, Expectation, Observed, Verdict, judge, old_primary_port
+from dbtier.drills.verdict import (Attempt, DrillResult, Evidence, Expectation, Observed, Verdict, judge,
+                                   old_primary_port)
 from dbtier.engines.postgres import etcd
 from dbtier.engines.base import get_engine
 from dbtier.engines.postgres.control_plane import Login
@@ -27,15 +28,6 @@ from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.providers.base import Provider, get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn, conninfo, pg_member, pg_members
-
-
-@dataclass(frozen=True)
-class DrillResult:
-    """A verdict and where its evidence (verdict.json, the writer's log) was saved: a local directory of the
-    machine that ran the drill (:func:`dbtier.workdir.drill_dir`)."""
-
-    verdict: Verdict
-    report_dir: str
 
 
 class Drill:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from dbtier.drills import faults, history, nft, writer
+from dbtier.drills import history, nft, writer
+from dbtier.engines.postgres import faults
 from dbtier.drills.history import MemberHistory
 from dbtier.drills.verdict import Attempt, Evidence, Expectation
 from dbtier.engines.postgres import etcd
@@ -31,7 +32,8 @@ from dbtier.spec import ClusterSpec
 from dbtier.topology import client_dsn, etcd_members, pg_member, pg_members
 
 if TYPE_CHECKING:  # scenarios.py registers these scenarios, so it imports this module
-    from dbtier.drills.scenarios import Drill, DrillResult
+    from dbtier.drills.verdict import DrillResult
+    from dbtier.engines.postgres.scenarios import Drill
 
 NETWORK_SCENARIOS = ("partition-replica", "etcd-minority", "lossy-network", "partition-primary")
 HOST_SCENARIOS = ("host-freeze", "host-crash")
