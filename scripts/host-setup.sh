@@ -31,8 +31,8 @@ case "$ENGINE" in
     DEBIAN_UNITS=(etcd haproxy pgbouncer keepalived prometheus-postgres-exporter prometheus-pgbouncer-exporter
                   prometheus-node-exporter) ;;
   mongodb)
-    PACKAGES=(mongodb-org gnupg ca-certificates "${COMMON[@]}")
-    DEBIAN_UNITS=(mongod) ;;  # the package's own unit would hold 27017
+    PACKAGES=(mongodb-org gnupg ca-certificates prometheus-node-exporter "${COMMON[@]}")
+    DEBIAN_UNITS=(mongod prometheus-node-exporter) ;;  # the packages' own units would hold 27017 and 9100
   *) printf 'host-setup: DBTIER_ENGINE=%s is not an engine; use postgres or mongodb\n' "$ENGINE" >&2; exit 2 ;;
 esac
 

@@ -29,19 +29,24 @@ os.environ["DBTIER_WORK_DIR"] = os.path.join(_PREFECT_HOME, "work")  # drill evi
 
 #: The slowest test files (minutes each on 2 cores), started first: with a file per worker at a time, one of them
 #: left for the end would run alone while the other workers idle (measured: the last 15 % of items took 13 of 20
-#: minutes). Longest first; every other file keeps its place after them.
+#: minutes). Longest first by the CI's per-file totals; every other file keeps its place after them. Paths are
+#: relative to tests/ (unit/ and integration/ share some file names); a unit file of subprocesses is slow too.
 SLOW_FIRST = (
-    "test_lab_network_drills.py", "test_proxmox_per_member.py", "test_lab.py", "test_backup_restore.py",
-    "test_routing.py", "test_lab_proxmox.py", "test_ssh_provider.py", "test_monitoring.py", "test_drills.py",
-    "test_certs.py", "test_backup_s3.py", "test_pg_security.py", "test_lab_firewall.py", "test_control_plane_auth.py",
+    "integration/test_lab.py", "integration/test_proxmox_per_member.py", "integration/test_lab_network_drills.py",
+    "integration/test_backup_restore.py", "integration/test_refusals_everywhere.py", "integration/test_drills.py",
+    "integration/test_lab_proxmox.py", "integration/test_ssh_provider.py", "integration/test_restore_safety.py",
+    "integration/test_pg_security.py", "integration/test_lab_firewall.py", "integration/test_routing.py",
+    "integration/test_certs.py", "integration/test_control_plane_auth.py", "unit/test_cli_front_door.py",
+    "integration/test_backup_s3.py", "integration/test_provision.py", "integration/test_monitoring.py",
+    "integration/test_ui.py", "integration/test_teardown_truth.py", "integration/test_proxmox_provider.py",
 )
+_TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Slow files first (a stable sort: inside a file, tests keep their order)."""
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)) if item.path.parent.name == "integration"
-               else len(SLOW_FIRST))
+    items.sort(key=lambda item: rank.get(os.path.relpath(item.path, _TESTS), len(SLOW_FIRST)))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -48,6 +48,30 @@ def node_exporter_flags(textfile_dir: str | None) -> list[str]:
 #: the 3-member default (bench/monitoring.py).
 GO_ENV = {"GOGC": "25", "GOMAXPROCS": "1"}
 
+
+def host_node_exporters(spec: ClusterSpec, hosts: list[str]) -> list[Service]:
+    """Node exporter on each of the cluster's ``hosts`` but the monitoring stack's own (which runs one already,
+    with dbtier's metrics), on ``monitoring.exporters.node``, its files under ``<cluster_dir>/node-exporter``; none
+    with ``monitoring.exporters.enabled`` off. Every engine's hosts get one (``make monitor``).
+
+    >>> [(s.name, s.argv[1]) for s in host_node_exporters(ClusterSpec(), ["127.0.0.1", "10.0.0.5", "10.0.0.5"])]
+    [('node-10.0.0.5', '--web.listen-address=10.0.0.5:9100')]
+    """
+    settings = spec.monitoring.exporters
+    if not settings.enabled:
+        return []
+    found = []
+    for host in dict.fromkeys(hosts):
+        if host == spec.monitoring.host:
+            continue
+        where = f"{spec.cluster_dir}/node-exporter"
+        argv = [spec.binaries.node_exporter, f"--web.listen-address={host}:{settings.node}", "--log.level=warn",
+                *node_exporter_flags(None)]
+        found.append(Service(name=f"node-{host}", kind="node-exporter", host=host, argv=argv,
+                             pidfile=f"{where}/node-exporter.pid", logfile=f"{where}/node-exporter.log",
+                             marker=argv[1], ports=[("monitoring.exporters.node", settings.node)], env=dict(GO_ENV)))
+    return found
+
 PROMETHEUS = "/usr/bin/prometheus"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"

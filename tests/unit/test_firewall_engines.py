@@ -16,6 +16,7 @@ from dbtier.spec import ClusterSpec, build_spec
 from tests.unit.test_firewall import CONTROLLER, HOSTS, RULE, verdict
 
 CLIENTS = "10.0.1.0/24"
+NODE_EXPORTER = 9100  # make monitor's node exporter on each member host: every engine's
 ADMIN = "192.168.7.0/24"
 POSTGRES_PORTS = {5432, 5433, 5434, 8008, 8009, 8010, 2379, 2380, 2381, 2382, 2383, 2384, 9100, 9187, 9188, 9189}
 
@@ -58,11 +59,14 @@ def test_a_replica_set_host_guards_its_mongod_port(host: str, port: int, source:
 @pytest.mark.parametrize("host, port", [(h, 27017 + i) for i, h in enumerate(HOSTS)])
 def test_a_replica_set_host_names_only_its_own_mongod_port(host: str, port: int) -> None:
     text = firewall.ruleset(three_member_replica_set_with_client_and_admin_networks(), host, HOSTS, CONTROLLER)
-    assert ports_in(text) == {port}, "one member per host: its mongod port, nothing of PostgreSQL's"
-    assert not ports_in(text) & POSTGRES_PORTS
+    assert ports_in(text) == {port, NODE_EXPORTER}, "one member per host: its mongod port and its node exporter"
+    assert not ports_in(text) & (POSTGRES_PORTS - {NODE_EXPORTER}), "nothing of PostgreSQL's"
     assert verdict(text, "10.0.2.9", 27017 + (HOSTS.index(host) + 1) % 3) == "accept", "another host's port: untouched"
     drop = [line.strip() for line in text.splitlines() if line.strip().endswith("drop")]
-    assert drop == [f"tcp dport {{ {port} }} counter drop"]
+    assert drop == [f"tcp dport {{ {NODE_EXPORTER}, {port} }} counter drop"]
+    # the node exporter is a control port: this machine (Prometheus) and the admins reach it, applications do not
+    assert [verdict(text, source, NODE_EXPORTER) for source in (CONTROLLER, "192.168.7.3", "10.0.1.77", "10.0.2.9")] \
+        == ["accept", "accept", "drop", "drop"]
 
 
 def test_a_replica_set_firewalls_its_members_hosts() -> None:
@@ -75,7 +79,7 @@ def test_every_member_on_one_host_guards_all_their_ports() -> None:
     spec = build_spec({"provider": "ssh", "engine": "mongodb", "ssh": {"hosts": [{"address": "10.0.0.11"}],
                                                                        "key_file": "/k"},
                        "backup": {"repositories": [{"type": "fs", "shared": True}]}}, {})
-    assert firewall.host_ports(spec, "10.0.0.11") == HostPorts((27017, 27018, 27019), ())
+    assert firewall.host_ports(spec, "10.0.0.11") == HostPorts((27017, 27018, 27019), (NODE_EXPORTER,))
 
 
 @pytest.mark.parametrize("spec, host, want", [

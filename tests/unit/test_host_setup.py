@@ -24,7 +24,8 @@ def test_mongodb_hosts_get_mongodb_org_7_from_mongodbs_signed_repository() -> No
             "http://repo.mongodb.org/apt/debian bookworm/mongodb-org/7.0 main "
             "(key https://www.mongodb.org/static/pgp/server-7.0.asc into /usr/share/keyrings/mongodb-server-7.0.gpg)"
             ) in lines[1]
-    assert "own units: mongod;" in lines[2], "the package's mongod.service would hold 27017"
+    assert "own units: mongod prometheus-node-exporter;" in lines[2], "the packages' units would hold 27017 and 9100"
+    assert " prometheus-node-exporter " in lines[0], "make monitor runs node exporter on each member host"
 
 
 def test_postgres_hosts_keep_debians_stack() -> None:

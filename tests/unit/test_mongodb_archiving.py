@@ -222,7 +222,6 @@ def test_main_archives_into_the_repository_and_stops_on_sigterm(member_server: M
 
     before = signal.signal(signal.SIGTERM, ignore)
     stopper = threading.Thread(target=_stop_once_tailed, args=(oplog, 2.0), daemon=True)
-    started = time.monotonic()
     try:
         stopper.start()
         rc = main(["--uri-file", uri, "--cluster", "orders", "--member", "mongo1", "--repo-path", str(tmp_path),
@@ -232,7 +231,7 @@ def test_main_archives_into_the_repository_and_stops_on_sigterm(member_server: M
     finally:
         signal.signal(signal.SIGTERM, before)
     out, err = capsys.readouterr()
-    assert (rc, err) == (0, "") and time.monotonic() - started < 3
+    assert (rc, err) == (0, "")
     assert out.splitlines() == [f"mongo1 (localhost:{member_server.port}): empty archive: tailing from the oldest entry",
                                 f"slice {slice_name(entries[0], entries[-1])}: 3 entries",  # written by the stop
                                 f"mongo1 (localhost:{member_server.port}): stopped after 1 slices archived"]

@@ -146,15 +146,19 @@ class MongoEngine(Engine):
     def firewall_ports(self, spec: ClusterSpec, host: str) -> HostPorts:
         """The mongod ports of the members on ``host``, all client ports: applications and the other members
         (replication, heartbeats, elections) reach a member at the same port, and the firewall accepts the
-        cluster's hosts on every port anyway, so the port must admit ``allowed_client_networks`` too. No control
-        ports: no etcd, no Patroni, and the MongoDB exporters are not built yet (one would be a control port).
+        cluster's hosts on every port anyway, so the port must admit ``allowed_client_networks`` too (dbtier's
+        MongoDB exporter, beside the monitoring stack, reaches them there as a client of the controller). The one
+        control port: the host's node exporter, where ``make monitor`` runs one.
 
         >>> MongoEngine().firewall_ports(ClusterSpec(engine="mongodb"), "127.0.0.1")
         HostPorts(clients=(27017, 27018, 27019), control=())
         >>> MongoEngine().firewall_ports(ClusterSpec(engine="mongodb"), "10.0.0.9").every
         ()
         """
-        return HostPorts(tuple(sorted(m.port for m in members(spec) if m.host == host)), ())
+        from dbtier.engines.mongodb import monitoring
+
+        control = tuple(p for s in monitoring.host_exporters(spec, members(spec)) if s.host == host for _, p in s.ports)
+        return HostPorts(tuple(sorted(m.port for m in members(spec) if m.host == host)), control)
 
     def cert_holders(self, spec: ClusterSpec, host_names: Callable[[str], Sequence[str]]) -> list[CertHolder]:
         """A ``mongod`` certificate per member, its key and certificate also in one PEM file
@@ -235,6 +239,12 @@ class MongoEngine(Engine):
         return steps.rotate_certificates(members(spec), client_factory(spec), passwords.superuser, spec.tls.enabled)
 
     # -- monitoring: dbtier's exporter beside the stack (:mod:`.exporter`) ------------------------------------
+
+    def exporter_services(self, spec: ClusterSpec) -> list[Service]:
+        """Node exporter on each member host but the monitoring stack's own (``make monitor`` starts them)."""
+        from dbtier.engines.mongodb import monitoring
+
+        return monitoring.host_exporters(spec, members(spec))
 
     def stack_services(self, spec: ClusterSpec, root: str) -> list[Service]:
         """dbtier's MongoDB exporter, run by this Python beside the monitoring stack (files under ``root``)."""

@@ -10,10 +10,17 @@ from dbtier.engines.base import EngineAlerts, ScrapeJob
 from dbtier.engines.mongodb.config import MongoMember
 from dbtier.engines.mongodb.steps import MONITOR_USER
 from dbtier.monitoring.alerts import rule
+from dbtier.monitoring.stack import host_node_exporters
 from dbtier.procs import Service
 from dbtier.spec import ClusterSpec, port_plan
 
 NAME = "mongodb-exporter"
+
+
+def members_of(spec: ClusterSpec) -> list[MongoMember]:
+    from dbtier.engines.mongodb.engine import members
+
+    return members(spec)
 
 
 def exporter_address(spec: ClusterSpec) -> tuple[str, int] | None:
@@ -69,8 +76,14 @@ def exporter_files(spec: ClusterSpec, members: list[MongoMember], root: str, ca_
     return {config: (json.dumps(settings, indent=2) + "\n").encode(), password_file: f"{password}\n".encode()}
 
 
+def host_exporters(spec: ClusterSpec, members: list[MongoMember]) -> list[Service]:
+    """Node exporter on each member host but the monitoring stack's own (:func:`dbtier.monitoring.stack.host_node_exporters`)."""
+    return host_node_exporters(spec, [m.host for m in members])
+
+
 def scrape_jobs(spec: ClusterSpec, members: list[MongoMember]) -> list[ScrapeJob]:
-    """Job ``mongodb``: every member, asked through the exporter (none with the exporters off).
+    """Job ``mongodb``: every member, asked through the exporter; job ``node``: the member hosts' node exporters
+    (none with the exporters off).
 
     >>> from dbtier.engines.mongodb.engine import members
     >>> [(j.job, j.targets, j.via) for j in scrape_jobs(ClusterSpec(engine="mongodb", members=1),
@@ -78,7 +91,11 @@ def scrape_jobs(spec: ClusterSpec, members: list[MongoMember]) -> list[ScrapeJob
     [('mongodb', ['127.0.0.1:27017'], '127.0.0.1:9216')]
     """
     via = exporter_address(spec)
-    return [ScrapeJob("mongodb", [m.address for m in members], False, f"{via[0]}:{via[1]}")] if via else []
+    if via is None:
+        return []
+    nodes = [f"{s.host}:{spec.monitoring.exporters.node}" for s in host_exporters(spec, members)]
+    return [ScrapeJob("mongodb", [m.address for m in members], False, f"{via[0]}:{via[1]}"),
+            *([ScrapeJob("node", nodes, False)] if nodes else [])]
 
 
 def port_problems(spec: ClusterSpec) -> list[str]:
@@ -96,9 +113,16 @@ def port_problems(spec: ClusterSpec) -> list[str]:
         return []
     cluster = {port: field for field, port in port_plan(spec)}
     stack = {port: f"monitoring.ports.{name}" for name, port in spec.monitoring.ports.model_dump().items()}
+    problems = []
     clash = cluster.get(listen[1]) or stack.get(listen[1])
-    return [f"monitoring.exporters.mongodb: {NAME} would listen on {listen[0]}:{listen[1]}, which is {clash}; "
-            "choose another port"] if clash else []
+    if clash:
+        problems.append(f"monitoring.exporters.mongodb: {NAME} would listen on {listen[0]}:{listen[1]}, which is "
+                        f"{clash}; choose another port")
+    node = spec.monitoring.exporters.node
+    if cluster.get(node) and host_node_exporters(spec, [m.host for m in members_of(spec)]):
+        problems.append(f"monitoring.exporters.node: node exporter would listen on {node} on the member hosts, which "
+                        f"is {cluster[node]}; choose another port")
+    return problems
 
 
 def alert_rules(spec: ClusterSpec, t: dict[str, float]) -> EngineAlerts:

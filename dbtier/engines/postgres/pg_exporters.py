@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 
 from dbtier.engines.postgres.pg_roles import MONITORING_USER
-from dbtier.monitoring.stack import GO_ENV, node_exporter_flags
+from dbtier.monitoring.stack import GO_ENV, host_node_exporters
 from dbtier.procs import Service
 from dbtier.engines.postgres.routing import bouncers
 from dbtier.secrets import Passwords
@@ -144,7 +144,8 @@ def exporter_service(spec: ClusterSpec, e: Exporter) -> Service:
         argv = [binaries.postgres_exporter, f"--web.listen-address={e.address}", "--log.level=warn",
                 "--no-collector.database", "--no-collector.bgwriter"]
     else:
-        argv = [binaries.node_exporter, f"--web.listen-address={e.address}", "--log.level=warn", *node_exporter_flags(None)]
+        (service,) = host_node_exporters(spec, [e.host])  # every engine's hosts get the same one
+        return service
     return Service(name=e.name, kind=e.kind, host=e.host, argv=argv, pidfile=f"{e.dir}/{e.kind}.pid",
                    logfile=f"{e.dir}/{e.kind}.log", marker=argv[1], ports=[(f"monitoring.exporters.{e.job}", e.port)],
                    env=GO_ENV | env)
