@@ -9,6 +9,7 @@ so a host never runs older code than the machine that provisions it.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import tarfile
@@ -49,13 +50,13 @@ def package_files(root: Path = PACKAGE_DIR) -> list[Path]:
 def package_archive(root: Path = PACKAGE_DIR) -> bytes:
     """A gzipped tar of the package under ``dbtier/``, the same bytes for the same code (no times, no owners)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
         for path in package_files(root):
             data = path.read_bytes()
             info = tarfile.TarInfo(f"dbtier/{path.relative_to(root).as_posix()}")
             info.size, info.mode, info.mtime = len(data), 0o600, 0
             tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0)  # tarfile's "w:gz" stamps the time
 
 
 def ship(runner: Runner, spec: ClusterSpec, host: str, archive: bytes) -> str:

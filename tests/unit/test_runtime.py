@@ -12,6 +12,7 @@ from dbtier.runtime import package_archive
 def test_the_package_archive_is_the_whole_package_and_the_same_bytes_for_the_same_code(tmp_path: Path) -> None:
     archive = package_archive()
     assert package_archive() == archive, "no time or owner in it: the same code ships the same bytes"
+    assert archive[:2] == b"\x1f\x8b" and archive[4:8] == bytes(4), "gzip's own MTIME is 0 too (RFC 1952)"
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         members = tar.getmembers()
     names = {m.name for m in members}
