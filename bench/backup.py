@@ -40,8 +40,9 @@ sys.path.insert(0, str(REPO))
 
 from common import remove_cluster, stop_popen  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
-from dbtier.backup import ops, pgbackrest  # noqa: E402
-from dbtier.backup.archive import ArchiverStats, ArchiveVerdict, judge_archive  # noqa: E402
+from dbtier.engines.postgres import pgbackrest, pgbackrest_ops  # noqa: E402
+from dbtier.engines.postgres.wal_archive import ArchiverStats, judge_archive  # noqa: E402
+from dbtier.backup.archive import ArchiveVerdict  # noqa: E402
 from dbtier.backup.catalog import human_bytes, parse_target, restore_options  # noqa: E402
 from dbtier.backup.restore import derive_target  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
@@ -50,7 +51,7 @@ from dbtier.engines.postgres.engine import connect  # noqa: E402
 from dbtier.providers.base import Provider, Runner, get_provider  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec, build_spec  # noqa: E402
-from dbtier.topology import PgMember, client_dsn  # noqa: E402
+from dbtier.engines.postgres.topology import PgMember, client_dsn  # noqa: E402
 from tests.clusters import FAST_TIMING, shared_tmpdir, write_spec  # noqa: E402
 
 NAME = "benchbackup"
@@ -81,7 +82,7 @@ class Bench:
     scratch: str  # owned by the cluster's OS user, under the data root, on every host of the cluster
 
     def primary(self) -> tuple[PgMember, Runner]:
-        member = ops.leader(self.spec)
+        member = pgbackrest_ops.leader(self.spec)
         return member, self.provider.runner(self.spec, member.host)
 
     def binary(self, name: str) -> str:
@@ -229,11 +230,11 @@ def settle(b: Bench) -> None:
 
 def bare_backup(b: Bench, report: Report) -> None:
     """The exact argv dbtier builds for a full backup from the leader, run as the OS user, timed."""
-    member = ops.leader(b.spec)
+    member = pgbackrest_ops.leader(b.spec)
     argv = pgbackrest.backup_argv(b.spec, member, "full", 1)
     settle(b)
     started = time.monotonic()
-    ops.run(b.provider, b.spec, member, argv, timeout=LONG)
+    pgbackrest_ops.run(b.provider, b.spec, member, argv, timeout=LONG)
     report.time(BARE_BACKUP, time.monotonic() - started)
 
 
@@ -288,7 +289,7 @@ def describe_tasks(tasks: dict[str, tuple[float, int]], top: int = 7) -> str:
 
 
 def backup_sizes(b: Bench, report: Report) -> None:
-    fulls = [r for r in ops.catalog(b.provider, b.spec).backups if r.kind == "full"]
+    fulls = [r for r in pgbackrest_ops.catalog(b.provider, b.spec).backups if r.kind == "full"]
     for who, record in zip(("bare", "flow"), fulls, strict=False):
         report.note(f"full backup ({who}) {record.label}: {human_bytes(record.size)} of data, "
                     f"{human_bytes(record.repo_size)} in the repository (zst), {record.duration_s:.0f} s by pgBackRest's clock")
@@ -342,7 +343,7 @@ def rows_in(dsn: str, password: str) -> tuple[int, int]:
 def bare_restore(b: Bench, target: str, report: Report) -> tuple[int, int]:
     """`pgbackrest restore` to ``target`` into an empty directory, then a bare postgres on it until promoted."""
     _, runner = b.primary()
-    ops.check(b.provider, b.spec)  # not timed: WAL past T reaches the repository (the flow does it, timed)
+    pgbackrest_ops.check(b.provider, b.spec)  # not timed: WAL past T reaches the repository (the flow does it, timed)
     data_dir = f"{b.scratch}/bare-restore"
     runner.make_dirs(data_dir, 0o700)
     argv = [*pgbackrest.base_argv(b.spec.binaries.pgbackrest, pgbackrest.config_path(b.spec), b.spec.name),
@@ -470,7 +471,7 @@ def sample_archiver(b: Bench, writer: threading.Thread) -> tuple[list[Sample], f
     samples: list[Sample] = []
     stopped_at: float | None = None
     while True:
-        stats = ops.archiver_stats(b.spec, b.passwords.monitoring)
+        stats = pgbackrest_ops.archiver_stats(b.spec, b.passwords.monitoring)
         samples.append(Sample(stats, judge_archive(stats, b.spec.backup.archive_lag_limit_s), *ready_files(b)))
         if not writer.is_alive():
             stopped_at = stopped_at or time.monotonic()

@@ -13,7 +13,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from dbtier import bootstrap  # noqa: E402
-from dbtier.backup import pgbackrest  # noqa: E402
+from dbtier.engines.postgres import pgbackrest  # noqa: E402
 from dbtier.ca_store import CAStore  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
 from dbtier.providers.base import get_provider  # noqa: E402

@@ -55,7 +55,7 @@ from dbtier.providers.local import LocalRunner  # noqa: E402
 from dbtier.engines.postgres.engine import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402
-from dbtier.topology import pg_members  # noqa: E402
+from dbtier.engines.postgres.topology import pg_members  # noqa: E402
 from tests.clusters import spec_for_tests  # noqa: E402
 
 #: tests/clusters.py's block 42: ports 24200-24299 (postgres +0, patroni +20, etcd +40, the stack +70..72, the

@@ -20,7 +20,7 @@ member; TLS on, synchronous_mode off) on ports 24100-24199 (test block 41) and a
      them); PgBouncer keeps its default_pool_size of 20;
   4. crash and switchover drills (dbtier.engines.postgres.scenarios, no Prefect) with the drill writer through the rw
      route (drills.via: router) and through the multi-host DSN (via: direct), alternately: RTO, lost writes.
-Every connection uses sslmode=verify-full with the cluster CA as sslrootcert (dbtier.topology.conninfo).
+Every connection uses sslmode=verify-full with the cluster CA as sslrootcert (dbtier.engines.postgres.topology.conninfo).
 pgbench runs here, as this user, from the cluster's pg_bin_dir, with the simple query protocol (-M simple,
 its default: PgBouncer's transaction mode keeps no prepared statements). It prints the figures, their ratios
 against the direct ones of the same run and the issue's targets beside them; no timing is asserted. It also
@@ -52,7 +52,7 @@ from common import exit_with, provision_plain, remove_cluster  # noqa: E402
 from tls import (CLIENTS, Busy, busy_report, figure, load_1min, stop_client, stop_clients,  # noqa: E402
                  watched)
 from dbtier import bootstrap  # noqa: E402
-from dbtier.backup import ops  # noqa: E402
+from dbtier.engines.postgres import pgbackrest_ops  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
 from dbtier.engines.postgres import scenarios  # noqa: E402
 from dbtier.drills.settings import DrillSettings  # noqa: E402
@@ -66,7 +66,7 @@ from dbtier.engines.postgres.routing import bouncers, listener_port, routers  # 
 from dbtier.engines.postgres.engine import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402
-from dbtier.topology import conninfo, pg_members  # noqa: E402
+from dbtier.engines.postgres.topology import conninfo, pg_members  # noqa: E402
 from tests.clusters import spec_for_tests  # noqa: E402
 
 #: tests/clusters.py's block 41: ports 24100-24199 (postgres +0, patroni +20, etcd +40, routes +60..64, router
@@ -134,7 +134,7 @@ def provision(spec: ClusterSpec, passwords: Passwords) -> tuple[float, str]:
 def way_conninfo(spec: ClusterSpec, way: str, connect_timeout: int = 3) -> str:
     """The app role's conninfo for one of :data:`WAYS`, with the cluster's TLS settings."""
     if way == "direct":
-        member = ops.leader(spec)
+        member = pgbackrest_ops.leader(spec)
         host, port = member.host, member.pg_port
     else:
         host, port = routers(spec)[0].host, listener_port(spec, "rw", pooled=way == "rw-pooled")

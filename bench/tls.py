@@ -8,7 +8,7 @@ One after the other, on the same ports (24000-24099, test block 40) and temporar
   2. `pgbench -i -s N` as the app role, then against the primary, each after a 2 s warm-up (not counted):
      `pgbench -S` (select-only) for N s, and `pgbench -S -C` (a new connection per transaction), which
      gives connections per second. TLS: sslmode=verify-full and the cluster CA's certificate as sslrootcert
-     (dbtier.topology.conninfo); clear: sslmode=disable (no SSLRequest round trip, nothing encrypted).
+     (dbtier.engines.postgres.topology.conninfo); clear: sslmode=disable (no SSLRequest round trip, nothing encrypted).
   3. stopped by PID and wiped before the next cluster.
 It prints the figures and their ratios TLS / clear; no timing is asserted. It also says how busy the
 machine was: the load average, and the CPU that processes other than this bench and its clusters used
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from common import exit_with, provision_plain, remove_cluster, stop_popen  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
-from dbtier.backup import ops  # noqa: E402
+from dbtier.engines.postgres import pgbackrest_ops  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
 from dbtier.engines.postgres import etcd, etcd_auth  # noqa: E402
 from dbtier.engines.base import Engine, get_engine  # noqa: E402
@@ -47,7 +47,7 @@ from dbtier.providers.base import get_provider  # noqa: E402
 from dbtier.engines.postgres.engine import POSTGRES_SECRETS  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402
-from dbtier.topology import conninfo, pg_members  # noqa: E402
+from dbtier.engines.postgres.topology import conninfo, pg_members  # noqa: E402
 from tests.clusters import spec_for_tests  # noqa: E402
 
 #: tests/clusters.py's block 40 is ports 24000-24099 (postgres +0, patroni +20, etcd +40), the range this bench
@@ -153,7 +153,7 @@ def provision(spec: ClusterSpec, passwords: Passwords) -> tuple[float, dict[str,
 
 def primary_conninfo(spec: ClusterSpec) -> str:
     """The primary as the app role: with the cluster's libpq TLS settings, or explicitly in clear."""
-    member = ops.leader(spec)
+    member = pgbackrest_ops.leader(spec)
     info = conninfo(spec, member.host, member.pg_port, spec.app.user, spec.app.database)
     return info if spec.tls.enabled else f"{info} sslmode=disable"
 
@@ -283,7 +283,7 @@ def measure(spec: ClusterSpec, args: argparse.Namespace, busy: Busy) -> Figures:
     print(f"  {spec.name}: provisioned (3 members + 3 etcd healthy, replication verified) in {fig.provision_s:.1f} s: "
           + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in fig.steps.items()), flush=True)
     info = primary_conninfo(spec)
-    fig.session, fig.rest = describe_session(info, passwords.app), ops.leader(spec).rest_url.split(":")[0]
+    fig.session, fig.rest = describe_session(info, passwords.app), pgbackrest_ops.leader(spec).rest_url.split(":")[0]
     pgbench(spec, info, passwords.app, "-i", "-q", "-s", str(args.scale))
     threads = ["-j", str(min(args.clients, os.cpu_count() or 1))]
     common = ["-S", "-n", "-c", str(args.clients), *threads]

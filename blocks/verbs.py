@@ -54,12 +54,14 @@ def backup_line(spec: ClusterSpec) -> str:
     """The backup summary; it never changes status's exit code (archive health has its own flow)."""
     from datetime import datetime, timezone
 
-    from dbtier.backup import ops
+    from blocks.backup import load_backup_secrets
     from dbtier.backup.catalog import summarize
+    from dbtier.engines.base import get_engine
     from dbtier.providers.base import get_provider
 
     try:
-        return summarize(ops.catalog(get_provider(spec, PREFECT_LOADERS), spec), datetime.now(timezone.utc))
+        catalog = get_engine(spec).read_catalog(get_provider(spec, PREFECT_LOADERS), spec, load_backup_secrets(spec))
+        return summarize(catalog, datetime.now(timezone.utc))
     except DbtierError as err:
         return f"backups: unknown ({err.one_line()})"
 

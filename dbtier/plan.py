@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dbtier.backup.pgbackrest import S3Target
+from dbtier.backup.repos import S3Target
 from dbtier.bootstrap import all_services
 from dbtier.ca_store import ca_key_block
 from dbtier.engines.base import Engine

@@ -33,14 +33,12 @@ from prefect.artifacts import create_markdown_artifact
 
 from blocks.lock import cluster_lock
 from blocks.loaders import PREFECT_LOADERS
-from dbtier.backup.ops import source_config_path
-from dbtier.backup.restore import DEFAULT_PORT_OFFSET, with_restore_from, without_restore_from
+from dbtier.backup.restore import DEFAULT_PORT_OFFSET, source_config_path, with_restore_from, without_restore_from
 from dbtier.engines.base import get_engine
 from dbtier.errors import DbtierError, RestoreFailed
 from dbtier.health import format_table
 from dbtier.providers.base import resolve_addresses
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
 from flows._spec import resolve_spec
@@ -111,17 +109,18 @@ def _restore(source: ClusterSpec, target: str, into: str | None, port_offset: in
     saved = save_cluster_spec(without_restore_from(spec))
     headline = f"restored from {source.name} ({plan.served_by}) in {elapsed:.1f} s; leader {status.health.leader}"
     publish_member_table(spec, status.rows, headline)
+    dsn = get_engine(spec).client_dsns(spec)[0][1]
     create_markdown_artifact(
         key=f"{spec.name}-restore",
         markdown=f"# Restore of {source.name} into {spec.name}\n\n- target: {plan.target_text}\n"
-        f"- from: {plan.served_by}\n- how: {how}\n- source WAL: {flushed}\n"
+        f"- from: {plan.served_by}\n- how: {how}\n- source archive: {flushed}\n"
         f"- healthy after: {elapsed:.1f} s\n- status: {status.health.sentence}\n- spec: `{saved}`\n"
-        f"- DSN: `{client_dsn(spec)}`\n",
+        f"- DSN: `{dsn}`\n",
     )
     get_run_logger().info("%s", headline)
     progress.finish()
     return {"source": source.name, "cluster": spec.name, "target": plan.target_text, "from": plan.served_by,
-            "how": how, "seconds": round(elapsed, 1), "spec": saved, "dsn": client_dsn(spec),
+            "how": how, "seconds": round(elapsed, 1), "spec": saved, "dsn": dsn,
             "members": status.rows}
 
 

@@ -25,8 +25,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from dbtier.backup.drill import DrillVerdict, drill_budgets, judge_copy
-from dbtier.backup.ops import source_config_path
-from dbtier.backup.restore import throwaway_spec, with_restore_from
+from dbtier.backup.restore import source_config_path, throwaway_spec, with_restore_from
 from dbtier.engines.base import get_engine
 from dbtier.errors import DbtierError, DrillFailed
 from dbtier.providers.base import resolve_addresses

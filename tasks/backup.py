@@ -14,7 +14,6 @@ from blocks.backup import load_backup_secrets, s3_repositories
 from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
 from dbtier import bootstrap, pictures, workdir
-from dbtier.backup import ops
 from dbtier.backup.archive import ArchiveVerdict
 from dbtier.backup.catalog import (
     BackupRecord,
@@ -276,11 +275,10 @@ def publish_backup_history(spec: ClusterSpec, catalog: Catalog) -> str:
 
 
 def _last_archived(spec: ClusterSpec) -> datetime | None:
-    """When the primary last archived a WAL file (the end of the restorable window), or None when unknown."""
-    import psycopg
-
+    """When the cluster's archive last received a change (the end of the restorable window), or None when unknown."""
     try:
-        return ops.archiver_stats(spec, load_passwords(spec).monitoring).last_archived_time
-    except (DbtierError, psycopg.Error) as err:
-        log_sentences(f"the last archived WAL's time is unknown ({type(err).__name__}); the window ends at the newest backup")
+        return get_engine(spec).last_archived_time(get_provider(spec, PREFECT_LOADERS), spec, load_backup_secrets(spec),
+                                                   load_passwords(spec))
+    except DbtierError as err:
+        log_sentences(f"the archive's newest change is unknown ({err.one_line()}); the window ends at the newest backup")
         return None

@@ -18,7 +18,6 @@ from dbtier.monitoring.status import alerts_line
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, get_provider, resolve_addresses
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn
 from tasks import log_sentences
 
 
@@ -196,10 +195,11 @@ def read_alerts(spec: ClusterSpec) -> str | None:
 @task(cache_policy=NONE)
 def publish_member_table(spec: ClusterSpec, rows: list[dict[str, Any]], headline: str) -> None:
     """The member table as a Prefect table artifact (key ``<cluster>-members``)."""
+    label, dsn = get_engine(spec).client_dsns(spec)[0]
     create_table_artifact(
         key=f"{spec.name}-members",
         table=rows,
-        description=f"**{spec.name}**: {headline}\n\nRead-write DSN: `{client_dsn(spec)}`",
+        description=f"**{spec.name}**: {headline}\n\n{label[:1].upper()}{label[1:]}: `{dsn}`",
     )
 
 

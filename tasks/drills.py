@@ -13,7 +13,6 @@ from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
 from dbtier import pictures, workdir
 from dbtier.drills import preflight
-from dbtier.engines.postgres import network
 from dbtier.drills.settings import DrillSettings
 from dbtier.drills.verdict import Verdict, markdown_report, summary_row
 from dbtier.engines.base import get_engine
@@ -41,7 +40,7 @@ def check_drill_allowed(spec: ClusterSpec, settings: DrillSettings) -> None:
 def refuse_scenario(spec: ClusterSpec, scenario: str) -> None:
     """A scenario named on its own that the cluster's placement or provider cannot run (a network drill on the
     local provider, a host drill without power over the hosts): refused in one line (exit 2)."""
-    why = network.cannot_run(spec, scenario, get_provider(spec, PREFECT_LOADERS))
+    why = get_engine(spec).cannot_run_drill(get_provider(spec, PREFECT_LOADERS), spec, scenario)
     if why:
         raise Refused(why)
 
@@ -53,7 +52,7 @@ def plan_drills(spec: ClusterSpec, names: list[str], single: bool) -> list[str]:
     if single:
         refuse_scenario(spec, names[0])
         return names
-    runnable, skipped = network.plan(spec, names, get_provider(spec, PREFECT_LOADERS))
+    runnable, skipped = preflight.runnable_drills(get_engine(spec), get_provider(spec, PREFECT_LOADERS), spec, names)
     for line in skipped:
         get_run_logger().info("%s", line)
     return runnable

@@ -7,8 +7,6 @@ markers and checks the copy (:meth:`~dbtier.engines.base.Engine.write_restore_ma
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from prefect import task
 from prefect.cache_policies import NONE
 
@@ -16,14 +14,12 @@ from blocks.backup import load_backup_secrets
 from blocks.loaders import PREFECT_LOADERS
 from blocks.passwords import load_passwords
 from dbtier import bootstrap
-from dbtier.backup import ops
-from dbtier.backup.catalog import check_target, parse_target
 from dbtier.backup.drill import CopyChecks, Marker
+from dbtier.backup.restore import RestorePlan
 from dbtier.engines.base import get_engine
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from tasks import log_sentences
-from tasks.restore import RestorePlan
 
 
 @task(cache_policy=NONE)
@@ -35,18 +31,12 @@ def clear_throwaway(copy: ClusterSpec) -> None:
 
 
 def copy_plan(copy: ClusterSpec, source: ClusterSpec, target: str) -> RestorePlan:
-    """How ``copy`` restores ``source``'s backup to ``target`` (a one-line RestoreError when no backup serves it):
-    pgBackRest's target read against the source's catalog, or the engine's own reading of it
-    (:meth:`~dbtier.engines.base.Engine.check_restore_target`) for an engine that restores after bring-up."""
+    """How ``copy`` restores ``source``'s backup to ``target`` (a one-line RestoreError when no backup serves it),
+    as the engine reads it (:meth:`~dbtier.engines.base.Engine.check_restore_target`)."""
     engine, provider = get_engine(copy), get_provider(copy, PREFECT_LOADERS)
-    secrets = load_backup_secrets(source)
-    if engine.restores_after_bring_up:
-        described, served_by = engine.check_restore_target(provider, copy, source, target, secrets, None)
-        return RestorePlan(copy, None, served_by, False, described)
-    wanted = parse_target(target)
-    catalog = ops.read_source_catalog(provider, copy, source, secrets)
-    served_by = check_target(wanted, catalog, datetime.now(timezone.utc))
-    return RestorePlan(copy, wanted, served_by, False)
+    described, served_by = engine.check_restore_target(provider, copy, source, target, load_backup_secrets(source),
+                                                       None)
+    return RestorePlan(copy, target, described, served_by, False)
 
 
 def restore_drill_checks(source: ClusterSpec, copy: ClusterSpec, target: str = "marker") -> list[str]:

@@ -11,7 +11,6 @@ from blocks.backup import load_backup_secrets
 from blocks.cleanup import cluster_blocks, drop_cipher_block, forget_cluster_blocks
 from blocks.loaders import PREFECT_LOADERS
 from dbtier import bootstrap
-from dbtier.backup import ops
 from dbtier.engines.base import get_engine
 from dbtier.errors import ProvisionError
 from dbtier.providers.base import get_provider
@@ -29,7 +28,7 @@ def survey_cluster(spec: ClusterSpec, drop_backups: bool, wipe: bool) -> dict[st
         "hosts": bootstrap.check_owned(engine, provider, spec) if wipe else
         bootstrap.hosts_with_data(engine, provider, spec),
         "running": bootstrap.running_services(engine, provider, spec),
-        "stanzas": ops.stanzas(provider, spec, load_backup_secrets(spec)) if drop_backups else None,
+        "stanzas": engine.archived_clusters(provider, spec, load_backup_secrets(spec)) if drop_backups else None,
         "blocks": cluster_blocks(spec) if wipe else [],
     }
     log_sentences(f"cluster {spec.name}: data on {', '.join(found['hosts']) or 'no host'}; running: "

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dbtier.spec import ClusterSpec, build_spec, port_plan
-from dbtier.topology import PgMember
+from dbtier.engines.postgres.topology import PgMember
 
 #: Tests use ports from 20000 up, never a user's defaults (5432, 8008, 2379...). Each suite takes a block of 100
 #: and keeps every port it opens inside it, restored copies included, because suites run side by side (xdist):

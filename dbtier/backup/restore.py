@@ -1,7 +1,9 @@
-"""The specs a restore creates (pure): a new cluster beside the source, or a throwaway copy for the drill."""
+"""The specs a restore creates (pure): a new cluster beside the source, or a throwaway copy for the drill; and the
+plan a checked restore follows."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,7 +12,33 @@ from dbtier.errors import SpecError
 from dbtier.ports import DEFAULT_PORT_OFFSET
 from dbtier.spec import ClusterSpec, engine_layout, format_validation_error
 
-__all__ = ["DEFAULT_PORT_OFFSET", "derive_target", "throwaway_spec", "with_restore_from", "without_restore_from"]
+__all__ = ["DEFAULT_PORT_OFFSET", "RestorePlan", "derive_target", "source_config_path", "throwaway_spec",
+           "with_restore_from", "without_restore_from"]
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a checked restore will do: restore ``requested`` (the target as the user gave it; ``described``, as
+    the engine read it) from ``served_by`` into ``target``, in place or into a new cluster."""
+
+    target: ClusterSpec
+    requested: str
+    described: str
+    served_by: str
+    in_place: bool
+
+    @property
+    def target_text(self) -> str:
+        return self.described
+
+
+def source_config_path(target: ClusterSpec) -> str:
+    """Where the new cluster's hosts keep what reaches the source's repositories while it restores (0600).
+
+    >>> source_config_path(ClusterSpec(name="orders"))
+    '/var/lib/dbtier/orders/pgbackrest/source.conf'
+    """
+    return f"{target.backup_dir}/source.conf"
 
 
 def _rebuild(spec: ClusterSpec, **changes: Any) -> ClusterSpec:

@@ -35,7 +35,7 @@ def check_ready(engine: Engine, spec: ClusterSpec, settings: DrillSettings, spec
                 provider: Provider | None = None) -> str:
     """Refuse a drill that must not run (production) or cannot be judged (unhealthy); else say it may run.
 
-    A cluster gets one Patroni loop (``loop_wait``) to settle, never the drill's 180 s. ``provider``
+    A cluster gets the engine's settle time (PostgreSQL: one Patroni loop) to settle, never the drill's 180 s. ``provider``
     reaches the members (default: the spec's, with the library's loaders).
     """
     why = refusal(settings)
@@ -44,7 +44,7 @@ def check_ready(engine: Engine, spec: ClusterSpec, settings: DrillSettings, spec
     if not bootstrap.running_services(engine, provider or get_provider(spec), spec):
         raise Refused(f"cluster: {spec.name} is not running (no process of it runs under {spec.cluster_dir}); "
                       "provision it first, or name the right cluster with --spec")
-    deadline = time.monotonic() + spec.patroni.loop_wait
+    deadline = time.monotonic() + engine.settle_s(spec)
     while True:
         health = engine.status(spec).health
         problem = unhealthy_refusal(spec, health, spec_flag)
@@ -53,3 +53,17 @@ def check_ready(engine: Engine, spec: ClusterSpec, settings: DrillSettings, spec
         if time.monotonic() >= deadline:
             raise Refused(problem)
         time.sleep(0.5)
+
+
+def runnable_drills(engine: Engine, provider: Provider, spec: ClusterSpec,
+                    names: list[str]) -> tuple[list[str], list[str]]:
+    """The scenarios of ``names`` the cluster can run with ``provider``, and one line for each one skipped
+    (:meth:`~dbtier.engines.base.Engine.cannot_run_drill`)."""
+    runnable, skipped = [], []
+    for name in names:
+        why = engine.cannot_run_drill(provider, spec, name)
+        if why is None:
+            runnable.append(name)
+        else:
+            skipped.append(f"skipped {name}: {why.removeprefix(f'scenario: {name} ')}")
+    return runnable, skipped

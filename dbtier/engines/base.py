@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     from dbtier.backup.archive import ArchiveVerdict
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.drill import CopyChecks, Marker
-    from dbtier.backup.ops import BackupSecrets
-    from dbtier.backup.pgbackrest import S3Target
+    from datetime import datetime
+
+    from dbtier.backup.repos import BackupSecrets, S3Target
+    from dbtier.backup.restore import RestorePlan
     from dbtier.drills.verdict import DrillResult
     from dbtier.providers.base import Provider
     from dbtier.spec import DrillSettings
@@ -344,14 +346,40 @@ class Engine(ABC):
         :class:`~dbtier.errors.RestoreError`, one line naming the member or the field. By default nothing to do."""
         return []
 
+    #: True when a restore may replace the source's own data (``--in-place``, the source stopped); then
+    #: :meth:`refuse_unarchived_tail` guards it. False: a restore goes into a new cluster only.
+    restores_in_place: bool = False
+
+    @abstractmethod
+    def parse_restore_target(self, target_text: str) -> str:
+        """The restore target in words (``latest``, a time, a backup's label: the engine's grammar), or a
+        :class:`~dbtier.errors.RestoreError`, one line naming ``target`` and the fix. Pure: a typo is refused
+        before any check reads anything."""
+
+    @abstractmethod
     def check_restore_target(self, provider: Provider, target: ClusterSpec, source: ClusterSpec, target_text: str,
                              secrets: BackupSecrets, repo: int | None) -> tuple[str, str]:
-        """When :attr:`restores_after_bring_up`: every check of ``target_text`` against ``source``'s backups
-        (``secrets``: its repositories'; ``repo``: only that repository's backups), before anything is written:
-        (the target as the user reads it, what serves it). Raise :class:`~dbtier.errors.RestoreError`, one line
-        naming ``target`` and the fix. (PostgreSQL's restore reads pgBackRest's catalog in the restore flow.)"""
-        raise NotImplementedError(f"engine {source.engine} restores during bring-up; the restore flow checks its "
-                                  "target itself")
+        """Every check of ``target_text`` against ``source``'s backups (``secrets``: its repositories'; ``repo``:
+        only that repository's backups), read from ``target``'s hosts before anything is written: (the target as
+        the user reads it, what serves it). Raise :class:`~dbtier.errors.RestoreError`, one line naming ``target``
+        and the fix."""
+
+    def refuse_unarchived_tail(self, provider: Provider, source: ClusterSpec, target_text: str,
+                               secrets: BackupSecrets, repo: int | None) -> str:
+        """When :attr:`restores_in_place`, of the stopped source before an in-place restore: raise
+        :class:`~dbtier.errors.RestoreError` when the restore would drop changes that reached no repository (the
+        members' own log holds them); else a sentence."""
+        from dbtier.errors import RestoreError
+
+        raise RestoreError(f"in_place: engine {source.engine} restores into a new cluster only; restore with --into "
+                           "NAME, then point the clients at it")
+
+    def settle_restore_target(self, provider: Provider, source: ClusterSpec, plan: RestorePlan,
+                              secrets: BackupSecrets, repo: int | None) -> tuple[str, list[str]]:
+        """After the source's flush (:meth:`flush_archive`): how ``plan``'s target will be restored (a sentence)
+        and the options bring-up passes the restore tool (``restore_from.options``). By default the plan is
+        exact: the engine restores after bring-up and reads its target there."""
+        return f"{plan.described}: {plan.served_by}, once the new cluster is up", []
 
     def flush_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
                       passwords: Passwords) -> str:
@@ -370,6 +398,19 @@ class Engine(ABC):
     def check_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
         """After a healthy verdict, prove the archive works end to end now (PostgreSQL: a fresh WAL file reaches
         every repository); a sentence, or a :class:`~dbtier.errors.BackupError` naming the member."""
+
+    @abstractmethod
+    def archived_clusters(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> list[str]:
+        """The names of every cluster whose backups or archive the spec's repositories hold, this one's
+        included when it has any, sorted (teardown's ``--drop-backups`` reads it first, and keeps a cipher
+        block another cluster may need). Reads only."""
+
+    def last_archived_time(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
+                           passwords: Passwords) -> datetime | None:
+        """When the cluster's continuous archive last received a change (the end of the restorable window the
+        backup catalog shows), or None when unknown; raise a :class:`~dbtier.errors.DbtierError` naming the
+        member that could not say."""
+        return None
 
     @abstractmethod
     def drop_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
@@ -451,6 +492,17 @@ class Engine(ABC):
     def drill_route(self, spec: ClusterSpec, settings: DrillSettings) -> str:
         """How the drill writer reaches the primary, as the drill's log says it (``through the replica set's
         URI``); a route the spec cannot give is refused here, one line naming the field (``drills.via``)."""
+
+    def settle_s(self, spec: ClusterSpec) -> float:
+        """How long a healthy cluster may look unhealthy after an ordinary blip (a drill's preflight waits this
+        long, never the drill's own timeout). By default MongoDB's heartbeat interval, 2 s."""
+        return 2.0
+
+    def cannot_run_drill(self, provider: Provider, spec: ClusterSpec, scenario: str) -> str | None:
+        """Why ``scenario`` cannot run on this cluster with this provider (a network drill without root on the
+        members' own hosts, a host drill without power over them), one line starting ``scenario: <name> ``, or
+        None. Reads nothing but the spec and the provider's abilities; by default every drill can run."""
+        return None
 
     @abstractmethod
     def run_drill(self, provider: Provider, spec: ClusterSpec, scenario: str, settings: DrillSettings,

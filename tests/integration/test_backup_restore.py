@@ -21,9 +21,9 @@ import pytest
 
 from blocks.passwords import load_passwords
 from dbtier import bootstrap
-from dbtier.health import role_holder
-from dbtier.backup import ops
-from dbtier.backup.archive import wal_position
+from dbtier.engines.postgres.patroni_health import role_holder
+from dbtier.engines.postgres import pgbackrest_ops
+from dbtier.engines.postgres.wal_archive import wal_position
 from dbtier.backup.restore import derive_target
 from dbtier.engines.postgres import faults
 from dbtier.engines.base import get_engine
@@ -32,7 +32,7 @@ from dbtier.engines.postgres.engine import connect
 from dbtier.errors import DrillFailed, PreflightError, RestoreError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
-from dbtier.topology import client_dsn
+from dbtier.engines.postgres.topology import client_dsn
 from tests.clusters import (RESTORE_OFFSET, dbtier_metric, listening, run_log_lines, shared_tmpdir, spec_for_tests,
                             stopped_at_exit,
                             write_spec)
@@ -113,9 +113,9 @@ def test_point_in_time_restore_brings_back_exactly_the_rows_before_the_target(
 
     # The copy archives into a stanza of its own, on its new timeline; the source's archive stays on timeline 1.
     provider = get_provider(spec)
-    copy_catalog = ops.catalog(provider, latest)
+    copy_catalog = pgbackrest_ops.catalog(provider, latest)
     assert copy_catalog.wal_max is not None and wal_position(copy_catalog.wal_max)[0] >= 2
-    assert wal_position(ops.catalog(provider, spec).wal_max or "")[0] == 1
+    assert wal_position(pgbackrest_ops.catalog(provider, spec).wal_max or "")[0] == 1
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_archiving_keeps_working_after_a_switchover(cluster_with_full_backup: st
     assert dbtier_metric(spec.name, "archive", "dbtier_archive_ok") == 1, "left for Prometheus"
     lag = dbtier_metric(spec.name, "archive", "dbtier_archive_lag_seconds")
     assert lag is not None and lag == pytest.approx(result["lag_s"], abs=0.1)
-    wal_max = ops.catalog(get_provider(spec), spec).wal_max
+    wal_max = pgbackrest_ops.catalog(get_provider(spec), spec).wal_max
     assert wal_max is not None and wal_position(wal_max)[0] >= 2, "WAL of the new primary's timeline is archived"
 
 
@@ -221,7 +221,7 @@ def test_retention_expires_the_oldest_full_and_nothing_else(cluster_with_full_ba
     provider = get_provider(spec)
     backup(spec_path=cluster_with_full_backup, kind="full")
     diff = backup(spec_path=cluster_with_full_backup, kind="diff")["taken"][0]["label"]
-    catalog = ops.catalog(provider, spec).backups
+    catalog = pgbackrest_ops.catalog(provider, spec).backups
     fulls = [b.label for b in catalog if b.kind == "full"]
     assert len(fulls) == 2
     newest_diff = max(b.stop.timestamp() for b in catalog if b.kind in ("full", "diff"))
@@ -235,7 +235,7 @@ def test_retention_expires_the_oldest_full_and_nothing_else(cluster_with_full_ba
     result = backup(spec_path=keep_two, kind="full")
     newest = result["taken"][0]["label"]
     assert result["expired"] == [fulls[0]], "only the oldest full goes"
-    left = ops.catalog(provider, spec)
+    left = pgbackrest_ops.catalog(provider, spec)
     assert [b.label for b in left.backups] == [fulls[1], diff, newest]
     assert left.wal_min is not None and left.backups[0].wal_start is not None
     assert left.wal_min <= left.backups[0].wal_start, "WAL from the oldest kept backup on is still there"
@@ -260,13 +260,13 @@ def test_in_place_restore_needs_a_stopped_cluster_then_replaces_it(cluster_with_
     with pytest.raises(RestoreError, match="in_place: cluster bk is running"):
         restore(spec_path=cluster_with_full_backup, in_place=True)
     rows = _count(spec)
-    faults_before = ops.catalog(get_provider(spec), spec)
+    faults_before = pgbackrest_ops.catalog(get_provider(spec), spec)
     bootstrap.stop_services(get_engine(spec), get_provider(spec), spec)
     result = restore(spec_path=cluster_with_full_backup, target="latest", in_place=True)
     assert result["cluster"] == "bk"
     assert get_engine(spec).status(spec).health.healthy
     assert _count(spec) == rows, "every committed row is back (latest)"
-    after = ops.catalog(get_provider(spec), spec)
+    after = pgbackrest_ops.catalog(get_provider(spec), spec)
     assert [b.label for b in after.backups] == [b.label for b in faults_before.backups], "the backups are kept"
     assert after.wal_max is not None and wal_position(after.wal_max)[0] > wal_position(faults_before.wal_max or "")[0]
 
@@ -286,5 +286,5 @@ def test_a_new_cluster_of_the_same_name_is_refused_until_the_old_backups_are_dro
 
     sentences = teardown(spec_path=cluster_with_full_backup, drop_backups=True)
     assert any("stanza bk deleted" in s for s in sentences)
-    left = ops.read_source_catalog(get_provider(spec), spec, spec, load_backup_secrets(spec))
+    left = pgbackrest_ops.read_source_catalog(get_provider(spec), spec, spec, load_backup_secrets(spec))
     assert left.backups == () and left.wal_max is None

@@ -15,14 +15,14 @@ import pytest
 
 from blocks.passwords import load_passwords
 from dbtier import bootstrap
-from dbtier.backup import ops
+from dbtier.engines.postgres import pgbackrest_ops
 from dbtier.backup.restore import derive_target
 from dbtier.backup.s3 import backup_sizes, repository_size
 from dbtier.engines.base import get_engine
 from dbtier.engines.postgres.engine import connect
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn
+from dbtier.engines.postgres.topology import client_dsn
 from tests.clusters import RESTORE_OFFSET, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from dbtier.lab.s3 import S3Endpoint, running_s3
 
@@ -105,7 +105,7 @@ def test_backup_into_both_then_restore_to_a_time_from_s3(cluster_with_two_reposi
         assert s3_label in done["from"]
         with connect(client_dsn(copy), load_passwords(copy).app) as conn:
             assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 40
-        assert ops.catalog(get_provider(copy), copy).wal_max is not None, "the copy archives into its own stanza"
+        assert pgbackrest_ops.catalog(get_provider(copy), copy).wal_max is not None, "the copy archives into its own stanza"
     finally:
         bootstrap.stop_services(get_engine(copy), get_provider(copy), copy)
         if bootstrap.is_initialised(get_engine(copy), get_provider(copy), copy):

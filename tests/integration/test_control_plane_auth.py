@@ -30,12 +30,12 @@ from dbtier.engines.postgres import etcd_auth
 from dbtier.engines.base import get_engine
 from dbtier.engines.postgres.control_plane import etcd_login, etcd_root_login, rest_login
 from dbtier.errors import ControlPlaneError, DbtierError
-from dbtier.health import role_holder
+from dbtier.engines.postgres.patroni_health import role_holder
 from dbtier.providers.base import get_provider
 from dbtier.secrets import Passwords, block_name
 from dbtier.spec import ClusterSpec
 from dbtier.tls import tls_paths
-from dbtier.topology import etcd_members, pg_member, pg_members
+from dbtier.engines.postgres.topology import etcd_members, pg_member, pg_members
 from dbtier.workdir import ca_cert_file
 from tests.clusters import (rest_json, rest_request, run_log_lines, shared_tmpdir, spec_for_tests, stopped_at_exit,
                             write_spec)

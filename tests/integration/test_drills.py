@@ -20,7 +20,7 @@ import pytest
 
 from blocks.passwords import load_passwords
 from dbtier import bootstrap, pictures, workdir
-from dbtier.health import role_holder
+from dbtier.engines.postgres.patroni_health import role_holder
 from dbtier.engines.postgres import faults, scenarios
 from dbtier.drills.settings import DrillSettings
 from dbtier.engines.base import get_engine
@@ -28,7 +28,7 @@ from dbtier.engines.postgres.control_plane import rest_login
 from dbtier.errors import DrillFailed
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import pg_members
+from dbtier.engines.postgres.topology import pg_members
 from tests.clusters import shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 
 pytestmark = pytest.mark.cluster

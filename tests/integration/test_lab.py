@@ -77,7 +77,7 @@ def test_provision_is_healthy_and_idempotent_with_one_member_per_host(provisione
     from dbtier.providers.base import get_provider
     from dbtier.spec import load_spec
     from dbtier.engines.base import get_engine
-    from dbtier.topology import pg_members
+    from dbtier.engines.postgres.topology import pg_members
     from flows.provision import provision
     from blocks.loaders import PREFECT_LOADERS
 
@@ -101,9 +101,9 @@ def vip_watch(state: LabState, spec_file: str) -> Iterator[list[tuple[float, str
     (time, "leader", ...) rows naming the host of the member Patroni calls leader. The watchers are ssh
     clients of this machine, stopped by PID on the way out (their remote loop ends with the connection)."""
     from dbtier.engines.postgres import faults
-    from dbtier.health import role_holder
+    from dbtier.engines.postgres.patroni_health import role_holder
     from dbtier.spec import load_spec
-    from dbtier.topology import pg_member
+    from dbtier.engines.postgres.topology import pg_member
 
     spec = load_spec(spec_file)
     samples: list[tuple[float, str, bool]] = []
@@ -178,7 +178,7 @@ def test_every_hosts_routes_and_the_virtual_ip_lead_to_the_leader(provisioned: s
     from dbtier.engines.postgres import pg_routes
     from dbtier.engines.postgres.routing import routed_dsn, routers
     from dbtier.spec import load_spec
-    from dbtier.topology import pg_member
+    from dbtier.engines.postgres.topology import pg_member
 
     spec = load_spec(provisioned)
     passwords = load_passwords(spec)
@@ -226,7 +226,7 @@ def test_drills_on_the_lab_lose_no_acknowledged_write_and_the_vip_follows(provis
     from flows.failover_drill import failover_drill
 
     from dbtier.spec import load_spec
-    from dbtier.topology import pg_member
+    from dbtier.engines.postgres.topology import pg_member
 
     monkeypatch.setenv("DBTIER_WORK_DIR", str(tmp_path))
     fast = DrillSettings(rto_budget_s=40, rejoin_budget_s=90, settle_s=1.0, tail_s=0.5, healthy_timeout_s=120)
@@ -264,7 +264,7 @@ def test_backup_into_the_labs_s3_and_a_pitr_restore_into_a_new_cluster(provision
     from dbtier.engines.base import get_engine
     from dbtier.providers.base import get_provider
     from dbtier.spec import load_spec
-    from dbtier.topology import client_dsn
+    from dbtier.engines.postgres.topology import client_dsn
     from flows.archive_health import archive_health
     from flows.backup import backup
     from flows.restore import restore

@@ -35,11 +35,11 @@ from dbtier.engines.postgres import etcd_auth
 from dbtier.engines.postgres.control_plane import etcd_root_login
 from dbtier.engines.postgres.pg_roles import MONITORING_USER
 from dbtier.engines.postgres.engine import connect
-from dbtier.health import role_holder
+from dbtier.engines.postgres.patroni_health import role_holder
 from dbtier.lab.lab import LabState
 from dbtier.spec import ClusterSpec, load_spec
 from dbtier.tls import tls_paths
-from dbtier.topology import PgMember, client_dsn, etcd_members, pg_member, pg_members
+from dbtier.engines.postgres.topology import PgMember, client_dsn, etcd_members, pg_member, pg_members
 from dbtier.workdir import ca_cert_file
 from tests.clusters import rest_json
 from tests.lab import lab_spec_file, on_host, running_lab, unavailable

@@ -54,7 +54,7 @@ def assert_no_fault_left(spec_file: str) -> None:
     from blocks.loaders import PREFECT_LOADERS
     from dbtier.providers.base import get_provider
     from dbtier.spec import load_spec
-    from dbtier.topology import pg_members
+    from dbtier.engines.postgres.topology import pg_members
 
     spec = load_spec(spec_file)
     provider = get_provider(spec, PREFECT_LOADERS)

@@ -98,7 +98,7 @@ def test_provision_puts_one_member_in_each_container_and_a_second_changes_nothin
     from dbtier.engines.base import get_engine
     from dbtier.providers import proxmox_api as pve
     from dbtier.spec import load_spec
-    from dbtier.topology import etcd_members, pg_members
+    from dbtier.engines.postgres.topology import etcd_members, pg_members
     from flows.provision import provision
 
     spec = load_spec(provisioned)
@@ -162,7 +162,7 @@ def test_a_power_loss_on_the_primarys_container_loses_no_acknowledged_write(
         the_lab: LabState, provisioned: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dbtier.engines.base import get_engine
     from dbtier.spec import load_spec
-    from dbtier.topology import pg_member
+    from dbtier.engines.postgres.topology import pg_member
     from flows.failover_drill import failover_drill
 
     spec = load_spec(provisioned)

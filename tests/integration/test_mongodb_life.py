@@ -28,7 +28,7 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
 from dbtier import bootstrap, procs
-from dbtier.backup.ops import BackupSecrets
+from dbtier.backup.repos import BackupSecrets
 from dbtier.engines.base import Engine, get_engine
 from dbtier.engines.mongodb import archiving, rs, steps
 from dbtier.engines.mongodb.archiver import DirStore, read_records

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dbtier.backup.ops import BackupSecrets
+from dbtier.backup.repos import BackupSecrets
 from dbtier.engines.base import get_engine
 from dbtier.providers.base import get_provider
 from dbtier.secrets import Passwords

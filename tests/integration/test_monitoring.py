@@ -40,7 +40,7 @@ from dbtier.monitoring.dashboard import dashboard_queries, load_dashboard
 from dbtier.monitoring.metrics import backup_samples, failover_drill_samples, restore_drill_samples
 from dbtier.monitoring.textfile import write_metrics
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn, conninfo
+from dbtier.engines.postgres.topology import client_dsn, conninfo
 from tests.clusters import TEST_PORT_BASE, dbtier_metric, eventually, listening, provisioned_by_flow, shared_tmpdir, spec_for_tests
 
 pytestmark = pytest.mark.cluster

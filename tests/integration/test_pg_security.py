@@ -37,7 +37,7 @@ from dbtier.engines.postgres.pg_roles import MONITORING_USER
 from dbtier.engines.postgres.engine import connect
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
-from dbtier.topology import PgMember, client_dsn, pg_members
+from dbtier.engines.postgres.topology import PgMember, client_dsn, pg_members
 from tests.clusters import (RESTORE_OFFSET, TEST_PORT_BASE, provisioned_by_flow, shared_tmpdir, spec_for_tests,
                             write_spec)
 

@@ -18,7 +18,7 @@ from dbtier.bootstrap import all_services
 from dbtier.engines.base import get_engine
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn, etcd_members, pg_members
+from dbtier.engines.postgres.topology import client_dsn, etcd_members, pg_members
 from tests.clusters import listening, rest_json, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 
 pytestmark = pytest.mark.cluster

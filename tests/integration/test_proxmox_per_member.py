@@ -18,7 +18,7 @@ from blocks.loaders import PREFECT_LOADERS
 from dbtier.providers.base import resolve_addresses
 from dbtier.providers.proxmox import ssh_settings, with_leases
 from dbtier.spec import ClusterSpec, load_spec, pending_host
-from dbtier.topology import client_dsn, etcd_members, pg_members
+from dbtier.engines.postgres.topology import client_dsn, etcd_members, pg_members
 from tests.clusters import TEST_PORT_BASE, listening, rest_json, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from dbtier.lab.pve import PveDouble, running_pve_double
 from tests.pve_blocks import save_blocks

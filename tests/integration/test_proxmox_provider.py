@@ -18,7 +18,7 @@ from dbtier.engines.base import get_engine
 from dbtier.providers import proxmox_api as pve_api
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.supervisors import unit_name
-from dbtier.topology import etcd_members, pg_members
+from dbtier.engines.postgres.topology import etcd_members, pg_members
 from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from dbtier.lab.pve import PveDouble, running_pve_double
 from tests.pve_blocks import save_blocks

@@ -15,7 +15,7 @@ from dbtier.providers import proxmox_api as pve_api
 from dbtier.providers.proxmox import learn_leases
 from dbtier.providers.proxmox_api import Client, ContainerPlan, ContainerRef, ProxmoxError, StaticIPv4
 from dbtier.spec import ClusterSpec, build_spec, pending_host
-from dbtier.topology import pg_members
+from dbtier.engines.postgres.topology import pg_members
 from dbtier.lab.pve import PveDouble, running_pve_double
 
 FAST = {"timeout": 5.0, "poll": 0.01}

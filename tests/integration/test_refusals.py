@@ -12,7 +12,7 @@ import pytest
 
 from dbtier.errors import PreflightError
 from dbtier.spec import ClusterSpec
-from dbtier.topology import etcd_members, pg_members
+from dbtier.engines.postgres.topology import etcd_members, pg_members
 from tests.clusters import listening, shared_tmpdir, spec_for_tests, write_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

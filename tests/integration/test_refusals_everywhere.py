@@ -211,7 +211,7 @@ def _marker_rows(spec: ClusterSpec) -> int | None:
     """Rows in the restore drill's marker table on the source's primary (None: no such table)."""
     from blocks.passwords import load_passwords
     from dbtier.engines.postgres.engine import connect
-    from dbtier.topology import client_dsn
+    from dbtier.engines.postgres.topology import client_dsn
 
     with connect(client_dsn(spec), load_passwords(spec).app) as conn:
         row = conn.execute(f"SELECT to_regclass('{MARKER_TABLE}') IS NOT NULL").fetchone()

@@ -27,7 +27,7 @@ import pytest
 from blocks.backup import load_backup_secrets
 from blocks.passwords import load_passwords, load_secret
 from dbtier import bootstrap
-from dbtier.backup import ops
+from dbtier.engines.postgres import pgbackrest_ops
 from dbtier.backup.inplace import aside_path
 from dbtier.backup.restore import derive_target
 from dbtier.engines.postgres import faults
@@ -36,7 +36,7 @@ from dbtier.engines.postgres.engine import connect
 from dbtier.providers.base import get_provider
 from dbtier.secrets import block_name, role_names
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn
+from dbtier.engines.postgres.topology import client_dsn
 from tests.clusters import RESTORE_OFFSET, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 
 pytestmark = pytest.mark.cluster
@@ -135,7 +135,7 @@ def test_a_failed_restore_into_a_new_cluster_leaves_nothing(source: str, spec: C
     assert not os.path.exists(copy.cluster_dir), "its data directory is gone"
     assert not [p for p in (copy.ports.postgres, copy.ports.patroni, copy.ports.etcd) if listening(p)]
     assert [load_secret(block_name(copy, role)) for role in role_names(copy)] == [None] * len(role_names(copy)), "its blocks are gone"
-    left = ops.read_source_catalog(get_provider(copy), copy, copy, load_backup_secrets(copy))
+    left = pgbackrest_ops.read_source_catalog(get_provider(copy), copy, copy, load_backup_secrets(copy))
     assert left.backups == () and left.wal_max is None, "no stanza of the failed copy stays in the repository"
 
 
@@ -143,7 +143,7 @@ def test_a_failed_in_place_restore_leaves_the_cluster_as_it_was(source: str, spe
     from flows.provision import provision
 
     _insert(spec, 31, 50)
-    ops.check(get_provider(spec), spec)  # every commit archived: the in-place restore has no tail to refuse
+    pgbackrest_ops.check(get_provider(spec), spec)  # every commit archived: the in-place restore has no tail to refuse
     _stop(spec)
     done = _restore(source, "--in-place", "--target", "name:no-such-point")
     assert done.returncode == 1, done.stderr[-3000:]
@@ -155,7 +155,7 @@ def test_a_failed_in_place_restore_leaves_the_cluster_as_it_was(source: str, spe
 
 
 def test_in_place_restore_refuses_to_drop_transactions_that_were_never_archived(source: str, spec: ClusterSpec) -> None:
-    ops.check(get_provider(spec), spec)
+    pgbackrest_ops.check(get_provider(spec), spec)
     QUIET.append(_quiet_moment())
     _insert(spec, 51, 60)  # committed, but its WAL stays in pg_wal: archive_timeout is an hour away, and a crash
     faults.crash_member(get_provider(spec), spec, "pg0")  # skips the WAL switch a clean shutdown makes

@@ -38,11 +38,11 @@ from dbtier.engines.postgres.control_plane import rest_login
 from dbtier.engines.postgres.patroni_config import REPLICATION_USER, SUPERUSER
 from dbtier.engines.postgres.pg_roles import MONITORING_USER
 from dbtier.engines.postgres.pgbouncer_config import AUTH_USER, auth_file_path
-from dbtier.health import role_holder
+from dbtier.engines.postgres.patroni_health import role_holder
 from dbtier.providers.base import get_provider
 from dbtier.engines.postgres.routing import bouncers, routed_dsn, routers
 from dbtier.spec import ClusterSpec
-from dbtier.topology import pg_member, pg_members
+from dbtier.engines.postgres.topology import pg_member, pg_members
 from tests.clusters import (dbtier_metric, eventually, listening, provisioned_by_flow, run_log_lines, shared_tmpdir, spec_for_tests,
                             write_spec)
 

@@ -23,7 +23,7 @@ from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.providers.hostkeys import fingerprint
 from dbtier.supervisors import unit_name
-from dbtier.topology import pg_members
+from dbtier.engines.postgres.topology import pg_members
 from blocks.hostkeys import forget_pins, load_pins, save_pins
 from blocks.loaders import PREFECT_LOADERS
 from tests.clusters import TEST_PORT_BASE, listening, rest_json, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec

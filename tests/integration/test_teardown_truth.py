@@ -20,12 +20,12 @@ import prefect.settings
 import pytest
 
 from dbtier import bootstrap
-from dbtier.backup.pgbackrest import fs_repo_path
+from dbtier.backup.repos import fs_repo_path
 from dbtier.backup.settings import FsRepository
 from dbtier.engines.base import get_engine
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import etcd_members, pg_members
+from dbtier.engines.postgres.topology import etcd_members, pg_members
 from tests.clusters import listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 
 pytestmark = pytest.mark.cluster

@@ -32,7 +32,7 @@ import json, sys
 from dbtier.errors import DbtierError
 from dbtier.providers.base import get_provider, resolve_addresses
 from dbtier.spec import load_spec
-from dbtier.topology import pg_members
+from dbtier.engines.postgres.topology import pg_members
 spec = load_spec(sys.argv[1])
 try:
     if spec.provider == "ssh":

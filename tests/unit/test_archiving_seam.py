@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from dbtier import bootstrap
-from dbtier.backup.ops import BackupSecrets
-from dbtier.backup.pgbackrest import S3Target
+from dbtier.backup.repos import BackupSecrets
+from dbtier.backup.repos import S3Target
 from dbtier.engines.mongodb.engine import MongoEngine
 from dbtier.engines.postgres.engine import PostgresEngine
 from dbtier.errors import BackupError, PreflightError

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dbtier.backup.archive import ArchiverStats, judge_archive, segments_between, wal_position
+from dbtier.engines.postgres.wal_archive import ArchiverStats, judge_archive, segments_between, wal_position
 from dbtier.backup.catalog import (
     BackupRecord,
     Catalog,
@@ -24,8 +24,8 @@ from dbtier.backup.catalog import (
     restore_options,
 )
 from dbtier.backup.drill import CopyChecks, Marker, judge_copy
-from dbtier.backup.ops import BackupSecrets
-from dbtier.backup.pgbackrest import (
+from dbtier.backup.repos import BackupSecrets
+from dbtier.engines.postgres.pgbackrest import (
     S3Target,
     archive_command,
     backup_argv,
@@ -41,7 +41,7 @@ from dbtier.engines.postgres.patroni_config import render_patroni_config
 from dbtier.errors import BackupError, RestoreError, SpecError
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec, build_spec
-from dbtier.topology import pg_members
+from dbtier.engines.postgres.topology import pg_members
 
 NOW = datetime(2026, 11, 26, 3, 0, 0, tzinfo=timezone.utc)
 DEFAULT = ClusterSpec()

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from dbtier.health import assess, format_table, member_rows
+from dbtier.health import format_table
+
+from dbtier.engines.postgres.patroni_health import assess, member_rows
 from dbtier.spec import build_spec
 
 EXPECTED = ["pg0", "pg1", "pg2"]

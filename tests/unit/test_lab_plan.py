@@ -7,7 +7,7 @@ import pytest
 from dbtier.errors import Refused
 from dbtier.lab import plan
 from dbtier.spec import build_spec
-from dbtier.topology import pg_members
+from dbtier.engines.postgres.topology import pg_members
 
 
 @pytest.mark.parametrize(("used", "free"), [

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from bson import Timestamp as T
 
-from dbtier.backup.ops import BackupSecrets
+from dbtier.backup.repos import BackupSecrets
 from dbtier.engines.mongodb.archive_health import judge
 from dbtier.engines.mongodb.oplog import SliceRecord
 from dbtier.secrets import Passwords

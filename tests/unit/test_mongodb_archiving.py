@@ -15,7 +15,7 @@ import pytest
 from bson import Timestamp
 from mockupdb import MockupDB
 
-from dbtier.backup.pgbackrest import S3Target
+from dbtier.backup.repos import S3Target
 from dbtier.engines.mongodb.archiver import DirStore, main, member_of_uri, open_store, read_records
 from dbtier.engines.mongodb.archiving import (
     FILE_MODE, archiver_files, archiver_service, member_uri, parse_options, parse_s3_credentials,

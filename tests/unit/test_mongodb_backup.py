@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from bson import Timestamp
 
-from dbtier.backup.ops import BackupSecrets
-from dbtier.backup.pgbackrest import S3Target
+from dbtier.backup.repos import BackupSecrets
+from dbtier.backup.repos import S3Target
 from dbtier.engines.mongodb import backup, dump
 from dbtier.engines.mongodb.config import MongoMember
 from dbtier.engines.mongodb.engine import members
@@ -150,6 +150,19 @@ def test_take_catalog_verify_expire_in_an_fs_repository(tmp_path: Path) -> None:
     assert [b.label for b in backup.catalog(provider, spec, BackupSecrets()).backups] == ["20261127-010203F"]
 
 
+def test_the_clusters_a_repository_holds_are_named_and_a_drop_takes_only_its_own(tmp_path: Path) -> None:
+    """Teardown's --drop-backups reads them first (a cipher block another cluster needs is kept)."""
+    spec, provider = mongo(tmp_path), FileProvider()
+    assert backup.clusters_held(provider, spec, BackupSecrets()) == []
+    take(provider, spec, AT, oplog_clock())
+    (tmp_path / "backups/oplog/billing/mongo1").mkdir(parents=True)
+    (tmp_path / "backups/oplog/billing/mongo1/index.json").write_text("[]")
+    (tmp_path / "backups/mongodump/emptied").mkdir()  # nothing inside: no backup of a cluster
+    assert backup.clusters_held(provider, spec, BackupSecrets()) == ["billing", "orders"]
+    backup.drop(provider, spec, BackupSecrets())
+    assert backup.clusters_held(provider, spec, BackupSecrets()) == ["billing"]
+
+
 def test_a_failed_mongodump_is_one_line_naming_the_member(tmp_path: Path) -> None:
     spec = mongo(tmp_path)
     provider = FileProvider(fail="Failed: error connecting to db server: server selection timeout")
@@ -191,6 +204,8 @@ def test_take_catalog_verify_expire_in_s3(tmp_path: Path, monkeypatch: pytest.Mo
         assert "2 dump(s) whole" in backup.verify(provider, spec, 1, secrets, s3=kw["s3"])
         assert backup.expire(provider, spec, 1, 1, secrets, s3=kw["s3"]) == ["20261126-010203F"]
         assert len(client.list_objects_v2(Bucket="dbtier-bkp")["Contents"]) == 2
+        client.put_object(Bucket="dbtier-bkp", Key="dbtier/oplog/billing/mongo1/index.json", Body=b"[]")
+        assert backup.clusters_held(provider, spec, secrets, s3=kw["s3"]) == ["billing", "orders"]
         with pytest.raises(BackupError) as caught:
             backup.catalog(provider, spec, BackupSecrets(s3={1: S3Target("missing", "s", 443, "us-east-1", "path",
                                                                         "AKID", "s3cr3t")}), s3=kw["s3"])

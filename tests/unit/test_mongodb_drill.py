@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dbtier.drills import settings as pg_drills
+from dbtier.engines.postgres import drill_settings as pg_drills
 from dbtier.drills.verdict import DrillResult
 from dbtier.engines.base import get_engine
 from dbtier.engines.mongodb import drill

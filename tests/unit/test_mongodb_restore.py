@@ -15,7 +15,7 @@ import pytest
 from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
 
-from dbtier.backup.ops import BackupSecrets
+from dbtier.backup.repos import BackupSecrets
 from dbtier.backup.restore import derive_target
 from dbtier.engines.mongodb import backup, dump
 from dbtier.engines.mongodb.archiver import DirStore
@@ -142,7 +142,7 @@ def entry(seconds: int, inc: int) -> RawBSONDocument:
 
 def write_archive(source: ClusterSpec, member: str, spans: list[tuple[int, int, bool]]) -> list[SliceRecord]:
     """Slices of two entries a second (inc 1 and 2) from ``start`` to ``end`` seconds, chained or not."""
-    from dbtier.backup.pgbackrest import fs_repo_path
+    from dbtier.backup.repos import fs_repo_path
     from dbtier.backup.settings import FsRepository
 
     repo = source.backup.repositories[0]
@@ -376,11 +376,17 @@ def test_dropping_the_archive_removes_this_clusters_dumps_and_oplog_only(
     other = ClusterSpec(engine="mongodb", name="billing", data_root=source.data_root, members=1,
                         backup={"repositories": [{"type": "fs"}]})
     write_archive(other, "mongo0", [(0, 5, False)])
-    said = MongoEngine().drop_archive(provider, source, BackupSecrets())
+    engine = MongoEngine()
+    assert engine.archived_clusters(provider, source, BackupSecrets()) == ["billing", "orders"]  # teardown reads it
+    assert engine.last_archived_time(provider, source, BackupSecrets(), PASSWORDS) == \
+        datetime.fromtimestamp(T0 + 90, tz=timezone.utc)  # the newest slice's end, of mongo0 and mongo1
+    said = engine.drop_archive(provider, source, BackupSecrets())
     assert said == "dumps and oplog archive of orders deleted from repo1: its backups are gone"
     root = f"{source.data_root}/backups"
     assert not os.path.exists(f"{root}/mongodump/orders") and not os.path.exists(f"{root}/oplog/orders")
     assert os.listdir(f"{root}/oplog/billing/mongo0"), "another cluster's archive stays"
+    assert engine.archived_clusters(provider, source, BackupSecrets()) == ["billing"]
+    assert engine.last_archived_time(provider, source, BackupSecrets(), PASSWORDS) is None
     with pytest.raises(RestoreError, match="no dump to restore from"):
         MongoEngine().check_restore_target(provider, target_of(source), source, "latest", BackupSecrets(), None)
 

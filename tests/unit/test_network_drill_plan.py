@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from dbtier.drills.preflight import runnable_drills
 from dbtier.engines.postgres import network
+from dbtier.engines.postgres.engine import PostgresEngine
 from dbtier.providers.local import LocalProvider
 from dbtier.spec import ClusterSpec
 
@@ -57,7 +59,7 @@ def test_etcd_minority_cuts_every_etcd_port() -> None:
 
 def test_drill_all_on_the_local_provider_skips_each_network_and_host_drill_in_one_line() -> None:
     names = ["switchover", "crash", *network.NETWORK_SCENARIOS, *network.HOST_SCENARIOS]
-    runnable, skipped = network.plan(ClusterSpec(), names, LocalProvider())
+    runnable, skipped = runnable_drills(PostgresEngine(), LocalProvider(), ClusterSpec(), names)
     assert runnable == ["switchover", "crash"]
     assert len(skipped) == len(network.NETWORK_SCENARIOS) + len(network.HOST_SCENARIOS)
     assert skipped[0] == ("skipped partition-replica: needs members on separate hosts (pg0, pg1, pg2 all on "

@@ -11,7 +11,7 @@ from dbtier.errors import SpecError
 from dbtier.engines.postgres.engine import POSTGRES_SECRETS
 from dbtier.secrets import Passwords
 from dbtier.spec import AppDatabase, build_spec
-from dbtier.topology import pg_members
+from dbtier.engines.postgres.topology import pg_members
 
 
 def first_match(lines: list[str], tls: bool, database: str, user: str, address: str) -> str:

@@ -19,7 +19,8 @@ from dbtier.providers.proxmox import (
 )
 from dbtier.providers.proxmox_api import StaticIPv4, create_params
 from dbtier.spec import ClusterSpec, build_spec, pending_host
-from dbtier.topology import client_dsn, etcd_members, member_host, pg_members
+from dbtier.topology import member_host
+from dbtier.engines.postgres.topology import client_dsn, etcd_members, pg_members
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0ZXN0a2V5 dbtier"
 CONTAINERS = [

@@ -9,7 +9,7 @@ from dbtier.engines.postgres.patroni_config import pg_hba, render_patroni_config
 from dbtier.procs import launch_argv
 from dbtier.secrets import Passwords, block_name
 from dbtier.spec import build_spec
-from dbtier.topology import client_dsn, etcd_members, pg_members
+from dbtier.engines.postgres.topology import client_dsn, etcd_members, pg_members
 
 PASSWORDS = Passwords(superuser="s3cr3t-super", replication="s3cr3t-repl", rewind="s3cr3t-rew", app="s3cr3t-app",
                       monitoring="s3cr3t-mon", restapi="s3cr3t-rest", etcd_root="s3cr3t-etcdroot", etcd="s3cr3t-etcd",

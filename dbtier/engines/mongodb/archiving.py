@@ -19,7 +19,7 @@ the archiver's ``main`` calls) checks it, so a test can feed one to the other.
 Secrets never reach argv, the environment or the Service's repr: the member's URI (``root`` and its password)
 and the S3 keys are files written 0600 (:data:`FILE_MODE`) that the archiver reads at start
 (:func:`~dbtier.engines.mongodb.archiver.read_secret_file`). The S3 settings that are not secret (bucket,
-endpoint, region, CA) are on argv, from the repository's :class:`~dbtier.backup.pgbackrest.S3Target`.
+endpoint, region, CA) are on argv, from the repository's :class:`~dbtier.backup.repos.S3Target`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import quote_plus
 
-from dbtier.backup.pgbackrest import S3Target, fs_repo_path
+from dbtier.backup.repos import S3Target, fs_repo_path
 from dbtier.backup.settings import FsRepository, S3RepositorySettings
 from dbtier.engines.mongodb.config import MongoMember
 from dbtier.engines.mongodb.dump import oplog_dir, repo_root

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bson import Timestamp
 
 from dbtier.backup.catalog import BackupRecord, Catalog
-from dbtier.backup.pgbackrest import S3Target, fs_repo_path
+from dbtier.backup.repos import S3Target, fs_repo_path
 from dbtier.backup.settings import FsRepository
 from dbtier.engines.mongodb import dump
 from dbtier.engines.mongodb.archiving import ARCHIVER_USER, repository
@@ -28,7 +28,7 @@ from dbtier.providers.base import Provider, Runner
 from dbtier.spec import ClusterSpec
 
 if TYPE_CHECKING:
-    from dbtier.backup.ops import BackupSecrets
+    from dbtier.backup.repos import BackupSecrets
 
 
 class DumpS3Client(Protocol):
@@ -278,3 +278,27 @@ def drop(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets, *, s3: S
                 count += len(keys)
         removed.append(f"repo{n} ({count} object(s))")
     return (f"dumps and oplog archive of {spec.name} deleted from {', '.join(removed)}: its backups are gone")
+
+
+def clusters_held(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets, *,
+                  s3: S3Factory = default_s3) -> list[str]:
+    """Every cluster whose dumps or oplog archive the spec's repositories hold, sorted (fs: on every member host;
+    S3: the names under its two prefixes). Reads only."""
+    names: set[str] = set()
+    for n in range(1, len(spec.backup.repositories) + 1):
+        repo = _Repo(spec, n, secrets)
+        tops = [f"{repo.root}mongodump/", f"{repo.root}oplog/"]
+        if repo.target is None:
+            for host in _hosts(spec):
+                runner = provider.runner(spec, host)
+                for top in tops:
+                    names.update(name for name in runner.list_dir(top.rstrip("/")) or []
+                                 if runner.list_dir(f"{top}{name}"))
+            continue
+        client, bucket = s3(repo.target), repo.target.bucket
+        for top in tops:
+            with _s3_errors(bucket, f"listing {top}"):
+                pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=top, Delimiter="/")
+                names.update(str(p["Prefix"])[len(top):].rstrip("/") for page in pages
+                             for p in page.get("CommonPrefixes", []))
+    return sorted(names)

@@ -36,13 +36,14 @@ from dbtier.tls import CertHolder
 from dbtier.topology import member_host
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from bson import Timestamp
 
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.archive import ArchiveVerdict
     from dbtier.backup.drill import CopyChecks, Marker
-    from dbtier.backup.ops import BackupSecrets
-    from dbtier.backup.pgbackrest import S3Target
+    from dbtier.backup.repos import BackupSecrets, S3Target
     from dbtier.drills.verdict import DrillResult
     from dbtier.providers.base import Provider
     from dbtier.spec import DrillSettings
@@ -304,7 +305,7 @@ class MongoEngine(Engine):
 
     def refuse_earlier_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
         """The fs repository's ``oplog/<cluster>/`` must hold no member's slices yet (an S3 one is not checked)."""
-        from dbtier.backup.pgbackrest import fs_repo_path
+        from dbtier.backup.repos import fs_repo_path
         from dbtier.backup.settings import FsRepository
         from dbtier.engines.mongodb.dump import oplog_dir, repo_root
         from dbtier.errors import PreflightError
@@ -334,7 +335,7 @@ class MongoEngine(Engine):
         the NEW set's own archivers; the restore itself runs after bring-up (:meth:`restore_after_bring_up`).
         First dbtier's own code goes to each host, for the archivers to run (:func:`dbtier.runtime.ship`)."""
         from dbtier import runtime
-        from dbtier.backup.pgbackrest import fs_repo_path
+        from dbtier.backup.repos import fs_repo_path
         from dbtier.backup.settings import FsRepository
         from dbtier.engines.mongodb import archiving
 
@@ -369,6 +370,16 @@ class MongoEngine(Engine):
 
     #: bring-up starts the new set empty (initiated, users made); mongorestore fills it afterwards.
     restores_after_bring_up = True
+
+    def parse_restore_target(self, target_text: str) -> str:
+        """dbtier's MongoDB targets (:func:`.pitr.parse_target`).
+
+        >>> MongoEngine().parse_restore_target("latest")
+        'latest (the newest archived oplog entry)'
+        """
+        from dbtier.engines.mongodb.pitr import describe, parse_target
+
+        return describe(parse_target(target_text))
 
     def check_restore_target(self, provider: Provider, target: ClusterSpec, source: ClusterSpec, target_text: str,
                              secrets: BackupSecrets, repo: int | None) -> tuple[str, str]:
@@ -437,6 +448,22 @@ class MongoEngine(Engine):
             raise BackupError(f"{', '.join(stopped)}: not running; start them with python -m flows.provision "
                               "(it starts every archiver)")
         return f"{len(services)} oplog archiver(s) running: {', '.join(s.name for s in services)}"
+
+    def archived_clusters(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> list[str]:
+        """The sets with dumps or an oplog archive in the repositories (:func:`.backup.clusters_held`)."""
+        from dbtier.engines.mongodb import backup
+
+        return backup.clusters_held(provider, spec, secrets)
+
+    def last_archived_time(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
+                           passwords: Passwords) -> datetime | None:
+        """The newest end of an archived slice, over every member's archive (:func:`.restore.source_archives`)."""
+        from datetime import datetime, timezone
+
+        from dbtier.engines.mongodb import restore
+
+        ends = [r.end.time for a in restore.source_archives(provider, spec, secrets).values() for r in a.records]
+        return datetime.fromtimestamp(max(ends), tz=timezone.utc) if ends else None
 
     def drop_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
         """The set's dumps and oplog archive, from every repository (:func:`.backup.drop`)."""
@@ -583,7 +610,7 @@ def _archiver(spec: ClusterSpec, member: MongoMember, secrets: BackupSecrets | N
               startable: bool = False) -> Service:
     """``member``'s archiver into repository 1. ``startable``: refuse (BackupError) an S3 repository without its
     target; else such an archiver comes without its ``--s3-*`` options (its name, pid file and marker hold)."""
-    from dbtier.backup.pgbackrest import S3Target
+    from dbtier.backup.repos import S3Target
     from dbtier.backup.settings import S3RepositorySettings
     from dbtier.engines.mongodb import archiving
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 from bson import Timestamp
 
-from dbtier.backup.pgbackrest import fs_repo_path
+from dbtier.backup.repos import fs_repo_path
 from dbtier.backup.settings import FsRepository
 from dbtier.engines.mongodb import dump
 from dbtier.engines.mongodb.archiver import INDEX, SliceStore, checked_name
@@ -32,7 +32,7 @@ from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 
 if TYPE_CHECKING:
-    from dbtier.backup.ops import BackupSecrets
+    from dbtier.backup.repos import BackupSecrets
     from dbtier.backup.s3 import S3Client
 
 #: The file mongorestore --oplogReplay reads in the replay directory.

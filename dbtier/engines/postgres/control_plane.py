@@ -16,7 +16,7 @@ from typing import Any, Literal
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 from dbtier.tls import tls_paths
-from dbtier.topology import EtcdMember, PgMember, etcd_members
+from dbtier.engines.postgres.topology import EtcdMember, PgMember, etcd_members
 
 #: Patroni's ``namespace``: its keys are ``<namespace><scope>/...`` (``/dbtier/orders/leader``).
 NAMESPACE = "/dbtier/"
@@ -167,7 +167,7 @@ def http_session(spec: ClusterSpec) -> Any:
 
 def rest_base(spec: ClusterSpec, member: PgMember) -> str:
     """
-    >>> from dbtier.topology import pg_members
+    >>> from dbtier.engines.postgres.topology import pg_members
     >>> rest_base(ClusterSpec(), pg_members(ClusterSpec())[1])
     'https://127.0.0.1:8009'
     """

@@ -18,19 +18,23 @@ from dbtier.engines.postgres import haproxy_config, keepalived_config, pg_export
 from dbtier.engines.postgres import pg_firewall
 from dbtier.engines.postgres.patroni_config import patroni_argv, render_patroni_config
 from dbtier.errors import ClusterUnhealthy, DbtierError
-from dbtier.health import Health, assess, member_rows, merge_live, role_holder
+from dbtier.health import Health
+from dbtier.engines.postgres.patroni_health import assess, member_rows, merge_live, role_holder
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords, SecretRole
 from dbtier.spec import ClusterSpec, port_plan, routing_plan
 from dbtier.tls import CertHolder
-from dbtier.topology import PgMember, client_dsn, conninfo, etcd_members, pg_member, pg_members
+from dbtier.engines.postgres.topology import PgMember, client_dsn, conninfo, etcd_members, pg_member, pg_members
 
 if TYPE_CHECKING:
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.archive import ArchiveVerdict
     from dbtier.backup.drill import CopyChecks, Marker
-    from dbtier.backup.ops import BackupSecrets
+    from datetime import datetime
+
+    from dbtier.backup.repos import BackupSecrets
+    from dbtier.backup.restore import RestorePlan
     from dbtier.drills.verdict import DrillResult
     from dbtier.spec import DrillSettings
 
@@ -112,7 +116,7 @@ class PostgresEngine(Engine):
 
     def dsn(self, spec: ClusterSpec, route: str | None = None, pooled: bool = False) -> str:
         """A libpq URI: through the router's ``route`` (default: rw with routers, direct without), or ``direct``,
-        the multi-host DSN (:func:`dbtier.topology.client_dsn`)."""
+        the multi-host DSN (:func:`dbtier.engines.postgres.topology.client_dsn`)."""
         return routing.routed_dsn(spec, route or routing.default_route(spec), pooled)
 
     def client_dsns(self, spec: ClusterSpec) -> list[tuple[str, str]]:
@@ -426,13 +430,13 @@ class PostgresEngine(Engine):
             f"{len(replicas)} replica(s) within {time.monotonic() - started:.1f} s"
         )
 
-    # -- archiving: pgBackRest (:mod:`dbtier.backup.ops`, imported here: it imports this module) --------------
+    # -- archiving: pgBackRest (:mod:`dbtier.engines.postgres.pgbackrest_ops`, imported here: it imports this module) --------------
 
     def archiving_configured(self, provider: Provider, spec: ClusterSpec) -> bool:
         """pgbackrest.conf on every member host."""
-        from dbtier.backup import ops
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return ops.configured(provider, spec)
+        return pgbackrest_ops.configured(provider, spec)
 
     def archives(self, spec: ClusterSpec) -> bool:
         """WAL archiving unless ``postgresql_parameters.archive_mode`` turns it off (the restore drill's copy).
@@ -444,30 +448,30 @@ class PostgresEngine(Engine):
         return str(spec.postgresql_parameters.get("archive_mode", "on")).lower() not in ("off", "false")
 
     def refuse_earlier_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
-        """The stanza must be new in every repository (:func:`dbtier.backup.ops.refuse_earlier_stanza`)."""
-        from dbtier.backup import ops
+        """The stanza must be new in every repository (:func:`dbtier.engines.postgres.pgbackrest_ops.refuse_earlier_stanza`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return ops.refuse_earlier_stanza(provider, spec, secrets)
+        return pgbackrest_ops.refuse_earlier_stanza(provider, spec, secrets)
 
     def configure_archiving(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets, passwords: Passwords,
                             source: ClusterSpec | None = None,
                             source_secrets: BackupSecrets | None = None) -> list[str]:
         """pgbackrest.conf and its pgpass (the superuser's) on every member host, fs repositories created; with
-        ``source``, the source's config the restore reads (:func:`dbtier.backup.ops.write_configs`)."""
-        from dbtier.backup import ops
+        ``source``, the source's config the restore reads (:func:`dbtier.engines.postgres.pgbackrest_ops.write_configs`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return ops.write_configs(provider, spec, secrets, passwords.superuser, source=source,
+        return pgbackrest_ops.write_configs(provider, spec, secrets, passwords.superuser, source=source,
                                  source_secrets=source_secrets)
 
     def start_archiving(self, provider: Provider, spec: ClusterSpec,
                         secrets: BackupSecrets | None = None) -> list[str]:
         """``stanza-create`` (idempotent) then ``check``: WAL reaches every repository (PostgreSQL's own
         archiver ships it, started with the members)."""
-        from dbtier.backup import ops
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return [ops.create_stanza(provider, spec)]
+        return [pgbackrest_ops.create_stanza(provider, spec)]
 
-    # -- backups: pgBackRest (:mod:`dbtier.backup.ops`) ---------------------------------------------------------
+    # -- backups: pgBackRest (:mod:`dbtier.engines.postgres.pgbackrest_ops`) ---------------------------------------------------------
 
     def backup_kinds(self, spec: ClusterSpec) -> tuple[str, ...]:
         """pgBackRest's types.
@@ -480,69 +484,128 @@ class PostgresEngine(Engine):
         return KINDS
 
     def read_catalog(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> Catalog:
-        """``pgbackrest info`` on the first member's host (:func:`dbtier.backup.ops.catalog`)."""
-        from dbtier.backup import ops
+        """``pgbackrest info`` on the first member's host (:func:`dbtier.engines.postgres.pgbackrest_ops.catalog`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return ops.catalog(provider, spec)
+        return pgbackrest_ops.catalog(provider, spec)
 
     def take_backup(self, provider: Provider, spec: ClusterSpec, kind: str, repo: int, secrets: BackupSecrets,
                     passwords: Passwords) -> str:
-        """``pgbackrest backup`` from the leader (or a replica on its host) (:func:`dbtier.backup.ops.take_backup`)."""
-        from dbtier.backup import ops
+        """``pgbackrest backup`` from the leader (or a replica on its host) (:func:`dbtier.engines.postgres.pgbackrest_ops.take_backup`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return ops.take_backup(provider, spec, kind, repo)
+        return pgbackrest_ops.take_backup(provider, spec, kind, repo)
 
     def verify_backup(self, provider: Provider, spec: ClusterSpec, repo: int, secrets: BackupSecrets) -> str:
-        """``pgbackrest verify`` of the repository (:func:`dbtier.backup.ops.verify`)."""
-        from dbtier.backup import ops
+        """``pgbackrest verify`` of the repository (:func:`dbtier.engines.postgres.pgbackrest_ops.verify`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return ops.verify(provider, spec, repo)
+        return pgbackrest_ops.verify(provider, spec, repo)
 
     def expire_backups(self, provider: Provider, spec: ClusterSpec, repo: int, keep_full: int, keep_diff: int,
                        secrets: BackupSecrets) -> None:
-        """``pgbackrest expire`` (:func:`dbtier.backup.ops.expire`)."""
-        from dbtier.backup import ops
+        """``pgbackrest expire`` (:func:`dbtier.engines.postgres.pgbackrest_ops.expire`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        ops.expire(provider, spec, repo, keep_full, keep_diff)
+        pgbackrest_ops.expire(provider, spec, repo, keep_full, keep_diff)
 
     def wait_for_restore(self, provider: Provider, spec: ClusterSpec, timeout: float) -> str:
         """Patroni's custom bootstrap runs ``pgbackrest restore``: wait until a member is promoted
-        (:func:`dbtier.backup.ops.wait_for_restore`)."""
-        from dbtier.backup import ops
+        (:func:`dbtier.engines.postgres.pgbackrest_ops.wait_for_restore`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return ops.wait_for_restore(provider, spec, timeout)
+        return pgbackrest_ops.wait_for_restore(provider, spec, timeout)
 
     def flush_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
                       passwords: Passwords) -> str:
         """``pgbackrest check`` on the primary: a fresh WAL file reaches every repository
-        (:func:`dbtier.backup.ops.check`)."""
-        from dbtier.backup import ops
+        (:func:`dbtier.engines.postgres.pgbackrest_ops.check`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return ops.check(provider, spec)
+        return pgbackrest_ops.check(provider, spec)
 
     def judge_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
                       passwords: Passwords) -> ArchiveVerdict:
         """``pg_stat_archiver`` and the waiting WAL files on the primary, read by the monitoring role
-        (:func:`dbtier.backup.archive.judge_archive`)."""
-        from dbtier.backup import ops
-        from dbtier.backup.archive import judge_archive
+        (:func:`dbtier.engines.postgres.wal_archive.judge_archive`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
+        from dbtier.engines.postgres.wal_archive import judge_archive
 
-        return judge_archive(ops.archiver_stats(spec, passwords.monitoring), spec.backup.archive_lag_limit_s)
+        return judge_archive(pgbackrest_ops.archiver_stats(spec, passwords.monitoring), spec.backup.archive_lag_limit_s)
 
     def check_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
-        """``pgbackrest check`` (:func:`dbtier.backup.ops.check`)."""
-        from dbtier.backup import ops
+        """``pgbackrest check`` (:func:`dbtier.engines.postgres.pgbackrest_ops.check`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return ops.check(provider, spec)
+        return pgbackrest_ops.check(provider, spec)
 
     def drop_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
-        """The cluster's stanza, from every repository (:func:`dbtier.backup.ops.drop_stanza`)."""
-        from dbtier.backup import ops
+        """The cluster's stanza, from every repository (:func:`.pgbackrest_ops.drop_stanza`), when one exists
+        (a failed restore may not have created it)."""
+        from dbtier.engines.postgres import pgbackrest_ops
 
-        return ops.drop_stanza(provider, spec, secrets)
+        catalog = pgbackrest_ops.read_source_catalog(provider, spec, spec, secrets)
+        if not catalog.backups and catalog.wal_max is None and catalog.status == "missing stanza":
+            return f"no stanza {spec.name} in any repository: nothing to drop"
+        return pgbackrest_ops.drop_stanza(provider, spec, secrets)
 
-    #: pgBackRest restores during bring-up (Patroni's custom bootstrap): nothing is left to do after it.
+    def archived_clusters(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> list[str]:
+        """Every stanza the repositories hold (:func:`.pgbackrest_ops.stanzas`)."""
+        from dbtier.engines.postgres import pgbackrest_ops
+
+        return pgbackrest_ops.stanzas(provider, spec, secrets)
+
+    def last_archived_time(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
+                           passwords: Passwords) -> datetime | None:
+        """``pg_stat_archiver.last_archived_time`` on the primary, read by the monitoring role."""
+        import psycopg
+
+        from dbtier.engines.postgres import pgbackrest_ops
+        from dbtier.errors import BackupError
+
+        try:
+            return pgbackrest_ops.archiver_stats(spec, passwords.monitoring).last_archived_time
+        except psycopg.Error as err:
+            raise BackupError(f"cluster {spec.name}: pg_stat_archiver unreadable on the primary "
+                              f"({type(err).__name__})") from None
+
+    # -- restore: pgBackRest restores during bring-up (Patroni's custom bootstrap), its target read against
+    # pgBackRest's catalog first (:mod:`.pg_restore`) ---------------------------------------------------------
+
     restores_after_bring_up = False
+    restores_in_place = True
+
+    def parse_restore_target(self, target_text: str) -> str:
+        """pgBackRest's targets (:func:`dbtier.backup.catalog.parse_target`).
+
+        >>> PostgresEngine().parse_restore_target("latest")
+        'latest'
+        """
+        from dbtier.backup.catalog import parse_target
+
+        return parse_target(target_text).describe()
+
+    def check_restore_target(self, provider: Provider, target: ClusterSpec, source: ClusterSpec, target_text: str,
+                             secrets: BackupSecrets, repo: int | None) -> tuple[str, str]:
+        """The backup of the source's catalog that serves the target (:func:`.pg_restore.check_restore_target`)."""
+        from dbtier.engines.postgres import pg_restore
+
+        return pg_restore.check_restore_target(provider, target, source, target_text, secrets, repo)
+
+    def refuse_unarchived_tail(self, provider: Provider, source: ClusterSpec, target_text: str,
+                               secrets: BackupSecrets, repo: int | None) -> str:
+        """No transaction the target needs lives only in a stopped member's own WAL
+        (:func:`.pg_restore.refuse_unarchived_tail`)."""
+        from dbtier.engines.postgres import pg_restore
+
+        return pg_restore.refuse_unarchived_tail(provider, source, target_text, secrets, repo)
+
+    def settle_restore_target(self, provider: Provider, source: ClusterSpec, plan: RestorePlan,
+                              secrets: BackupSecrets, repo: int | None) -> tuple[str, list[str]]:
+        """A time in a quiet period becomes its backup to the end of the archive (:func:`.pg_restore.settle_target`)."""
+        from dbtier.engines.postgres import pg_restore
+
+        return pg_restore.settle_target(provider, source, plan, secrets, repo)
 
     def transport_problem(self, spec: ClusterSpec) -> str | None:
         """A running Patroni that answers in the other scheme than the spec's: a cluster provisioned before TLS
@@ -613,16 +676,30 @@ class PostgresEngine(Engine):
     # -- failover drills: :mod:`dbtier.engines.postgres.scenarios` --------------------------------------------------------
 
     def drill_scenarios(self, spec: ClusterSpec) -> tuple[str, ...]:
-        """:data:`dbtier.drills.settings.SCENARIOS` (the network and host drills last)."""
-        from dbtier.drills.settings import SCENARIOS
+        """:data:`.drill_settings.SCENARIOS` (the network and host drills last)."""
+        from dbtier.engines.postgres.drill_settings import SCENARIOS
 
         return SCENARIOS
 
     def drill_route(self, spec: ClusterSpec, settings: DrillSettings) -> str:
-        """The first router's rw route or the multi-host DSN (:func:`dbtier.drills.settings.writer_route`)."""
-        from dbtier.drills.settings import writer_route
+        """The first router's rw route or the multi-host DSN (:func:`.drill_settings.writer_route`)."""
+        from dbtier.engines.postgres.drill_settings import writer_route
 
         return writer_route(spec, settings)[1]
+
+    def settle_s(self, spec: ClusterSpec) -> float:
+        """One Patroni loop (``patroni.loop_wait``).
+
+        >>> PostgresEngine().settle_s(ClusterSpec())
+        10.0
+        """
+        return float(spec.patroni.loop_wait)
+
+    def cannot_run_drill(self, provider: Provider, spec: ClusterSpec, scenario: str) -> str | None:
+        """The network and host drills' needs (:func:`.network.cannot_run`)."""
+        from dbtier.engines.postgres import network
+
+        return network.cannot_run(spec, scenario, provider)
 
     def run_drill(self, provider: Provider, spec: ClusterSpec, scenario: str, settings: DrillSettings,
                   passwords: Passwords) -> DrillResult:

@@ -8,7 +8,7 @@ from dbtier.errors import ClusterUnhealthy
 from dbtier.procs import Service
 from dbtier.spec import ClusterSpec
 from dbtier.tls import tls_paths
-from dbtier.topology import EtcdMember, etcd_members
+from dbtier.engines.postgres.topology import EtcdMember, etcd_members
 
 
 def etcd_argv(spec: ClusterSpec, member: EtcdMember) -> list[str]:

@@ -24,7 +24,7 @@ from dbtier.engines.postgres.control_plane import (
 from dbtier.errors import ControlPlaneError
 from dbtier.secrets import Passwords, block_name
 from dbtier.spec import ClusterSpec
-from dbtier.topology import EtcdMember, etcd_members
+from dbtier.engines.postgres.topology import EtcdMember, etcd_members
 
 AUTH_NOT_ENABLED = "authentication is not enabled"
 BAD_LOGIN = "invalid user ID or password"

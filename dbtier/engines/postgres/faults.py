@@ -19,7 +19,7 @@ from dbtier.errors import ControlPlaneError, DbtierError
 from dbtier.procs import Service
 from dbtier.providers.base import Provider, Runner
 from dbtier.spec import ClusterSpec
-from dbtier.topology import PgMember, pg_member, pg_members
+from dbtier.engines.postgres.topology import PgMember, pg_member, pg_members
 
 # -- reading the cluster -----------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from dbtier.engines.postgres.routing import Router, bind_addresses, bouncer_of
 from dbtier.spec import ROUTER_LISTENERS, ClusterSpec
 from dbtier.tls import tls_paths
-from dbtier.topology import PgMember, pg_members
+from dbtier.engines.postgres.topology import PgMember, pg_members
 
 #: Route -> Patroni health-check path (``{lag}``: ``routing.replica_max_lag_bytes``).
 CHECKS: dict[str, str] = {"rw": "/primary", "ro": "/replica?lag={lag}", "sync": "/sync"}

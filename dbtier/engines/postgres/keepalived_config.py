@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from dbtier.spec import ClusterSpec, VipSettings
 from dbtier.tls import tls_paths
-from dbtier.topology import PgMember, pg_members
+from dbtier.engines.postgres.topology import PgMember, pg_members
 
 
 @dataclass(frozen=True)

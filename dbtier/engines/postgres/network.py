@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from dbtier.drills import history, nft, writer
+from dbtier.engines.postgres import drill_writer
 from dbtier.engines.postgres import faults
 from dbtier.drills.history import MemberHistory
 from dbtier.drills.verdict import Attempt, Evidence, Expectation
@@ -29,7 +30,7 @@ from dbtier.errors import CommandFailed, DbtierError, Refused
 from dbtier.power import HostPower
 from dbtier.providers.base import Provider, RootRunner, get_provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn, etcd_members, pg_member, pg_members
+from dbtier.engines.postgres.topology import client_dsn, etcd_members, pg_member, pg_members
 
 if TYPE_CHECKING:  # scenarios.py registers these scenarios, so it imports this module
     from dbtier.drills.verdict import DrillResult
@@ -94,18 +95,6 @@ def cannot_run(spec: ClusterSpec, scenario: str, provider: Provider | None = Non
                         f"the host boots; {member.host} runs them as detached processes: set ssh.services: auto "
                         "on hosts whose init is systemd")
     return None
-
-
-def plan(spec: ClusterSpec, names: list[str], provider: Provider | None = None) -> tuple[list[str], list[str]]:
-    """The scenarios of ``names`` that can run here, and one line for each one skipped."""
-    runnable, skipped = [], []
-    for name in names:
-        why = cannot_run(spec, name, provider)
-        if why is None:
-            runnable.append(name)
-        else:
-            skipped.append(f"skipped {name}: {why.removeprefix(f'scenario: {name} ')}")
-    return runnable, skipped
 
 
 def _refuse(drill: Drill) -> None:
@@ -196,9 +185,9 @@ def old_primary_probe(drill: Drill, name: str) -> Iterator[str]:
     spec, member = drill.spec, pg_member(drill.spec, name)
     dsn = client_dsn(spec, members=[member])
     log, err = f"{drill.dir}/old-primary-probe.jsonl", f"{drill.dir}/old-primary-probe.err"
-    argv = writer.writer_argv(dsn, f"{drill.id}-probe", log, drill.settings.write_interval_ms,
+    argv = drill_writer.writer_argv(dsn, f"{drill.id}-probe", log, drill.settings.write_interval_ms,
                               drill.settings.write_timeout_s)
-    proc = writer.start_writer(argv, drill._password, err)  # the app password the drill was handed
+    proc = drill_writer.start_writer(argv, drill._password, err)  # the app password the drill was handed
     try:
         yield log
     finally:

@@ -6,12 +6,12 @@ import ipaddress
 from typing import Any
 
 from dbtier.audit import audit_parameters
-from dbtier.backup import pgbackrest
+from dbtier.engines.postgres import pgbackrest
 from dbtier.engines.postgres import control_plane
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 from dbtier.tls import tls_paths
-from dbtier.topology import PgMember, pg_members
+from dbtier.engines.postgres.topology import PgMember, pg_members
 
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
@@ -78,7 +78,7 @@ def ssl_parameters(spec: ClusterSpec, member: PgMember) -> dict[str, Any]:
     """The server side of TLS: the member's ``postgres`` certificate and key, the cluster CA, TLS 1.2 at
     least; a reload picks up new files (``rotate_certs``).
 
-    >>> from dbtier.topology import pg_members
+    >>> from dbtier.engines.postgres.topology import pg_members
     >>> ssl_parameters(ClusterSpec(), pg_members(ClusterSpec())[0])["ssl_cert_file"]
     '/var/lib/dbtier/dbtier/pg0/tls/postgres.crt'
     >>> ssl_parameters(ClusterSpec(tls={"enabled": False}), pg_members(ClusterSpec())[0])

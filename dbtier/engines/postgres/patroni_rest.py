@@ -14,7 +14,7 @@ from dbtier.engines.postgres.control_plane import Login, client_settings, http_s
 from dbtier.errors import ControlPlaneError
 from dbtier.secrets import block_name
 from dbtier.spec import ClusterSpec
-from dbtier.topology import PgMember
+from dbtier.engines.postgres.topology import PgMember
 
 
 def get_json(spec: ClusterSpec, member: PgMember, path: str, timeout: float) -> dict[str, Any] | None:

@@ -15,12 +15,12 @@ import hmac
 import secrets
 import uuid
 
-from dbtier.backup import pgbackrest
+from dbtier.engines.postgres import pgbackrest
 from dbtier.engines.postgres.patroni_config import SUPERUSER
 from dbtier.errors import ProvisionError
 from dbtier.providers.base import Runner
 from dbtier.spec import ClusterSpec
-from dbtier.topology import PgMember
+from dbtier.engines.postgres.topology import PgMember
 
 SEPARATOR = "|"
 
@@ -42,7 +42,7 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4
 def psql_argv(spec: ClusterSpec, member: PgMember, database: str, script: str) -> list[str]:
     """``psql`` on ``member``'s socket as the superuser, running ``script``; unaligned rows, stop at the first error.
 
-    >>> from dbtier.topology import pg_members
+    >>> from dbtier.engines.postgres.topology import pg_members
     >>> psql_argv(ClusterSpec(), pg_members(ClusterSpec())[0], "app", "/x.sql")[-8:]
     ['-h', '/var/lib/dbtier/dbtier/pg0/run', '-p', '5432', '-U', 'postgres', '-d', 'app']
     """

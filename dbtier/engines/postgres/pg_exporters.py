@@ -33,7 +33,7 @@ from dbtier.engines.postgres.routing import bouncers
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec, port_plan
 from dbtier.tls import tls_paths
-from dbtier.topology import pg_members, pgpass_entry
+from dbtier.engines.postgres.topology import pg_members, pgpass_entry
 
 KINDS = ("postgres-exporter", "node-exporter")
 #: The scrape job of each kind.

@@ -11,7 +11,7 @@ from dbtier.engines.base import HostPorts
 from dbtier.engines.postgres.pg_exporters import exporters
 from dbtier.engines.postgres.routing import bouncers, listener_port, routers, served_routes
 from dbtier.spec import ClusterSpec
-from dbtier.topology import etcd_members, pg_members
+from dbtier.engines.postgres.topology import etcd_members, pg_members
 
 
 def host_ports(spec: ClusterSpec, host: str) -> HostPorts:

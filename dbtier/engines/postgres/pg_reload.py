@@ -21,7 +21,7 @@ from dbtier.providers.base import Provider
 from dbtier.engines.postgres.routing import bouncers, routers
 from dbtier.spec import ClusterSpec
 from dbtier.tls_files import plan_for
-from dbtier.topology import PgMember, etcd_members, pg_members
+from dbtier.engines.postgres.topology import PgMember, etcd_members, pg_members
 
 #: Services that speak PostgreSQL's protocol (TLS after an SSLRequest).
 PG_PROTOCOL = ("postgres", "pgbouncer")

@@ -17,11 +17,11 @@ from typing import Any
 
 from dbtier.engines.postgres.haproxy_config import ServerState, server_states
 from dbtier.errors import ClusterUnhealthy
-from dbtier.health import REPLICA_ROLES
+from dbtier.engines.postgres.patroni_health import REPLICA_ROLES
 from dbtier.engines.postgres.routing import Router, routed_dsn, routers, served_routes
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
-from dbtier.topology import pg_members
+from dbtier.engines.postgres.topology import pg_members
 
 #: Which member answered: its address and port as the server saw the connection, and whether it is a standby.
 WHO = "SELECT host(inet_server_addr()), inet_server_port(), pg_is_in_recovery()"

@@ -12,10 +12,10 @@ from dbtier.engines.postgres import pg_admin
 from dbtier.engines.postgres.engine import connect, fetch_cluster
 from dbtier.engines.postgres.pg_roles import literal
 from dbtier.errors import DbtierError
-from dbtier.health import role_holder
+from dbtier.engines.postgres.patroni_health import role_holder
 from dbtier.providers.base import Provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn, pg_member, pg_members
+from dbtier.engines.postgres.topology import client_dsn, pg_member, pg_members
 
 
 def budgets(spec: ClusterSpec) -> list[str]:

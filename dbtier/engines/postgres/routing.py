@@ -10,7 +10,7 @@ each member's Patroni health check; one PgBouncer beside each member. Routes, on
     ro pooled   ports.router + 4   the replicas' PgBouncers
     stats       ports.router_stats HAProxy's stats page, and its Prometheus endpoint at ``/metrics``
 
-``direct`` is the libpq multi-host DSN (:func:`dbtier.topology.client_dsn`), which needs no router.
+``direct`` is the libpq multi-host DSN (:func:`dbtier.engines.postgres.topology.client_dsn`), which needs no router.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from dbtier.errors import SpecError
 from dbtier.spec import ROUTER_LISTENERS, ClusterSpec, routing_plan
-from dbtier.topology import PgMember, client_dsn, libpq_tls, pg_members
+from dbtier.engines.postgres.topology import PgMember, client_dsn, libpq_tls, pg_members
 
 ROUTES: tuple[str, ...] = ("rw", "ro", "sync", "direct")
 #: The routes PgBouncer sits behind.

@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from dbtier import pictures, workdir
-from dbtier.health import role_holder
+from dbtier.engines.postgres.patroni_health import role_holder
 from dbtier.drills import writer
+from dbtier.engines.postgres import drill_writer
 from dbtier.engines.postgres import faults, network
 from dbtier.drills.undo import Pending, undo_all
-from dbtier.drills.settings import DrillSettings, quorum_loss_hold, writer_route
+from dbtier.drills.settings import DrillSettings
+from dbtier.engines.postgres.drill_settings import quorum_loss_hold, writer_route
 from dbtier.drills.verdict import (Attempt, DrillResult, Evidence, Expectation, Observed, Verdict, judge,
                                    old_primary_port)
 from dbtier.engines.postgres import etcd
@@ -27,7 +29,7 @@ from dbtier.engines.postgres.control_plane import Login
 from dbtier.errors import ClusterUnhealthy, DbtierError
 from dbtier.providers.base import Provider, get_provider
 from dbtier.spec import ClusterSpec
-from dbtier.topology import client_dsn, conninfo, pg_member, pg_members
+from dbtier.engines.postgres.topology import client_dsn, conninfo, pg_member, pg_members
 
 
 class Drill:
@@ -91,11 +93,11 @@ class Drill:
     def writing(self) -> Iterator[None]:
         """Run the writer for the block; restore every fault and stop the writer on the way out."""
         workdir.make_private_dir(self.dir)
-        writer.create_table(client_dsn(self.spec), self._password)
+        drill_writer.create_table(client_dsn(self.spec), self._password)
         self.notes.append(f"the writer wrote {self.via}")
-        argv = writer.writer_argv(self.writer_dsn, self.id, self.log, self.settings.write_interval_ms,
+        argv = drill_writer.writer_argv(self.writer_dsn, self.id, self.log, self.settings.write_interval_ms,
                                   self.settings.write_timeout_s)
-        proc = writer.start_writer(argv, self._password, f"{self.dir}/writer.err")
+        proc = drill_writer.start_writer(argv, self._password, f"{self.dir}/writer.err")
         try:
             self.watch()
             self.wait_ack(since=time.time(), timeout=30)
@@ -226,7 +228,7 @@ class Drill:
         deadline, error, ids = time.monotonic() + timeout, "", None
         while time.monotonic() < deadline:
             try:
-                ids = writer.read_ids(info, self._password, self.id)
+                ids = drill_writer.read_ids(info, self._password, self.id)
             except psycopg.Error as err:
                 error = type(err).__name__
             else:

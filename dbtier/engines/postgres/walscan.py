@@ -8,7 +8,7 @@ archive's end *is* the state at that time: nothing was committed between the las
 target. So such a target is restored as "the chosen backup, to the end of its archive".
 
 The I/O (fetching segments with ``pgbackrest archive-get``, reading them with ``pg_waldump``) lives in
-:mod:`dbtier.backup.ops`; here are the names of the segments to read and what their records say.
+:mod:`dbtier.engines.postgres.pgbackrest_ops`; here are the names of the segments to read and what their records say.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from dbtier.backup.archive import SEGMENTS_PER_XLOGID, WAL_RE, wal_position
+from dbtier.engines.postgres.wal_archive import SEGMENTS_PER_XLOGID, WAL_RE, wal_position
 from dbtier.backup.catalog import RestoreTarget
 
 #: A transaction record in ``pg_waldump --rmgr=Transaction`` output (run with TZ=UTC), e.g.

@@ -9,31 +9,12 @@ a plain ``archive-push %p`` fails as soon as a member other than the first is pr
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 
-from dbtier.backup.settings import FsRepository
+from dbtier.backup.repos import S3Target, fs_repo_path
 from dbtier.spec import ClusterSpec
-from dbtier.topology import PgMember, pgpass_entry
+from dbtier.engines.postgres.topology import PgMember, pgpass_entry
 
 SUPERUSER = "postgres"
-
-
-@dataclass(frozen=True)
-class S3Target:
-    """An S3 repository with its block's settings resolved (the keys included: keep it out of logs)."""
-
-    bucket: str
-    endpoint: str
-    port: int
-    region: str
-    uri_style: str
-    access_key_id: str
-    secret_access_key: str
-    ca_file: str | None = None
-    verify_tls: bool = True
-
-    def __repr__(self) -> str:
-        return f"S3Target(bucket={self.bucket!r}, endpoint={self.endpoint!r}, port={self.port})"
 
 
 def config_path(spec: ClusterSpec) -> str:
@@ -43,14 +24,6 @@ def config_path(spec: ClusterSpec) -> str:
 def pgpass_path(spec: ClusterSpec) -> str:
     """The libpq password file pgBackRest connects with (superuser, mode 0600)."""
     return f"{spec.backup_dir}/pgpass"
-
-
-def fs_repo_path(spec: ClusterSpec, repo: FsRepository) -> str:
-    """
-    >>> fs_repo_path(ClusterSpec(), FsRepository())
-    '/var/lib/dbtier/backups'
-    """
-    return repo.path or f"{spec.data_root}/backups"
 
 
 def repo_lines(spec: ClusterSpec, s3: dict[int, S3Target], cipher_pass: str | None) -> list[str]:
@@ -145,7 +118,7 @@ def base_argv(binary: str, config: str, stanza: str) -> list[str]:
 def archive_command(spec: ClusterSpec, member: PgMember) -> str:
     """The member's ``archive_command``: push through pgBackRest with the member's own data dir.
 
-    >>> from dbtier.topology import pg_members
+    >>> from dbtier.engines.postgres.topology import pg_members
     >>> archive_command(ClusterSpec(), pg_members(ClusterSpec())[1])  # doctest: +NORMALIZE_WHITESPACE
     '/usr/bin/pgbackrest --config=/var/lib/dbtier/dbtier/pgbackrest/pgbackrest.conf --stanza=dbtier
      --pg1-path=/var/lib/dbtier/dbtier/pg1/pgdata archive-push %p'
@@ -168,7 +141,7 @@ def archive_parameters(spec: ClusterSpec) -> dict[str, str | int]:
 def backup_argv(spec: ClusterSpec, primary: PgMember, kind: str, repo: int, standby: PgMember | None = None) -> list[str]:
     """``pgbackrest backup`` from ``primary`` (data copied from ``standby`` when given).
 
-    >>> from dbtier.topology import pg_members
+    >>> from dbtier.engines.postgres.topology import pg_members
     >>> backup_argv(ClusterSpec(), pg_members(ClusterSpec())[0], "full", 1)[-3:]
     ['--type=full', '--repo=1', 'backup']
     """

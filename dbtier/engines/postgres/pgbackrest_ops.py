@@ -12,13 +12,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from dbtier.backup import pgbackrest
-from dbtier.backup.archive import WAL_RE, ArchiverStats
+from dbtier.engines.postgres import pgbackrest
+from dbtier.engines.postgres.wal_archive import WAL_RE, ArchiverStats
 from dbtier.backup.catalog import Catalog, parse_info
-from dbtier.backup.pgbackrest import S3Target
+from dbtier.backup.restore import source_config_path
+from dbtier.backup.repos import BackupSecrets
 from dbtier.backup.settings import FsRepository
 from dbtier.engines.postgres.pg_roles import MONITORING_USER
 from dbtier.engines.postgres.engine import connect, fetch_cluster
@@ -26,19 +26,8 @@ from dbtier.errors import BackupError, PreflightError, RestoreFailed
 from dbtier.procs import Service
 from dbtier.providers.base import Completed, Provider, Runner
 from dbtier.spec import ClusterSpec
-from dbtier.health import role_holder
-from dbtier.topology import PgMember, conninfo, pg_member, pg_members
-
-
-@dataclass(frozen=True)
-class BackupSecrets:
-    """What the pgBackRest config needs from blocks: resolved S3 repositories and the cipher passphrase."""
-
-    s3: dict[int, S3Target] = field(default_factory=dict)
-    cipher_pass: str | None = None
-
-    def __repr__(self) -> str:
-        return f"BackupSecrets(s3 repos {sorted(self.s3)}, encrypted={self.cipher_pass is not None})"
+from dbtier.engines.postgres.patroni_health import role_holder
+from dbtier.engines.postgres.topology import PgMember, conninfo, pg_member, pg_members
 
 
 def hosts_with_members(spec: ClusterSpec) -> dict[str, PgMember]:
@@ -84,10 +73,6 @@ def write_configs(
 def configured(provider: Provider, spec: ClusterSpec) -> bool:
     """True when every member host has the cluster's pgbackrest.conf."""
     return all(provider.runner(spec, h).read_file(pgbackrest.config_path(spec)) is not None for h in hosts_with_members(spec))
-
-
-def source_config_path(target: ClusterSpec) -> str:
-    return f"{target.backup_dir}/source.conf"
 
 
 def _repo_name(spec: ClusterSpec, n: int) -> str:

@@ -1,0 +1,38 @@
+"""The engine seam holds: code every engine shares reaches an engine only through dbtier.engines.base.
+
+Flows, tasks, blocks, deployments and the library outside dbtier/engines/ import no engine's module (a PostgreSQL
+helper in a shared task runs pgBackRest against a MongoDB cluster, as teardown --drop-backups once did).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = [p for top in ("flows", "tasks", "blocks", "deployments", "dbtier") for p in sorted((ROOT / top).rglob("*.py"))
+          if "engines" not in p.relative_to(ROOT).parts]
+ENGINES = ("dbtier.engines.postgres", "dbtier.engines.mongodb")
+
+
+def engine_imports(path: Path) -> list[str]:
+    """Every engine module ``path`` imports, at module level or inside a function."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        found += [n for n in names if n.startswith(ENGINES)]
+    return found
+
+
+def test_the_walk_sees_the_shared_code() -> None:
+    assert {"flows/restore.py", "tasks/teardown.py", "dbtier/bootstrap.py", "dbtier/backup/catalog.py"} <= \
+        {p.relative_to(ROOT).as_posix() for p in SHARED}
+    assert "dbtier.engines.postgres.walscan" in engine_imports(ROOT / "dbtier/engines/postgres/pg_restore.py")
+
+
+@pytest.mark.parametrize("path", SHARED, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_shared_code_imports_no_engine_module(path: Path) -> None:
+    assert engine_imports(path) == [], "reach the engine through dbtier.engines.base.get_engine(spec)"
