@@ -26,16 +26,17 @@ MARKER = "dbtier-cluster.json"
 
 
 def all_services(engine: Engine, spec: ClusterSpec) -> list[Service]:
-    """What provision starts: consensus, members, routers, then the archivers (none for PostgreSQL: its own
-    archiver runs inside the postmaster)."""
+    """What provision starts: consensus, members, routers, then the archivers when the cluster archives (none for
+    PostgreSQL: its own archiver runs inside the postmaster)."""
     return (engine.consensus_services(spec) + engine.member_services(spec) + engine.router_services(spec)
-            + engine.archiver_services(spec))
+            + (engine.archiver_services(spec) if engine.archives(spec) else []))
 
 
 def with_exporters(engine: Engine, spec: ClusterSpec) -> list[Service]:
-    """Every service of the cluster on its hosts: the exporters ``make monitor`` starts, then what provision starts
-    (the order in which they stop)."""
-    return engine.exporter_services(spec) + all_services(engine, spec)
+    """Every service of the cluster that may run on its hosts: the exporters ``make monitor`` starts, what provision
+    starts, and archivers an earlier provision started before the spec stopped archiving."""
+    idle = [] if engine.archives(spec) else engine.archiver_services(spec)
+    return engine.exporter_services(spec) + all_services(engine, spec) + idle
 
 
 def cluster_hosts(engine: Engine, spec: ClusterSpec) -> list[str]:
@@ -262,13 +263,15 @@ def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list
     """Stop the exporters and routers first, then the archivers (each writes the slice it holds), then members
     (Patroni stops its postmaster), then the consensus store; by pid only."""
     sentences = []
-    exporters = {s.name for s in engine.exporter_services(spec)}
+    optional = {s.name for s in engine.exporter_services(spec)}
+    if not engine.archives(spec):
+        optional |= {s.name for s in engine.archiver_services(spec)}
     for service in (engine.exporter_services(spec) + engine.router_services(spec) + engine.archiver_services(spec)
                     + engine.member_services(spec) + engine.consensus_services(spec)):
         runner = provider.runner(spec, service.host)
         said = provider.supervisor(spec, service.host).stop(runner, service, timeout=60)
-        if service.name in exporters and said.startswith(f"{service.name} was not running"):
-            continue  # only 'make monitor' starts them: a cluster without monitoring has none to speak of
+        if service.name in optional and said.startswith(f"{service.name} was not running"):
+            continue  # only 'make monitor' starts exporters, only an archiving spec archivers: none to speak of
         sentences.append(said)
         for _field, port in service.ports:
             owner_dir = engine.owned_port(spec, service, port)

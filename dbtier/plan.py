@@ -90,7 +90,7 @@ def provision_plan(engine: Engine, spec: ClusterSpec, show_files: bool = False) 
     """The plan, one line each: hosts, services and ports, files, secrets, where the data goes."""
     services = all_services(engine, spec)
     configured = (engine.member_services(spec) + engine.router_services(spec)  # those with files of their own
-                  + engine.archiver_services(spec))
+                  + (engine.archiver_services(spec) if engine.archives(spec) else []))
     hosts: dict[str, list[str]] = {}
     for service in services:
         hosts.setdefault(service.host, []).append(service.name)

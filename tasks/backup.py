@@ -72,7 +72,7 @@ def start_archiving(spec: ClusterSpec) -> None:
     """Once replication is verified: the archive reaches every repository (PostgreSQL: stanza-create and check;
     MongoDB: each member's oplog archiver started). Idempotent."""
     engine = get_engine(spec)
-    secrets = load_backup_secrets(spec) if engine.archiver_services(spec) else None  # archivers' S3 targets
+    secrets = load_backup_secrets(spec) if engine.archives(spec) and engine.archiver_services(spec) else None
     log_sentences(*engine.start_archiving(get_provider(spec, PREFECT_LOADERS), spec, secrets))
 
 

@@ -420,7 +420,7 @@ class Engine(ABC):
 
     def archiver_services(self, spec: ClusterSpec, secrets: BackupSecrets | None = None) -> list[Service]:
         """Archiving processes of the cluster's own, supervised like its members (bootstrap lists, stops and wipes
-        them with the rest); by default none. Without ``secrets`` a service may lack what only the blocks know
+        them with the rest; provision starts them only when :meth:`archives`); by default none. Without ``secrets`` a service may lack what only the blocks know
         (an S3 endpoint): it then identifies the process (pid file, marker, name) but must not be started."""
         return []
 

@@ -211,6 +211,19 @@ def test_stop_services_stops_the_archivers_before_the_mongods() -> None:
     assert said == [f"{name} stopped" for name in provider.stopped]
 
 
+def test_a_set_whose_spec_stopped_archiving_still_stops_and_wipes_the_archivers_it_has() -> None:
+    """oplog_archiving turned off on a set that archived: provision starts no archiver, but teardown stops the ones
+    an earlier provision started (a stopped one is not spoken of) and --wipe removes their units with the rest."""
+    engine = MongoEngine()
+    off = ClusterSpec(engine="mongodb", name="orders", data_root="/d", members=3, mongodb={"oplog_archiving": False})
+    assert [s.name for s in bootstrap.all_services(engine, off)] == [f"mongo{i}" for i in range(3)]
+    archivers = [f"mongo{i}-oplog-archiver" for i in range(3)]
+    assert [s.name for s in bootstrap.with_exporters(engine, off)][-3:] == archivers
+    provider = RecordingProvider()
+    bootstrap.stop_services(engine, provider, off)
+    assert provider.stopped == [*archivers, *(f"mongo{i}" for i in range(3))]
+
+
 def test_a_set_is_configured_for_archiving_once_every_archivers_uri_file_is_there(tmp_path: Path) -> None:
     import getpass
 

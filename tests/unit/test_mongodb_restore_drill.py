@@ -12,6 +12,7 @@ import pytest
 from bson import Timestamp
 from mockupdb import MockupDB
 
+from dbtier import bootstrap
 from dbtier.backup.drill import MARKER_TABLE, Marker, judge_copy
 from dbtier.backup.restore import throwaway_spec
 from dbtier.engines.base import get_engine
@@ -89,7 +90,8 @@ def test_the_copy_of_a_replica_set_has_one_member_and_no_archiver() -> None:
     assert (copy.name, copy.members, copy.mongodb.port, copy.mongodb.oplog_archiving) == ("orders-drill", 1, 27317,
                                                                                           False)
     assert engine.archives(source) and not engine.archives(copy)
-    assert len(engine.archiver_services(source)) == 3 and engine.archiver_services(copy) == []
+    assert [s.name for s in bootstrap.all_services(engine, source)][-3:] == [f"mongo{i}-oplog-archiver" for i in range(3)]
+    assert [s.name for s in bootstrap.all_services(engine, copy)] == ["mongo0"], "provision starts no archiver"
     plan = "\n".join(provision_plan(engine, copy))
     assert "archiver" not in plan and "mongo0" in plan
     assert copy.postgresql_parameters == {} and copy.etcd_members is None, "no PostgreSQL setting in the copy"

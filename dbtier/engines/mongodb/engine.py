@@ -291,8 +291,9 @@ class MongoEngine(Engine):
     def archiver_services(self, spec: ClusterSpec, secrets: BackupSecrets | None = None) -> list[Service]:
         """One archiver per member (:func:`.archiving.archiver_service`), into repository 1, its S3 target from
         ``secrets``. Without one an S3 archiver has no store options: it identifies the process, and would refuse
-        to start (exit 2); :meth:`start_archiving` builds them with the secrets. None when the set does not archive."""
-        return [_archiver(spec, m, secrets) for m in members(spec)] if self.archives(spec) else []
+        to start (exit 2); :meth:`start_archiving` builds them with the secrets. Listed while ``oplog_archiving`` is
+        off too (provision then starts none): archivers an earlier provision started are still stopped and wiped."""
+        return [_archiver(spec, m, secrets) for m in members(spec)] if spec.backup.repositories else []
 
     def archiver_files(self, spec: ClusterSpec, service: Service, passwords: Passwords,
                        s3: S3Target | None = None) -> dict[str, bytes]:
