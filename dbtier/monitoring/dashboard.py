@@ -1,4 +1,5 @@
-"""The Grafana dashboard of one dbtier cluster, and the queries it runs (pure, but :func:`load_dashboard`).
+"""The Grafana dashboards of one dbtier cluster, one per engine, and the queries they run (pure, but
+:func:`load_dashboard`).
 
 ``deployments/grafana/dbtier-cluster.json`` shows, for the cluster picked in its ``cluster`` variable (the
 ``cluster`` label :mod:`dbtier.monitoring.stack` puts on every target): the targets up per job; Patroni's members
@@ -10,7 +11,14 @@ and dbtier's own metrics (:mod:`dbtier.monitoring.metrics`): the age of the newe
 health and lag, the last restore and failover drills, and the days until the first certificate expires. Every
 panel's description says what healthy looks like.
 
-To import it into Grafana: Dashboards > New > Import, upload the file, and pick as its Prometheus data source
+``deployments/grafana/dbtier-replica-set.json`` shows the same for a MongoDB replica set: the targets up per job;
+each member up, the primary, each member's state (a member that does not answer shown DOWN), each secondary's
+replication lag in seconds, the election term and the healthy members each member sees (dbtier's MongoDB exporter);
+each host's CPU, memory and filesystems; and dbtier's own metrics as the replica set's flows write them (dumps,
+oplog archiving, drills, certificates). :func:`dashboard_for` names the engine's file, :func:`engine_dashboard`
+loads it.
+
+To import either into Grafana: Dashboards > New > Import, upload the file, and pick as its Prometheus data source
 the one whose URL is the Prometheus ``make monitor`` prints (``http://127.0.0.1:9090`` by default).
 :func:`query_problems` is what a test runs on it; :func:`dashboard_queries` lists the PromQL it sends.
 """
@@ -23,19 +31,44 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-#: The dashboard's file, relative to the repository's root.
+from dbtier.errors import SpecError
+
+#: The dashboards' files, relative to the repository's root: a PostgreSQL (Patroni) cluster's, a replica set's.
 DASHBOARD = "deployments/grafana/dbtier-cluster.json"
+REPLICA_SET_DASHBOARD = "deployments/grafana/dbtier-replica-set.json"
+#: A spec's ``engine`` -> its dashboard's file.
+DASHBOARDS = {"postgres": DASHBOARD, "mongodb": REPLICA_SET_DASHBOARD}
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _VARIABLE = re.compile(r"\$(?:\{cluster\}|cluster\b)")
 _FILTER = re.compile(r'(?<![\w])cluster\s*=\s*"\$cluster"')
 _MATCHERS = re.compile(r"\{([^{}]*)\}")
 
 
+def dashboard_for(engine: str) -> str:
+    """The file of ``engine``'s dashboard (a spec's ``engine``), relative to the repository's root.
+
+    >>> dashboard_for("postgres"), dashboard_for("mongodb")
+    ('deployments/grafana/dbtier-cluster.json', 'deployments/grafana/dbtier-replica-set.json')
+    >>> dashboard_for("mysql")
+    Traceback (most recent call last):
+    ...
+    dbtier.errors.SpecError: engine: dbtier ships no dashboard for 'mysql'; choose one of postgres, mongodb
+    """
+    if engine not in DASHBOARDS:
+        raise SpecError(f"engine: dbtier ships no dashboard for {engine!r}; choose one of {', '.join(DASHBOARDS)}")
+    return DASHBOARDS[engine]
+
+
 def load_dashboard(path: str = os.path.join(_REPO, DASHBOARD)) -> dict[str, Any]:
-    """The dashboard's JSON model, from ``path`` (the shipped file by default)."""
+    """The dashboard's JSON model, from ``path`` (PostgreSQL's shipped file by default)."""
     with open(path, encoding="utf-8") as f:
         model: dict[str, Any] = json.load(f)
     return model
+
+
+def engine_dashboard(engine: str) -> dict[str, Any]:
+    """The JSON model of the dashboard dbtier ships for ``engine`` (:func:`dashboard_for`)."""
+    return load_dashboard(os.path.join(_REPO, dashboard_for(engine)))
 
 
 def _panels(dashboard: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:

@@ -15,6 +15,7 @@ import requests
 from blocks.passwords import ensure_passwords
 from dbtier.engines.base import get_engine
 from dbtier.monitoring import run
+from dbtier.monitoring.dashboard import dashboard_queries, engine_dashboard
 from dbtier.monitoring.stack import stack_services
 from dbtier.spec import ClusterSpec, build_spec
 from tests.clusters import eventually, listening, shared_tmpdir, write_spec
@@ -73,6 +74,24 @@ def test_the_members_down_alert_fires_naming_each_member(monitored: dict[str, An
     assert sorted(a["labels"]["member"] for a in fired) == ["mongo0", "mongo1", "mongo2"]
     assert fired[0]["annotations"]["summary"] == f"mongod of {fired[0]['labels']['member']} does not answer"
     assert all(a["labels"]["severity"] == "critical" and a["labels"]["cluster"] == spec.name for a in fired)
+
+
+def test_the_dashboards_member_panels_show_each_member_down(monitored: dict[str, Any], spec: ClusterSpec) -> None:
+    """The replica set's Grafana dashboard, its queries against the live Prometheus (Grafana is in no registry): with
+    no mongod answering, Member up reads 0 and Member state DOWN (8) for each member, and the host panels have data."""
+    queries = dashboard_queries(engine_dashboard("mongodb"), spec.name)
+
+    def values(title: str, needle: str = "") -> dict[str, float]:
+        expr = next(e for t, e in queries if t == title and needle in e).replace("$__rate_interval", "1m")
+        result = run.prometheus_api(spec, "query", query=expr)["result"]
+        return {r["metric"].get("member") or r["metric"].get("instance", ""): float(r["value"][1]) for r in result}
+
+    members = [f"mongo{i}" for i in range(3)]
+    assert values("Member up") == dict.fromkeys(members, 0.0)
+    assert values("Member state") == dict.fromkeys(members, 8.0)
+    assert values("Primary per member") == {}, "no member answers, so none says it is primary"
+    assert eventually("node exporter's CPU over a minute", lambda: values("Node CPU busy"), timeout=60, every=2)
+    assert list(values("Node memory available").values())[0] > 0
 
 
 def test_the_exporter_serves_only_its_members(monitored: dict[str, Any], spec: ClusterSpec) -> None:
