@@ -48,22 +48,22 @@ from tasks.teardown import check_stopped, drop_cipher, forget_blocks, survey_clu
 def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: bool = False,
              destroy_hosts: bool = False, drop_backups: bool = False) -> list[str]:
     """Stop members, then etcd; with ``wipe`` also delete the cluster's data directory; with
-    ``drop_backups`` also delete its stanza (backups and WAL) from every repository; with
+    ``drop_backups`` also delete its backups and archive (PostgreSQL: its stanza) from every repository; with
     ``destroy_hosts`` also destroy the containers the proxmox provider created."""
     spec = resolve_spec(spec_path, spec_block)
     logger = get_run_logger()
     found = survey_cluster(spec, drop_backups, wipe)  # look first: nothing destroyed yet
-    own_stanza = drop_backups and spec.name in found["stanzas"]
-    if not (found["hosts"] or found["running"] or own_stanza or found["blocks"] or destroy_hosts):
+    own_backups = drop_backups and spec.name in found["archived"]
+    if not (found["hosts"] or found["running"] or own_backups or found["blocks"] or destroy_hosts):
         return [nothing_sentence(spec, _checked(spec, drop_backups, wipe))]
     sentences = stop_monitoring(spec)  # this machine's Prometheus of the cluster first: it would only alert
     sentences += stop_cluster(spec)
     sentences += remove_firewall(spec)  # the host firewall's table, rules file and boot unit on each host
-    if wipe or own_stanza:
+    if wipe or own_backups:
         check_stopped(spec, wipe)  # nothing left running, the directories ours: checked before anything goes
     if drop_backups:
-        sentences.append(drop_cluster_backups(spec) if own_stanza else
-                         f"no stanza {spec.name} in any repository: nothing to drop")
+        sentences.append(drop_cluster_backups(spec) if own_backups else
+                         f"no backups of {spec.name} in any repository: nothing to drop")
     else:
         logger.info("backups kept in the repositories (pass --drop-backups to delete them)")
     if wipe:
@@ -75,7 +75,7 @@ def teardown(spec_path: str | None = None, spec_block: str | None = None, wipe: 
     if wipe:
         sentences += forget_blocks(spec, backups_remain=not drop_backups, cipher_step_follows=drop_backups)
     if wipe and drop_backups:  # the key to the backups goes last, after the stanza, and only if nobody needs it
-        sentences.append(drop_cipher(spec, [s for s in found["stanzas"] if s != spec.name]))
+        sentences.append(drop_cipher(spec, [s for s in found["archived"] if s != spec.name]))
     return sentences
 
 
@@ -83,7 +83,7 @@ def _checked(spec: ClusterSpec, drop_backups: bool, wipe: bool) -> list[str]:
     """What a teardown that found nothing looked at."""
     checked = ["no process of it runs", f"no {spec.cluster_dir}"]
     if drop_backups:
-        checked.append(f"no stanza {spec.name} in any repository")
+        checked.append(f"no backups of {spec.name} in any repository")
     if wipe:
         checked.append(f"no Secret block or variable of {spec.name}")
     return checked
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--destroy-hosts", action="store_true",
                         help="provider proxmox: also stop and destroy the containers dbtier created (data included)")
     parser.add_argument("--drop-backups", action="store_true", default=os.environ.get("DBTIER_DROP_BACKUPS") == "1",
-                        help="also delete the cluster's backups and archived WAL from every repository")
+                        help="also delete the cluster's backups and its archive (WAL or oplog) from every repository")
     args = parser.parse_args(argv)
 
     def body(spec: ClusterSpec) -> int:

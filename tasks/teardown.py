@@ -20,20 +20,21 @@ from tasks import log_sentences
 
 @task(cache_policy=NONE)
 def survey_cluster(spec: ClusterSpec, drop_backups: bool, wipe: bool) -> dict[str, Any]:
-    """What of the cluster exists: hosts holding its directory, services running, (optionally) the stanzas
-    of its repositories (``drop_backups``), its Secret blocks and variables (``wipe``). Changes nothing; for a
+    """What of the cluster exists: hosts holding its directory, services running, (optionally) the clusters whose
+    backups its repositories hold (``drop_backups``), its Secret blocks and variables (``wipe``). Changes nothing; for a
     wipe, refuses a directory that carries another cluster's marker before anything is stopped."""
     engine, provider = get_engine(spec), get_provider(spec, PREFECT_LOADERS)
     found: dict[str, Any] = {
         "hosts": bootstrap.check_owned(engine, provider, spec) if wipe else
         bootstrap.hosts_with_data(engine, provider, spec),
         "running": bootstrap.running_services(engine, provider, spec),
-        "stanzas": engine.archived_clusters(provider, spec, load_backup_secrets(spec)) if drop_backups else None,
+        "archived": engine.archived_clusters(provider, spec, load_backup_secrets(spec)) if drop_backups else None,
         "blocks": cluster_blocks(spec) if wipe else [],
     }
     log_sentences(f"cluster {spec.name}: data on {', '.join(found['hosts']) or 'no host'}; running: "
                   f"{', '.join(found['running']) or 'nothing'}"
-                  + (f"; stanzas in its repositories: {', '.join(found['stanzas']) or 'none'}" if drop_backups else "")
+                  + (f"; clusters with backups in its repositories: {', '.join(found['archived']) or 'none'}"
+                     if drop_backups else "")
                   + (f"; blocks and variables: {', '.join(found['blocks']) or 'none'}" if wipe else ""))
     return found
 

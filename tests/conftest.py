@@ -121,3 +121,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     line = summary_line(_outcomes(terminalreporter))
     if line:
         terminalreporter.write_line(line)
+    _file_totals(terminalreporter)
+
+
+def _file_totals(reporter: pytest.TerminalReporter, shown: int = 15) -> None:
+    """The slowest test files by their setup + call + teardown seconds summed (what a worker spends on each; the
+    order of SLOW_FIRST comes from these), and the sum over every file: the figures for keeping make test fast."""
+    seconds: dict[str, float] = {}
+    for reports in reporter.stats.values():
+        for rep in reports:
+            if isinstance(rep, pytest.TestReport):
+                path = rep.nodeid.split("::", 1)[0]
+                seconds[path] = seconds.get(path, 0.0) + rep.duration
+    if not seconds:
+        return
+    reporter.write_sep("=", f"slowest {min(shown, len(seconds))} test files (worker-seconds)")
+    for path, spent in sorted(seconds.items(), key=lambda kv: -kv[1])[:shown]:
+        reporter.write_line(f"{spent:8.1f}s  {path}")
+    reporter.write_line(f"{sum(seconds.values()):8.1f}s  in all, over {len(seconds)} files")

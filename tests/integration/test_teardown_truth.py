@@ -92,7 +92,7 @@ def test_teardown_of_a_cluster_that_never_existed_says_there_was_nothing(prefect
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines() == [
         f"cluster ghost: nothing to tear down (no process of it runs, no {ghost.cluster_dir}, "
-        "no stanza ghost in any repository, no Secret block or variable of ghost)"
+        "no backups of ghost in any repository, no Secret block or variable of ghost)"
     ]
     assert sorted(os.listdir(ghost.data_root)) == before
 
