@@ -217,6 +217,18 @@ class MongoEngine(Engine):
                                      spec.mongodb.max_lag_s).health.leader
         return next((m for m in members(spec) if m.name == found), members(spec)[0])
 
+    def _oplog_window(self, spec: ClusterSpec,
+                      passwords: Passwords) -> tuple[MongoMember, tuple[Timestamp, Timestamp] | None]:
+        """The primary and its oplog's (oldest, newest) entry, read as root (None: the oplog is empty)."""
+        from dbtier.engines.mongodb import rs
+
+        primary = self._primary(spec, passwords)
+        client = client_factory(spec)(primary, "root", passwords.superuser)
+        try:
+            return primary, rs.oplog_window(client, primary)
+        finally:
+            client.close()
+
     def app_database_present(self, spec: ClusterSpec, passwords: Passwords, provider: Provider | None = None) -> bool:
         """Authenticated as root, ``usersInfo`` lists root and the application user (readWrite on its database)."""
         return steps.users_present(members(spec)[0], client_factory(spec), passwords.superuser, spec.app.user,
@@ -398,14 +410,9 @@ class MongoEngine(Engine):
                       passwords: Passwords) -> str:
         """Wait (at most ``oplog_slice_s`` + 15 s) until an archiver has shipped the primary's newest oplog entry
         (:func:`.restore.wait_archived`)."""
-        from dbtier.engines.mongodb import restore, rs
+        from dbtier.engines.mongodb import restore
 
-        primary = self._primary(spec, passwords)
-        client = client_factory(spec)(primary, "root", passwords.superuser)
-        try:
-            window = rs.oplog_window(client, primary)
-        finally:
-            client.close()
+        primary, window = self._oplog_window(spec, passwords)
         if window is None:
             raise BackupError(f"{primary.label}: its oplog is empty; is the replica set initiated?")
         return restore.wait_archived(provider, spec, secrets, window[1], spec.mongodb.oplog_slice_s + 15.0)
@@ -416,19 +423,14 @@ class MongoEngine(Engine):
         :func:`.archive_health.judge`."""
         import time
 
-        from dbtier.engines.mongodb import archive_health, restore, rs
+        from dbtier.engines.mongodb import archive_health, restore
         from dbtier.errors import DbtierError
 
         archives = restore.source_archives(provider, spec, secrets)
         dumps = restore.source_dumps(provider, spec, secrets)
         newest = max((held.record for held in dumps.values()), key=lambda r: r.oplog_end, default=None)
         try:
-            primary = self._primary(spec, passwords)
-            client = client_factory(spec)(primary, "root", passwords.superuser)
-            try:
-                window = rs.oplog_window(client, primary)
-            finally:
-                client.close()
+            window = self._oplog_window(spec, passwords)[1]
         except DbtierError:
             window = None  # the archive is judged anyway; the window warning needs a primary
         return archive_health.judge({name: a.records for name, a in archives.items()}, time.time(),
