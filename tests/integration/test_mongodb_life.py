@@ -366,12 +366,15 @@ def test_dump_and_slices_restore_exactly_the_documents_before_the_target(
     restored = life_spec("mongo-life-restored", RESTORED_PORT, 1, shared_tmpdir("dbtier-mongo-restored-"),
                          binaries["mongod"])
     try:
-        new = bring_up(restored, rset.passwords)  # the copy keeps the source's secrets (the dump holds its users)
+        # secrets of its own: the restore leaves the new set's users alone (the dump and the slices hold the source's)
+        new = bring_up(restored, Passwords.generate(get_engine(restored).secret_roles))
         uri = tool_uri(new.members, mongo_settings(restored), steps.ROOT_USER)
-        runner.run(restore_dump_argv(binaries["mongorestore"], uri, tool_config, archive, replay_own_oplog=False),
+        copy_config = f"{work}/copy-tool.yaml"
+        write_tool_config(runner, copy_config, new.passwords.superuser)
+        runner.run(restore_dump_argv(binaries["mongorestore"], uri, copy_config, archive, replay_own_oplog=False),
                    timeout=300)
-        runner.run(replay_argv(binaries["mongorestore"], uri, tool_config, replay, plan.limit), timeout=300)
-        with new.root(new.members[0]) as client:
+        runner.run(replay_argv(binaries["mongorestore"], uri, copy_config, replay, plan.limit), timeout=300)
+        with new.root(new.members[0]) as client:  # its own root password still works after both
             ids = sorted(d["_id"] for d in client[restored.app.database][COLLECTION].find(
                 {"batch": {"$in": ["before-dump", "after-dump", "after-target"]}}))
     finally:

@@ -18,6 +18,8 @@ from dbtier.errors import BackupError
 SECRET = "s3cr:t@/x\"y"
 MEMBERS = mongo_members("/d", ["10.0.0.5"], MongoSettings())
 URI = tool_uri(MEMBERS, MongoSettings(), "root")
+#: The new set keeps its own users, roles and auth schema.
+NO_USERS = ["--nsExclude=admin.system.users", "--nsExclude=admin.system.roles", "--nsExclude=admin.system.version"]
 
 
 @pytest.mark.parametrize(
@@ -27,9 +29,10 @@ URI = tool_uri(MEMBERS, MongoSettings(), "root")
          ["mongodump", f"--uri={URI}", "--config=/w/t.yaml", "--oplog", "--gzip", "--archive=/w/d.gz",
           "--readPreference=primary"]),
         (restore_dump_argv("mongorestore", URI, "/w/t.yaml", "/w/d.gz", replay_own_oplog=True),
-         ["mongorestore", f"--uri={URI}", "--config=/w/t.yaml", "--gzip", "--archive=/w/d.gz", "--drop", "--oplogReplay"]),
+         ["mongorestore", f"--uri={URI}", "--config=/w/t.yaml", "--gzip", "--archive=/w/d.gz", "--drop", *NO_USERS,
+          "--oplogReplay"]),
         (restore_dump_argv("mongorestore", URI, "/w/t.yaml", "/w/d.gz", replay_own_oplog=False),
-         ["mongorestore", f"--uri={URI}", "--config=/w/t.yaml", "--gzip", "--archive=/w/d.gz", "--drop"]),
+         ["mongorestore", f"--uri={URI}", "--config=/w/t.yaml", "--gzip", "--archive=/w/d.gz", "--drop", *NO_USERS]),
         (replay_argv("mongorestore", URI, "/w/t.yaml", "/w/r", Timestamp(1764118924, 0)),
          ["mongorestore", f"--uri={URI}", "--config=/w/t.yaml", "--oplogReplay", "--oplogLimit=1764118924:0", "--dir=/w/r"]),
         (replay_argv("mongorestore", URI, "/w/t.yaml", "/w/r", None),

@@ -112,6 +112,15 @@ def test_slice_bytes_round_trip_and_replay_bounds() -> None:
     assert [d["ts"] for d in replay] == [ts(2, 0), ts(2, 1)]
 
 
+def test_a_replay_leaves_the_new_sets_users_and_roles_alone() -> None:
+    """A createUser, a password change or a role of the source is not replayed: the new set keeps its own."""
+    ops = [("app.orders", "i"), ("admin.system.users", "i"), ("admin.system.users", "u"), ("admin.system.roles", "i"),
+           ("admin.system.version", "u"), ("admin.events", "i"), ("app.orders", "d")]
+    entries = [RawBSONDocument(bson.encode({"ts": ts(10 + n, 0), "op": op, "ns": ns})) for n, (ns, op) in enumerate(ops)]
+    replay = bson.decode_all(replay_bytes([encode_slice(entries)], after=ts(0, 0), limit=None))
+    assert [(d["ns"], d["op"]) for d in replay] == [("app.orders", "i"), ("admin.events", "i"), ("app.orders", "d")]
+
+
 # -- targets ----------------------------------------------------------------------------------------
 
 

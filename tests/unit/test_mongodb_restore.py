@@ -31,6 +31,7 @@ from dbtier.spec import ClusterSpec
 from tests import file_hosts
 
 ROOT_PASSWORD = "n3w-r00t/p@ss:word"
+NO_USERS = ["--nsExclude=admin.system.users", "--nsExclude=admin.system.roles", "--nsExclude=admin.system.version"]
 PASSWORDS = Passwords(superuser=ROOT_PASSWORD, app="app-pw", keyfile="k3yfile")
 T0 = 1764118923
 AT = datetime(2026, 11, 26, 1, 2, 3, tzinfo=timezone.utc)
@@ -69,8 +70,8 @@ def test_the_archive_restored_from_is_a_clean_one_and_the_longest(archives: dict
 
 
 @pytest.mark.parametrize(("own_oplog", "limit", "tail"), [
-    (True, None, ["--gzip", "--archive=/w/dump.archive.gz", "--drop", "--oplogReplay"]),
-    (False, None, ["--gzip", "--archive=/w/dump.archive.gz", "--drop"]),
+    (True, None, ["--gzip", "--archive=/w/dump.archive.gz", "--drop", *NO_USERS, "--oplogReplay"]),
+    (False, None, ["--gzip", "--archive=/w/dump.archive.gz", "--drop", *NO_USERS]),
     (None, Timestamp(T0 + 41, 0), ["--oplogReplay", f"--oplogLimit={T0 + 41}:0", "--dir=/w/oplog"]),
     (None, None, ["--oplogReplay", "--dir=/w/oplog"]),
 ])
@@ -208,7 +209,7 @@ def test_a_target_restores_the_dump_then_replays_the_slices_up_to_it(
     archive = f"{source.data_root}/backups/mongodump/orders/{LABEL}/dump.archive.gz"
     replay = ["/usr/bin/mongorestore", uri, config, "--oplogReplay"] + ([f"--oplogLimit={limit}"] if limit else [])
     assert runner.commands == [
-        ["/usr/bin/mongorestore", uri, config, "--gzip", f"--archive={archive}", "--drop"],
+        ["/usr/bin/mongorestore", uri, config, "--gzip", f"--archive={archive}", "--drop", *NO_USERS],
         [*replay, f"--dir={work}/oplog"],
     ]
     # every entry after the dump's start, up to and including the target, in order
@@ -228,7 +229,7 @@ def test_a_dump_target_restores_the_dump_alone_with_its_own_oplog(
     uri, config, work = restore_argv(target_of(source))
     archive = f"{source.data_root}/backups/mongodump/orders/{LABEL}/dump.archive.gz"
     assert runner.commands == [["/usr/bin/mongorestore", uri, config, "--gzip", f"--archive={archive}", "--drop",
-                                "--oplogReplay"]]
+                                *NO_USERS, "--oplogReplay"]]
     assert runner.replayed == [] and not os.path.exists(work)
     assert "0 oplog slices replayed" in said[1]
 

@@ -23,7 +23,7 @@ from urllib.parse import quote_plus
 from bson import Timestamp
 
 from dbtier.engines.mongodb.config import MongoMember, MongoSettings
-from dbtier.engines.mongodb.oplog import parse_ts, ts_text
+from dbtier.engines.mongodb.oplog import AUTH_NAMESPACES, parse_ts, ts_text
 from dbtier.backup.s3 import repo_prefix
 from dbtier.errors import BackupError
 from dbtier.providers.base import Runner
@@ -71,8 +71,14 @@ def dump_argv(binary: str, uri: str, config_path: str, archive_path: str) -> lis
 
 
 def restore_dump_argv(binary: str, uri: str, config_path: str, archive_path: str, *, replay_own_oplog: bool) -> list[str]:
-    """The dump into a new replica set; with its own oplog when the restore ends at the dump."""
-    argv = [binary, f"--uri={uri}", f"--config={config_path}", "--gzip", f"--archive={archive_path}", "--drop"]
+    """The dump into a new replica set, but its users and roles (:data:`.oplog.AUTH_NAMESPACES`: the new set keeps
+    its own); with the dump's own oplog when the restore ends at the dump.
+
+    >>> restore_dump_argv("mongorestore", "u", "/c", "/d.gz", replay_own_oplog=False)[5:]
+    ['--drop', '--nsExclude=admin.system.users', '--nsExclude=admin.system.roles', '--nsExclude=admin.system.version']
+    """
+    argv = [binary, f"--uri={uri}", f"--config={config_path}", "--gzip", f"--archive={archive_path}", "--drop",
+            *(f"--nsExclude={ns}" for ns in AUTH_NAMESPACES)]
     return [*argv, "--oplogReplay"] if replay_own_oplog else argv
 
 

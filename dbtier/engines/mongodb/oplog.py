@@ -208,7 +208,15 @@ def decode_slice(data: bytes) -> Iterator[RawBSONDocument]:
     yield from bson.decode_iter(raw, opts)
 
 
+#: The namespaces of users, roles and the auth schema. A restore leaves them to the new set: its own root,
+#: application and monitoring users, whose passwords are in its own Secret blocks. ``mongorestore --drop`` would
+#: replace them with the source's (and the new set's credentials with them, mid-restore), and a replayed
+#: ``createUser`` or password change of the source would do the same.
+AUTH_NAMESPACES = ("admin.system.users", "admin.system.roles", "admin.system.version")
+
+
 def replay_bytes(slices: Iterable[bytes], after: Timestamp, limit: Timestamp | None) -> bytes:
-    """The ``oplog.bson`` a replay reads: entries with ``after < ts < limit``, in order."""
+    """The ``oplog.bson`` a replay reads: entries with ``after < ts < limit``, in order, but none on
+    :data:`AUTH_NAMESPACES`."""
     return b"".join(e.raw for data in slices for e in decode_slice(data)
-                    if e["ts"] > after and (limit is None or e["ts"] < limit))
+                    if e["ts"] > after and (limit is None or e["ts"] < limit) and e.get("ns") not in AUTH_NAMESPACES)
