@@ -263,8 +263,9 @@ def test_backup_into_the_labs_s3_and_a_pitr_restore_into_a_new_cluster(provision
     from dbtier.backup.restore import derive_target
     from dbtier.engines.base import get_engine
     from dbtier.providers.base import get_provider
-    from dbtier.spec import load_spec
     from dbtier.engines.postgres.topology import client_dsn
+    from dbtier.spec import ClusterSpec, load_spec
+    from tests.clusters import write_spec
     from flows.archive_health import archive_health
     from flows.backup import backup
     from flows.restore import restore
@@ -283,15 +284,18 @@ def test_backup_into_the_labs_s3_and_a_pitr_restore_into_a_new_cluster(provision
         target_time = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         time.sleep(0.3)
         conn.execute("INSERT INTO lab_events SELECT g FROM generate_series(26, 40) g")
-    copy = derive_target(spec, f"{NAME}-pitr", RESTORE_OFFSET)
+    # One member and one etcd member: the restore across the lab's network is what this proves (the local suites
+    # restore into three members); a third of the copy's bring-up time.
+    derived = derive_target(spec, f"{NAME}-pitr", RESTORE_OFFSET)
+    copy = ClusterSpec.model_validate({**derived.model_dump(mode="json"), "members": 1, "etcd_members": 1})
+    copy_file = write_spec(copy, str(Path(provisioned).with_name("pitr.yaml")))
     provider = get_provider(copy, PREFECT_LOADERS)
     try:
-        restore(spec_path=provisioned, target=target_time.isoformat(sep=" "), into=copy.name,
-                port_offset=RESTORE_OFFSET)
+        restore(spec_path=provisioned, target=target_time.isoformat(sep=" "), target_spec_path=copy_file)
         with connect(client_dsn(copy), password=load_passwords(copy).app) as conn:
             assert conn.execute("SELECT count(*) FROM lab_events").fetchone()[0] == 25
         hosts = {s.host for s in bootstrap.all_services(get_engine(copy), copy)}
-        assert hosts == {"198.18.10.11", "198.18.10.12", "198.18.10.13"}, "the copy runs on the lab hosts"
+        assert hosts == {"198.18.10.11"}, "the copy runs on a lab host"
     finally:
         bootstrap.stop_services(get_engine(copy), provider, copy)
         if bootstrap.is_initialised(get_engine(copy), provider, copy):
