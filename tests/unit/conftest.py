@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -28,3 +29,10 @@ def member_server(stopping: list[threading.Thread]) -> Iterator[object]:
     thread = threading.Thread(target=server.stop, daemon=True)
     thread.start()
     stopping.append(thread)
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    """One thread for the client side of a conversation while the test answers as the server."""
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        yield executor

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,17 +25,7 @@ from dbtier.drills.writer import read_attempts
 from dbtier.engines.mongodb import drill_writer as dw
 from dbtier.engines.mongodb import faults
 from dbtier.engines.mongodb.config import MongoUri
-
-
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        yield executor
-
-
-def _cmd(doc: Any) -> dict[str, Any]:
-    """The command as sent, without the driver's session and cluster fields."""
-    return {k: v for k, v in dict(doc).items() if not k.startswith("$") and k != "lsid"}
+from tests.mockwire import command_sent
 
 
 def _client(server: MockupDB, deadline_s: float = 2.0) -> tuple[MongoClient[Any], dw.LastReply]:
@@ -51,7 +40,7 @@ def test_insert_is_one_document_with_the_write_concern_and_its_ack_logs_port_and
     client, listener = _client(member_server)
     future = pool.submit(dw.write_once, client, listener, "app", "d1", 7, dw.write_concern(w))
     request = member_server.receives(timeout=5)
-    assert _cmd(request.doc) == {"insert": "dbtier_drill_writes.d1", "ordered": True,
+    assert command_sent(request.doc) == {"insert": "dbtier_drill_writes.d1", "ordered": True,
                                  "documents": [{"_id": 7, "drill": "d1"}], "writeConcern": sent}
     assert request.doc["$db"] == "app"
     request.ok(n=1, opTime={"ts": Timestamp(1733352000, 1), "t": 3}, electionId=ObjectId("7fffffff0000000000000003"))
@@ -103,7 +92,7 @@ def test_present_ids_reads_with_majority_read_concern(member_server: MockupDB, p
     client, _ = _client(member_server)
     future = pool.submit(dw.present_ids, client, "d1")
     request = member_server.receives(timeout=5)
-    assert _cmd(request.doc) == {"find": "dbtier_drill_writes.d1", "filter": {"drill": "d1"}, "projection": {"_id": 1},
+    assert command_sent(request.doc) == {"find": "dbtier_drill_writes.d1", "filter": {"drill": "d1"}, "projection": {"_id": 1},
                                  "readConcern": {"level": "majority"}}
     request.ok(cursor={"id": 0, "ns": "app.dbtier_drill_writes.d1", "firstBatch": [{"_id": 1}, {"_id": 2}]})
     assert future.result(timeout=5) == frozenset({1, 2})

@@ -4,7 +4,6 @@ conversation with a member (mockupdb: the commands it sends, NotYetInitialized, 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from http.server import ThreadingHTTPServer
@@ -72,12 +71,6 @@ def test_a_missing_password_file_is_down_not_a_crash(capsys: pytest.CaptureFixtu
     config = exporter.Config(MONITOR_USER, "/nonexistent/password", "", {"127.0.0.1:27017": "mongo0"})
     assert _values(exporter.scrape(config, "127.0.0.1:27017", 2.0)) == {"mongodb_up": 0}
     assert "mongodb-exporter: mongo0 (127.0.0.1:27017): FileNotFoundError" in capsys.readouterr().err
-
-
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        yield executor
 
 
 def _direct(config: exporter.Config, target: str, timeout_ms: int) -> MongoClient[Any]:

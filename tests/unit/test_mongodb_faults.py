@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,6 +17,7 @@ from dbtier.engines.mongodb import faults, rs
 from dbtier.engines.mongodb.config import MongoMember
 from dbtier.errors import ClusterUnhealthy, DbtierError, Refused
 from dbtier.providers.base import Completed, Runner
+from tests.mockwire import command_sent
 
 FAST = rs.ClientTimeouts(server_selection_ms=1500, connect_ms=1000, socket_ms=3000)
 MEMBERS = [MongoMember(f"mongo{i}", "10.0.0.5", 27017 + i, 2 if i == 0 else 1, f"/d/mongo{i}", i) for i in range(3)]
@@ -224,12 +225,6 @@ def test_the_w1_demonstration_writes_with_w_1_after_pausing_the_secondaries() ->
 # -- the waits, against mockupdb ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        yield executor
-
-
 def _factory(server: MockupDB) -> Any:
     def make(member: MongoMember, user: str | None, password: str | None) -> MongoClient[Any]:
         assert user is None and password is None  # hello needs no credentials
@@ -238,17 +233,13 @@ def _factory(server: MockupDB) -> Any:
     return make
 
 
-def _cmd(doc: Any) -> dict[str, Any]:
-    return {k: v for k, v in dict(doc).items() if not k.startswith("$") and k != "lsid"}
-
-
 def test_wait_new_primary_rides_out_the_election(member_server: MockupDB, pool: ThreadPoolExecutor) -> None:
     old, other = MEMBERS[0], MongoMember("mongo1", member_server.host, member_server.port, 1, "/d/mongo1", 1)
     clock = iter([0.0, 1.0, 2.0, 3.5]).__next__
     future = pool.submit(faults.wait_new_primary, [old, other], _factory(member_server), old, 30, 0,
                          clock=clock, sleep=lambda _: None)
     first = member_server.receives(timeout=5)
-    assert _cmd(first.doc) == {"hello": 1}
+    assert command_sent(first.doc) == {"hello": 1}
     first.ok(isWritablePrimary=False, secondary=True, setName="rs0", maxWireVersion=21)
     member_server.receives(timeout=5).command_err(code=11602, errmsg="interrupted",
                                                   codeName="InterruptedDueToReplStateChange")
@@ -289,7 +280,7 @@ def test_stepdown_asks_the_primary_as_root(member_server: MockupDB, pool: Thread
 
     future = pool.submit(faults.stepdown, factory, member, "pw-root", 30)
     request = member_server.receives(timeout=5)
-    assert _cmd(request.doc) == {"replSetStepDown": 30, "secondaryCatchUpPeriodSecs": 10}
+    assert command_sent(request.doc) == {"replSetStepDown": 30, "secondaryCatchUpPeriodSecs": 10}
     request.ok()
     injected = future.result(timeout=5)
     assert asked == [("mongo0", "root", "pw-root")] and injected.said == "mongo0 stepped down (not electable for 30 s)"

@@ -3,7 +3,6 @@ a member (mockupdb): the marker inserts and their target, the checks on the copy
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -21,19 +20,10 @@ from dbtier.engines.mongodb.config import MongoMember, MongoSettings, write_uri
 from dbtier.errors import SpecError
 from dbtier.plan import provision_plan
 from dbtier.spec import ClusterSpec, build_spec
+from tests.mockwire import command_sent
 
 FAST = rs.ClientTimeouts(server_selection_ms=1500, connect_ms=1000, socket_ms=3000)
 TS = Timestamp(1764900000, 7)
-
-
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        yield executor
-
-
-def _cmd(doc: Any) -> dict[str, Any]:
-    return {k: v for k, v in dict(doc).items() if not k.startswith("$") and k != "lsid"}
 
 
 def _member(server: MockupDB) -> MongoMember:
@@ -116,14 +106,14 @@ def test_the_markers_are_two_majority_inserts_and_the_target_is_the_first_ones_o
     future = pool.submit(restore_drill.write_marker, _writer(member_server, seen), uri, "app", 3, 2,
                          drill_id="d1", sleep=lambda _: None)
     before = member_server.receives(timeout=5)
-    sent = _cmd(before.doc)
+    sent = command_sent(before.doc)
     assert before.doc["$db"] == "app"
     assert (sent["insert"], sent["ordered"], dict(sent["writeConcern"])) == (MARKER_TABLE, True,
                                                                              {"w": "majority", "wtimeout": 10000})
     assert [dict(d) for d in sent["documents"]] == [{"drill_id": "d1", "phase": "before", "n": n} for n in (1, 2, 3)]
     before.ok(n=3, operationTime=TS)
     after = member_server.receives(timeout=5)
-    assert [dict(d)["phase"] for d in _cmd(after.doc)["documents"]] == ["after", "after"]
+    assert [dict(d)["phase"] for d in command_sent(after.doc)["documents"]] == ["after", "after"]
     after.ok(n=2, operationTime=Timestamp(TS.time, TS.inc + 2))
     marker = future.result(timeout=5)
     assert marker == Marker("d1", 3, 2, datetime.fromtimestamp(TS.time, timezone.utc), f"ts:{TS.time}:{TS.inc}")
@@ -165,19 +155,19 @@ def _answer_checks(server: MockupDB, counts: list[dict[str, Any]], collections: 
     """Answer the copy's checks in the order they come: the count, listCollections, each validate, the user's read."""
     sent = []
     count = server.receives(timeout=5)
-    sent.append(_cmd(count.doc))
+    sent.append(command_sent(count.doc))
     count.ok(cursor={"id": 0, "ns": f"app.{MARKER_TABLE}", "firstBatch": counts})
     listing = server.receives(timeout=5)
-    sent.append(_cmd(listing.doc))
+    sent.append(command_sent(listing.doc))
     listing.ok(cursor={"id": 0, "ns": "app.$cmd.listCollections",
                        "firstBatch": [{"name": name, "type": "collection"} for name in collections]})
     for _ in collections:
         request = server.receives(timeout=5)
-        command = _cmd(request.doc)
+        command = command_sent(request.doc)
         sent.append(command)
         request.ok(**collections[command["validate"]])
     read = server.receives(timeout=5)
-    sent.append(_cmd(read.doc))
+    sent.append(command_sent(read.doc))
     if user_reads is None:
         read.command_err(code=18, errmsg="Authentication failed.", codeName="AuthenticationFailed")
     else:

@@ -15,16 +15,11 @@ from mockupdb import MockupDB
 from dbtier.engines.mongodb import rs, steps
 from dbtier.engines.mongodb.config import MongoMember, MongoSettings, write_uri
 from dbtier.errors import ClusterUnhealthy
+from tests.mockwire import command_sent
 
 FAST = rs.ClientTimeouts(server_selection_ms=1500, connect_ms=1000, socket_ms=3000)
 NOW = datetime(2026, 12, 4, 1, 2, 3)
 Calls = list[tuple[str, str | None, str | None]]
-
-
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        yield executor
 
 
 @pytest.fixture
@@ -56,11 +51,6 @@ def _factory(calls: Calls, *, send_credentials: bool = False) -> steps.ClientFac
     return make
 
 
-def _cmd(doc: Any) -> dict[str, Any]:
-    """The command as sent, without the driver's session and cluster fields."""
-    return {k: v for k, v in dict(doc).items() if not k.startswith("$") and k != "lsid"}
-
-
 def _status_reply(members: list[MongoMember], states: list[str]) -> dict[str, Any]:
     return {"set": "rs0", "term": 4, "myState": 1, "members": [
         {"name": m.address, "stateStr": s, "health": 1, "optimeDate": NOW - timedelta(seconds=0 if s == "PRIMARY" else 2),
@@ -76,13 +66,13 @@ def test_initiate_then_poll_until_primary(member_server: MockupDB, pool: ThreadP
     calls: Calls = []
     future = pool.submit(steps.initiate_replset, members, MongoSettings(), _factory(calls), 5, 0)
     request = member_server.receives(timeout=5)
-    sent = _cmd(request.doc)["replSetInitiate"]
+    sent = command_sent(request.doc)["replSetInitiate"]
     assert request.doc["$db"] == "admin"
     assert [(m["_id"], m["host"], m["priority"]) for m in sent["members"]] == [
         (0, members[0].address, 2), (1, "10.0.0.6:27018", 1), (2, "10.0.0.7:27019", 1)]
     request.ok()
     poll = member_server.receives(timeout=5)
-    assert _cmd(poll.doc) == {"replSetGetStatus": 1}
+    assert command_sent(poll.doc) == {"replSetGetStatus": 1}
     poll.command_err(code=94, errmsg="no replset config has been received")
     member_server.receives(timeout=5).ok(myState=2)
     member_server.receives(timeout=5).ok(myState=1)
@@ -116,11 +106,11 @@ def test_root_through_the_localhost_exception_then_the_app_user(member_server: M
     [member] = _members(member_server)
     future = pool.submit(steps.ensure_users, member, _factory(calls), "pw-root", "app", "pw-app", "orders")
     root = member_server.receives(timeout=5)
-    assert _cmd(root.doc) == {"createUser": "root", "pwd": "pw-root", "roles": [{"role": "root", "db": "admin"}]}
+    assert command_sent(root.doc) == {"createUser": "root", "pwd": "pw-root", "roles": [{"role": "root", "db": "admin"}]}
     assert root.doc["$db"] == "admin"
     root.ok()
     app = member_server.receives(timeout=5)
-    assert _cmd(app.doc) == {"createUser": "app", "pwd": "pw-app", "roles": [{"role": "readWrite", "db": "orders"}]}
+    assert command_sent(app.doc) == {"createUser": "app", "pwd": "pw-app", "roles": [{"role": "readWrite", "db": "orders"}]}
     app.ok()
     assert future.result(timeout=5) == "user root created; user app created (readWrite on orders, on mongo0)"
     assert calls == [("mongo0", None, None), ("mongo0", "root", "pw-root")]
@@ -134,11 +124,11 @@ def test_existing_users_are_updated_as_root(member_server: MockupDB, pool: Threa
                                                   codeName="Unauthorized")
     member_server.receives(timeout=5).command_err(code=51003, errmsg='User "root@admin" already exists')
     update_root = member_server.receives(timeout=5)
-    assert _cmd(update_root.doc) == {"updateUser": "root", "pwd": "pw-root", "roles": [{"role": "root", "db": "admin"}]}
+    assert command_sent(update_root.doc) == {"updateUser": "root", "pwd": "pw-root", "roles": [{"role": "root", "db": "admin"}]}
     update_root.ok()
     member_server.receives(timeout=5).command_err(code=51003, errmsg='User "app@admin" already exists')
     update_app = member_server.receives(timeout=5)
-    assert _cmd(update_app.doc) == {"updateUser": "app", "pwd": "pw-app", "roles": [{"role": "readWrite", "db": "app"}]}
+    assert command_sent(update_app.doc) == {"updateUser": "app", "pwd": "pw-app", "roles": [{"role": "readWrite", "db": "app"}]}
     update_app.ok()
     assert future.result(timeout=5) == "user root updated; user app updated (readWrite on app, on mongo0)"
     assert calls == [("mongo0", None, None), ("mongo0", "root", "pw-root")]
@@ -165,7 +155,7 @@ def test_users_present_asks_users_info_as_root(member_server: MockupDB, pool: Th
     [member] = _members(member_server)
     future = pool.submit(steps.users_present, member, _factory(calls), "pw-root", "app", "app")
     request = member_server.receives(timeout=5)
-    assert _cmd(request.doc) == {"usersInfo": [{"user": "root", "db": "admin"}, {"user": "app", "db": "admin"}]}
+    assert command_sent(request.doc) == {"usersInfo": [{"user": "root", "db": "admin"}, {"user": "app", "db": "admin"}]}
     request.ok(users=[{"user": "root", "roles": [{"role": "root", "db": "admin"}]},
                       {"user": "app", "roles": [{"role": "readWrite", "db": "app"}]}])
     assert future.result(timeout=5) is True
@@ -181,7 +171,7 @@ def test_status_rows_of_a_three_member_set(member_server: MockupDB, pool: Thread
     calls: Calls = []
     future = pool.submit(steps.cluster_status, members, _factory(calls), "pw-root")
     request = member_server.receives(timeout=5)
-    assert _cmd(request.doc) == {"replSetGetStatus": 1}
+    assert command_sent(request.doc) == {"replSetGetStatus": 1}
     request.ok(**_status_reply(members, ["PRIMARY", "SECONDARY", "SECONDARY"]))
     status = future.result(timeout=5)
     assert status.health.healthy and status.health.leader == "mongo0", status.health.problems
@@ -211,7 +201,7 @@ def test_status_without_credentials_once_users_exist_reads_hello(member_server: 
     future = pool.submit(steps.cluster_status, members, _factory([]))
     member_server.receives(timeout=5).command_err(code=13, errmsg="requires authentication", codeName="Unauthorized")
     hello = member_server.receives(timeout=5)
-    assert _cmd(hello.doc) == {"hello": 1}
+    assert command_sent(hello.doc) == {"hello": 1}
     hello.ok(isWritablePrimary=True, setName="rs0", maxWireVersion=21, lastWrite={"lastWriteDate": NOW})
     status = future.result(timeout=5)
     assert status.health.healthy and status.health.leader == "mongo0", status.health.problems
@@ -238,7 +228,7 @@ def _answer_finds(server: MockupDB, found: list[dict[str, Any]]) -> None:
     def answer(request: Any) -> bool:
         if request.command_name != "find":
             return False
-        assert request.doc["$db"] == "app" and _cmd(request.doc)["filter"] == {"_id": "t0k3n"}
+        assert request.doc["$db"] == "app" and command_sent(request.doc)["filter"] == {"_id": "t0k3n"}
         return bool(request.ok(cursor={"id": 0, "ns": "app.dbtier_verify", "firstBatch": found}))
 
     server.autoresponds(answer)
@@ -247,7 +237,7 @@ def _answer_finds(server: MockupDB, found: list[dict[str, Any]]) -> None:
 def _answer_insert(primary: MockupDB) -> None:
     insert = primary.receives(timeout=5)
     assert insert.doc["$db"] == "app"
-    sent = _cmd(insert.doc)
+    sent = command_sent(insert.doc)
     assert (sent["insert"], sent["writeConcern"]["w"]) == ("dbtier_verify", "majority")
     assert [dict(d) for d in sent["documents"]] == [{"_id": "t0k3n"}]
     insert.ok(n=1)
@@ -286,7 +276,7 @@ def test_rotate_certificates_on_each_member(member_server: MockupDB, pool: Threa
     calls: Calls = []
     future = pool.submit(steps.rotate_certificates, _members(member_server), _factory(calls), "pw-root", True)
     request = member_server.receives(timeout=5)
-    assert _cmd(request.doc) == {"rotateCertificates": 1}
+    assert command_sent(request.doc) == {"rotateCertificates": 1}
     request.ok()
     assert future.result(timeout=5) == ["mongo0 read its certificates again (rotateCertificates)"]
     assert calls == [("mongo0", "root", "pw-root")]
@@ -301,7 +291,7 @@ def test_the_exporters_monitoring_user_comes_last_with_cluster_monitor(member_se
     for _ in range(2):  # root, then the app user
         member_server.receives(timeout=5).ok()
     monitor = member_server.receives(timeout=5)
-    assert _cmd(monitor.doc) == {"createUser": "monitoring", "pwd": "pw-mon",
+    assert command_sent(monitor.doc) == {"createUser": "monitoring", "pwd": "pw-mon",
                                  "roles": [{"role": "clusterMonitor", "db": "admin"}]}
     monitor.ok()
     assert future.result(timeout=5) == ("user root created; user app created; user monitoring created "
@@ -314,7 +304,7 @@ def test_a_set_made_before_the_monitoring_user_is_not_complete(member_server: Mo
     [member] = _members(member_server)
     future = pool.submit(steps.users_present, member, _factory([]), "pw-root", "app", "app", True)
     request = member_server.receives(timeout=5)
-    assert _cmd(request.doc) == {"usersInfo": [{"user": "root", "db": "admin"}, {"user": "app", "db": "admin"},
+    assert command_sent(request.doc) == {"usersInfo": [{"user": "root", "db": "admin"}, {"user": "app", "db": "admin"},
                                                {"user": "monitoring", "db": "admin"}]}
     request.ok(users=[{"user": "root", "roles": [{"role": "root", "db": "admin"}]},
                       {"user": "app", "roles": [{"role": "readWrite", "db": "app"}]}])

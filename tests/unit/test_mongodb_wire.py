@@ -7,7 +7,7 @@ and how dbtier reads the reply. Nothing is installed: no mongod runs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -19,15 +19,10 @@ from mockupdb import MockupDB
 from dbtier.engines.mongodb import rs
 from dbtier.engines.mongodb.config import MongoMember, MongoSettings, mongo_members, replset_config
 from dbtier.errors import ClusterUnhealthy, ControlPlaneError
+from tests.mockwire import command_sent
 
 R = TypeVar("R")
 FAST = rs.ClientTimeouts(server_selection_ms=1500, connect_ms=1000, socket_ms=3000)
-
-
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        yield executor
 
 
 def _member(server: MockupDB) -> MongoMember:
@@ -42,17 +37,12 @@ def _go(pool: ThreadPoolExecutor, fn: Callable[..., R], *args: Any, **kwargs: An
     return pool.submit(fn, *args, **kwargs)
 
 
-def _cmd(doc: Any) -> dict[str, Any]:
-    """The command as sent, without the driver's session and cluster fields."""
-    return {k: v for k, v in dict(doc).items() if not k.startswith("$") and k != "lsid"}
-
-
 def test_initiate_sends_the_config_with_priorities(member_server: MockupDB, pool: ThreadPoolExecutor) -> None:
     members = mongo_members("/d", ["10.0.0.5"], MongoSettings())
     config = replset_config(members, MongoSettings())
     future = _go(pool, rs.initiate, _client(member_server), _member(member_server), config)
     request = member_server.receives(timeout=5)
-    sent = _cmd(request.doc)
+    sent = command_sent(request.doc)
     assert list(sent) == ["replSetInitiate"] and request.doc["$db"] == "admin"
     assert [(m["host"], m["priority"]) for m in sent["replSetInitiate"]["members"]] == [
         ("10.0.0.5:27017", 2), ("10.0.0.5:27018", 1), ("10.0.0.5:27019", 1)]
@@ -70,7 +60,7 @@ def test_initiate_twice_is_a_sentence(member_server: MockupDB, pool: ThreadPoolE
 def test_wait_for_primary_rides_out_not_initiated_and_election(member_server: MockupDB, pool: ThreadPoolExecutor) -> None:
     future = _go(pool, rs.wait_for_primary, _client(member_server), _member(member_server), 30, poll_s=0)
     first = member_server.receives(timeout=5)
-    assert _cmd(first.doc) == {"replSetGetStatus": 1}
+    assert command_sent(first.doc) == {"replSetGetStatus": 1}
     first.command_err(code=94, errmsg="no replset config has been received")
     member_server.receives(timeout=5).ok(myState=2)  # a secondary for now
     member_server.receives(timeout=5).command_err(code=11602, errmsg="operation was interrupted")
@@ -90,15 +80,15 @@ def test_create_users_with_roles(member_server: MockupDB, pool: ThreadPoolExecut
     client, member = _client(member_server), _member(member_server)
     future = _go(pool, rs.ensure_user, client, member, "root", "pw-root", rs.root_roles())
     request = member_server.receives(timeout=5)
-    assert _cmd(request.doc) == {"createUser": "root", "pwd": "pw-root", "roles": [{"role": "root", "db": "admin"}]}
+    assert command_sent(request.doc) == {"createUser": "root", "pwd": "pw-root", "roles": [{"role": "root", "db": "admin"}]}
     request.ok()
     assert future.result(timeout=5) == "user root created"
     future = _go(pool, rs.ensure_user, client, member, "app", "pw-app", rs.app_roles("orders"))
     request = member_server.receives(timeout=5)
-    assert _cmd(request.doc) == {"createUser": "app", "pwd": "pw-app", "roles": [{"role": "readWrite", "db": "orders"}]}
+    assert command_sent(request.doc) == {"createUser": "app", "pwd": "pw-app", "roles": [{"role": "readWrite", "db": "orders"}]}
     request.command_err(code=51003, errmsg="User \"app@admin\" already exists")
     update = member_server.receives(timeout=5)
-    assert _cmd(update.doc) == {"updateUser": "app", "pwd": "pw-app", "roles": [{"role": "readWrite", "db": "orders"}]}
+    assert command_sent(update.doc) == {"updateUser": "app", "pwd": "pw-app", "roles": [{"role": "readWrite", "db": "orders"}]}
     update.ok()
     assert future.result(timeout=5) == "user app updated"
 
@@ -144,7 +134,7 @@ def test_no_answer_is_transient_and_short() -> None:
 def test_step_down(member_server: MockupDB, pool: ThreadPoolExecutor) -> None:
     future = _go(pool, rs.step_down, _client(member_server), _member(member_server), 30, 5)
     request = member_server.receives(timeout=5)
-    assert _cmd(request.doc) == {"replSetStepDown": 30, "secondaryCatchUpPeriodSecs": 5}
+    assert command_sent(request.doc) == {"replSetStepDown": 30, "secondaryCatchUpPeriodSecs": 5}
     request.ok()
     assert future.result(timeout=5) == "mongo0 stepped down (not electable for 30 s)"
 
@@ -163,12 +153,12 @@ def test_oplog_tail_query_and_resume(member_server: MockupDB, pool: ThreadPoolEx
     future = _go(pool, rs.read_batch, cursor, member, 100, 5.0, clock=ticks)
     find = member_server.receives(timeout=5)
     assert find.doc["$db"] == "local"
-    assert _cmd(find.doc) == {"find": "oplog.rs", "filter": {"ts": {"$gt": Timestamp(1795654900, 3)}},
+    assert command_sent(find.doc) == {"find": "oplog.rs", "filter": {"ts": {"$gt": Timestamp(1795654900, 3)}},
                               "tailable": True, "awaitData": True}
     entries = [{"ts": Timestamp(1795654900, 4), "op": "i"}, {"ts": Timestamp(1795654901, 0), "op": "u"}]
     find.ok(cursor={"id": 42, "ns": "local.oplog.rs", "firstBatch": entries})
     more = member_server.receives(timeout=5)
-    assert _cmd(more.doc) == {"getMore": 42, "collection": "oplog.rs", "maxTimeMS": 50}
+    assert command_sent(more.doc) == {"getMore": 42, "collection": "oplog.rs", "maxTimeMS": 50}
     more.ok(cursor={"id": 42, "ns": "local.oplog.rs", "nextBatch": []})
     batch = future.result(timeout=5)
     assert [e["ts"] for e in batch] == [Timestamp(1795654900, 4), Timestamp(1795654901, 0)]
