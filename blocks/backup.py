@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 from prefect.blocks.system import Secret
 
 from blocks.passwords import load_secret
-from dbtier.backup.repos import BackupSecrets
-from dbtier.backup.repos import S3Target
+from dbtier.backup.repos import BackupSecrets, S3Target
 from dbtier.backup.settings import S3RepositorySettings
 from dbtier.errors import SecretError
 from dbtier.spec import ClusterSpec

@@ -35,8 +35,8 @@ def check_ready(engine: Engine, spec: ClusterSpec, settings: DrillSettings, spec
                 provider: Provider | None = None) -> str:
     """Refuse a drill that must not run (production) or cannot be judged (unhealthy); else say it may run.
 
-    A cluster gets the engine's settle time (PostgreSQL: one Patroni loop) to settle, never the drill's 180 s. ``provider``
-    reaches the members (default: the spec's, with the library's loaders).
+    A cluster gets the engine's settle time (PostgreSQL: one Patroni loop) to settle, never the drill's 180 s.
+    ``provider`` reaches the members (default: the spec's, with the library's loaders).
     """
     why = refusal(settings)
     if why:

@@ -11,6 +11,7 @@ from dbtier.spec import ClusterSpec, DrillSettings
 
 __all__ = ["DrillSettings", "drill_settings", "refusal"]
 
+
 def drill_settings(spec: ClusterSpec, override: DrillSettings | None = None) -> DrillSettings:
     """The settings for ``spec``: ``override``, else the spec's ``drills`` section, else defaults.
 

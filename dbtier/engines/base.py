@@ -22,11 +22,11 @@ from dbtier.spec import ClusterSpec
 from dbtier.tls import CertHolder
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from dbtier.backup.archive import ArchiveVerdict
     from dbtier.backup.catalog import Catalog
     from dbtier.backup.drill import CopyChecks, Marker
-    from datetime import datetime
-
     from dbtier.backup.repos import BackupSecrets, S3Target
     from dbtier.backup.restore import RestorePlan
     from dbtier.drills.verdict import DrillResult
@@ -368,11 +368,9 @@ class Engine(ABC):
                                secrets: BackupSecrets, repo: int | None) -> str:
         """When :attr:`restores_in_place`, of the stopped source before an in-place restore: raise
         :class:`~dbtier.errors.RestoreError` when the restore would drop changes that reached no repository (the
-        members' own log holds them); else a sentence."""
-        from dbtier.errors import RestoreError
-
-        raise RestoreError(f"in_place: engine {source.engine} restores into a new cluster only; restore with --into "
-                           "NAME, then point the clients at it")
+        members' own log holds them); else a sentence. Never called otherwise: the restore refuses ``in_place``
+        first, in one line, for an engine that does not restore in place."""
+        raise NotImplementedError(f"engine {source.engine} does not restore in place (restores_in_place)")
 
     def settle_restore_target(self, provider: Provider, source: ClusterSpec, plan: RestorePlan,
                               secrets: BackupSecrets, repo: int | None) -> tuple[str, list[str]]:
@@ -420,8 +418,9 @@ class Engine(ABC):
 
     def archiver_services(self, spec: ClusterSpec, secrets: BackupSecrets | None = None) -> list[Service]:
         """Archiving processes of the cluster's own, supervised like its members (bootstrap lists, stops and wipes
-        them with the rest; provision starts them only when :meth:`archives`); by default none. Without ``secrets`` a service may lack what only the blocks know
-        (an S3 endpoint): it then identifies the process (pid file, marker, name) but must not be started."""
+        them with the rest; provision starts them only when :meth:`archives`); by default none. Without
+        ``secrets`` a service may lack what only the blocks know (an S3 endpoint): it then identifies the process
+        (pid file, marker, name) but must not be started."""
         return []
 
     def archiver_files(self, spec: ClusterSpec, service: Service, passwords: Passwords,

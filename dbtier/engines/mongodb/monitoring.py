@@ -77,7 +77,8 @@ def exporter_files(spec: ClusterSpec, members: list[MongoMember], root: str, ca_
 
 
 def host_exporters(spec: ClusterSpec, members: list[MongoMember]) -> list[Service]:
-    """Node exporter on each member host but the monitoring stack's own (:func:`dbtier.monitoring.stack.host_node_exporters`)."""
+    """Node exporter on each member host but the monitoring stack's own
+    (:func:`dbtier.monitoring.stack.host_node_exporters`)."""
     return host_node_exporters(spec, [m.host for m in members])
 
 

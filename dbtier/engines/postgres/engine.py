@@ -430,7 +430,7 @@ class PostgresEngine(Engine):
             f"{len(replicas)} replica(s) within {time.monotonic() - started:.1f} s"
         )
 
-    # -- archiving: pgBackRest (:mod:`dbtier.engines.postgres.pgbackrest_ops`, imported here: it imports this module) --------------
+    # -- archiving: pgBackRest (:mod:`.pgbackrest_ops`, imported here: it imports this module) --------------
 
     def archiving_configured(self, provider: Provider, spec: ClusterSpec) -> bool:
         """pgbackrest.conf on every member host."""
@@ -448,7 +448,7 @@ class PostgresEngine(Engine):
         return str(spec.postgresql_parameters.get("archive_mode", "on")).lower() not in ("off", "false")
 
     def refuse_earlier_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
-        """The stanza must be new in every repository (:func:`dbtier.engines.postgres.pgbackrest_ops.refuse_earlier_stanza`)."""
+        """The stanza must be new in every repository (:func:`.pgbackrest_ops.refuse_earlier_stanza`)."""
         from dbtier.engines.postgres import pgbackrest_ops
 
         return pgbackrest_ops.refuse_earlier_stanza(provider, spec, secrets)
@@ -457,7 +457,7 @@ class PostgresEngine(Engine):
                             source: ClusterSpec | None = None,
                             source_secrets: BackupSecrets | None = None) -> list[str]:
         """pgbackrest.conf and its pgpass (the superuser's) on every member host, fs repositories created; with
-        ``source``, the source's config the restore reads (:func:`dbtier.engines.postgres.pgbackrest_ops.write_configs`)."""
+        ``source``, the source's config the restore reads (:func:`.pgbackrest_ops.write_configs`)."""
         from dbtier.engines.postgres import pgbackrest_ops
 
         return pgbackrest_ops.write_configs(provider, spec, secrets, passwords.superuser, source=source,
@@ -471,7 +471,7 @@ class PostgresEngine(Engine):
 
         return [pgbackrest_ops.create_stanza(provider, spec)]
 
-    # -- backups: pgBackRest (:mod:`dbtier.engines.postgres.pgbackrest_ops`) ---------------------------------------------------------
+    # -- backups: pgBackRest (:mod:`.pgbackrest_ops`) ---------------------------------------------------------
 
     def backup_kinds(self, spec: ClusterSpec) -> tuple[str, ...]:
         """pgBackRest's types.
@@ -484,34 +484,34 @@ class PostgresEngine(Engine):
         return KINDS
 
     def read_catalog(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> Catalog:
-        """``pgbackrest info`` on the first member's host (:func:`dbtier.engines.postgres.pgbackrest_ops.catalog`)."""
+        """``pgbackrest info`` on the first member's host (:func:`.pgbackrest_ops.catalog`)."""
         from dbtier.engines.postgres import pgbackrest_ops
 
         return pgbackrest_ops.catalog(provider, spec)
 
     def take_backup(self, provider: Provider, spec: ClusterSpec, kind: str, repo: int, secrets: BackupSecrets,
                     passwords: Passwords) -> str:
-        """``pgbackrest backup`` from the leader (or a replica on its host) (:func:`dbtier.engines.postgres.pgbackrest_ops.take_backup`)."""
+        """``pgbackrest backup`` from the leader (or a replica on its host) (:func:`.pgbackrest_ops.take_backup`)."""
         from dbtier.engines.postgres import pgbackrest_ops
 
         return pgbackrest_ops.take_backup(provider, spec, kind, repo)
 
     def verify_backup(self, provider: Provider, spec: ClusterSpec, repo: int, secrets: BackupSecrets) -> str:
-        """``pgbackrest verify`` of the repository (:func:`dbtier.engines.postgres.pgbackrest_ops.verify`)."""
+        """``pgbackrest verify`` of the repository (:func:`.pgbackrest_ops.verify`)."""
         from dbtier.engines.postgres import pgbackrest_ops
 
         return pgbackrest_ops.verify(provider, spec, repo)
 
     def expire_backups(self, provider: Provider, spec: ClusterSpec, repo: int, keep_full: int, keep_diff: int,
                        secrets: BackupSecrets) -> None:
-        """``pgbackrest expire`` (:func:`dbtier.engines.postgres.pgbackrest_ops.expire`)."""
+        """``pgbackrest expire`` (:func:`.pgbackrest_ops.expire`)."""
         from dbtier.engines.postgres import pgbackrest_ops
 
         pgbackrest_ops.expire(provider, spec, repo, keep_full, keep_diff)
 
     def wait_for_restore(self, provider: Provider, spec: ClusterSpec, timeout: float) -> str:
         """Patroni's custom bootstrap runs ``pgbackrest restore``: wait until a member is promoted
-        (:func:`dbtier.engines.postgres.pgbackrest_ops.wait_for_restore`)."""
+        (:func:`.pgbackrest_ops.wait_for_restore`)."""
         from dbtier.engines.postgres import pgbackrest_ops
 
         return pgbackrest_ops.wait_for_restore(provider, spec, timeout)
@@ -519,7 +519,7 @@ class PostgresEngine(Engine):
     def flush_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
                       passwords: Passwords) -> str:
         """``pgbackrest check`` on the primary: a fresh WAL file reaches every repository
-        (:func:`dbtier.engines.postgres.pgbackrest_ops.check`)."""
+        (:func:`.pgbackrest_ops.check`)."""
         from dbtier.engines.postgres import pgbackrest_ops
 
         return pgbackrest_ops.check(provider, spec)
@@ -527,14 +527,14 @@ class PostgresEngine(Engine):
     def judge_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
                       passwords: Passwords) -> ArchiveVerdict:
         """``pg_stat_archiver`` and the waiting WAL files on the primary, read by the monitoring role
-        (:func:`dbtier.engines.postgres.wal_archive.judge_archive`)."""
+        (:func:`.wal_archive.judge_archive`)."""
         from dbtier.engines.postgres import pgbackrest_ops
         from dbtier.engines.postgres.wal_archive import judge_archive
 
         return judge_archive(pgbackrest_ops.archiver_stats(spec, passwords.monitoring), spec.backup.archive_lag_limit_s)
 
     def check_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
-        """``pgbackrest check`` (:func:`dbtier.engines.postgres.pgbackrest_ops.check`)."""
+        """``pgbackrest check`` (:func:`.pgbackrest_ops.check`)."""
         from dbtier.engines.postgres import pgbackrest_ops
 
         return pgbackrest_ops.check(provider, spec)
@@ -673,7 +673,7 @@ class PostgresEngine(Engine):
 
         return restore_drill.budgets(spec)
 
-    # -- failover drills: :mod:`dbtier.engines.postgres.scenarios` --------------------------------------------------------
+    # -- failover drills: :mod:`dbtier.engines.postgres.scenarios` -----------------------------------------------------
 
     def drill_scenarios(self, spec: ClusterSpec) -> tuple[str, ...]:
         """:data:`.drill_settings.SCENARIOS` (the network and host drills last)."""

@@ -62,4 +62,5 @@ def settle_target(provider: Provider, source: ClusterSpec, plan: RestorePlan, se
     last = pgbackrest_ops.last_archived_transaction(provider, plan.target, source, secrets, base.repo, newest,
                                                     base.wal_start) if newest else None
     settled = settle_time_target(wanted, base.label, last)
-    return settled.sentence, restore_options(settled.target, repo or (base.repo if settled.target.kind == "end" else None))
+    chosen_repo = repo or (base.repo if settled.target.kind == "end" else None)
+    return settled.sentence, restore_options(settled.target, chosen_repo)
