@@ -86,7 +86,7 @@ class Bench:
         return member, self.provider.runner(self.spec, member.host)
 
     def binary(self, name: str) -> str:
-        return f"{self.spec.binaries.pg_bin_dir}/{name}"
+        return f"{self.spec.pg.binaries.pg_bin_dir}/{name}"
 
 
 @dataclass
@@ -127,7 +127,8 @@ class Report:
 
 def bench_spec() -> ClusterSpec:
     root = shared_tmpdir("dbtier-bench-backup-")
-    return build_spec({"name": NAME, "data_root": root, "patroni": FAST_TIMING, "ports": PORTS}, environ={})
+    return build_spec({"name": NAME, "data_root": root, "postgres": {"patroni": FAST_TIMING, "ports": PORTS}},
+                      environ={})
 
 
 def use_prefect_server(home: str) -> None:
@@ -346,7 +347,7 @@ def bare_restore(b: Bench, target: str, report: Report) -> tuple[int, int]:
     pgbackrest_ops.check(b.provider, b.spec)  # not timed: WAL past T reaches the repository (the flow does it, timed)
     data_dir = f"{b.scratch}/bare-restore"
     runner.make_dirs(data_dir, 0o700)
-    argv = [*pgbackrest.base_argv(b.spec.binaries.pgbackrest, pgbackrest.config_path(b.spec), b.spec.name),
+    argv = [*pgbackrest.base_argv(b.spec.pg.binaries.pgbackrest, pgbackrest.config_path(b.spec), b.spec.name),
             f"--pg1-path={data_dir}", *restore_options(parse_target(target)), "restore"]
     started = time.monotonic()
     runner.run(argv, env={"PGPASSFILE": pgbackrest.pgpass_path(b.spec)}, timeout=LONG)

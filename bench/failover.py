@@ -66,8 +66,9 @@ def bench_spec(profile: str, synchronous: bool, port_base: int) -> ClusterSpec:
     root = tempfile.mkdtemp(prefix="dbtier-bench-failover-")
     os.chmod(root, 0o755)
     return build_spec(
-        {"name": "benchfailover", "data_root": root, "patroni": TIMINGS[profile], "synchronous_mode": synchronous,
-         "ports": {"postgres": port_base, "patroni": port_base + 20, "etcd": port_base + 40}},
+        {"name": "benchfailover", "data_root": root,
+         "postgres": {"patroni": TIMINGS[profile], "synchronous_mode": synchronous,
+                      "ports": {"postgres": port_base, "patroni": port_base + 20, "etcd": port_base + 40}}},
         environ={},
     )
 
@@ -109,8 +110,9 @@ def lab_spec(public: Path, profile: str, synchronous: bool) -> ClusterSpec:
     """The lab's own ssh spec with the profile's timing; archiving off, so its S3 repository (a Prefect block)
     is named but never configured: provision without Prefect writes no pgbackrest.conf."""
     data: dict[str, Any] = yaml.safe_load((public / "ssh-spec.yaml").read_text())
-    data.update(name=LAB_CLUSTER, patroni=TIMINGS[profile], synchronous_mode=synchronous,
-                postgresql_parameters={"archive_mode": "off"})
+    data["name"] = LAB_CLUSTER
+    data["postgres"] = {**data.get("postgres", {}), "patroni": TIMINGS[profile], "synchronous_mode": synchronous,
+                        "postgresql_parameters": {"archive_mode": "off"}}
     return build_spec(data, environ={})
 
 

@@ -42,8 +42,8 @@ def bench_spec(name: str, timing: str) -> ClusterSpec:
     root = tempfile.mkdtemp(prefix="dbtier-bench-")
     os.chmod(root, 0o755)
     return build_spec(
-        {"name": name, "data_root": root, "patroni": TIMINGS[timing],
-         "ports": {"postgres": 30000, "patroni": 30020, "etcd": 30040}},
+        {"name": name, "data_root": root, "postgres": {"patroni": TIMINGS[timing],
+                                                        "ports": {"postgres": 30000, "patroni": 30020, "etcd": 30040}}},
         environ={},
     )
 

@@ -161,7 +161,7 @@ def pgbench(spec: ClusterSpec, info: str, password: str, *options: str, may_abor
     ``may_abort``: a run some of whose clients aborted (rc 2, results printed) still counts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["PGPASSWORD"] = password
-    argv = [f"{spec.binaries.pg_bin_dir}/pgbench", *options, info]
+    argv = [f"{spec.pg.binaries.pg_bin_dir}/pgbench", *options, info]
     client = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     CLIENTS[client.pid] = client
     try:

@@ -173,7 +173,7 @@ def pgbench(spec: ClusterSpec, info: str, password: str, *options: str, timeout:
     """One pgbench run from this machine against ``info``; its output. The password is in its environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["PGPASSWORD"] = password
-    argv = [f"{spec.binaries.pg_bin_dir}/pgbench", *options, info]
+    argv = [f"{spec.pg.binaries.pg_bin_dir}/pgbench", *options, info]
     client = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     CLIENTS[client.pid] = client
     try:
@@ -339,7 +339,7 @@ def run(root: str, args: argparse.Namespace, cleanup: contextlib.ExitStack) -> t
         cleanup.callback(remove_cluster, spec)
         if not tls:
             warm_up(spec)
-        print(f"{'TLS on' if tls else 'TLS off'}: {spec.name}, postgres {spec.ports.postgres}+, "
+        print(f"{'TLS on' if tls else 'TLS off'}: {spec.name}, postgres {spec.pg.ports.postgres}+, "
               f"data root {spec.data_root}", flush=True)
         try:
             results.append(measure(spec, args, busy))

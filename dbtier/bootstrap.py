@@ -92,17 +92,17 @@ def check_ports(engine: Engine, runner: Runner, spec: ClusterSpec, service: Serv
 def other_ports_hint(spec: ClusterSpec, field: str) -> str:
     """How to move a cluster whose port is taken; a restored copy moves by its offset, not by its own ports.
 
-    >>> other_ports_hint(ClusterSpec(), "ports.etcd")
-    'choose other ports (e.g. DBTIER_PORTS__ETCD=...)'
+    >>> other_ports_hint(ClusterSpec(), "postgres.ports.etcd")
+    'choose other ports (e.g. DBTIER_POSTGRES__PORTS__ETCD=...)'
     >>> other_ports_hint(ClusterSpec(engine="mongodb"), "mongodb.port (member 1)")
     'choose other ports (e.g. DBTIER_MONGODB__PORT=...)'
-    >>> other_ports_hint(ClusterSpec(name="pg-drill", hosts_of="pg"), "ports.etcd")[:64]
+    >>> other_ports_hint(ClusterSpec(name="pg-drill", hosts_of="pg"), "postgres.ports.etcd")[:64]
     'choose another offset for this copy of pg (restore --port-offset'
     """
     if spec.host_owner != spec.name:
         return (f"choose another offset for this copy of {spec.host_owner} (restore --port-offset N; "
                 "for the restore drill backup.restore_drill.port_offset)")
-    path = field.split(" ", 1)[0]  # "ports.postgres (member 0)": the spec field, without which member it is
+    path = field.split(" ", 1)[0]  # "postgres.ports.postgres (member 0)": the spec field, without which member it is
     return f"choose other ports (e.g. DBTIER_{path.upper().replace('.', '__')}=...)"
 
 

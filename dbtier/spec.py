@@ -9,6 +9,7 @@ becomes one line naming the field and what is allowed.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -30,6 +31,8 @@ DEFAULT_SPEC_PATH = REPO_ROOT / "deployments" / "clusters" / "default.yaml"
 NON_SPEC_ENV = frozenset({"DBTIER_SPEC", "DBTIER_WIPE", "DBTIER_DROP_BACKUPS", "DBTIER_RUNTIME_VENV", "DBTIER_WORK_DIR",
                           "DBTIER_PVE_API_URL", "DBTIER_PVE_TOKEN_ID", "DBTIER_PVE_TOKEN_SECRET",
                           "DBTIER_PVE_FINGERPRINT", "DBTIER_PVE_CA_FILE", "DBTIER_PVE_VERIFY_SSL"})
+
+_log = logging.getLogger("dbtier.spec")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 
@@ -87,7 +90,16 @@ class AppDatabase(_Model):
 
 
 class Binaries(_Model):
-    """Where the programs live on each host (``make setup`` installs them here)."""
+    """Where the programs every engine uses live on each host (``make setup`` installs them here); each engine's own
+    are in its section (``postgres.binaries``, ``mongodb.binaries``)."""
+
+    node_exporter: str = "/usr/bin/prometheus-node-exporter"
+    python: str = Field("/opt/dbtier/venv/bin/python", description="the runtime venv's Python on each host (built by "
+                        "scripts/host-setup.sh, readable by os_user): MongoDB's oplog archiver runs dbtier's code there")
+
+
+class PostgresBinaries(_Model):
+    """Where PostgreSQL's programs and its companions live on each host."""
 
     patroni: str = "/opt/dbtier/venv/bin/patroni"
     etcd: str = "/usr/bin/etcd"
@@ -97,16 +109,19 @@ class Binaries(_Model):
     pgbouncer: str = "/usr/sbin/pgbouncer"
     keepalived: str = "/usr/sbin/keepalived"
     postgres_exporter: str = "/usr/bin/prometheus-postgres-exporter"
-    node_exporter: str = "/usr/bin/prometheus-node-exporter"
+
+
+class MongoDBBinaries(_Model):
+    """Where MongoDB's programs live on each host (MongoDB's apt repository installs them here)."""
+
     mongod: str = "/usr/bin/mongod"
     mongodump: str = "/usr/bin/mongodump"
     mongorestore: str = "/usr/bin/mongorestore"
-    python: str = Field("/opt/dbtier/venv/bin/python", description="the runtime venv's Python on each host (built by "
-                        "scripts/host-setup.sh, readable by os_user): MongoDB's oplog archiver runs dbtier's code there")
 
 
-class MongoDBSpec(_Model):
-    """The replica set of ``engine: mongodb``: member ``i``'s mongod listens on ``port + i``."""
+class MongoDBSettings(_Model):
+    """The section of ``engine: mongodb``: the replica set (member ``i``'s mongod listens on ``port + i``), its
+    timing and its binaries."""
 
     replset: str = Field("rs0", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the replica set's name (replSetName)")
     port: int = Field(27017, ge=1024, le=65000, description="member i listens on port + i")
@@ -118,6 +133,7 @@ class MongoDBSpec(_Model):
                                   "throwaway copy turns it off)")
     max_lag_s: int = Field(30, ge=1, description="a secondary further behind the primary than this makes the set "
                            "unhealthy (status exits 1)")
+    binaries: MongoDBBinaries = MongoDBBinaries()
 
 
 class Timeouts(_Model):
@@ -529,6 +545,120 @@ class FirewallSettings(_Model):
         return checked_networks(nets)
 
 
+class PostgresSettings(_Model):
+    """The section of ``engine: postgres``: PostgreSQL managed by Patroni with an etcd of ``etcd_members`` (default:
+    one per member), its ports, Patroni's timing, the server's parameters, pgaudit and the binaries."""
+
+    ports: Ports = Ports()
+    patroni: PatroniTiming = PatroniTiming()
+    etcd_members: int | None = Field(None, ge=1, le=7, description="default: one per member; always odd")
+    synchronous_mode: bool = False
+    postgresql_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    audit: AuditSettings = AuditSettings()
+    binaries: PostgresBinaries = PostgresBinaries()
+
+    def etcd_size(self, members: int) -> int:
+        """How many etcd members a cluster of ``members`` runs.
+
+        >>> PostgresSettings().etcd_size(3), PostgresSettings(etcd_members=1).etcd_size(3)
+        (3, 1)
+        """
+        return self.etcd_members if self.etcd_members is not None else members
+
+
+#: Each engine's section of the spec: ``engine: X`` reads its settings from ``X:``, and a spec holds no other.
+ENGINE_SECTIONS: dict[str, type[_Model]] = {"postgres": PostgresSettings, "mongodb": MongoDBSettings}
+
+#: Where each engine's settings sat before they had a section (top-level fields, and some of ``binaries``): a spec
+#: in that layout still loads (:func:`migrate_layout` moves them), and ``DBTIER_*`` variables may still name them.
+OLD_PLACES: dict[str, tuple[str, ...]] = {
+    "postgres": ("ports", "patroni", "etcd_members", "synchronous_mode", "postgresql_parameters", "audit",
+                 *(f"binaries.{name}" for name in PostgresBinaries.model_fields)),
+    "mongodb": tuple(f"binaries.{name}" for name in MongoDBBinaries.model_fields),
+}
+
+#: What a spec of another engine uses instead of a setting, where it has an equivalent.
+_INSTEAD = {("postgres", "mongodb"): {"ports": "member i's mongod listens on mongodb.port + i",
+                                      "patroni": "the replica set elects by itself: mongodb.election_timeout_ms",
+                                      "etcd_members": "the replica set elects by itself, without etcd",
+                                      "backup.restore_drill.check_query": "it is SQL; the drill of a replica set "
+                                      "checks its marker documents, validate and the application user"}}
+
+
+def _foreign(dotted: str, owner: str, engine: str, where: str | None = None) -> str:
+    instead = _INSTEAD.get((owner, engine), {}).get(dotted.removeprefix(f"{owner}."))
+    fix = f" ({instead})" if instead else f", or set engine: {owner}"
+    place = f" (now {where})" if where else ""
+    return f"{dotted}: belongs to engine {owner}{place}, and this spec's engine is {engine}; remove it{fix}"
+
+
+def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``data`` in the layout of engine sections, and the old places it moved (``"ports -> postgres.ports"``).
+
+    The engine's section is filled in when absent; the other engine's section, or one of its settings in the old
+    place, is refused in one line (ValueError), as is a setting given both in the old place and in the section.
+
+    >>> migrate_layout({"ports": {"postgres": 6432}, "binaries": {"patroni": "/p", "python": "/py"}})
+    ({'binaries': {'python': '/py'}, 'postgres': {'ports': {'postgres': 6432}, 'binaries': {'patroni': '/p'}}}, ['ports -> postgres.ports', 'binaries.patroni -> postgres.binaries.patroni'])
+    >>> migrate_layout({"engine": "mongodb", "postgres": None})
+    ({'engine': 'mongodb', 'mongodb': {}}, [])
+    >>> migrate_layout({"engine": "mongodb", "patroni": {"ttl": 30}})
+    Traceback (most recent call last):
+    ...
+    ValueError: patroni: belongs to engine postgres (now postgres.patroni), and this spec's engine is mongodb; remove it (the replica set elects by itself: mongodb.election_timeout_ms)
+    """
+    out = _deep_copy(data)
+    engine = out.get("engine", "postgres")
+    if engine not in ENGINE_SECTIONS:
+        return out, []  # validation names the engine field
+    for other in ENGINE_SECTIONS:
+        if other != engine and out.get(other) is not None:
+            raise ValueError(f"{other}: is the section of engine {other}, and this spec's engine is {engine}; "
+                             f"remove it, or set engine: {other}")
+        if other != engine:
+            out.pop(other, None)
+    section = out.get(engine)
+    if section is None:
+        section = out[engine] = {}
+    moved: list[str] = []
+    for owner, places in OLD_PLACES.items():
+        for dotted in places:
+            parent, _, leaf = dotted.rpartition(".")
+            holder = out.get(parent) if parent else out
+            if not isinstance(holder, dict) or leaf not in holder:
+                continue
+            if owner != engine:
+                raise ValueError(_foreign(dotted, owner, engine, f"{owner}.{dotted}"))
+            if not isinstance(section, dict):
+                return out, moved  # validation names the section
+            value = holder.pop(leaf)
+            target = section.setdefault(parent, {}) if parent else section
+            if not isinstance(target, dict):
+                return out, moved
+            if leaf in target and target[leaf] != value:
+                merged = _merge_new(target[leaf], value, f"{engine}.{dotted}", dotted)
+                target[leaf] = merged
+            else:
+                target[leaf] = value
+            moved.append(f"{dotted} -> {engine}.{dotted}")
+            if parent and not holder:
+                out.pop(parent)
+    return out, moved
+
+
+def _merge_new(new: Any, old: Any, new_name: str, old_name: str) -> Any:
+    """The old place's value laid into the section's where they do not disagree, else a ValueError."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        merged = dict(new)
+        for key, value in old.items():
+            merged[key] = _merge_new(new[key], value, f"{new_name}.{key}", f"{old_name}.{key}") if key in new else value
+        return merged
+    if new != old:
+        raise ValueError(f"{old_name}: set both in the old place ({old!r}) and as {new_name} ({new!r}); keep "
+                         f"{new_name} only")
+    return new
+
+
 class ClusterSpec(_Model):
     """Everything dbtier needs to know about one cluster."""
 
@@ -536,16 +666,10 @@ class ClusterSpec(_Model):
     engine: Literal["postgres", "mongodb"] = "postgres"
     provider: Literal["local", "ssh", "proxmox"] = "local"
     members: int = Field(3, ge=1, le=7)
-    etcd_members: int | None = Field(None, ge=1, le=7)
     host: str = "127.0.0.1"
-    ports: Ports = Ports()
     data_root: str = "/var/lib/dbtier"
     os_user: str = Field("dbtier", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    patroni: PatroniTiming = PatroniTiming()
-    synchronous_mode: bool = False
-    postgresql_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     allowed_client_networks: list[str] = Field(default_factory=list)
-    audit: AuditSettings = AuditSettings()
     ssh: SSHSettings | None = None
     proxmox: ProxmoxSettings | None = None
     production: bool = False
@@ -561,7 +685,28 @@ class ClusterSpec(_Model):
     tls: TlsSettings = TlsSettings()
     routing: RoutingSettings = RoutingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
-    mongodb: MongoDBSpec = MongoDBSpec()
+    postgres: PostgresSettings | None = Field(None, description="engine postgres's section (filled in when absent)")
+    mongodb: MongoDBSettings | None = Field(None, description="engine mongodb's section (filled in when absent)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_section(cls, data: Any) -> Any:
+        """The engine's section filled in, the old layout moved into it, the other engine's refused."""
+        return migrate_layout(data)[0] if isinstance(data, Mapping) else data
+
+    @property
+    def pg(self) -> PostgresSettings:
+        """The settings of ``engine: postgres`` (for PostgreSQL's own code: the spec of another engine has none)."""
+        if self.postgres is None:
+            raise SpecError(f"internal: cluster {self.name} is engine {self.engine}; PostgreSQL's settings were asked for")
+        return self.postgres
+
+    @property
+    def mongo(self) -> MongoDBSettings:
+        """The settings of ``engine: mongodb`` (for MongoDB's own code: the spec of another engine has none)."""
+        if self.mongodb is None:
+            raise SpecError(f"internal: cluster {self.name} is engine {self.engine}; MongoDB's settings were asked for")
+        return self.mongodb
 
     @field_validator("name", "hosts_of")
     @classmethod
@@ -650,11 +795,10 @@ class ClusterSpec(_Model):
 
     @model_validator(mode="after")
     def _etcd_size(self) -> ClusterSpec:
-        size = self.etcd_size
-        if self.engine == "postgres" and size % 2 == 0:  # a MongoDB replica set runs no etcd
+        if self.postgres is not None and self.postgres.etcd_size(self.members) % 2 == 0:
             raise ValueError(
-                f"etcd_members: {size} is even; etcd needs an odd member count (1, 3, 5 or 7): "
-                "set etcd_members to an odd number"
+                f"postgres.etcd_members: {self.postgres.etcd_size(self.members)} is even; etcd needs an odd member "
+                "count (1, 3, 5 or 7): set postgres.etcd_members to an odd number"
             )
         return self
 
@@ -679,10 +823,6 @@ class ClusterSpec(_Model):
         return self
 
     @property
-    def etcd_size(self) -> int:
-        return self.etcd_members if self.etcd_members is not None else self.members
-
-    @property
     def cluster_dir(self) -> str:
         return f"{self.data_root}/{self.name}"
 
@@ -700,42 +840,51 @@ def port_plan(spec: ClusterSpec) -> list[tuple[str, int]]:
     >>> port_plan(ClusterSpec(engine="mongodb", members=2))
     [('mongodb.port (member 0)', 27017), ('mongodb.port (member 1)', 27018)]
     """
-    return engine_layout(spec).plan(spec, spec.members, spec.etcd_size, routing_plan(spec.routing))
+    return engine_layout(spec).plan(spec)
 
 
-#: A layout: the ports of ``members`` members and ``etcd_size`` etcd members of a spec, with the routers and
-#: poolers ``routed`` (:func:`routing_plan`) asks for; an engine ignores what it does not run.
-Layout = Callable[[ClusterSpec, int, int, tuple[bool, bool]], list[tuple[str, int]]]
+#: A layout: every port of a spec's cluster, or of its restore drill's one-member copy (before the copy's offset).
+Layout = Callable[[ClusterSpec], list[tuple[str, int]]]
 
 
 class EngineLayout(NamedTuple):
-    """How one engine lays out its ports: ``base`` names the spec field they grow from (what a copy's offset moves)."""
+    """How one engine lays out its ports: ``base`` names the spec field they grow from (what a copy's offset moves),
+    ``plan`` the cluster's, ``copy`` the restore drill's copy's."""
 
     base: str
     plan: Layout
+    copy: Layout
 
 
-def postgres_layout(spec: ClusterSpec, members: int, etcd_size: int,
-                    routed: tuple[bool, bool]) -> list[tuple[str, int]]:
+def postgres_layout(spec: ClusterSpec) -> list[tuple[str, int]]:
     """PostgreSQL's: each member's PostgreSQL and Patroni, etcd, and the routers and poolers (:func:`layout_plan`)."""
-    return layout_plan(spec.ports, members, etcd_size, routed)
+    return layout_plan(spec.pg.ports, spec.members, spec.pg.etcd_size(spec.members), routing_plan(spec.routing))
 
 
-def mongodb_layout(spec: ClusterSpec, members: int, etcd_size: int,
-                   routed: tuple[bool, bool]) -> list[tuple[str, int]]:
+def postgres_copy_layout(spec: ClusterSpec) -> list[tuple[str, int]]:
+    """The drill's copy of a PostgreSQL cluster: one member, one etcd member, no routing."""
+    return layout_plan(spec.pg.ports, 1, 1)
+
+
+def mongodb_layout(spec: ClusterSpec, members: int | None = None) -> list[tuple[str, int]]:
     """MongoDB's: member ``i``'s mongod on ``mongodb.port + i``, nothing else (a replica set elects without etcd
     or Patroni, and is never routed).
 
-    >>> mongodb_layout(ClusterSpec(engine="mongodb"), 1, 1, (False, False))
+    >>> mongodb_layout(ClusterSpec(engine="mongodb"), 1)
     [('mongodb.port (member 0)', 27017)]
     """
-    return [(f"mongodb.port (member {i})", spec.mongodb.port + i) for i in range(members)]
+    return [(f"mongodb.port (member {i})", spec.mongo.port + i) for i in range(spec.members if members is None else members)]
+
+
+def mongodb_copy_layout(spec: ClusterSpec) -> list[tuple[str, int]]:
+    """The drill's copy of a replica set: one member."""
+    return mongodb_layout(spec, 1)
 
 
 #: Each engine's port layout, chosen by ``spec.engine`` (:func:`engine_layout`), the one place plans branch on it.
 ENGINE_LAYOUTS: dict[str, EngineLayout] = {
-    "postgres": EngineLayout("ports", postgres_layout),
-    "mongodb": EngineLayout("mongodb.port", mongodb_layout),
+    "postgres": EngineLayout("postgres.ports", postgres_layout, postgres_copy_layout),
+    "mongodb": EngineLayout("mongodb.port", mongodb_layout, mongodb_copy_layout),
 }
 
 
@@ -743,7 +892,7 @@ def engine_layout(spec: ClusterSpec) -> EngineLayout:
     """The port layout of the spec's engine.
 
     >>> engine_layout(ClusterSpec()).base, engine_layout(ClusterSpec(engine="mongodb")).base
-    ('ports', 'mongodb.port')
+    ('postgres.ports', 'mongodb.port')
     """
     return ENGINE_LAYOUTS[spec.engine]
 
@@ -766,7 +915,7 @@ def drill_copy_plan(spec: ClusterSpec) -> list[tuple[str, int]]:
     >>> drill_copy_plan(ClusterSpec(engine="mongodb"))
     [('mongodb.port (member 0)', 27317)]
     """
-    return shifted(engine_layout(spec).plan(spec, 1, 1, (False, False)), spec.backup.restore_drill.port_offset)
+    return shifted(engine_layout(spec).copy(spec), spec.backup.restore_drill.port_offset)
 
 
 #: HAProxy's listeners, from ``ports.router`` up: their names and offsets (see :class:`Ports`).
@@ -790,17 +939,17 @@ def layout_plan(ports: Ports, members: int, etcd_size: int,
     routers and poolers ``routed`` (:func:`routing_plan`) asks for."""
     plan: list[tuple[str, int]] = []
     for i in range(members):
-        plan.append((f"ports.postgres (member {i})", ports.postgres + i))
-        plan.append((f"ports.patroni (member {i})", ports.patroni + i))
+        plan.append((f"postgres.ports.postgres (member {i})", ports.postgres + i))
+        plan.append((f"postgres.ports.patroni (member {i})", ports.patroni + i))
     for i in range(etcd_size):
-        plan.append((f"ports.etcd (etcd member {i} client)", ports.etcd + 2 * i))
-        plan.append((f"ports.etcd (etcd member {i} peer)", ports.etcd + 2 * i + 1))
+        plan.append((f"postgres.ports.etcd (etcd member {i} client)", ports.etcd + 2 * i))
+        plan.append((f"postgres.ports.etcd (etcd member {i} peer)", ports.etcd + 2 * i + 1))
     routers, poolers = routed
     if routers:
-        plan += [(f"ports.router ({name} route)", ports.router + i) for i, name in enumerate(ROUTER_LISTENERS)]
-        plan.append(("ports.router_stats", ports.router_stats))
+        plan += [(f"postgres.ports.router ({name} route)", ports.router + i) for i, name in enumerate(ROUTER_LISTENERS)]
+        plan.append(("postgres.ports.router_stats", ports.router_stats))
     if poolers:
-        plan += [(f"ports.pgbouncer (member {i})", ports.pgbouncer + i) for i in range(members)]
+        plan += [(f"postgres.ports.pgbouncer (member {i})", ports.pgbouncer + i) for i in range(members)]
     return plan
 
 
@@ -811,10 +960,11 @@ def copy_port_problem(spec: ClusterSpec) -> str | None:
 
     >>> copy_port_problem(ClusterSpec()) is None
     True
-    >>> odd = ClusterSpec.model_construct(ports=Ports(patroni=5532), members=3, etcd_members=None, backup=BackupSettings())
-    >>> copy_port_problem(odd)[:96]
-    'ports: a restored copy (ports + 100) would put its ports.postgres (member 0) on port 5532, which'
-    >>> near = ClusterSpec.model_construct(engine="mongodb", members=3, etcd_members=None,
+    >>> odd = ClusterSpec.model_construct(postgres=PostgresSettings(ports=Ports(patroni=5532)), members=3,
+    ...                                   backup=BackupSettings())
+    >>> copy_port_problem(odd)[:123]
+    'postgres.ports: a restored copy (postgres.ports + 100) would put its postgres.ports.postgres (member 0) on port 5532, which'
+    >>> near = ClusterSpec.model_construct(engine="mongodb", members=3, mongodb=MongoDBSettings(),
     ...                                    backup=BackupSettings(restore_drill={"port_offset": 2}))
     >>> copy_port_problem(near)[:115]
     "backup.restore_drill.port_offset: the restore drill's copy (mongodb.port + 2) would put its mongodb.port (member 0)"
@@ -839,19 +989,20 @@ def copy_port_problem(spec: ClusterSpec) -> str | None:
 
 
 def apply_env_overrides(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Return ``data`` with every ``DBTIER_*`` variable laid over it.
+    """Return ``data`` with every ``DBTIER_*`` variable laid over it, both in the layout of engine sections
+    (:func:`migrate_layout`: ``DBTIER_PATRONI__TTL`` still sets ``postgres.patroni.ttl``).
 
-    >>> apply_env_overrides({"ports": {"postgres": 5432}}, {"DBTIER_PORTS__POSTGRES": "6432", "HOME": "/"})
-    {'ports': {'postgres': 6432}}
-    >>> apply_env_overrides({}, {"DBTIER_SYNCHRONOUS_MODE": "true"})
-    {'synchronous_mode': True}
+    >>> apply_env_overrides({"postgres": {"ports": {"postgres": 5432}}}, {"DBTIER_PORTS__POSTGRES": "6432", "HOME": "/"})
+    {'postgres': {'ports': {'postgres': 6432}}}
+    >>> apply_env_overrides({}, {"DBTIER_POSTGRES__SYNCHRONOUS_MODE": "true"})
+    {'postgres': {'synchronous_mode': True}}
     """
-    merged: dict[str, Any] = _deep_copy(data)
+    tree: dict[str, Any] = {}
     for key in sorted(environ):
         if not key.startswith("DBTIER_") or key in NON_SPEC_ENV:
             continue
         path = key[len("DBTIER_"):].lower().split("__")
-        node = merged
+        node = tree
         for part in path[:-1]:
             child = node.get(part)
             if not isinstance(child, dict):
@@ -859,6 +1010,24 @@ def apply_env_overrides(data: Mapping[str, Any], environ: Mapping[str, str]) -> 
                 node[part] = child
             node = child
         node[path[-1]] = yaml.safe_load(environ[key]) if environ[key] != "" else ""
+    engine = tree.get("engine", data.get("engine", "postgres"))
+    base, _ = migrate_layout({**data, "engine": engine})
+    over, _ = migrate_layout({**tree, "engine": engine})
+    if over.get(engine) == {}:  # filled in by the migration, not set by a variable
+        over.pop(engine)
+    merged = _deep_merge(base, over)
+    if "engine" not in data and "engine" not in tree:
+        merged.pop("engine")
+    if not merged.get(engine) and engine not in data:  # nothing sets the section: leave it to the defaults
+        merged.pop(engine, None)
+    return merged
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = _deep_copy(base)
+    for key, value in over.items():
+        here = merged.get(key)
+        merged[key] = _deep_merge(here, value) if isinstance(here, Mapping) and isinstance(value, Mapping) else value
     return merged
 
 
@@ -885,22 +1054,12 @@ def format_validation_error(err: ValidationError) -> str:
     return "; ".join(problems)
 
 
-#: The settings each engine owns (dotted spec fields): a spec of the other engine that sets one to anything but its
-#: default is refused (:func:`foreign_engine_setting`), so no value is silently ignored.
+#: The settings outside the engine sections that one engine owns (dotted spec fields): a spec of the other engine that
+#: sets one to anything but its default is refused (:func:`foreign_engine_setting`), so no value is silently ignored.
 ENGINE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "postgres": ("ports", "patroni", "synchronous_mode", "postgresql_parameters", "etcd_members", "audit",
-                 "backup.restore_drill.check_query", "monitoring.exporters.postgres", "monitoring.exporters.pgbouncer",
-                 "binaries.patroni", "binaries.etcd", "binaries.pg_bin_dir", "binaries.pgbackrest", "binaries.haproxy",
-                 "binaries.pgbouncer", "binaries.keepalived", "binaries.postgres_exporter"),
-    "mongodb": ("mongodb", "binaries.mongod", "binaries.mongodump", "binaries.mongorestore", "binaries.python",
-                "monitoring.exporters.mongodb"),
+    "postgres": ("backup.restore_drill.check_query", "monitoring.exporters.postgres", "monitoring.exporters.pgbouncer"),
+    "mongodb": ("monitoring.exporters.mongodb",),
 }
-
-#: What a spec of the other engine uses instead, where it has an equivalent.
-_INSTEAD = {("postgres", "mongodb"): {"ports": "member i's mongod listens on mongodb.port + i",
-                                      "patroni": "the replica set elects by itself: mongodb.election_timeout_ms",
-                                      "backup.restore_drill.check_query": "it is SQL; the drill of a replica set "
-                                      "checks its marker documents, validate and the application user"}}
 
 
 def _dotted(spec: ClusterSpec, dotted: str) -> Any:
@@ -911,13 +1070,14 @@ def _dotted(spec: ClusterSpec, dotted: str) -> Any:
 
 
 def foreign_engine_setting(spec: ClusterSpec) -> str | None:
-    """The one-line refusal of a setting that belongs to the other engine, set away from its default; None when
-    every setting belongs to the spec's engine.
+    """The one-line refusal of a setting outside the engine sections that belongs to the other engine, set away from
+    its default; None when every setting belongs to the spec's engine (the other engine's section is refused by
+    :func:`migrate_layout`).
 
-    >>> foreign_engine_setting(ClusterSpec(engine="mongodb", ports={"postgres": 6432}))
-    "ports: belongs to engine postgres, and this spec's engine is mongodb; remove it (member i's mongod listens on mongodb.port + i)"
-    >>> foreign_engine_setting(ClusterSpec(binaries={"mongod": "/opt/mongod"}))
-    "binaries.mongod: belongs to engine mongodb, and this spec's engine is postgres; remove it, or set engine: mongodb"
+    >>> foreign_engine_setting(ClusterSpec(engine="mongodb", backup={"restore_drill": {"check_query": "select 1"}}))[:96]
+    "backup.restore_drill.check_query: belongs to engine postgres, and this spec's engine is mongodb;"
+    >>> foreign_engine_setting(ClusterSpec(monitoring={"exporters": {"mongodb": 9300}}))
+    "monitoring.exporters.mongodb: belongs to engine mongodb, and this spec's engine is postgres; remove it, or set engine: mongodb"
     >>> foreign_engine_setting(ClusterSpec(engine="mongodb", mongodb={"port": 28017})) is None
     True
     """
@@ -927,9 +1087,7 @@ def foreign_engine_setting(spec: ClusterSpec) -> str | None:
             continue
         for dotted in settings:
             if _dotted(spec, dotted) != _dotted(defaults, dotted):
-                instead = _INSTEAD.get((owner, spec.engine), {}).get(dotted)
-                fix = f" ({instead})" if instead else f", or set engine: {owner}"
-                return f"{dotted}: belongs to engine {owner}, and this spec's engine is {spec.engine}; remove it{fix}"
+                return _foreign(dotted, owner, spec.engine)
     return None
 
 
@@ -940,7 +1098,10 @@ def _default_spec() -> ClusterSpec:
 
 def build_spec(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> ClusterSpec:
     """Validate layered data into a spec, or raise a one-line :class:`SpecError`."""
-    layered = apply_env_overrides(data, os.environ if environ is None else environ)
+    try:
+        layered = apply_env_overrides(data, os.environ if environ is None else environ)
+    except ValueError as err:
+        raise SpecError(f"invalid cluster spec: {err}") from None
     try:
         spec = ClusterSpec.model_validate(layered)
     except ValidationError as err:
@@ -967,4 +1128,23 @@ def load_spec(path: str | os.PathLike[str] | None = None, environ: Mapping[str, 
         raise SpecError(f"spec: {chosen} is not valid YAML{where}; fix the syntax") from None
     if not isinstance(data, dict):
         raise SpecError(f"spec: {chosen} must hold a mapping of fields (name:, members:, ...)")
-    return build_spec(data, env)
+    spec = build_spec(data, env)
+    moved = old_layout(data)
+    if moved:
+        _log.warning("spec %s: %s in the old place, read as %s; move %s under %s: (deployments/clusters/default.yaml "
+                     "shows the layout)", chosen, ", ".join(m.split(" -> ")[0] for m in moved),
+                     ", ".join(m.split(" -> ")[1] for m in moved), "it" if len(moved) == 1 else "them", spec.engine)
+    return spec
+
+
+def old_layout(data: Mapping[str, Any]) -> list[str]:
+    """The settings ``data`` gives in the old places (before engine sections), as ``old -> new``; [] when none does
+    or when the layout is refused anyway.
+
+    >>> old_layout({"patroni": {"ttl": 30}, "postgres": {"synchronous_mode": True}})
+    ['patroni -> postgres.patroni']
+    """
+    try:
+        return migrate_layout(data)[1]
+    except ValueError:
+        return []

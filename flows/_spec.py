@@ -49,8 +49,9 @@ def port_warning(spec: ClusterSpec, ephemeral: tuple[int, int] | None = None) ->
 
     >>> port_warning(ClusterSpec(), (32768, 60999)) is None
     True
-    >>> port_warning(ClusterSpec(ports={"postgres": 40000, "patroni": 8008, "etcd": 2379}), (32768, 60999))[:60]
-    'ports.postgres (member 0) 40000 (and 6 more) lie in the kern'
+    >>> pg = ClusterSpec(postgres={"ports": {"postgres": 40000, "patroni": 8008, "etcd": 2379}})
+    >>> port_warning(pg, (32768, 60999))[:60]
+    'postgres.ports.postgres (member 0) 40000 (and 6 more) lie in'
     >>> port_warning(ClusterSpec(engine="mongodb", mongodb={"port": 40000}), (32768, 60999))[:60]
     'mongodb.port (member 0) 40000 (and 6 more) lie in the kernel'
     """

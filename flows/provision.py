@@ -57,9 +57,10 @@ def provision(spec_path: str | None = None, spec_block: str | None = None) -> di
     """Provision the cluster named by a spec file (or a stored spec block); idempotent."""
     spec = resolve_spec(spec_path, spec_block)
     logger = get_run_logger()
+    consensus = get_engine(spec).consensus_services(spec)  # etcd's members, or none (a replica set elects itself)
     logger.info(
-        "cluster %s: %d %s members, %d etcd members, provider %s, data under %s",
-        spec.name, spec.members, spec.engine, spec.etcd_size, spec.provider, spec.cluster_dir,
+        "cluster %s: %d %s members%s, provider %s, data under %s", spec.name, spec.members, spec.engine,
+        f", {len(consensus)} {consensus[0].kind} members" if consensus else "", spec.provider, spec.cluster_dir,
     )
     current = inspect_cluster(spec)
     if current["provisioned"]:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dbtier.spec import ClusterSpec, build_spec, port_plan
+from dbtier.spec import OLD_PLACES, ClusterSpec, build_spec, port_plan
 from dbtier.engines.postgres.topology import PgMember
 
 #: Tests use ports from 20000 up, never a user's defaults (5432, 8008, 2379...). Each suite takes a block of 100
@@ -31,21 +31,32 @@ def spec_for_tests(name: str, block: int, data_root: str, **fields: Any) -> Clus
     base = TEST_PORT_BASE + 100 * block
     backup = dict(fields.pop("backup", None) or {})
     backup["restore_drill"] = {"port_offset": DRILL_OFFSET, **backup.get("restore_drill", {})}
+    postgres = {"ports": {"postgres": base, "patroni": base + 20, "etcd": base + 40, "router": base + 60,
+                          "router_stats": base + 65, "pgbouncer": base + 80},
+                "patroni": FAST_TIMING}
+    postgres.update({key: fields.pop(key) for key in OLD_PLACES["postgres"] if key in fields})  # patroni=...
+    postgres.update(fields.pop("postgres", None) or {})
     data: dict[str, Any] = {
         "name": name,
-        "ports": {"postgres": base, "patroni": base + 20, "etcd": base + 40, "router": base + 60,
-                  "router_stats": base + 65, "pgbouncer": base + 80},
+        "postgres": postgres,
         "routing": {"enabled": False},
         "monitoring": {"ports": {"prometheus": base + 70, "alertmanager": base + 71, "node_exporter": base + 72},
                        "exporters": {"postgres": base + 74, "pgbouncer": base + 77, "node": base + 83}},
         "data_root": data_root,
-        "patroni": FAST_TIMING,
         "backup": backup,
     }
     data.update(fields)
     spec = build_spec(data, environ={})
     check_inside_block(spec, block)
     return spec
+
+
+def one_member(spec: ClusterSpec) -> dict[str, Any]:
+    """``spec``'s data with one member and one etcd member: a PostgreSQL cluster's smallest copy."""
+    data = spec.model_dump(mode="json")
+    data["members"] = 1
+    data["postgres"]["etcd_members"] = 1
+    return data
 
 
 def check_inside_block(spec: ClusterSpec, block: int) -> None:

@@ -53,7 +53,7 @@ def lab_spec_file(state: LabState, which: str, directory: Path, members: int | N
     lab's blocks saved in the current Prefect API. ``members``: only the first hosts carry the cluster (the others
     stay outside it); ``fields`` replace the spec's own."""
     data: dict[str, Any] = yaml.safe_load((state.public / f"{which}-spec.yaml").read_text())
-    data["patroni"] = FAST_TIMING
+    data.setdefault("postgres", {})["patroni"] = FAST_TIMING
     data["routing"] = {"enabled": False}  # the routing suites turn it on
     if members is not None and which == "ssh":
         data["members"] = members

@@ -55,7 +55,7 @@ def derive_target(source: ClusterSpec, name: str, port_offset: int) -> ClusterSp
     (which stay the source's: ``hosts_of``), without the source's virtual IP.
 
     >>> t = derive_target(ClusterSpec(), "dbtier-restored", 100)
-    >>> (t.name, t.ports.postgres, t.ports.patroni, t.ports.etcd, t.data_root, t.host_owner)
+    >>> (t.name, t.pg.ports.postgres, t.pg.ports.patroni, t.pg.ports.etcd, t.data_root, t.host_owner)
     ('dbtier-restored', 5532, 8108, 2479, '/var/lib/dbtier', 'dbtier')
     """
     if name == source.name:
@@ -68,19 +68,21 @@ def derive_target(source: ClusterSpec, name: str, port_offset: int) -> ClusterSp
 
 def shifted_port_fields(spec: ClusterSpec, offset: int) -> dict[str, Any]:
     """The spec's section that holds its engine's ports, every port moved by ``offset``: the field the spec's engine
-    lays its ports out from (:func:`dbtier.spec.engine_layout`: all of ``ports.*``, or ``mongodb.port``). The other
-    engine's settings stay at their defaults (a saved copy must load: :func:`dbtier.spec.foreign_engine_setting`).
+    lays its ports out from (:func:`dbtier.spec.engine_layout`: all of ``postgres.ports``, or ``mongodb.port``).
 
     >>> shifted_port_fields(ClusterSpec(engine="mongodb"), 100)["mongodb"]["port"]
     27117
-    >>> shifted_port_fields(ClusterSpec(), 100)["ports"]["postgres"]
+    >>> shifted_port_fields(ClusterSpec(), 100)["postgres"]["ports"]["postgres"]
     5532
     """
-    section, _, leaf = engine_layout(spec).base.partition(".")
-    value = spec.model_dump(mode="json")[section]
-    if leaf:
-        return {section: {**value, leaf: value[leaf] + offset}}
-    return {section: {field: port + offset for field, port in value.items()}}
+    section, *inner = engine_layout(spec).base.split(".")
+    top = spec.model_dump(mode="json")[section]
+    node = top
+    for part in inner[:-1]:
+        node = node[part]
+    leaf = node[inner[-1]]
+    node[inner[-1]] = leaf + offset if isinstance(leaf, int) else {field: port + offset for field, port in leaf.items()}
+    return {section: top}
 
 
 def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
@@ -88,11 +90,11 @@ def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
     changes for a throwaway copy (:meth:`~dbtier.engines.base.Engine.throwaway_changes`: no archiving of its own).
 
     >>> t = throwaway_spec(ClusterSpec())
-    >>> (t.name, t.members, t.etcd_size, t.ports.postgres, t.postgresql_parameters["archive_mode"])
+    >>> (t.name, t.members, t.pg.etcd_size(t.members), t.pg.ports.postgres, t.pg.postgresql_parameters["archive_mode"])
     ('dbtier-drill', 1, 1, 5732, 'off')
     >>> m = throwaway_spec(ClusterSpec(engine="mongodb"))
-    >>> (m.members, m.mongodb.port, m.mongodb.oplog_archiving, m.etcd_members, m.postgresql_parameters)
-    (1, 27317, False, None, {})
+    >>> (m.members, m.mongo.port, m.mongo.oplog_archiving, m.postgres)
+    (1, 27317, False, None)
     """
     from dbtier.engines.base import get_engine
 

@@ -463,7 +463,8 @@ class Engine(ABC):
     @abstractmethod
     def throwaway_changes(self, spec: ClusterSpec) -> dict[str, Any]:
         """The settings that make ``spec`` (one member, the drill's ports) the restore drill's throwaway copy: no
-        archiving of its own, nothing a single member cannot do; top-level spec fields, whole sections."""
+        archiving of its own, nothing a single member cannot do; top-level spec fields, whole sections (its own
+        engine section whole)."""
 
     @abstractmethod
     def write_restore_marker(self, spec: ClusterSpec, passwords: Passwords) -> Marker:

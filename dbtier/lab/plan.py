@@ -202,7 +202,7 @@ def ssh_spec(lab: LabPlan, key_file: str, host_keys: dict[str, str], ca_file: st
             "lab": lab.name,
         },
         "allowed_client_networks": [lab.subnet],
-        "synchronous_mode": True,
+        "postgres": {"synchronous_mode": True},
         "backup": {
             "repositories": [{"type": "s3", "block": s3_block_name(lab.name), "path": f"/{cluster}"}],
         },
@@ -224,7 +224,7 @@ def proxmox_spec(lab: LabPlan, key_file: str, cluster: str) -> dict[str, Any]:
             "ssh_key_file": key_file,
         },
         "allowed_client_networks": [lab.subnet],
-        "synchronous_mode": True,
+        "postgres": {"synchronous_mode": True},
         "backup": {
             "repositories": [{"type": "s3", "block": s3_block_name(lab.name), "path": f"/{cluster}"}],
         },

@@ -137,7 +137,7 @@ def test_bad_targets_are_refused_before_anything_is_touched(
         restore(spec_path=cluster_with_full_backup, target=target, into="bk-refused", port_offset=RESTORE_OFFSET)
     refused = derive_target(spec, "bk-refused", RESTORE_OFFSET)
     assert not os.path.exists(refused.cluster_dir), "a refused restore creates nothing"
-    assert not listening(refused.ports.postgres)
+    assert not listening(refused.pg.ports.postgres)
 
 
 def test_restore_over_a_running_cluster_is_refused_in_one_line(cluster_with_full_backup: str, spec: ClusterSpec) -> None:
@@ -192,7 +192,7 @@ def test_restore_drill_passes_and_leaves_nothing_behind(cluster_with_full_backup
     assert any("B-tree indexes consistent" in s for s in result["verdict"])
     copy_dir = os.path.join(spec.data_root, "bk-drill")
     assert not os.path.exists(copy_dir)
-    assert not listening(spec.ports.postgres + spec.backup.restore_drill.port_offset)
+    assert not listening(spec.pg.ports.postgres + spec.backup.restore_drill.port_offset)
 
     data = spec.model_dump(mode="json")
     data["backup"]["restore_drill"]["check_query"] = "SELECT count(*) > 1000000 FROM dbtier_restore_drill"
@@ -282,7 +282,7 @@ def test_a_new_cluster_of_the_same_name_is_refused_until_the_old_backups_are_dro
     teardown(spec_path=cluster_with_full_backup, wipe=True)
     with pytest.raises(PreflightError, match="already hold stanza bk of an earlier cluster of that name"):
         provision(spec_path=cluster_with_full_backup)
-    assert not os.path.exists(spec.cluster_dir) and not listening(spec.ports.postgres), "refused before anything"
+    assert not os.path.exists(spec.cluster_dir) and not listening(spec.pg.ports.postgres), "refused before anything"
 
     sentences = teardown(spec_path=cluster_with_full_backup, drop_backups=True)
     assert any("stanza bk deleted" in s for s in sentences)

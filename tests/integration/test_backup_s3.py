@@ -23,7 +23,7 @@ from dbtier.engines.postgres.engine import connect
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
 from dbtier.engines.postgres.topology import client_dsn
-from tests.clusters import RESTORE_OFFSET, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
+from tests.clusters import RESTORE_OFFSET, one_member, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 from dbtier.lab.s3 import S3Endpoint, running_s3
 
 pytestmark = pytest.mark.cluster
@@ -101,7 +101,7 @@ def test_backup_into_both_then_restore_to_a_time_from_s3(cluster_with_two_reposi
     # One member and one etcd member: restoring from S3 is what this proves (test_backup_restore restores into
     # three members); a third of the copy's bring-up time.
     derived = derive_target(spec, "bks3-pitr", RESTORE_OFFSET)
-    copy = ClusterSpec.model_validate({**derived.model_dump(mode="json"), "members": 1, "etcd_members": 1})
+    copy = ClusterSpec.model_validate(one_member(derived))
     copy_file = write_spec(copy, os.path.join(spec.data_root, "bks3-pitr.yaml"))
     try:
         done = restore(spec_path=cluster_with_two_repositories, target=target_time.isoformat(sep=" "),

@@ -187,7 +187,7 @@ def test_securing_etcd_again_changes_nothing(secured_cluster: str, spec: Cluster
 
 def patronictl(spec: ClusterSpec, *args: str) -> Any:
     member = pg_members(spec)[0]
-    program = os.path.join(os.path.dirname(spec.binaries.patroni), "patronictl")
+    program = os.path.join(os.path.dirname(spec.pg.binaries.patroni), "patronictl")
     return get_provider(spec).runner(spec, member.host).run([program, "-c", member.config, *args], check=False,
                                                             timeout=90)
 
@@ -262,7 +262,7 @@ def test_etcd_peers_need_a_certificate_of_the_cluster_ca(secured_cluster: str, s
 
 def test_patronictl_on_a_member_lists_the_cluster_over_tls(secured_cluster: str, spec: ClusterSpec) -> None:
     member = pg_members(spec)[1]
-    done = subprocess.run([os.path.join(os.path.dirname(spec.binaries.patroni), "patronictl"), "-c", member.config,
+    done = subprocess.run([os.path.join(os.path.dirname(spec.pg.binaries.patroni), "patronictl"), "-c", member.config,
                            "list", "--format", "json"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert sorted(row["Member"] for row in json.loads(done.stdout)) == ["pg0", "pg1", "pg2"]

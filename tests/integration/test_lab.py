@@ -25,7 +25,7 @@ import yaml
 from dbtier.lab import lab
 from dbtier.lab.lab import LabState
 from dbtier.lab.plan import HOST_DATA_ROOT
-from tests.clusters import RESTORE_OFFSET
+from tests.clusters import RESTORE_OFFSET, one_member
 from tests.lab import bucket_keys, lab_spec_file, on_host, running_lab, unavailable
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(unavailable() is not None, reason=f"lab: {unavailable()}")]
@@ -287,7 +287,7 @@ def test_backup_into_the_labs_s3_and_a_pitr_restore_into_a_new_cluster(provision
     # One member and one etcd member: the restore across the lab's network is what this proves (the local suites
     # restore into three members); a third of the copy's bring-up time.
     derived = derive_target(spec, f"{NAME}-pitr", RESTORE_OFFSET)
-    copy = ClusterSpec.model_validate({**derived.model_dump(mode="json"), "members": 1, "etcd_members": 1})
+    copy = ClusterSpec.model_validate(one_member(derived))
     copy_file = write_spec(copy, str(Path(provisioned).with_name("pitr.yaml")))
     provider = get_provider(copy, PREFECT_LOADERS)
     try:

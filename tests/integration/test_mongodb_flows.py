@@ -51,9 +51,9 @@ def flows_spec(data_root: str, binaries: dict[str, str]) -> ClusterSpec:
     return build_spec({
         "name": NAME, "engine": "mongodb", "provider": "local", "members": 3, "host": "127.0.0.1",
         "data_root": data_root, "os_user": _os_user(), "routing": {"enabled": False},
-        "mongodb": {"port": PORT, "oplog_slice_s": 2, "election_timeout_ms": 5000},
-        "binaries": {"mongod": binaries["mongod"], "mongodump": binaries["mongodump"],
-                     "mongorestore": binaries["mongorestore"]},
+        "mongodb": {"port": PORT, "oplog_slice_s": 2, "election_timeout_ms": 5000,
+                    "binaries": {"mongod": binaries["mongod"], "mongodump": binaries["mongodump"],
+                                 "mongorestore": binaries["mongorestore"]}},
         "backup": {"repositories": [{"type": "fs", "path": f"{data_root}/repo"}], "archive_lag_limit_s": 60},
     }, environ={})
 
@@ -152,7 +152,7 @@ def test_a_restore_to_an_oplog_timestamp_holds_exactly_the_documents_before_it(
     result = restore(spec_path=spec_file, target=f"ts:{target.time}:{target.inc}", into=f"{NAME}-restored")
     try:
         restored = load_spec(result["spec"], environ={})
-        assert restored.mongodb.port == RESTORED
+        assert restored.mongo.port == RESTORED
         held = batches(restored)
         assert held.get("before-target") == 30 and "after-target" not in held, held
         assert held.get("dumped") == 50

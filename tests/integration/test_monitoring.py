@@ -149,12 +149,12 @@ def test_every_target_is_up_and_every_rule_loaded(monitored: dict[str, Any], spe
     assert sorted(float(r["value"][1]) for r in pg_up) == [1.0, 1.0, 1.0]
     # dbtier's PgBouncer exporter reads each console (as the monitoring role, over TLS): one sample per PgBouncer,
     # labelled with that PgBouncer's address; the queries the app sends through each one are counted there.
-    bouncers = [f"127.0.0.1:{spec.ports.pgbouncer + i}" for i in range(3)]
+    bouncers = [f"127.0.0.1:{spec.pg.ports.pgbouncer + i}" for i in range(3)]
     up = run.prometheus_api(spec, "query", query=f'pgbouncer_up{{cluster="{spec.name}"}}')["result"]
     assert sorted((r["metric"]["instance"], float(r["value"][1])) for r in up) == [(b, 1.0) for b in bouncers]
     app_password = load_passwords(spec).app
     for i in range(3):
-        with connect(conninfo(spec, "127.0.0.1", spec.ports.pgbouncer + i, spec.app.user, spec.app.database),
+        with connect(conninfo(spec, "127.0.0.1", spec.pg.ports.pgbouncer + i, spec.app.user, spec.app.database),
                      app_password, prepare_threshold=None) as conn:
             for _ in range(5):
                 conn.execute("SELECT 1")

@@ -38,7 +38,7 @@ from dbtier.engines.postgres.engine import connect
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.engines.postgres.topology import PgMember, client_dsn, pg_members
-from tests.clusters import (RESTORE_OFFSET, TEST_PORT_BASE, provisioned_by_flow, shared_tmpdir, spec_for_tests,
+from tests.clusters import (RESTORE_OFFSET, TEST_PORT_BASE, one_member, provisioned_by_flow, shared_tmpdir, spec_for_tests,
                             write_spec)
 
 pytestmark = pytest.mark.cluster
@@ -284,8 +284,7 @@ def test_a_restore_opens_no_tcp_trust_while_recovering(secured_cluster: str, spe
             conn.execute("INSERT INTO ledger VALUES (%s) ON CONFLICT DO NOTHING", (1000 + i,))
             with _superuser(spec) as su:
                 su.execute("SELECT pg_switch_wal()")
-    copy = build_spec({**derive_target(spec, "sec-restored", RESTORE_OFFSET).model_dump(mode="json"),
-                       "members": 1, "etcd_members": 1}, environ={})
+    copy = build_spec(one_member(derive_target(spec, "sec-restored", RESTORE_OFFSET)), environ={})
     target_file = write_spec(copy, os.path.join(spec.data_root, "restored.yaml"))
     member = pg_members(copy)[0]
     restore = _restore_in_background(secured_cluster, target_file)

@@ -131,7 +131,7 @@ def test_status_and_dsn_from_the_command_line_find_the_lease(three_members_in_th
     assert "pvespread: " in out and "leader pg" in out, out
     assert sorted(line.split()[1] for line in out.splitlines() if line.startswith("pg")) == ["leader", "replica", "replica"]
     assert main(["dsn", "--spec", three_members_in_three_containers]) == 0
-    base = spec.ports.postgres
+    base = spec.pg.ports.postgres
     assert f"@{ADDRESSES[0]}:{base},{ADDRESSES[1]}:{base + 1},{ADDRESSES[2]}:{base + 2}/" in capsys.readouterr().out
 
 

@@ -182,7 +182,7 @@ def test_bad_proxmox_settings_give_one_line_and_start_nothing(
     root = os.path.join(pve_root, f"bad-{proxmox['containers'][0]['vmid'] if 'containers' in proxmox else 'token'}")
     os.makedirs(root, mode=0o755, exist_ok=True)  # inside the bound data root: what the host writes shows here
     data = _pve_spec(root, name="pvebad", **proxmox).model_dump(mode="json")
-    data["ports"] = BAD_PORTS
+    data["postgres"]["ports"] = BAD_PORTS
     bad = build_spec(data, environ={})
     before = _creates(pve)
     assert main(["--spec", write_spec(bad, os.path.join(root, "spec.yaml"))]) == 2

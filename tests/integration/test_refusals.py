@@ -50,10 +50,11 @@ def busy_port(spec: ClusterSpec) -> Iterator[int]:
     ("content", "words"),
     [
         ("members: 9\n", "invalid cluster spec: members: Input should be less than or equal to 7"),
-        ("patroni: {ttl: 10}\n", "patroni.ttl: must be at least 20"),
+        ("postgres: {patroni: {ttl: 10}}\n", "postgres.patroni.ttl: must be at least 20"),
+        ("patroni: {ttl: 10}\n", "postgres.patroni.ttl: must be at least 20"),  # the old place: read, then refused
         ("engine: oracle\n", "engine: must be 'postgres'"),
-        ("routing: {enabled: true}\nports: {router: 5433}\n",
-         "ports.router (rw route): port 5433 is also ports.postgres (member 1); move one base port"),
+        ("routing: {enabled: true}\npostgres: {ports: {router: 5433}}\n",
+         "postgres.ports.router (rw route): port 5433 is also postgres.ports.postgres (member 1); move one base port"),
     ],
 )
 def test_bad_spec_is_refused_before_anything_starts(tmp_path: object, content: str, words: str) -> None:
@@ -72,7 +73,7 @@ def test_port_in_use_is_refused_naming_the_field(spec: ClusterSpec, busy_port: i
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert f"ports.postgres: 127.0.0.1:{busy_port} (for pg1) is already in use" in lines[0]
+    assert f"postgres.ports.postgres: 127.0.0.1:{busy_port} (for pg1) is already in use" in lines[0]
     assert not os.path.exists(spec.cluster_dir)
     assert _no_cluster_ports_listening(spec, except_port=busy_port)
 
@@ -97,7 +98,7 @@ def test_the_flow_itself_refuses_too(prefect_harness: None, spec: ClusterSpec, b
     """Run from the Prefect UI or a deployment, the flow's first task makes the same refusal."""
     from flows.provision import provision
 
-    with pytest.raises(PreflightError, match=f"ports.postgres: 127.0.0.1:{busy_port}"):
+    with pytest.raises(PreflightError, match=f"postgres.ports.postgres: 127.0.0.1:{busy_port}"):
         provision(spec_path=write_spec(spec, os.path.join(spec.data_root, "spec.yaml")))
     assert not os.path.exists(spec.cluster_dir)
     assert _no_cluster_ports_listening(spec, except_port=busy_port)

@@ -144,8 +144,8 @@ def test_the_ui_shows_a_failed_run_without_a_traceback(prefect_harness: None, id
 def test_a_drill_copy_on_the_clusters_own_ports_is_refused_when_the_spec_loads(idle: ClusterSpec) -> None:
     path = _spec_file(idle, backup={**idle.backup.model_dump(mode="json"), "restore_drill": {"port_offset": 1}})
     for argv in (["flows.restore_drill", "--spec", path], ["dbtier.cli", "status", "--spec", path]):
-        refused(run_cli(argv), "backup.restore_drill.port_offset: the restore drill's copy (ports + 1) would put its "
-                "ports.postgres (member 0) on port", "which is the cluster's ports.postgres (member 1)")
+        refused(run_cli(argv), "backup.restore_drill.port_offset: the restore drill's copy (postgres.ports + 1) would put its "
+                "postgres.ports.postgres (member 0) on port", "which is the cluster's postgres.ports.postgres (member 1)")
     assert not os.path.exists(idle.cluster_dir)
 
 
@@ -237,13 +237,13 @@ def test_restore_drill_without_a_backup_writes_nothing(running_cluster_without_b
 def test_restore_drill_whose_copy_port_is_taken_writes_nothing(running_cluster_without_backups: str,
                                                                 source: ClusterSpec) -> None:
     copy = throwaway_spec(source)
-    port = copy.ports.patroni
+    port = copy.pg.ports.patroni
     before = _marker_rows(source)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         sock.listen(1)
         done = run_cli(["flows.restore_drill", "--spec", running_cluster_without_backups], api=_api())
-    refused(done, f"ports.patroni: 127.0.0.1:{port} (for pg0) is already in use",
+    refused(done, f"postgres.ports.patroni: 127.0.0.1:{port} (for pg0) is already in use",
             "choose another offset for this copy of refall")
     assert _marker_rows(source) == before
     assert not os.path.exists(copy.cluster_dir)

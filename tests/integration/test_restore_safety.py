@@ -133,7 +133,7 @@ def test_a_failed_restore_into_a_new_cluster_leaves_nothing(source: str, spec: C
     assert len(errors) == 1 and "restore of safe into safe-failed failed" in errors[0], done.stderr[-3000:]
     assert "nothing of safe-failed is left" in errors[0]
     assert not os.path.exists(copy.cluster_dir), "its data directory is gone"
-    assert not [p for p in (copy.ports.postgres, copy.ports.patroni, copy.ports.etcd) if listening(p)]
+    assert not [p for p in (copy.pg.ports.postgres, copy.pg.ports.patroni, copy.pg.ports.etcd) if listening(p)]
     assert [load_secret(block_name(copy, role)) for role in role_names(copy)] == [None] * len(role_names(copy)), "its blocks are gone"
     left = pgbackrest_ops.read_source_catalog(get_provider(copy), copy, copy, load_backup_secrets(copy))
     assert left.backups == () and left.wal_max is None, "no stanza of the failed copy stays in the repository"

@@ -94,7 +94,7 @@ def _routes_agree(spec: ClusterSpec) -> bool:
 
 def test_a_router_port_in_use_is_refused_in_one_line_before_anything_starts(spec: ClusterSpec) -> None:
     """Runs first, before the module's cluster exists."""
-    port = spec.ports.router + 1
+    port = spec.pg.ports.router + 1
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         sock.listen(1)
@@ -104,9 +104,9 @@ def test_a_router_port_in_use_is_refused_in_one_line_before_anything_starts(spec
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert f"ports.router (ro route): 127.0.0.1:{port} (for router0) is already in use" in lines[0]
+    assert f"postgres.ports.router (ro route): 127.0.0.1:{port} (for router0) is already in use" in lines[0]
     assert not os.path.exists(spec.cluster_dir)
-    assert not [p for p in (spec.ports.postgres, spec.ports.router, spec.ports.pgbouncer) if listening(p)]
+    assert not [p for p in (spec.pg.ports.postgres, spec.pg.ports.router, spec.pg.ports.pgbouncer) if listening(p)]
 
 
 def test_provision_prints_routed_dsns_that_work_with_psql(routed: str, spec: ClusterSpec) -> None:
@@ -353,7 +353,7 @@ def test_drills_through_the_router_lose_no_acknowledged_write(routed: str, spec:
     (verdict,) = state.result()
     assert verdict["passed"] and verdict["leader_changed"], verdict["reasons"]
     assert verdict["lost_writes"] == 0
-    assert f"the writer wrote through router0's rw route (127.0.0.1:{spec.ports.router})" in verdict["notes"]
+    assert f"the writer wrote through router0's rw route (127.0.0.1:{spec.pg.ports.router})" in verdict["notes"]
     print(f"{scenario} through the router: RTO {verdict['rto_s']:.2f} s, lost {verdict['lost_writes']}")
     left = f"drill-{scenario}"  # what Prometheus reads of it
     assert dbtier_metric(spec.name, left, "dbtier_failover_drill_passed", scenario=scenario) == 1
@@ -364,7 +364,7 @@ def test_drills_through_the_router_lose_no_acknowledged_write(routed: str, spec:
 def test_no_password_reaches_a_log_line_of_the_drills_or_the_routers(routed: str, spec: ClusterSpec) -> None:
     assert len(RUNS) == 1, "run the module as a whole: the drill"
     lines = run_log_lines(RUNS)
-    assert any(f"the writer writes through router0's rw route (127.0.0.1:{spec.ports.router})" in line for line in lines)
+    assert any(f"the writer writes through router0's rw route (127.0.0.1:{spec.pg.ports.router})" in line for line in lines)
     for directory in [*(r.dir for r in routers(spec)), *(b.dir for b in bouncers(spec))]:
         for name in os.listdir(directory):
             if name.endswith(".log"):

@@ -290,7 +290,7 @@ def pgbackrest(s3: S3Endpoint) -> Iterator[PgBackRest]:
 def initdb_data_dir() -> Iterator[str]:
     """A stopped PostgreSQL data directory (initdb only), owned by the database OS user."""
     workdir = _owned_tmpdir("dbtier-s3-pg-")
-    initdb = os.path.join(ClusterSpec().binaries.pg_bin_dir, "initdb")
+    initdb = os.path.join(ClusterSpec().pg.binaries.pg_bin_dir, "initdb")
     data = os.path.join(workdir, "data")
     subprocess.run(_as_os_user([initdb, "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]),
                    check=True, capture_output=True, timeout=120)

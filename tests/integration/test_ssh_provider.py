@@ -177,7 +177,7 @@ def test_backups_and_the_restore_drill_run_unchanged_on_the_ssh_cluster(provisio
         ({"key_file": "WRONG"}, "ssh.hosts: 127.0.0.1:{sshd} refused the key for user 'root'"),
         ({"key_file": "/nonexistent/id_ed25519"}, "ssh.key_file: /nonexistent/id_ed25519 does not exist"),
         ({"key_file": "GOOD", "install_packages": False, "binaries": "/nonexistent/etcd"},
-         "binaries.etcd: /nonexistent/etcd is missing on 127.0.0.1"),
+         "postgres.binaries.etcd: /nonexistent/etcd is missing on 127.0.0.1"),
         ({"host_key": "STRANGER"}, "ssh.hosts: 127.0.0.1:{sshd} presented host key {got}, not the host_key of the spec"),
         ({"pinned": "STRANGER"}, "ssh.hosts: 127.0.0.1:{sshd} presented host key {got}, not {pinned} pinned on first "
                                  "use; if the host was rebuilt on purpose, forget the pin: dbtier host-keys --spec FILE "
@@ -203,9 +203,9 @@ def test_bad_hosts_give_one_line_and_start_nothing(
     base = _ssh_spec(sshd, root, **settings)
     data = base.model_dump(mode="json")
     data["name"] = "sshbad"
-    data["ports"] = {"postgres": 20450, "patroni": 20456, "etcd": 20470}
+    data["postgres"]["ports"] = {"postgres": 20450, "patroni": 20456, "etcd": 20470}
     if etcd_bin:
-        data["binaries"]["etcd"] = etcd_bin
+        data["postgres"]["binaries"]["etcd"] = etcd_bin
     if host_key:
         data["ssh"]["hosts"][0]["host_key"] = sshd.other_public_key
     bad = build_spec(data, environ={})

@@ -749,7 +749,7 @@ def test_derive_target(name: str, offset: int, ports: tuple[int, int, int]) -> N
     source = with_restore_from(build_spec({"name": "source"}, environ={}), DEFAULT, SOURCE_CONF, [], 900)
     target = derive_target(source, name, offset)
     assert target.name == name
-    assert (target.ports.postgres, target.ports.patroni, target.ports.etcd) == ports
+    assert (target.pg.ports.postgres, target.pg.ports.patroni, target.pg.ports.etcd) == ports
     assert target.restore_from is None
     assert (target.members, target.data_root, target.backup) == (source.members, source.data_root, source.backup)
 
@@ -758,7 +758,7 @@ def test_derive_target(name: str, offset: int, ports: tuple[int, int, int]) -> N
     ("name", "offset", "words"),
     [
         pytest.param("dbtier", 100, "target name: 'dbtier' is the source's own name", id="same-name"),
-        pytest.param("restored", 62000, "ports.postgres", id="ports-past-the-range"),
+        pytest.param("restored", 62000, "postgres.ports.postgres", id="ports-past-the-range"),
         pytest.param("Restored_1", 100, "name:", id="invalid-name"),
     ],
 )
@@ -789,11 +789,11 @@ def test_throwaway_spec(fields: dict[str, Any], name: str, postgres_port: int) -
     copy = throwaway_spec(source)
     assert copy.name == name
     assert copy.name != source.name
-    assert (copy.members, copy.etcd_size, copy.synchronous_mode) == (1, 1, False)
-    assert copy.postgresql_parameters["archive_mode"] == "off"
-    assert copy.ports.postgres == postgres_port
-    assert {k: v for k, v in copy.postgresql_parameters.items() if k != "archive_mode"} == {
-        k: v for k, v in source.postgresql_parameters.items() if k != "archive_mode"}
+    assert (copy.members, copy.pg.etcd_size(copy.members), copy.pg.synchronous_mode) == (1, 1, False)
+    assert copy.pg.postgresql_parameters["archive_mode"] == "off"
+    assert copy.pg.ports.postgres == postgres_port
+    assert {k: v for k, v in copy.pg.postgresql_parameters.items() if k != "archive_mode"} == {
+        k: v for k, v in source.pg.postgresql_parameters.items() if k != "archive_mode"}
 
 
 @pytest.mark.parametrize(

@@ -30,10 +30,12 @@ def mongo_spec(**fields: Any) -> ClusterSpec:
 def test_the_sample_loads_with_the_defaults() -> None:
     spec = load_spec(SAMPLE, environ={})
     assert (spec.engine, spec.members, spec.routing.enabled) == ("mongodb", 3, False)
-    assert spec.mongodb.model_dump() == {"replset": "rs0", "port": 27017, "election_timeout_ms": 10000,
+    assert spec.mongo.model_dump() == {"replset": "rs0", "port": 27017, "election_timeout_ms": 10000,
                                          "oplog_size_mb": None, "oplog_slice_s": 60, "oplog_archiving": True,
-                                         "max_lag_s": 30}
-    assert spec.binaries.mongod == "/usr/bin/mongod"
+                                         "max_lag_s": 30, "binaries": {"mongod": "/usr/bin/mongod",
+                                         "mongodump": "/usr/bin/mongodump", "mongorestore": "/usr/bin/mongorestore"}}
+    assert spec.postgres is None
+    assert spec.mongo.binaries.mongod == "/usr/bin/mongod"
     assert isinstance(get_engine(spec), MongoEngine) and get_engine(spec).name == "mongodb"
 
 
@@ -84,8 +86,8 @@ def test_one_mongod_per_member_on_port_plus_index(fields: dict[str, Any], ports:
         assert service.argv == ["/usr/bin/mongod", "--config", f"{member_dir}/mongod.conf"]
         assert all(path.startswith(f"{member_dir}/") for path in (service.pidfile, service.logfile, service.marker))
     assert engine.consensus_services(spec) == []
-    assert engine.required_programs(spec) == [("binaries.mongod", "/usr/bin/mongod"),
-                                              ("binaries.mongodump", "/usr/bin/mongodump"),
+    assert engine.required_programs(spec) == [("mongodb.binaries.mongod", "/usr/bin/mongod"),
+                                              ("mongodb.binaries.mongodump", "/usr/bin/mongodump"),
                                               ("binaries.python", "/opt/dbtier/venv/bin/python")]
 
 
@@ -125,8 +127,8 @@ def test_provision_on_a_host_without_mongod_refuses_in_one_line_and_creates_noth
                           text=True, cwd=REPO, env=env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith("dbtier: error: binaries.mongod: /usr/bin/mongod is missing on 127.0.0.1"), line
-    assert "install MongoDB's server there" in line and "set binaries.mongod" in line
+    assert line.startswith("dbtier: error: mongodb.binaries.mongod: /usr/bin/mongod is missing on 127.0.0.1"), line
+    assert "install MongoDB's server there" in line and "set mongodb.binaries.mongod" in line
     assert not data_root.exists(), "nothing is created under the data root"
 
 

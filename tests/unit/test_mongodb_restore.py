@@ -272,19 +272,25 @@ def test_only_mongodb_restores_after_bring_up(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("engine", "field", "before", "after"), [
-    ("postgres", "ports.postgres", 5432, 5532),
-    ("postgres", "ports.etcd", 2379, 2479),
-    ("postgres", "mongodb.port", 27017, 27017),  # not postgres's: left as it is
+    ("postgres", "postgres.ports.postgres", 5432, 5532),
+    ("postgres", "postgres.ports.etcd", 2379, 2479),
+    ("postgres", "postgres.ports.pgbouncer", 6432, 6532),
+    ("postgres", "mongodb", None, None),  # not postgres's: no section in the copy either
     ("mongodb", "mongodb.port", 27017, 27117),
-    ("mongodb", "ports.postgres", 5432, 5432),  # not mongodb's: left at its default, so the saved copy loads
+    ("mongodb", "postgres", None, None),
 ])
-def test_derive_target_moves_the_engines_ports_by_the_offset(engine: str, field: str, before: int,
-                                                             after: int) -> None:
+def test_derive_target_moves_the_engines_ports_by_the_offset(engine: str, field: str, before: int | None,
+                                                             after: int | None) -> None:
     source = ClusterSpec(engine=engine, name="orders")  # type: ignore[arg-type]
     target = derive_target(source, "orders-restored", 100)
-    section, leaf = field.split(".")
-    assert getattr(getattr(source, section), leaf) == before
-    assert getattr(getattr(target, section), leaf) == after
+
+    def read(spec: ClusterSpec) -> Any:
+        value: Any = spec
+        for part in field.split("."):
+            value = getattr(value, part)
+        return value
+
+    assert (read(source), read(target)) == (before, after)
 
 
 def test_bring_up_of_a_restore_configures_the_new_sets_own_archivers_and_waits_for_nothing(tmp_path: Path) -> None:
@@ -403,5 +409,5 @@ def test_the_restore_flow_refuses_in_place_and_checks_the_landing_first(tmp_path
                                          "--into NAME, then point the clients at it")
     with pytest.raises(PreflightError) as landing:  # the new set's hosts first: here its mongod is missing
         plan_restore(source, "latest", None, 100, None, None, False)
-    assert landing.value.one_line().startswith(f"binaries.mongod: {tmp_path}/no-mongod is missing on 127.0.0.1")
+    assert landing.value.one_line().startswith(f"mongodb.binaries.mongod: {tmp_path}/no-mongod is missing on 127.0.0.1")
     assert not os.path.exists(f"{tmp_path}/orders-restored"), "nothing of the new set was written"

@@ -77,14 +77,14 @@ def test_the_copy_of_a_replica_set_has_one_member_and_no_archiver() -> None:
     source = ClusterSpec(engine="mongodb", name="orders")
     copy = throwaway_spec(source)
     engine = get_engine(copy)
-    assert (copy.name, copy.members, copy.mongodb.port, copy.mongodb.oplog_archiving) == ("orders-drill", 1, 27317,
+    assert (copy.name, copy.members, copy.mongo.port, copy.mongo.oplog_archiving) == ("orders-drill", 1, 27317,
                                                                                           False)
     assert engine.archives(source) and not engine.archives(copy)
     assert [s.name for s in bootstrap.all_services(engine, source)][-3:] == [f"mongo{i}-oplog-archiver" for i in range(3)]
     assert [s.name for s in bootstrap.all_services(engine, copy)] == ["mongo0"], "provision starts no archiver"
     plan = "\n".join(provision_plan(engine, copy))
     assert "archiver" not in plan and "mongo0" in plan
-    assert copy.postgresql_parameters == {} and copy.etcd_members is None, "no PostgreSQL setting in the copy"
+    assert copy.postgres is None, "no PostgreSQL setting in the copy"
 
 
 def test_a_check_query_in_a_mongodb_spec_is_refused_in_one_line() -> None:

@@ -139,7 +139,7 @@ def test_bad_audit_settings_are_one_line_naming_the_field(audit: dict[str, objec
 
 @pytest.mark.parametrize("value", ["ddl, role", "DDL", "all, -misc_set", "none", "read,write,function"])
 def test_good_pgaudit_classes(value: str) -> None:
-    assert build_spec({"audit": {"log": value}}, environ={}).audit.log == value
+    assert build_spec({"audit": {"log": value}}, environ={}).pg.audit.log == value
 
 
 VERIFIERS = {"shop": "SCRAM-SHA-256$4096:abc", "monitoring": "SCRAM-SHA-256$4096:def"}

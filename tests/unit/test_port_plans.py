@@ -28,17 +28,17 @@ def mongo(**fields: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("data", "plan"),
     [
-        pytest.param({"members": 1}, [("ports.postgres (member 0)", 5432), ("ports.patroni (member 0)", 8008),
-                                      ("ports.etcd (etcd member 0 client)", 2379),
-                                      ("ports.etcd (etcd member 0 peer)", 2380)], id="postgres-one-member"),
+        pytest.param({"members": 1}, [("postgres.ports.postgres (member 0)", 5432), ("postgres.ports.patroni (member 0)", 8008),
+                                      ("postgres.ports.etcd (etcd member 0 client)", 2379),
+                                      ("postgres.ports.etcd (etcd member 0 peer)", 2380)], id="postgres-one-member"),
         pytest.param({"members": 2, "etcd_members": 1, "routing": {"enabled": True}},
-                     [("ports.postgres (member 0)", 5432), ("ports.patroni (member 0)", 8008),
-                      ("ports.postgres (member 1)", 5433), ("ports.patroni (member 1)", 8009),
-                      ("ports.etcd (etcd member 0 client)", 2379), ("ports.etcd (etcd member 0 peer)", 2380),
-                      ("ports.router (rw route)", 5000), ("ports.router (ro route)", 5001),
-                      ("ports.router (sync route)", 5002), ("ports.router (rw-pooled route)", 5003),
-                      ("ports.router (ro-pooled route)", 5004), ("ports.router_stats", 7000),
-                      ("ports.pgbouncer (member 0)", 6432), ("ports.pgbouncer (member 1)", 6433)],
+                     [("postgres.ports.postgres (member 0)", 5432), ("postgres.ports.patroni (member 0)", 8008),
+                      ("postgres.ports.postgres (member 1)", 5433), ("postgres.ports.patroni (member 1)", 8009),
+                      ("postgres.ports.etcd (etcd member 0 client)", 2379), ("postgres.ports.etcd (etcd member 0 peer)", 2380),
+                      ("postgres.ports.router (rw route)", 5000), ("postgres.ports.router (ro route)", 5001),
+                      ("postgres.ports.router (sync route)", 5002), ("postgres.ports.router (rw-pooled route)", 5003),
+                      ("postgres.ports.router (ro-pooled route)", 5004), ("postgres.ports.router_stats", 7000),
+                      ("postgres.ports.pgbouncer (member 0)", 6432), ("postgres.ports.pgbouncer (member 1)", 6433)],
                      id="postgres-routed-and-pooled"),
         pytest.param(mongo(members=1), [("mongodb.port (member 0)", 27017)], id="mongodb-one-member"),
         pytest.param(mongo(members=3, mongodb={"port": 28017}),
@@ -53,11 +53,11 @@ def test_port_plan_is_the_engines(data: dict[str, Any], plan: list[tuple[str, in
 @pytest.mark.parametrize(
     ("data", "field", "ports"),
     [
-        pytest.param({}, "ports.postgres", [5432, 5433, 5434], id="postgres-members"),
-        pytest.param({}, "ports.patroni", [8008, 8009, 8010], id="postgres-patroni"),
-        pytest.param({}, "ports.etcd", [2379, 2380, 2381, 2382, 2383, 2384], id="postgres-etcd"),
+        pytest.param({}, "postgres.ports.postgres", [5432, 5433, 5434], id="postgres-members"),
+        pytest.param({}, "postgres.ports.patroni", [8008, 8009, 8010], id="postgres-patroni"),
+        pytest.param({}, "postgres.ports.etcd", [2379, 2380, 2381, 2382, 2383, 2384], id="postgres-etcd"),
         pytest.param({}, "mongodb", [], id="postgres-has-no-mongodb"),
-        pytest.param(mongo(), "ports.", [], id="mongodb-has-no-postgres-patroni-etcd"),
+        pytest.param(mongo(), "postgres.ports.", [], id="mongodb-has-no-postgres-patroni-etcd"),
         pytest.param(mongo(members=7), "mongodb.port", list(range(27017, 27024)), id="mongodb-seven"),
     ],
 )
@@ -104,8 +104,8 @@ def test_copy_plans(data: dict[str, Any], restored: list[int] | None, drill: lis
                      "backup.restore_drill.port_offset: the restore drill's copy (mongodb.port + 536) would need port "
                      "65536, past 65535; choose lower base ports or a smaller offset", id="mongodb-drill-past-65535"),
         pytest.param({"backup": {"restore_drill": {"port_offset": 1}}},
-                     "backup.restore_drill.port_offset: the restore drill's copy (ports + 1) would put its "
-                     "ports.postgres (member 0) on port 5433, which is the cluster's ports.postgres (member 1); choose "
+                     "backup.restore_drill.port_offset: the restore drill's copy (postgres.ports + 1) would put its "
+                     "postgres.ports.postgres (member 0) on port 5433, which is the cluster's postgres.ports.postgres (member 1); choose "
                      "an offset that moves the copy past every port of the cluster (the default is 300)",
                      id="postgres-drill-on-member-1-unchanged"),
     ],
@@ -141,7 +141,7 @@ def test_a_mongodb_spec_clear_of_its_copies_loads(data: dict[str, Any]) -> None:
                      f"restore drill copy's mongodb.port (member 0) 32800 {RANGE_TAIL}", id="mongodb-drill-copy-in-range"),
         pytest.param(mongo(), None, id="mongodb-defaults"),
         pytest.param({"members": 1, "ports": {"postgres": 40000, "patroni": 8008, "etcd": 2379}},
-                     f"ports.postgres (member 0) 40000 (and 2 more) {RANGE_TAIL}", id="postgres-unchanged"),
+                     f"postgres.ports.postgres (member 0) 40000 (and 2 more) {RANGE_TAIL}", id="postgres-unchanged"),
     ],
 )
 def test_ephemeral_warning_names_the_engines_field(data: dict[str, Any], warning: str | None) -> None:
@@ -153,11 +153,11 @@ def test_ephemeral_warning_names_the_engines_field(data: dict[str, Any], warning
     [
         pytest.param(mongo(), "mongodb.port (member 1)", "choose other ports (e.g. DBTIER_MONGODB__PORT=...)",
                      id="mongodb-member"),
-        pytest.param({}, "ports.postgres (member 0)", "choose other ports (e.g. DBTIER_PORTS__POSTGRES=...)",
+        pytest.param({}, "postgres.ports.postgres (member 0)", "choose other ports (e.g. DBTIER_POSTGRES__PORTS__POSTGRES=...)",
                      id="postgres-member"),
-        pytest.param({}, "ports.etcd (etcd member 0 client)", "choose other ports (e.g. DBTIER_PORTS__ETCD=...)",
+        pytest.param({}, "postgres.ports.etcd (etcd member 0 client)", "choose other ports (e.g. DBTIER_POSTGRES__PORTS__ETCD=...)",
                      id="etcd-member"),
-        pytest.param({}, "ports.router_stats", "choose other ports (e.g. DBTIER_PORTS__ROUTER_STATS=...)",
+        pytest.param({}, "postgres.ports.router_stats", "choose other ports (e.g. DBTIER_POSTGRES__PORTS__ROUTER_STATS=...)",
                      id="no-member"),
     ],
 )
@@ -172,4 +172,4 @@ def test_the_mongodb_sample_plans(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--spec", str(REPO_ROOT / "deployments" / "clusters" / "mongodb.yaml"), "--plan"]) == 0
     out = capsys.readouterr().out
     assert "mongodb.port (member 2) 27019" in out
-    assert "ports.etcd" not in out and "ports.patroni" not in out
+    assert "postgres.ports.etcd" not in out and "postgres.ports.patroni" not in out

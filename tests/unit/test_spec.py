@@ -8,21 +8,30 @@ from typing import Any
 import pytest
 
 from dbtier.errors import SpecError
-from dbtier.spec import DEFAULT_SPEC_PATH, ClusterSpec, apply_env_overrides, build_spec, load_spec, port_plan
+from dbtier.spec import (
+    DEFAULT_SPEC_PATH,
+    ClusterSpec,
+    MongoDBSettings,
+    PostgresSettings,
+    apply_env_overrides,
+    build_spec,
+    load_spec,
+    port_plan,
+)
 
 
 def test_default_spec_file_is_the_seed_layout() -> None:
     spec = load_spec(DEFAULT_SPEC_PATH, environ={})
-    assert (spec.name, spec.engine, spec.provider, spec.members, spec.etcd_size) == ("dbtier", "postgres", "local", 3, 3)
+    assert (spec.name, spec.engine, spec.provider, spec.members, spec.pg.etcd_size(spec.members)) == ("dbtier", "postgres", "local", 3, 3)
     ports = dict(port_plan(spec))
-    assert [p for f, p in port_plan(spec) if f.startswith("ports.postgres")] == [5432, 5433, 5434]
-    assert [p for f, p in port_plan(spec) if f.startswith("ports.patroni")] == [8008, 8009, 8010]
-    assert [p for f, p in port_plan(spec) if f.startswith("ports.etcd")] == [2379, 2380, 2381, 2382, 2383, 2384]
+    assert [p for f, p in port_plan(spec) if f.startswith("postgres.ports.postgres")] == [5432, 5433, 5434]
+    assert [p for f, p in port_plan(spec) if f.startswith("postgres.ports.patroni")] == [8008, 8009, 8010]
+    assert [p for f, p in port_plan(spec) if f.startswith("postgres.ports.etcd")] == [2379, 2380, 2381, 2382, 2383, 2384]
     assert spec.routing.enabled and len(ports) == 12 + 5 + 1 + 3
     routed = ports
-    assert [p for f, p in routed.items() if f.startswith("ports.router ")] == [5000, 5001, 5002, 5003, 5004]
-    assert routed["ports.router_stats"] == 7000
-    assert [p for f, p in routed.items() if f.startswith("ports.pgbouncer")] == [6432, 6433, 6434]
+    assert [p for f, p in routed.items() if f.startswith("postgres.ports.router ")] == [5000, 5001, 5002, 5003, 5004]
+    assert routed["postgres.ports.router_stats"] == 7000
+    assert [p for f, p in routed.items() if f.startswith("postgres.ports.pgbouncer")] == [6432, 6433, 6434]
     assert spec == ClusterSpec.model_validate(spec.model_dump())
 
 
@@ -31,17 +40,24 @@ def test_default_spec_file_is_the_seed_layout() -> None:
     [
         ({"members": 9}, "members:", "less than or equal to 7"),
         ({"members": 0}, "members:", "greater than or equal to 1"),
-        ({"members": 4}, "etcd_members: 4 is even", "set etcd_members"),
-        ({"members": 3, "etcd_members": 2}, "etcd_members: 2 is even", "odd"),
+        ({"members": 4}, "postgres.etcd_members: 4 is even", "set postgres.etcd_members"),
+        ({"members": 3, "postgres": {"etcd_members": 2}}, "postgres.etcd_members: 2 is even", "odd"),
+        ({"members": 3, "etcd_members": 2}, "postgres.etcd_members: 2 is even", "odd"),  # the old place
         ({"engine": "mysql"}, "engine:", "postgres"),
         ({"provider": "cloud"}, "provider:", "local"),
         ({"name": "Bad_Name"}, "name:", "lowercase"),
         ({"data_root": "relative/dir"}, "data_root:", "absolute"),
-        ({"patroni": {"ttl": 10}}, "patroni.ttl:", "at least 20"),
-        ({"patroni": {"ttl": 20, "loop_wait": 10, "retry_timeout": 10}}, "patroni:", "must not exceed ttl"),
-        ({"ports": {"postgres": 8008}}, "ports.patroni (member 0): port 8008", "do not overlap"),
-        ({"ports": {"etcd": 65535}}, "ports.etcd:", "less than or equal to 65000"),
-        ({"ports": {"postgres": 80}}, "ports.postgres:", "greater than or equal to 1024"),
+        ({"postgres": {"patroni": {"ttl": 10}}}, "postgres.patroni.ttl:", "at least 20"),
+        ({"patroni": {"ttl": 10}}, "postgres.patroni.ttl:", "at least 20"),
+        ({"postgres": {"patroni": {"ttl": 20, "loop_wait": 10, "retry_timeout": 10}}}, "postgres.patroni:",
+         "must not exceed ttl"),
+        ({"postgres": {"ports": {"postgres": 8008}}}, "postgres.ports.patroni (member 0): port 8008", "do not overlap"),
+        ({"postgres": {"ports": {"etcd": 65535}}}, "postgres.ports.etcd:", "less than or equal to 65000"),
+        ({"ports": {"postgres": 80}}, "postgres.ports.postgres:", "greater than or equal to 1024"),
+        ({"postgres": {"port": 5432}}, "postgres.port:", "not a known field"),
+        ({"postgres": 5432}, "postgres:", "valid dictionary"),
+        ({"ports": {"postgres": 6432}, "postgres": {"ports": {"postgres": 7432}}}, "ports.postgres: set both in the old "
+         "place (6432) and as postgres.ports.postgres (7432)", "keep postgres.ports.postgres only"),
         ({"memebers": 3}, "memebers:", "not a known field"),
         ({"allowed_client_networks": ["nonsense"]}, "allowed_client_networks:", "CIDR"),
         ({"os_user": "Root User"}, "os_user:", "pattern"),
@@ -68,8 +84,15 @@ MONGO = {"engine": "mongodb"}
         ({**MONGO, "postgresql_parameters": {"work_mem": "64MB"}}, {}, "postgresql_parameters: belongs", "remove it"),
         ({**MONGO, "binaries": {"pgbackrest": "/opt/pgbackrest"}}, {}, "binaries.pgbackrest: belongs", "remove it"),
         (MONGO, {"DBTIER_PORTS__POSTGRES": "6432"}, "ports: belongs to engine postgres", "mongodb.port"),
-        ({"mongodb": {"port": 28017}}, {}, "mongodb: belongs to engine mongodb, and this spec's engine is postgres",
-         "or set engine: mongodb"),
+        ({"mongodb": {"port": 28017}}, {}, "mongodb: is the section of engine mongodb, and this spec's engine is "
+         "postgres", "or set engine: mongodb"),
+        ({**MONGO, "postgres": {"synchronous_mode": True}}, {}, "postgres: is the section of engine postgres, and "
+         "this spec's engine is mongodb", "or set engine: postgres"),
+        (MONGO, {"DBTIER_POSTGRES__PATRONI__TTL": "40"}, "postgres: is the section of engine postgres", "remove it"),
+        ({**MONGO, "binaries": {"pgbackrest": "/opt/pgbackrest"}}, {}, "binaries.pgbackrest: belongs to engine "
+         "postgres (now postgres.binaries.pgbackrest)", "remove it"),
+        ({**MONGO, "backup": {"restore_drill": {"check_query": "select 1"}}}, {}, "backup.restore_drill.check_query: "
+         "belongs to engine postgres", "marker documents"),
         ({}, {"DBTIER_BINARIES__MONGOD": "/opt/mongod"}, "binaries.mongod: belongs to engine mongodb", "remove it"),
     ],
 )
@@ -80,17 +103,17 @@ def test_a_setting_of_the_other_engine_is_refused_not_ignored(data: dict[str, An
     assert field in err.value.one_line() and fix in err.value.one_line(), err.value.one_line()
 
 
-def test_defaults_of_the_other_engine_load_so_a_saved_spec_reloads() -> None:
-    """A saved spec writes every field, the other engine's at their defaults: it loads again as it was."""
+def test_a_saved_spec_reloads_as_it_was() -> None:
+    """A saved spec writes every field, the other engine's section as null: it loads again as it was."""
     for data in (MONGO, {}):
         spec = build_spec(data, environ={})
         assert build_spec(spec.model_dump(mode="json"), environ={}) == spec
-    mongo = build_spec({**MONGO, "mongodb": {"port": 28017}, "binaries": {"mongod": "/opt/m/mongod"}}, environ={})
-    assert (mongo.mongodb.port, mongo.binaries.mongod) == (28017, "/opt/m/mongod")
+    mongo = build_spec({**MONGO, "mongodb": {"port": 28017, "binaries": {"mongod": "/opt/m/mongod"}}}, environ={})
+    assert (mongo.mongo.port, mongo.mongo.binaries.mongod) == (28017, "/opt/m/mongod")
     from dbtier.backup.restore import derive_target
 
     restored = derive_target(mongo, "mongo-restored", 100)  # what restore saves for the new set
-    assert build_spec(restored.model_dump(mode="json"), environ={}).mongodb.port == 28117
+    assert build_spec(restored.model_dump(mode="json"), environ={}).mongo.port == 28117
 
 
 @pytest.mark.parametrize(
@@ -98,21 +121,83 @@ def test_defaults_of_the_other_engine_load_so_a_saved_spec_reloads() -> None:
     [
         ({}, {"members": 3}),
         ({"DBTIER_MEMBERS": "5"}, {"members": 5}),
-        ({"DBTIER_PATRONI__TTL": "40"}, {"members": 3, "patroni": {"ttl": 40}}),
-        ({"DBTIER_SYNCHRONOUS_MODE": "true"}, {"members": 3, "synchronous_mode": True}),
+        ({"DBTIER_POSTGRES__PATRONI__TTL": "40"}, {"members": 3, "postgres": {"patroni": {"ttl": 40}}}),
+        ({"DBTIER_PATRONI__TTL": "40"}, {"members": 3, "postgres": {"patroni": {"ttl": 40}}}),  # the old place
+        ({"DBTIER_SYNCHRONOUS_MODE": "true"}, {"members": 3, "postgres": {"synchronous_mode": True}}),
         ({"DBTIER_SPEC": "/x.yaml", "HOME": "/root"}, {"members": 3}),
-        ({"DBTIER_POSTGRESQL_PARAMETERS__WORK_MEM": "64MB"}, {"members": 3, "postgresql_parameters": {"work_mem": "64MB"}}),
+        ({"DBTIER_POSTGRESQL_PARAMETERS__WORK_MEM": "64MB"},
+         {"members": 3, "postgres": {"postgresql_parameters": {"work_mem": "64MB"}}}),
+        ({"DBTIER_ENGINE": "mongodb", "DBTIER_MONGODB__PORT": "28017"},
+         {"members": 3, "engine": "mongodb", "mongodb": {"port": 28017}}),
     ],
 )
 def test_environment_overrides_lay_over_the_file(environ: dict[str, str], expected: dict[str, Any]) -> None:
     assert apply_env_overrides({"members": 3}, environ) == expected
 
 
+def test_each_spec_holds_its_own_engines_section_only() -> None:
+    pg, mongo = build_spec({}, environ={}), build_spec(MONGO, environ={})
+    assert (pg.postgres, pg.mongodb) == (PostgresSettings(), None)
+    assert (mongo.postgres, mongo.mongodb) == (None, MongoDBSettings())
+    with pytest.raises(SpecError, match="MongoDB's settings were asked for"):
+        pg.mongo  # noqa: B018
+    with pytest.raises(SpecError, match="PostgreSQL's settings were asked for"):
+        mongo.pg  # noqa: B018
+
+
+OLD_LAYOUT = """name: orders
+ports: {postgres: 6432}
+patroni: {ttl: 40}
+synchronous_mode: true
+etcd_members: 1
+postgresql_parameters: {work_mem: 64MB}
+audit: {log: ddl}
+binaries: {pgbackrest: /opt/pgbackrest, node_exporter: /opt/node}
+"""
+
+NEW_LAYOUT = """name: orders
+postgres:
+  ports: {postgres: 6432}
+  patroni: {ttl: 40}
+  synchronous_mode: true
+  etcd_members: 1
+  postgresql_parameters: {work_mem: 64MB}
+  audit: {log: ddl}
+  binaries: {pgbackrest: /opt/pgbackrest}
+binaries: {node_exporter: /opt/node}
+"""
+
+
+def test_a_spec_in_the_old_layout_loads_as_the_new_and_says_what_moved(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(OLD_LAYOUT)
+    new.write_text(NEW_LAYOUT)
+    with caplog.at_level("WARNING", logger="dbtier.spec"):
+        assert load_spec(new, environ={}) == load_spec(old, environ={})
+    spec = load_spec(new, environ={})
+    assert (spec.pg.ports.postgres, spec.pg.patroni.ttl, spec.pg.synchronous_mode, spec.pg.etcd_size(spec.members),
+            spec.pg.postgresql_parameters, spec.pg.audit.log, spec.pg.binaries.pgbackrest, spec.binaries.node_exporter
+            ) == (6432, 40, True, 1, {"work_mem": "64MB"}, "ddl", "/opt/pgbackrest", "/opt/node")
+    (warning,) = [r.getMessage() for r in caplog.records]  # the old file only
+    assert warning.startswith(f"spec {old}: ports, patroni, etcd_members, synchronous_mode, postgresql_parameters, "
+                              "audit, binaries.pgbackrest in the old place, read as postgres.ports, ")
+    assert warning.endswith("move them under postgres: (deployments/clusters/default.yaml shows the layout)")
+
+
+def test_every_sample_spec_is_in_the_new_layout(caplog: pytest.LogCaptureFixture) -> None:
+    samples = sorted(DEFAULT_SPEC_PATH.parent.glob("*.yaml"))
+    with caplog.at_level("WARNING", logger="dbtier.spec"):
+        engines = {load_spec(path, environ={}).engine for path in samples}
+    assert engines == {"postgres", "mongodb"} and len(samples) >= 5
+    assert caplog.records == []
+
+
 def test_environment_wins_over_yaml(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("name: orders\nmembers: 3\npatroni: {ttl: 30}\n")
     spec = load_spec(path, environ={"DBTIER_MEMBERS": "5", "DBTIER_PATRONI__LOOP_WAIT": "5"})
-    assert (spec.name, spec.members, spec.patroni.ttl, spec.patroni.loop_wait) == ("orders", 5, 30, 5)
+    assert (spec.name, spec.members, spec.pg.patroni.ttl, spec.pg.patroni.loop_wait) == ("orders", 5, 30, 5)
 
 
 def test_bad_environment_value_names_the_field() -> None:

@@ -276,7 +276,7 @@ def archiver_service(spec: ClusterSpec, member: MongoMember, s3: S3Target | None
     """
     marker = f"--uri-file={uri_file(member)}"
     argv = [spec.binaries.python, "-m", MODULE, marker, f"--cluster={spec.name}", f"--member={member.name}",
-            *store_argv(spec, member, s3, repo), f"--slice-s={spec.mongodb.oplog_slice_s}"]
+            *store_argv(spec, member, s3, repo), f"--slice-s={spec.mongo.oplog_slice_s}"]
     name = f"{member.name}-{KIND}" + (f"-repo{repo}" if repo != 1 else "")
     return Service(name=name, kind=KIND, host=member.host, argv=argv, pidfile=f"{archiver_dir(member)}/{KIND}.pid",
                    logfile=f"{archiver_dir(member)}/{KIND}.log", marker=marker, ports=[], env=runtime_env(spec))

@@ -128,7 +128,7 @@ def take(provider: Provider, spec: ClusterSpec, n: int, secrets: BackupSecrets, 
         uri = dump.tool_uri([primary], _settings(spec), ARCHIVER_USER, primary.tls_ca if spec.tls.enabled else None)
         start = newest_oplog()
         try:
-            runner.run(dump.dump_argv(spec.binaries.mongodump, uri, config, archive),
+            runner.run(dump.dump_argv(spec.mongo.binaries.mongodump, uri, config, archive),
                        timeout=spec.backup.command_timeout_s)
         except CommandFailed as err:
             if repo.fs:

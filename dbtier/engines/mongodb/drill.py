@@ -114,7 +114,7 @@ class MongoDrill:
         """How long the secondaries are paused before the fault (0: they are not)."""
         if not faults.SCENARIOS[self.scenario].pause_secondaries:
             return 0.0
-        return faults.pause_for(self.spec.mongodb.election_timeout_ms)
+        return faults.pause_for(self.spec.mongo.election_timeout_ms)
 
     @property
     def uri_file(self) -> str:

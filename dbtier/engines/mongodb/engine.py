@@ -62,13 +62,13 @@ def not_built(step: str) -> NoReturn:
 
 
 def mongo_settings(spec: ClusterSpec) -> MongoSettings:
-    """The spec's ``mongodb:`` section (and ``members``, ``tls``, ``binaries.mongod``) as config.py's settings.
+    """The spec's ``mongodb:`` section (and ``members``, ``tls``, ``binaries``) as config.py's settings.
 
     >>> s = mongo_settings(ClusterSpec(engine="mongodb", members=3))
     >>> s.replset, s.ports, s.priorities, s.binary
     ('rs0', (27017, 27018, 27019), (2.0, 1.0, 1.0), '/usr/bin/mongod')
     """
-    section = spec.mongodb
+    section = spec.mongo
     return MongoSettings(
         replset=section.replset,
         ports=tuple(section.port + i for i in range(spec.members)),
@@ -77,7 +77,7 @@ def mongo_settings(spec: ClusterSpec) -> MongoSettings:
         oplog_slice_s=section.oplog_slice_s,
         oplog_size_mb=section.oplog_size_mb,
         tls=spec.tls.enabled,
-        binary=spec.binaries.mongod,
+        binary=spec.mongo.binaries.mongod,
     )
 
 
@@ -171,11 +171,11 @@ class MongoEngine(Engine):
         return KEYFILE_MODE if path in {m.keyfile for m in members(spec)} else 0o600
 
     def required_programs(self, spec: ClusterSpec) -> list[tuple[str, str]]:
-        return [("binaries.mongod", spec.binaries.mongod), ("binaries.mongodump", spec.binaries.mongodump),
+        return [("mongodb.binaries.mongod", spec.mongo.binaries.mongod), ("mongodb.binaries.mongodump", spec.mongo.binaries.mongodump),
                 ("binaries.python", spec.binaries.python)]  # the archivers' runtime (:mod:`dbtier.runtime`)
 
     def missing_program_fix(self, spec: ClusterSpec) -> str:
-        return "install MongoDB's server there (make setup does not), or set binaries.mongod to where its mongod is"
+        return "install MongoDB's server there (make setup does not), or set mongodb.binaries.mongod to where its mongod is"
 
     def consensus_services(self, spec: ClusterSpec) -> list[Service]:
         return []  # a replica set elects by itself
@@ -205,7 +205,7 @@ class MongoEngine(Engine):
 
     def status(self, spec: ClusterSpec) -> ClusterStatus:
         """``replSetGetStatus`` from the first member that answers, without credentials (see :mod:`.steps`)."""
-        return steps.cluster_status(members(spec), client_factory(spec), lag_limit_s=spec.mongodb.max_lag_s)
+        return steps.cluster_status(members(spec), client_factory(spec), lag_limit_s=spec.mongo.max_lag_s)
 
     def prepare_replicas(self, spec: ClusterSpec, passwords: Passwords, timeout: float,
                          provider: Provider | None = None) -> str:
@@ -214,7 +214,7 @@ class MongoEngine(Engine):
 
     def _primary(self, spec: ClusterSpec, passwords: Passwords) -> MongoMember:
         found = steps.cluster_status(members(spec), client_factory(spec), passwords.superuser,
-                                     spec.mongodb.max_lag_s).health.leader
+                                     spec.mongo.max_lag_s).health.leader
         return next((m for m in members(spec) if m.name == found), members(spec)[0])
 
     def _oplog_window(self, spec: ClusterSpec,
@@ -291,7 +291,7 @@ class MongoEngine(Engine):
 
     def archives(self, spec: ClusterSpec) -> bool:
         """Every member's oplog is archived, unless ``mongodb.oplog_archiving`` is off (the restore drill's copy)."""
-        return bool(spec.backup.repositories) and spec.mongodb.oplog_archiving
+        return bool(spec.backup.repositories) and spec.mongo.oplog_archiving
 
     def archiving_configured(self, provider: Provider, spec: ClusterSpec) -> bool:
         """Each archiver's URI file (its marker) on its member's host, when the set archives at all."""
@@ -415,7 +415,7 @@ class MongoEngine(Engine):
         primary, window = self._oplog_window(spec, passwords)
         if window is None:
             raise BackupError(f"{primary.label}: its oplog is empty; is the replica set initiated?")
-        return restore.wait_archived(provider, spec, secrets, window[1], spec.mongodb.oplog_slice_s + 15.0)
+        return restore.wait_archived(provider, spec, secrets, window[1], spec.mongo.oplog_slice_s + 15.0)
 
     def judge_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets,
                       passwords: Passwords) -> ArchiveVerdict:
@@ -490,7 +490,7 @@ class MongoEngine(Engine):
         >>> MongoEngine().throwaway_changes(ClusterSpec(engine="mongodb"))["mongodb"]["oplog_archiving"]
         False
         """
-        return {"mongodb": {**spec.mongodb.model_dump(mode="json"), "oplog_archiving": False}}
+        return {"mongodb": {**spec.mongo.model_dump(mode="json"), "oplog_archiving": False}}
 
     def _app_uri(self, spec: ClusterSpec, passwords: Passwords) -> MongoUri:
         return write_uri(members(spec), mongo_settings(spec), spec.app.user, passwords.app, spec.app.database,

@@ -142,7 +142,7 @@ def alert_rules(spec: ClusterSpec, t: dict[str, float]) -> EngineAlerts:
         rule("DbtierMongoNoPrimary", f'max by (cluster) (mongodb_member_primary{{{c}}}) == 0', down, "critical",
              "replica set {{ $labels.cluster }} has no primary: writes fail",
              f"{status}; dbtier drill refuses until it is healthy"),
-        rule("DbtierMongoReplicationLag", f'mongodb_replication_lag_seconds{{{c}}} > {spec.mongodb.max_lag_s}', 120,
+        rule("DbtierMongoReplicationLag", f'mongodb_replication_lag_seconds{{{c}}} > {spec.mongo.max_lag_s}', 120,
              "warning", "{{ $labels.member }} is {{ $value | humanizeDuration }} behind the primary",
              f"{status}: the lag column"),
     ]

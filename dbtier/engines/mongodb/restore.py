@@ -249,7 +249,7 @@ def restore_to_target(provider: Provider, target_spec: ClusterSpec, source_spec:
     settings = mongo_settings(target_spec)
     uri = dump.tool_uri(members(target_spec), settings, ARCHIVER_USER,
                         primary.tls_ca if target_spec.tls.enabled else None)
-    binary, timeout = target_spec.binaries.mongorestore, target_spec.backup.restore_timeout_s
+    binary, timeout = target_spec.mongo.binaries.mongorestore, target_spec.backup.restore_timeout_s
     runner.make_dirs(work, 0o700)
     try:
         config = f"{work}/tool.yaml"
@@ -309,5 +309,5 @@ def find_primary(spec: ClusterSpec, passwords: Passwords) -> MongoMember:
     from dbtier.engines.mongodb.engine import client_factory, members
 
     name = steps.cluster_status(members(spec), client_factory(spec), passwords.superuser,
-                                spec.mongodb.max_lag_s).health.leader
+                                spec.mongo.max_lag_s).health.leader
     return next((m for m in members(spec) if m.name == name), members(spec)[0])

@@ -21,7 +21,7 @@ def quorum_loss_hold(spec: ClusterSpec, settings: DrillSettings) -> float:
     """
     if settings.quorum_loss_hold_s is not None:
         return settings.quorum_loss_hold_s
-    return float(spec.patroni.ttl + 2 * spec.patroni.loop_wait)
+    return float(spec.pg.patroni.ttl + 2 * spec.pg.patroni.loop_wait)
 
 
 def writer_route(spec: ClusterSpec, settings: DrillSettings) -> tuple[str, str]:
@@ -42,4 +42,4 @@ def writer_route(spec: ClusterSpec, settings: DrillSettings) -> tuple[str, str]:
                         "set routing.enabled: true and provision again, or drills.via: direct")
     if settings.via == "direct" or first is None:
         return client_dsn(spec), "through the multi-host DSN (direct to the members)"
-    return routed_dsn(spec, "rw", router=first), f"through {first.name}'s rw route ({first.host}:{spec.ports.router})"
+    return routed_dsn(spec, "rw", router=first), f"through {first.name}'s rw route ({first.host}:{spec.pg.ports.router})"

@@ -170,7 +170,7 @@ class PostgresEngine(Engine):
                 pidfile=f"{m.dir}/patroni.pid",
                 logfile=f"{m.dir}/patroni.log",
                 marker=m.config,
-                ports=[("ports.postgres", m.pg_port), ("ports.patroni", m.rest_port)],
+                ports=[("postgres.ports.postgres", m.pg_port), ("postgres.ports.patroni", m.rest_port)],
             )
             for m in pg_members(spec)
         ]
@@ -180,22 +180,22 @@ class PostgresEngine(Engine):
         address), HAProxy on each host (:func:`dbtier.engines.postgres.routing.routers`), PgBouncer beside each member. HAProxy
         runs in the foreground as one process (no master-worker: the pid file names the process on the ports)."""
         services = [
-            Service(name=k.name, kind="keepalived", host=k.host, argv=keepalived_config.keepalived_argv(spec.binaries.keepalived, k),
+            Service(name=k.name, kind="keepalived", host=k.host, argv=keepalived_config.keepalived_argv(spec.pg.binaries.keepalived, k),
                     pidfile=f"{k.dir}/run.pid", logfile=f"{k.dir}/keepalived.log", marker=k.config, ports=[],
                     reload_signal="HUP", as_root=True,
                     pre_start=[["/usr/sbin/sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"]])
             for k in keepalived_config.keepers(spec)
         ]
         services += [
-            Service(name=r.name, kind="haproxy", host=r.host, argv=[spec.binaries.haproxy, "-db", "-f", r.config],
+            Service(name=r.name, kind="haproxy", host=r.host, argv=[spec.pg.binaries.haproxy, "-db", "-f", r.config],
                     pidfile=f"{r.dir}/haproxy.pid", logfile=f"{r.dir}/haproxy.log", marker=r.config,
-                    ports=[(f, p) for f, p in port_plan(spec) if f.startswith("ports.router")])
+                    ports=[(f, p) for f, p in port_plan(spec) if f.startswith("postgres.ports.router")])
             for r in routing.routers(spec)
         ]
         services += [
-            Service(name=b.name, kind="pgbouncer", host=b.host, argv=[spec.binaries.pgbouncer, b.config],
+            Service(name=b.name, kind="pgbouncer", host=b.host, argv=[spec.pg.binaries.pgbouncer, b.config],
                     pidfile=f"{b.dir}/pgbouncer.pid", logfile=f"{b.dir}/pgbouncer.log", marker=b.config,
-                    ports=[(f"ports.pgbouncer (member {b.member.index})", b.port)], reload_signal="HUP")
+                    ports=[(f"postgres.ports.pgbouncer (member {b.member.index})", b.port)], reload_signal="HUP")
             for b in routing.bouncers(spec)
         ]
         return services
@@ -204,18 +204,18 @@ class PostgresEngine(Engine):
         """Patroni, etcd, PostgreSQL, pgBackRest, and what routing asks for.
 
         >>> [field for field, _ in PostgresEngine().required_programs(ClusterSpec())]
-        ['binaries.patroni', 'binaries.etcd', 'binaries.pg_bin_dir', 'binaries.pgbackrest']
+        ['postgres.binaries.patroni', 'postgres.binaries.etcd', 'postgres.binaries.pg_bin_dir', 'postgres.binaries.pgbackrest']
         """
-        binaries = spec.binaries
-        wanted = [("binaries.patroni", binaries.patroni), ("binaries.etcd", binaries.etcd),
-                  ("binaries.pg_bin_dir", f"{binaries.pg_bin_dir}/postgres"), ("binaries.pgbackrest", binaries.pgbackrest)]
+        binaries = spec.pg.binaries
+        wanted = [("postgres.binaries.patroni", binaries.patroni), ("postgres.binaries.etcd", binaries.etcd),
+                  ("postgres.binaries.pg_bin_dir", f"{binaries.pg_bin_dir}/postgres"), ("postgres.binaries.pgbackrest", binaries.pgbackrest)]
         routers, poolers = routing_plan(spec.routing)
         if routers:
-            wanted.append(("binaries.haproxy", binaries.haproxy))
+            wanted.append(("postgres.binaries.haproxy", binaries.haproxy))
         if poolers:
-            wanted.append(("binaries.pgbouncer", binaries.pgbouncer))
+            wanted.append(("postgres.binaries.pgbouncer", binaries.pgbouncer))
         if spec.routing.vip is not None:  # keepalived, and the curl its check runs
-            wanted += [("binaries.keepalived", binaries.keepalived), ("routing.vip (its check)", "/usr/bin/curl")]
+            wanted += [("postgres.binaries.keepalived", binaries.keepalived), ("routing.vip (its check)", "/usr/bin/curl")]
         return wanted
 
     def exporter_services(self, spec: ClusterSpec) -> list[Service]:
@@ -238,7 +238,7 @@ class PostgresEngine(Engine):
         jobs = [ScrapeJob("patroni", [f"{m.host}:{m.rest_port}" for m in pg_members(spec)], tls),
                 ScrapeJob("etcd", [f"{e.host}:{e.client_port}" for e in etcd.etcd_members(spec)], tls, drop=ETCD_DROP,
                           keep=ETCD_KEEP),
-                ScrapeJob("haproxy", [f"{r.host}:{spec.ports.router_stats}" for r in routing.routers(spec)], tls,
+                ScrapeJob("haproxy", [f"{r.host}:{spec.pg.ports.router_stats}" for r in routing.routers(spec)], tls,
                           drop=HAPROXY_DROP, keep=HAPROXY_KEEP)]
         found = pg_exporters.exporters(spec)
         jobs.append(ScrapeJob("postgres", [e.address for e in found if e.job == "postgres"], False,
@@ -445,7 +445,7 @@ class PostgresEngine(Engine):
         ...  for p in ({}, {"archive_mode": "on"}, {"archive_mode": "off"}, {"archive_mode": False})]
         [True, True, False, False]
         """
-        return str(spec.postgresql_parameters.get("archive_mode", "on")).lower() not in ("off", "false")
+        return str(spec.pg.postgresql_parameters.get("archive_mode", "on")).lower() not in ("off", "false")
 
     def refuse_earlier_archive(self, provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
         """The stanza must be new in every repository (:func:`.pgbackrest_ops.refuse_earlier_stanza`)."""
@@ -648,12 +648,13 @@ class PostgresEngine(Engine):
     def throwaway_changes(self, spec: ClusterSpec) -> dict[str, Any]:
         """One etcd member, no WAL archiving (``archive_mode: off``), no synchronous standby to wait for.
 
-        >>> c = PostgresEngine().throwaway_changes(ClusterSpec())
+        >>> c = PostgresEngine().throwaway_changes(ClusterSpec())["postgres"]
         >>> c["etcd_members"], c["postgresql_parameters"]["archive_mode"], c["synchronous_mode"]
         (1, 'off', False)
         """
-        return {"etcd_members": 1, "postgresql_parameters": {**spec.postgresql_parameters, "archive_mode": "off"},
-                "synchronous_mode": False}
+        pg = spec.pg
+        return {"postgres": {**pg.model_dump(mode="json"), "etcd_members": 1, "synchronous_mode": False,
+                             "postgresql_parameters": {**pg.postgresql_parameters, "archive_mode": "off"}}}
 
     def write_restore_marker(self, spec: ClusterSpec, passwords: Passwords) -> Marker:
         """Rows of table ``dbtier_restore_drill`` around the server's clock (the target is that time)."""
@@ -693,7 +694,7 @@ class PostgresEngine(Engine):
         >>> PostgresEngine().settle_s(ClusterSpec())
         10.0
         """
-        return float(spec.patroni.loop_wait)
+        return float(spec.pg.patroni.loop_wait)
 
     def cannot_run_drill(self, provider: Provider, spec: ClusterSpec, scenario: str) -> str | None:
         """The network and host drills' needs (:func:`.network.cannot_run`)."""

@@ -22,7 +22,7 @@ def etcd_argv(spec: ClusterSpec, member: EtcdMember) -> list[str]:
     """
     everyone = etcd_members(spec)
     return [
-        spec.binaries.etcd,
+        spec.pg.binaries.etcd,
         "--name", member.name,
         "--data-dir", member.data_dir,
         "--listen-client-urls", member.client_url,
@@ -64,7 +64,7 @@ def etcd_services(spec: ClusterSpec) -> list[Service]:
             pidfile=f"{m.dir}/etcd.pid",
             logfile=f"{m.dir}/etcd.log",
             marker=m.data_dir,
-            ports=[("ports.etcd", m.client_port), ("ports.etcd", m.peer_port)],
+            ports=[("postgres.ports.etcd", m.client_port), ("postgres.ports.etcd", m.peer_port)],
         )
         for m in etcd_members(spec)
     ]

@@ -229,4 +229,4 @@ def synchronous_mode(spec: ClusterSpec) -> bool:
         doc = patroni_rest.get_json(spec, member, "/config", timeout=2)
         if doc is not None:
             return bool(doc.get("synchronous_mode", False))
-    return spec.synchronous_mode
+    return spec.pg.synchronous_mode

@@ -97,7 +97,7 @@ def listen_block(spec: ClusterSpec, router: Router, route: str, pooled: bool) ->
         server pg2-primary 127.0.0.1:5434 backup track rw/pg2
     """
     name = _backend(route, pooled)
-    port = spec.ports.router + ROUTER_LISTENERS.index(name)
+    port = spec.pg.ports.router + ROUTER_LISTENERS.index(name)
     return [
         f"listen {name}",
         *(f"    bind {address}:{port}" for address in bind_addresses(spec, router)),
@@ -117,7 +117,7 @@ def stats_block(spec: ClusterSpec, router: Router) -> list[str]:
     >>> stats_block(spec, routers(spec)[0])[1]
     '    bind 127.0.0.1:7000 ssl crt /var/lib/dbtier/dbtier/router0/tls/haproxy.crt ssl-min-ver TLSv1.2'
     """
-    bind = f"    bind {router.host}:{spec.ports.router_stats}"
+    bind = f"    bind {router.host}:{spec.pg.ports.router_stats}"
     if spec.tls.enabled:
         bind += f" ssl crt {tls_paths(router.dir, 'haproxy').cert} ssl-min-ver TLSv1.2"
     return [

@@ -64,9 +64,9 @@ def placement_refusal(spec: ClusterSpec, scenario: str) -> str | None:
         return None
     members = pg_members(spec)
     hosts = {m.host for m in members}
-    if len(members) < 2 or spec.etcd_size < 3:
+    if len(members) < 2 or spec.pg.etcd_size(spec.members) < 3:
         return (f"scenario: {scenario} needs at least 2 members and 3 etcd members (the cluster has {len(members)} "
-                f"and {spec.etcd_size}): set members and etcd_members")
+                f"and {spec.pg.etcd_size(spec.members)}): set members and etcd_members")
     if len(hosts) < len(members):
         shared = ", ".join(m.name for m in members)
         where = f"all on {members[0].host}" if len(hosts) == 1 else f"on {len(hosts)} hosts"
@@ -296,7 +296,7 @@ def partition_replica(drill: Drill) -> DrillResult:
     spec, leader = drill.spec, drill.leader()
     victim = drill.sync_standby() or next(m.name for m in pg_members(spec) if m.name != leader)
     host = pg_member(spec, victim).host
-    hold = float(spec.patroni.ttl + spec.patroni.loop_wait)
+    hold = float(spec.pg.patroni.ttl + spec.pg.patroni.loop_wait)
     with drill.writing():
         fault_at = cut(drill, host, nft.partition(other_hosts(spec, host), f"partition-replica {victim}"), hold,
                        f"partition replica {victim}'s host {host} from the other members and etcd")
@@ -317,7 +317,7 @@ def etcd_minority(drill: Drill) -> DrillResult:
     away = [e for e in etcd_members(spec) if e.host != primary_host]
     victim = next((e for e in away if states.get(e.name) == "leader"), away[0])
     role = " (the etcd leader)" if states.get(victim.name) == "leader" else ""
-    hold = float(max(spec.patroni.ttl, drill.settings.etcd_member_loss_hold_s))
+    hold = float(max(spec.pg.patroni.ttl, drill.settings.etcd_member_loss_hold_s))
     rules = nft.cut_ports(other_hosts(spec, victim.host), etcd_ports(spec), f"etcd-minority {victim.name}")
     with drill.writing():
         fault_at = cut(drill, victim.host, rules, hold,
@@ -336,7 +336,7 @@ def lossy_network(drill: Drill) -> DrillResult:
     _refuse(drill)
     spec, leader = drill.spec, drill.leader()
     host = pg_member(spec, leader).host
-    hold = float(spec.patroni.ttl + 2 * spec.patroni.loop_wait)
+    hold = float(spec.pg.patroni.ttl + 2 * spec.pg.patroni.loop_wait)
     with drill.writing():
         fault_at = cut(drill, host, nft.packet_loss(LOSS_PERCENT, f"lossy-network {leader}"), hold,
                        f"drop {LOSS_PERCENT} % of the packets on {leader}'s host {host}")
@@ -358,7 +358,7 @@ def _host_fault(drill: Drill, what: str, act: Callable[[HostPower, str], str], u
         fault_at = drill.fault(f"{what} {leader}'s host {host}", lambda: act(power, host))
         drill.wait_ack(fault_at, avoid_port=drill.port(leader), avoid=leader)
         if hold_ttl:  # a frozen host's Patroni must find its leader key gone when it wakes
-            drill.hold(max(0.0, fault_at + spec.patroni.ttl + spec.patroni.loop_wait - time.time()), avoid=leader)
+            drill.hold(max(0.0, fault_at + spec.pg.patroni.ttl + spec.pg.patroni.loop_wait - time.time()), avoid=leader)
         rejoin = drill.wait_rejoin(leader, drill.restore())
         drill.healthy_then_tail()
     expect = _with_window(drill, drill.expect(True, leader))

@@ -103,14 +103,14 @@ def member_connection_tls(spec: ClusterSpec, member: PgMember) -> dict[str, str]
 def postgresql_parameters(spec: ClusterSpec) -> dict[str, Any]:
     params = dict(BASE_PARAMETERS)
     params.update(pgbackrest.archive_parameters(spec))
-    params.update(spec.postgresql_parameters)
-    params.update(audit_parameters(spec.audit, params))
+    params.update(spec.pg.postgresql_parameters)
+    params.update(audit_parameters(spec.pg.audit, params))
     return params
 
 
 def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwords) -> dict[str, Any]:
     """The whole patroni.yml of ``member`` as a dict, ready for ``yaml.safe_dump``."""
-    timing = spec.patroni
+    timing = spec.pg.patroni
     tls = member_connection_tls(spec, member)
     return {
         "scope": spec.name,
@@ -127,7 +127,7 @@ def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwo
                 "retry_timeout": timing.retry_timeout,
                 "maximum_lag_on_failover": timing.maximum_lag_on_failover,
                 "failsafe_mode": True,
-                "synchronous_mode": spec.synchronous_mode,
+                "synchronous_mode": spec.pg.synchronous_mode,
                 "postgresql": {
                     "use_pg_rewind": True,
                     "use_slots": True,
@@ -140,7 +140,7 @@ def render_patroni_config(spec: ClusterSpec, member: PgMember, passwords: Passwo
             "listen": f"{member.host}:{member.pg_port}",
             "connect_address": f"{member.host}:{member.pg_port}",
             "data_dir": member.data_dir,
-            "bin_dir": spec.binaries.pg_bin_dir,
+            "bin_dir": spec.pg.binaries.pg_bin_dir,
             "pgpass": f"{member.dir}/pgpass",
             # Patroni's own connections go through the member's socket: TCP from a host to its own address may
             # leave from another one (127.0.0.x loopback aliases leave from 127.0.0.1), which the trust lines
@@ -182,4 +182,4 @@ def bootstrap_method(spec: ClusterSpec, member: PgMember) -> dict[str, Any]:
 
 
 def patroni_argv(spec: ClusterSpec, member: PgMember) -> list[str]:
-    return [spec.binaries.patroni, member.config]
+    return [spec.pg.binaries.patroni, member.config]

@@ -47,7 +47,7 @@ def psql_argv(spec: ClusterSpec, member: PgMember, database: str, script: str) -
     ['-h', '/var/lib/dbtier/dbtier/pg0/run', '-p', '5432', '-U', 'postgres', '-d', 'app']
     """
     # -w: never prompt. Without the pgpass, psql would wait for a password on its SSH channel for ever.
-    return [f"{spec.binaries.pg_bin_dir}/psql", "-X", "-w", "-q", "-At", "-F", SEPARATOR, "-v", "ON_ERROR_STOP=1",
+    return [f"{spec.pg.binaries.pg_bin_dir}/psql", "-X", "-w", "-q", "-At", "-F", SEPARATOR, "-v", "ON_ERROR_STOP=1",
             "-f", script, "-h", member.socket_dir, "-p", str(member.pg_port), "-U", SUPERUSER, "-d", database]
 
 

@@ -105,7 +105,7 @@ def port_problems(spec: ClusterSpec) -> list[str]:
     host) or another exporter (on its host) already uses, one line each.
 
     >>> port_problems(ClusterSpec(monitoring={"exporters": {"enabled": True, "postgres": 5433}}))[0]
-    'monitoring.exporters.postgres: pg0-exporter would listen on 127.0.0.1:5433, which is ports.postgres (member 1); choose another port'
+    'monitoring.exporters.postgres: pg0-exporter would listen on 127.0.0.1:5433, which is postgres.ports.postgres (member 1); choose another port'
     >>> port_problems(ClusterSpec(monitoring={"exporters": {"enabled": True, "postgres": 9090}}))
     ['monitoring.exporters.postgres: pg0-exporter would listen on 127.0.0.1:9090, which is monitoring.ports.prometheus; choose another port']
     >>> port_problems(ClusterSpec(routing={"enabled": True}, monitoring={"exporters": {"enabled": True, "pgbouncer": 9188}}))
@@ -131,7 +131,7 @@ def port_problems(spec: ClusterSpec) -> list[str]:
 
 def exporter_service(spec: ClusterSpec, e: Exporter) -> Service:
     """``e`` as a service: its argv, and an environment that names files, never a secret."""
-    binaries = spec.binaries
+    binaries = spec.pg.binaries
     env: dict[str, str] = {}
     if e.kind == "postgres-exporter":
         assert e.target is not None
@@ -196,7 +196,7 @@ def bouncer_exporter_files(spec: ClusterSpec, root: str, ca_file: str, passwords
     config, passfile = _bouncer_exporter_paths(root)
     found = bouncers(spec)
     lines = [pgpass_entry(b.host, str(b.port), "pgbouncer", MONITORING_USER, passwords.monitoring) for b in found]
-    settings = {"psql": f"{spec.binaries.pg_bin_dir}/psql", "user": MONITORING_USER, "passfile": passfile,
+    settings = {"psql": f"{spec.pg.binaries.pg_bin_dir}/psql", "user": MONITORING_USER, "passfile": passfile,
                 "sslmode": "verify-full" if spec.tls.enabled else "disable",
                 "sslrootcert": ca_file if spec.tls.enabled else "", "targets": [f"{b.host}:{b.port}" for b in found]}
     return {config: (json.dumps(settings, indent=2) + "\n").encode(), passfile: ("\n".join(lines) + "\n").encode()}

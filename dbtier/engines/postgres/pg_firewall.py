@@ -30,7 +30,7 @@ def host_ports(spec: ClusterSpec, host: str) -> HostPorts:
     clients = {m.pg_port for m in members} | {b.port for b in bouncers(spec) if b.host == host}
     if any(r.host == host for r in routers(spec)):
         clients |= {listener_port(spec, route, pooled) for route, pooled in served_routes(spec)}
-        control.add(spec.ports.router_stats)
+        control.add(spec.pg.ports.router_stats)
     return HostPorts(tuple(sorted(clients)), tuple(sorted(control)))
 
 

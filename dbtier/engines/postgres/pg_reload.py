@@ -56,7 +56,7 @@ def endpoints(provider: Provider, spec: ClusterSpec) -> list[Endpoint]:
     ports |= {(m.name, "patroni"): m.rest_port for m in pg_members(spec)}
     ports |= {(m.name, "etcd"): m.client_port for m in etcd_members(spec)}
     ports |= {(b.member.name, "pgbouncer"): b.port for b in bouncers(spec)}
-    ports |= {(r.name, "haproxy"): spec.ports.router_stats for r in routers(spec)}
+    ports |= {(r.name, "haproxy"): spec.pg.ports.router_stats for r in routers(spec)}
     found = []
     for need in plan_for(provider, spec):
         installed = provider.runner(spec, need.host).read_file(need.paths.cert)

@@ -128,11 +128,11 @@ def router_servers(spec: ClusterSpec, router: Router) -> list[ServerState] | str
     scheme = "https" if spec.tls.enabled else "http"
     try:
         with http_session(spec) as session:
-            answer = session.get(f"{scheme}://{router.host}:{spec.ports.router_stats}/;csv", timeout=3)
+            answer = session.get(f"{scheme}://{router.host}:{spec.pg.ports.router_stats}/;csv", timeout=3)
     except requests.RequestException as err:
-        return f"stats page {router.host}:{spec.ports.router_stats} does not answer ({_first_line(err)})"
+        return f"stats page {router.host}:{spec.pg.ports.router_stats} does not answer ({_first_line(err)})"
     if answer.status_code != 200:
-        return f"stats page {router.host}:{spec.ports.router_stats} answered HTTP {answer.status_code}"
+        return f"stats page {router.host}:{spec.pg.ports.router_stats} answered HTTP {answer.status_code}"
     return server_states(answer.text)
 
 

@@ -123,13 +123,13 @@ def archive_command(spec: ClusterSpec, member: PgMember) -> str:
     '/usr/bin/pgbackrest --config=/var/lib/dbtier/dbtier/pgbackrest/pgbackrest.conf --stanza=dbtier
      --pg1-path=/var/lib/dbtier/dbtier/pg1/pgdata archive-push %p'
     """
-    argv = [*base_argv(spec.binaries.pgbackrest, config_path(spec), spec.name), f"--pg1-path={member.data_dir}"]
+    argv = [*base_argv(spec.pg.binaries.pgbackrest, config_path(spec), spec.name), f"--pg1-path={member.data_dir}"]
     return shlex.join(argv) + " archive-push %p"
 
 
 def restore_command(spec: ClusterSpec, member: PgMember) -> str:
     """The member's ``restore_command``: a replica that fell behind its slot fetches WAL from the archive."""
-    argv = [*base_argv(spec.binaries.pgbackrest, config_path(spec), spec.name), f"--pg1-path={member.data_dir}"]
+    argv = [*base_argv(spec.pg.binaries.pgbackrest, config_path(spec), spec.name), f"--pg1-path={member.data_dir}"]
     return shlex.join(argv) + ' archive-get %f "%p"'
 
 
@@ -145,7 +145,7 @@ def backup_argv(spec: ClusterSpec, primary: PgMember, kind: str, repo: int, stan
     >>> backup_argv(ClusterSpec(), pg_members(ClusterSpec())[0], "full", 1)[-3:]
     ['--type=full', '--repo=1', 'backup']
     """
-    argv = [*base_argv(spec.binaries.pgbackrest, config_path(spec), spec.name), *member_options(primary)]
+    argv = [*base_argv(spec.pg.binaries.pgbackrest, config_path(spec), spec.name), *member_options(primary)]
     if standby is not None:
         argv += [*member_options(standby, 2), "--backup-standby"]
     return [*argv, f"--type={kind}", f"--repo={repo}", "backup"]
@@ -153,7 +153,7 @@ def backup_argv(spec: ClusterSpec, primary: PgMember, kind: str, repo: int, stan
 
 def command_argv(spec: ClusterSpec, member: PgMember | None, command: str, *options: str) -> list[str]:
     """Any other pgBackRest command (``check``, ``verify``, ``info``, ``expire``, ``stanza-create``)."""
-    argv = base_argv(spec.binaries.pgbackrest, config_path(spec), spec.name)
+    argv = base_argv(spec.pg.binaries.pgbackrest, config_path(spec), spec.name)
     if member is not None:
         argv += member_options(member)
     return [*argv, *options, command]
@@ -176,7 +176,7 @@ def restore_bootstrap_command(spec: ClusterSpec, member: PgMember) -> str:
     source = spec.restore_from
     assert source is not None
     argv = [
-        spec.binaries.pgbackrest,
+        spec.pg.binaries.pgbackrest,
         f"--config={source.config}",
         f"--stanza={source.cluster}",
         f"--pg1-path={member.data_dir}",

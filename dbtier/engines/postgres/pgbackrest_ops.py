@@ -155,7 +155,7 @@ def temp_config(provider: Provider, host_spec: ClusterSpec, spec: ClusterSpec, s
 def read_source_catalog(provider: Provider, target: ClusterSpec, source: ClusterSpec, secrets: BackupSecrets) -> Catalog:
     """The source's catalog, read from the target's first host through a temporary config (left nowhere)."""
     with temp_config(provider, target, source, secrets) as (runner, conf):
-        done = runner.run([*pgbackrest.base_argv(source.binaries.pgbackrest, conf, source.name), "--output=json", "info"],
+        done = runner.run([*pgbackrest.base_argv(source.pg.binaries.pgbackrest, conf, source.name), "--output=json", "info"],
                           timeout=300)
     try:
         return parse_info(json.loads(done.out), source.name)
@@ -174,7 +174,7 @@ def last_archived_transaction(provider: Provider, target: ClusterSpec, source: C
     from dbtier.engines.postgres import walscan
 
     with temp_config(provider, target, source, secrets) as (runner, conf):
-        argv = [*pgbackrest.base_argv(source.binaries.pgbackrest, conf, source.name), f"--repo={repo}"]
+        argv = [*pgbackrest.base_argv(source.pg.binaries.pgbackrest, conf, source.name), f"--repo={repo}"]
         archive = f"archive/{source.name}"
         found_id = walscan.archive_id(_repo_names(runner, argv, archive))
         if found_id is None:
@@ -189,7 +189,7 @@ def last_archived_transaction(provider: Provider, target: ClusterSpec, source: C
                 file, decompress = stored
                 script = f"{shlex.join([*argv, 'repo-get', f'{directory}/{file}'])} | {shlex.join(decompress)} > {shlex.quote(f'{work}/{name}')}"
                 runner.run(["sh", "-c", script], timeout=120)
-                dump = runner.run([f"{source.binaries.pg_bin_dir}/pg_waldump", "--rmgr=Transaction", f"{work}/{name}"],
+                dump = runner.run([f"{source.pg.binaries.pg_bin_dir}/pg_waldump", "--rmgr=Transaction", f"{work}/{name}"],
                                   env={"TZ": "UTC"}, check=False, timeout=60)
                 runner.run(["rm", "-f", f"{work}/{name}"], check=False)
                 found = walscan.last_transaction(dump.out)
@@ -220,7 +220,7 @@ def first_unarchived_transaction(provider: Provider, spec: ClusterSpec, archived
         runner = provider.runner(spec, member.host)
         wal_dir = f"{member.data_dir}/pg_wal"
         for name in walscan.unarchived_segments(runner.list_dir(wal_dir) or [], archived_max):
-            dump = runner.run([f"{spec.binaries.pg_bin_dir}/pg_waldump", "--rmgr=Transaction", f"{wal_dir}/{name}"],
+            dump = runner.run([f"{spec.pg.binaries.pg_bin_dir}/pg_waldump", "--rmgr=Transaction", f"{wal_dir}/{name}"],
                               env={"TZ": "UTC"}, check=False, timeout=60)
             first = walscan.first_transaction(dump.out)
             if first is not None:
@@ -248,7 +248,7 @@ def refuse_earlier_stanza(provider: Provider, spec: ClusterSpec, secrets: Backup
 def drop_stanza(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> str:
     """Delete the cluster's stanza (its backups and WAL) from every repository. Its PostgreSQL must be stopped."""
     with temp_config(provider, spec, spec, secrets) as (runner, conf):
-        argv = pgbackrest.base_argv(spec.binaries.pgbackrest, conf, spec.name)
+        argv = pgbackrest.base_argv(spec.pg.binaries.pgbackrest, conf, spec.name)
         runner.run([*argv, "stop"], timeout=120)
         for n in range(1, len(spec.backup.repositories) + 1):
             runner.run([*argv, f"--repo={n}", "--force", "stanza-delete"], timeout=spec.backup.command_timeout_s)
@@ -351,7 +351,7 @@ def stanzas(provider: Provider, spec: ClusterSpec, secrets: BackupSecrets) -> li
     """Every stanza the cluster's repositories hold, its own included when it exists (``pgbackrest info``
     without a stanza, from the cluster's first host through a temporary config)."""
     with temp_config(provider, spec, spec, secrets) as (runner, conf):
-        done = runner.run([spec.binaries.pgbackrest, f"--config={conf}", "--output=json", "info"], timeout=300)
+        done = runner.run([spec.pg.binaries.pgbackrest, f"--config={conf}", "--output=json", "info"], timeout=300)
     try:
         return sorted(str(entry.get("name")) for entry in json.loads(done.out))
     except (ValueError, AttributeError):

@@ -88,7 +88,7 @@ def bouncers(spec: ClusterSpec) -> list[Bouncer]:
     """
     if not routing_plan(spec.routing)[1]:
         return []
-    return [Bouncer(name=f"bouncer{m.index}", member=m, port=spec.ports.pgbouncer + m.index) for m in pg_members(spec)]
+    return [Bouncer(name=f"bouncer{m.index}", member=m, port=spec.pg.ports.pgbouncer + m.index) for m in pg_members(spec)]
 
 
 def bouncer_of(spec: ClusterSpec, member: PgMember) -> Bouncer | None:
@@ -102,7 +102,7 @@ def listener_port(spec: ClusterSpec, route: str, pooled: bool = False) -> int:
     (5001, 5003)
     """
     name = f"{route}-pooled" if pooled else route
-    return spec.ports.router + ROUTER_LISTENERS.index(name)
+    return spec.pg.ports.router + ROUTER_LISTENERS.index(name)
 
 
 def served_routes(spec: ClusterSpec) -> list[tuple[str, bool]]:

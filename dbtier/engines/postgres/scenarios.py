@@ -75,7 +75,7 @@ class Drill:
         """In synchronous mode, the sync standby (waiting a few loops for Patroni to name one)."""
         if not self.zero_loss:
             return None
-        deadline = time.monotonic() + 3 * self.spec.patroni.loop_wait + 10
+        deadline = time.monotonic() + 3 * self.spec.pg.patroni.loop_wait + 10
         while time.monotonic() < deadline:
             name = role_holder(faults.cluster_doc(self.spec), "sync_standby")
             if name is not None:
@@ -284,7 +284,7 @@ def freeze(drill: Drill) -> DrillResult:
                                lambda: frozen.extend(faults.freeze_member(drill.provider, spec, leader)))
         drill.on_restore(f"SIGCONT {leader}", lambda: faults.thaw(drill.provider, spec, leader, frozen))
         drill.wait_ack(fault_at, avoid_port=drill.port(leader), avoid=leader)
-        drill.hold(max(0.0, fault_at + spec.patroni.ttl + spec.patroni.loop_wait - time.time()), avoid=leader)
+        drill.hold(max(0.0, fault_at + spec.pg.patroni.ttl + spec.pg.patroni.loop_wait - time.time()), avoid=leader)
         rejoin = drill.wait_rejoin(leader, drill.restore())
         drill.healthy_then_tail()
     return drill.finish(fault_at, leader, drill.expect(True, leader), rejoin)

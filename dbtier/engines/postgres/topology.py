@@ -83,8 +83,8 @@ def pg_members(spec: ClusterSpec) -> list[PgMember]:
             index=i,
             name=f"pg{i}",
             host=member_host(spec, i),
-            pg_port=spec.ports.postgres + i,
-            rest_port=spec.ports.patroni + i,
+            pg_port=spec.pg.ports.postgres + i,
+            rest_port=spec.pg.ports.patroni + i,
             dir=f"{spec.cluster_dir}/pg{i}",
             scheme=scheme(spec),
         )
@@ -111,12 +111,12 @@ def etcd_members(spec: ClusterSpec) -> list[EtcdMember]:
             index=i,
             name=f"etcd{i}",
             host=member_host(spec, i % spec.members),
-            client_port=spec.ports.etcd + 2 * i,
-            peer_port=spec.ports.etcd + 2 * i + 1,
+            client_port=spec.pg.ports.etcd + 2 * i,
+            peer_port=spec.pg.ports.etcd + 2 * i + 1,
             dir=f"{spec.cluster_dir}/etcd{i}",
             scheme=scheme(spec),
         )
-        for i in range(spec.etcd_size)
+        for i in range(spec.pg.etcd_size(spec.members))
     ]
 
 
