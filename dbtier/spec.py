@@ -9,7 +9,6 @@ becomes one line naming the field and what is allowed.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -31,8 +30,6 @@ DEFAULT_SPEC_PATH = REPO_ROOT / "deployments" / "clusters" / "default.yaml"
 NON_SPEC_ENV = frozenset({"DBTIER_SPEC", "DBTIER_WIPE", "DBTIER_DROP_BACKUPS", "DBTIER_RUNTIME_VENV", "DBTIER_WORK_DIR",
                           "DBTIER_PVE_API_URL", "DBTIER_PVE_TOKEN_ID", "DBTIER_PVE_TOKEN_SECRET",
                           "DBTIER_PVE_FINGERPRINT", "DBTIER_PVE_CA_FILE", "DBTIER_PVE_VERIFY_SSL"})
-
-_log = logging.getLogger("dbtier.spec")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 
@@ -595,14 +592,17 @@ def _foreign(dotted: str, owner: str, engine: str, where: str | None = None) -> 
 def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """``data`` in the layout of engine sections, and the old places it moved (``"ports -> postgres.ports"``).
 
-    The engine's section is filled in when absent; the other engine's section, or one of its settings in the old
-    place, is refused in one line (ValueError), as is a setting given both in the old place and in the section.
+    The engine's section is filled in when absent. The other engine's section, or one of its settings in the old
+    place, is dropped when it holds only that engine's defaults (a spec saved before the sections wrote every field)
+    and refused in one line (ValueError) otherwise, as is a setting given both in the old place and in the section.
 
     >>> migrate_layout({"ports": {"postgres": 6432}, "binaries": {"patroni": "/p", "python": "/py"}})
     ({'binaries': {'python': '/py'}, 'postgres': {'ports': {'postgres': 6432}, 'binaries': {'patroni': '/p'}}}, ['ports -> postgres.ports', 'binaries.patroni -> postgres.binaries.patroni'])
     >>> migrate_layout({"engine": "mongodb", "postgres": None})
     ({'engine': 'mongodb', 'mongodb': {}}, [])
-    >>> migrate_layout({"engine": "mongodb", "patroni": {"ttl": 30}})
+    >>> migrate_layout({"engine": "mongodb", "patroni": {"ttl": 30}, "binaries": {"patroni": "/opt/dbtier/venv/bin/patroni"}})
+    ({'engine': 'mongodb', 'mongodb': {}}, [])
+    >>> migrate_layout({"engine": "mongodb", "patroni": {"ttl": 40}})
     Traceback (most recent call last):
     ...
     ValueError: patroni: belongs to engine postgres (now postgres.patroni), and this spec's engine is mongodb; remove it (the replica set elects by itself: mongodb.election_timeout_ms)
@@ -612,7 +612,7 @@ def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if engine not in ENGINE_SECTIONS:
         return out, []  # validation names the engine field
     for other in ENGINE_SECTIONS:
-        if other != engine and out.get(other) is not None:
+        if other != engine and not _at_default(out.get(other), other, ""):
             raise ValueError(f"{other}: is the section of engine {other}, and this spec's engine is {engine}; "
                              f"remove it, or set engine: {other}")
         if other != engine:
@@ -628,7 +628,12 @@ def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if not isinstance(holder, dict) or leaf not in holder:
                 continue
             if owner != engine:
-                raise ValueError(_foreign(dotted, owner, engine, f"{owner}.{dotted}"))
+                if not _at_default(holder[leaf], owner, dotted):
+                    raise ValueError(_foreign(dotted, owner, engine, f"{owner}.{dotted}"))
+                holder.pop(leaf)  # a spec saved before the sections wrote every engine's defaults
+                if parent and not holder:
+                    out.pop(parent)
+                continue
             if not isinstance(section, dict):
                 return out, moved  # validation names the section
             value = holder.pop(leaf)
@@ -644,6 +649,34 @@ def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if parent and not holder:
                 out.pop(parent)
     return out, moved
+
+
+def _at_default(value: Any, owner: str, dotted: str) -> bool:
+    """True when ``value``, given for ``dotted`` inside engine ``owner``'s section ("" for the whole section), is
+    absent or says only what that section's default says (what a spec saved before the sections holds).
+
+    >>> _at_default({"port": 27017}, "mongodb", ""), _at_default({"port": 28017}, "mongodb", "")
+    (True, False)
+    >>> _at_default("/usr/bin/mongod", "mongodb", "binaries.mongod"), _at_default(None, "postgres", "")
+    (True, True)
+    """
+    if value is None and not dotted:
+        return True
+    default: Any = _default_section(owner)
+    for part in dotted.split(".") if dotted else []:
+        default = default[part]
+    return _within(value, default)
+
+
+def _within(value: Any, default: Any) -> bool:
+    if isinstance(value, dict) and isinstance(default, dict):
+        return all(key in default and _within(v, default[key]) for key, v in value.items())
+    return bool(value == default)
+
+
+@functools.cache
+def _default_section(owner: str) -> dict[str, Any]:
+    return ENGINE_SECTIONS[owner]().model_dump(mode="json")
 
 
 def _merge_new(new: Any, old: Any, new_name: str, old_name: str) -> Any:
@@ -1115,6 +1148,11 @@ def build_spec(data: Mapping[str, Any], environ: Mapping[str, str] | None = None
 def load_spec(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> ClusterSpec:
     """Load a YAML spec (the default one when ``path`` is None), apply ``DBTIER_*`` overrides, validate."""
     env = os.environ if environ is None else environ
+    _, data = _read_spec_file(path, env)
+    return build_spec(data, env)
+
+
+def _read_spec_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[Path, dict[str, Any]]:
     chosen = Path(path or env.get("DBTIER_SPEC") or DEFAULT_SPEC_PATH)
     try:
         text = chosen.read_text()
@@ -1128,13 +1166,22 @@ def load_spec(path: str | os.PathLike[str] | None = None, environ: Mapping[str, 
         raise SpecError(f"spec: {chosen} is not valid YAML{where}; fix the syntax") from None
     if not isinstance(data, dict):
         raise SpecError(f"spec: {chosen} must hold a mapping of fields (name:, members:, ...)")
-    spec = build_spec(data, env)
+    return chosen, data
+
+
+def layout_notice(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+    """One line when the spec file :func:`load_spec` reads gives settings in their old places (before the engine
+    sections), else None: they still load, and the line says where they belong now."""
+    env = os.environ if environ is None else environ
+    chosen, data = _read_spec_file(path, env)
     moved = old_layout(data)
-    if moved:
-        _log.warning("spec %s: %s in the old place, read as %s; move %s under %s: (deployments/clusters/default.yaml "
-                     "shows the layout)", chosen, ", ".join(m.split(" -> ")[0] for m in moved),
-                     ", ".join(m.split(" -> ")[1] for m in moved), "it" if len(moved) == 1 else "them", spec.engine)
-    return spec
+    if not moved:
+        return None
+    engine = str(env.get("DBTIER_ENGINE") or data.get("engine") or "postgres")
+    one = len(moved) == 1
+    return (f"spec {chosen}: {moved_names(moved)} {'is' if one else 'are'} in the old place and read under {engine}:; "
+            f"move {'it' if one else 'them'} there ({ENGINE_SAMPLES.get(engine, ENGINE_SAMPLES['postgres'])} shows "
+            "the layout)")
 
 
 def old_layout(data: Mapping[str, Any]) -> list[str]:
@@ -1148,3 +1195,25 @@ def old_layout(data: Mapping[str, Any]) -> list[str]:
         return migrate_layout(data)[1]
     except ValueError:
         return []
+
+
+#: The sample spec of each engine, laid out in sections.
+ENGINE_SAMPLES = {"postgres": "deployments/clusters/default.yaml", "mongodb": "deployments/clusters/mongodb.yaml"}
+
+
+def moved_names(moved: list[str]) -> str:
+    """The old places of :func:`old_layout`'s list, the programs under ``binaries`` named together.
+
+    >>> moved_names(["ports -> postgres.ports", "binaries.etcd -> postgres.binaries.etcd",
+    ...              "binaries.patroni -> postgres.binaries.patroni"])
+    'ports, binaries.etcd and .patroni'
+    """
+    names = [m.split(" -> ")[0] for m in moved]
+    programs = [n.removeprefix("binaries.") for n in names if n.startswith("binaries.")]
+    rest = [n for n in names if not n.startswith("binaries.")]
+    if programs:
+        tail = f"binaries.{programs[0]}" + (f" and .{programs[1]}" if len(programs) == 2 else
+                                              f" and {len(programs) - 1} more" if len(programs) > 2 else "")
+        rest.append(tail)
+    return ", ".join(rest)
+

@@ -13,7 +13,7 @@ from blocks.api import check_api, prefect_api
 from dbtier.arguments import Parser
 from dbtier.errors import DbtierError
 from dbtier.spec import ClusterSpec, drill_copy_plan, load_spec, port_plan, restored_copy_plan
-from flows._spec import WARNED, port_warning
+from flows._spec import WARNED, spec_warnings
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
@@ -29,8 +29,7 @@ def run_edge(body: Callable[[ClusterSpec], int], spec_path: str | None) -> int:
     """Load the spec, run ``body``; turn a :class:`DbtierError` into one line on stderr and its exit code."""
     try:
         spec = load_spec(spec_path)
-        warning = port_warning(spec)
-        if warning:
+        for warning in spec_warnings(spec, spec_path):
             WARNED.add(warning)  # the flow run does not say it again
             print(f"dbtier: warning: {warning}", file=sys.stderr)
         keep_temporary_api_off(cluster_ports(spec))

@@ -8,7 +8,7 @@ from typing import cast
 from blocks.ca import ensure_client_ca
 from blocks.loaders import PREFECT_LOADERS
 from dbtier.providers.base import resolve_addresses
-from dbtier.spec import ClusterSpec, drill_copy_plan, load_spec, port_plan, restored_copy_plan
+from dbtier.spec import ClusterSpec, drill_copy_plan, layout_notice, load_spec, port_plan, restored_copy_plan
 
 
 def resolve_spec(spec_path: str | None, spec_block: str | None) -> ClusterSpec:
@@ -19,10 +19,10 @@ def resolve_spec(spec_path: str | None, spec_block: str | None) -> ClusterSpec:
         spec = block.get_spec()
     else:
         spec = load_spec(spec_path)
-    warning = port_warning(spec)
-    if warning and warning not in WARNED:  # a run from the command line has said it on stderr already
-        WARNED.add(warning)
-        _warn(warning)
+    for warning in spec_warnings(spec, spec_path, from_block=bool(spec_block)):
+        if warning not in WARNED:  # a run from the command line has said it on stderr already
+            WARNED.add(warning)
+            _warn(warning)
     ensure_client_ca(spec)
     return resolve_addresses(spec, loaders=PREFECT_LOADERS)
 
@@ -42,6 +42,14 @@ def _warn(warning: str) -> None:
 
 #: Warnings this process has given (the command line's, then the flow run's, say each once).
 WARNED: set[str] = set()
+
+
+def spec_warnings(spec: ClusterSpec, spec_path: str | None, from_block: bool = False) -> list[str]:
+    """What to warn about a loaded spec: settings in their old places in the file ``spec_path`` names (the default
+    file when None; :func:`dbtier.spec.layout_notice`), unless it came from a spec block, and ports in the ephemeral
+    range (:func:`port_warning`)."""
+    found = [None if from_block else layout_notice(spec_path), port_warning(spec)]
+    return [w for w in found if w]
 
 
 def port_warning(spec: ClusterSpec, ephemeral: tuple[int, int] | None = None) -> str | None:

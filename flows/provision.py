@@ -24,7 +24,7 @@ from blocks.lock import changes_cluster, cluster_lock
 from blocks.loaders import PREFECT_LOADERS
 from flows._cli import EXIT_OK, run_edge, spec_parser
 from flows._names import run_name
-from flows._spec import resolve_spec
+from flows._spec import resolve_spec, spec_warnings
 from tasks.firewall import apply_firewall, firewall_status
 from tasks.certs import reload_renewed_certificates
 from tasks.metrics import record_certificate_metrics
@@ -169,6 +169,8 @@ def print_plan(spec_path: str | None, show_files: bool) -> int:
 
     try:
         spec = load_spec(spec_path)
+        for warning in spec_warnings(spec, spec_path):
+            print(f"dbtier: warning: {warning}", file=sys.stderr)
         print("\n".join(provision_plan(get_engine(spec), spec, show_files)))
     except DbtierError as err:
         print(f"dbtier: error: {err.one_line()}", file=sys.stderr)

@@ -65,6 +65,20 @@ def test_plan_on_the_command_line_touches_nothing(tmp_path: Path, monkeypatch: p
     assert not os.path.exists(tmp_path / "data"), "no data directory was created"
 
 
+def test_the_plan_of_a_spec_in_the_old_layout_says_where_its_settings_belong(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    data = yaml.safe_load((SPECS / "default.yaml").read_text())
+    data.update(data.pop("postgres"))  # PostgreSQL's settings at the top, as before the engine sections
+    spec_file = tmp_path / "old.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    assert main(["--plan", "--spec", str(spec_file)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (f"dbtier: warning: spec {spec_file}: ports, patroni, etcd_members, synchronous_mode, "
+                            "postgresql_parameters, audit, binaries.patroni and 3 more are in the old place and read "
+                            "under postgres:; move them there (deployments/clusters/default.yaml shows the layout)\n")
+    assert "postgres.ports.postgres 5432, postgres.ports.patroni 8008" in captured.out
+
+
 def test_plan_of_a_bad_spec_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec_file = tmp_path / "bad.yaml"
     spec_file.write_text("members: 0\n")

@@ -15,6 +15,7 @@ from dbtier.spec import (
     PostgresSettings,
     apply_env_overrides,
     build_spec,
+    layout_notice,
     load_spec,
     port_plan,
 )
@@ -168,29 +169,59 @@ binaries: {node_exporter: /opt/node}
 """
 
 
-def test_a_spec_in_the_old_layout_loads_as_the_new_and_says_what_moved(tmp_path: Path,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_a_spec_in_the_old_layout_loads_as_the_new_and_says_what_moved(tmp_path: Path) -> None:
     old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
     old.write_text(OLD_LAYOUT)
     new.write_text(NEW_LAYOUT)
-    with caplog.at_level("WARNING", logger="dbtier.spec"):
-        assert load_spec(new, environ={}) == load_spec(old, environ={})
+    assert load_spec(new, environ={}) == load_spec(old, environ={})
     spec = load_spec(new, environ={})
     assert (spec.pg.ports.postgres, spec.pg.patroni.ttl, spec.pg.synchronous_mode, spec.pg.etcd_size(spec.members),
             spec.pg.postgresql_parameters, spec.pg.audit.log, spec.pg.binaries.pgbackrest, spec.binaries.node_exporter
             ) == (6432, 40, True, 1, {"work_mem": "64MB"}, "ddl", "/opt/pgbackrest", "/opt/node")
-    (warning,) = [r.getMessage() for r in caplog.records]  # the old file only
-    assert warning.startswith(f"spec {old}: ports, patroni, etcd_members, synchronous_mode, postgresql_parameters, "
-                              "audit, binaries.pgbackrest in the old place, read as postgres.ports, ")
-    assert warning.endswith("move them under postgres: (deployments/clusters/default.yaml shows the layout)")
+    assert layout_notice(new, environ={}) is None
+    assert layout_notice(old, environ={}) == (
+        f"spec {old}: ports, patroni, etcd_members, synchronous_mode, postgresql_parameters, audit, "
+        "binaries.pgbackrest are in the old place and read under postgres:; move them there "
+        "(deployments/clusters/default.yaml shows the layout)")
 
 
-def test_every_sample_spec_is_in_the_new_layout(caplog: pytest.LogCaptureFixture) -> None:
+SAVED_BEFORE = Path(__file__).parent / "specs_saved_before_sections"
+
+
+@pytest.mark.parametrize(("name", "engine", "ports"), [
+    ("orders-restored", "postgres", (5532, 8108, 2479)),
+    ("mongo-restored", "mongodb", (27117,)),
+])
+def test_a_spec_saved_before_the_sections_loads(name: str, engine: str, ports: tuple[int, ...]) -> None:
+    """What restore saved (every field, each engine's at its defaults) by the version before the sections: the
+    other engine's defaults are dropped, its own settings land in its section."""
+    path = SAVED_BEFORE / f"{name}.yaml"
+    spec = load_spec(path, environ={})
+    assert (spec.name, spec.engine, spec.hosts_of) == (name, engine, name.split("-")[0])
+    if engine == "postgres":
+        assert spec.mongodb is None and spec.pg.synchronous_mode is True
+        assert (spec.pg.ports.postgres, spec.pg.ports.patroni, spec.pg.ports.etcd) == ports
+    else:
+        assert spec.postgres is None and (spec.mongo.port,) == ports
+    notice = layout_notice(path, environ={})
+    assert notice is not None and f" are in the old place and read under {engine}:;" in notice, notice
+
+
+def test_the_other_engines_settings_away_from_their_defaults_are_still_refused() -> None:
+    for data, words in (({"mongodb": {"replset": "rs0"}, "binaries": {"mongod": "/usr/bin/mongod"}}, None),
+                        ({"mongodb": {"replset": "rs1"}}, "mongodb: is the section of engine mongodb"),
+                        ({"binaries": {"mongod": "/opt/mongod"}}, "binaries.mongod: belongs to engine mongodb")):
+        if words is None:
+            assert build_spec(data, environ={}).mongodb is None
+        else:
+            with pytest.raises(SpecError, match=words):
+                build_spec(data, environ={})
+
+
+def test_every_sample_spec_is_in_the_new_layout() -> None:
     samples = sorted(DEFAULT_SPEC_PATH.parent.glob("*.yaml"))
-    with caplog.at_level("WARNING", logger="dbtier.spec"):
-        engines = {load_spec(path, environ={}).engine for path in samples}
-    assert engines == {"postgres", "mongodb"} and len(samples) >= 5
-    assert caplog.records == []
+    assert {load_spec(path, environ={}).engine for path in samples} == {"postgres", "mongodb"} and len(samples) >= 5
+    assert [layout_notice(path, environ={}) for path in samples] == [None] * len(samples)
 
 
 def test_environment_wins_over_yaml(tmp_path: Path) -> None:
