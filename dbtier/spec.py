@@ -92,7 +92,8 @@ class Binaries(_Model):
 
     node_exporter: str = "/usr/bin/prometheus-node-exporter"
     python: str = Field("/opt/dbtier/venv/bin/python", description="the runtime venv's Python on each host (built by "
-                        "scripts/host-setup.sh, readable by os_user): MongoDB's oplog archiver runs dbtier's code there")
+                        "scripts/host-setup.sh, readable by os_user): "
+                        "MongoDB's oplog archiver runs dbtier's code there")
 
 
 class PostgresBinaries(_Model):
@@ -596,16 +597,20 @@ def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     place, is dropped when it holds only that engine's defaults (a spec saved before the sections wrote every field)
     and refused in one line (ValueError) otherwise, as is a setting given both in the old place and in the section.
 
-    >>> migrate_layout({"ports": {"postgres": 6432}, "binaries": {"patroni": "/p", "python": "/py"}})
-    ({'binaries': {'python': '/py'}, 'postgres': {'ports': {'postgres': 6432}, 'binaries': {'patroni': '/p'}}}, ['ports -> postgres.ports', 'binaries.patroni -> postgres.binaries.patroni'])
+    >>> migrate_layout({"ports": {"postgres": 6432},  # doctest: +NORMALIZE_WHITESPACE
+    ...                 "binaries": {"patroni": "/p", "python": "/py"}})
+    ({'binaries': {'python': '/py'}, 'postgres': {'ports': {'postgres': 6432}, 'binaries': {'patroni': '/p'}}},
+     ['ports -> postgres.ports', 'binaries.patroni -> postgres.binaries.patroni'])
     >>> migrate_layout({"engine": "mongodb", "postgres": None})
     ({'engine': 'mongodb', 'mongodb': {}}, [])
-    >>> migrate_layout({"engine": "mongodb", "patroni": {"ttl": 30}, "binaries": {"patroni": "/opt/dbtier/venv/bin/patroni"}})
+    >>> migrate_layout({"engine": "mongodb", "patroni": {"ttl": 30},
+    ...                 "binaries": {"patroni": "/opt/dbtier/venv/bin/patroni"}})
     ({'engine': 'mongodb', 'mongodb': {}}, [])
-    >>> migrate_layout({"engine": "mongodb", "patroni": {"ttl": 40}})
+    >>> migrate_layout({"engine": "mongodb", "patroni": {"ttl": 40}})  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: patroni: belongs to engine postgres (now postgres.patroni), and this spec's engine is mongodb; remove it (the replica set elects by itself: mongodb.election_timeout_ms)
+    ValueError: patroni: belongs to engine postgres (now postgres.patroni), and this spec's engine is mongodb; remove it
+    (the replica set elects by itself: mongodb.election_timeout_ms)
     """
     out = _deep_copy(data)
     engine = out.get("engine", "postgres")
@@ -731,7 +736,8 @@ class ClusterSpec(_Model):
     def pg(self) -> PostgresSettings:
         """The settings of ``engine: postgres`` (for PostgreSQL's own code: the spec of another engine has none)."""
         if self.postgres is None:
-            raise SpecError(f"internal: cluster {self.name} is engine {self.engine}; PostgreSQL's settings were asked for")
+            raise SpecError(f"internal: cluster {self.name} is engine {self.engine}; "
+                            "PostgreSQL's settings were asked for")
         return self.postgres
 
     @property
@@ -906,7 +912,8 @@ def mongodb_layout(spec: ClusterSpec, members: int | None = None) -> list[tuple[
     >>> mongodb_layout(ClusterSpec(engine="mongodb"), 1)
     [('mongodb.port (member 0)', 27017)]
     """
-    return [(f"mongodb.port (member {i})", spec.mongo.port + i) for i in range(spec.members if members is None else members)]
+    return [(f"mongodb.port (member {i})", spec.mongo.port + i)
+            for i in range(spec.members if members is None else members)]
 
 
 def mongodb_copy_layout(spec: ClusterSpec) -> list[tuple[str, int]]:
@@ -995,8 +1002,9 @@ def copy_port_problem(spec: ClusterSpec) -> str | None:
     True
     >>> odd = ClusterSpec.model_construct(postgres=PostgresSettings(ports=Ports(patroni=5532)), members=3,
     ...                                   backup=BackupSettings())
-    >>> copy_port_problem(odd)[:123]
-    'postgres.ports: a restored copy (postgres.ports + 100) would put its postgres.ports.postgres (member 0) on port 5532, which'
+    >>> copy_port_problem(odd)[:123]  # doctest: +NORMALIZE_WHITESPACE
+    'postgres.ports: a restored copy (postgres.ports + 100) would put its postgres.ports.postgres (member 0) on port
+    5532, which'
     >>> near = ClusterSpec.model_construct(engine="mongodb", members=3, mongodb=MongoDBSettings(),
     ...                                    backup=BackupSettings(restore_drill={"port_offset": 2}))
     >>> copy_port_problem(near)[:115]
@@ -1025,7 +1033,8 @@ def apply_env_overrides(data: Mapping[str, Any], environ: Mapping[str, str]) -> 
     """Return ``data`` with every ``DBTIER_*`` variable laid over it, both in the layout of engine sections
     (:func:`migrate_layout`: ``DBTIER_PATRONI__TTL`` still sets ``postgres.patroni.ttl``).
 
-    >>> apply_env_overrides({"postgres": {"ports": {"postgres": 5432}}}, {"DBTIER_PORTS__POSTGRES": "6432", "HOME": "/"})
+    >>> apply_env_overrides({"postgres": {"ports": {"postgres": 5432}}},
+    ...                     {"DBTIER_PORTS__POSTGRES": "6432", "HOME": "/"})
     {'postgres': {'ports': {'postgres': 6432}}}
     >>> apply_env_overrides({}, {"DBTIER_POSTGRES__SYNCHRONOUS_MODE": "true"})
     {'postgres': {'synchronous_mode': True}}
@@ -1107,10 +1116,13 @@ def foreign_engine_setting(spec: ClusterSpec) -> str | None:
     its default; None when every setting belongs to the spec's engine (the other engine's section is refused by
     :func:`migrate_layout`).
 
-    >>> foreign_engine_setting(ClusterSpec(engine="mongodb", backup={"restore_drill": {"check_query": "select 1"}}))[:96]
+    >>> foreign_engine_setting(ClusterSpec(engine="mongodb",
+    ...                                    backup={"restore_drill": {"check_query": "select 1"}}))[:96]
     "backup.restore_drill.check_query: belongs to engine postgres, and this spec's engine is mongodb;"
-    >>> foreign_engine_setting(ClusterSpec(monitoring={"exporters": {"mongodb": 9300}}))
-    "monitoring.exporters.mongodb: belongs to engine mongodb, and this spec's engine is postgres; remove it, or set engine: mongodb"
+    >>> problem = foreign_engine_setting(ClusterSpec(monitoring={"exporters": {"mongodb": 9300}}))
+    >>> problem  # doctest: +NORMALIZE_WHITESPACE
+    "monitoring.exporters.mongodb: belongs to engine mongodb, and this spec's engine is postgres; remove it, or set
+    engine: mongodb"
     >>> foreign_engine_setting(ClusterSpec(engine="mongodb", mongodb={"port": 28017})) is None
     True
     """

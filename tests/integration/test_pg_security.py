@@ -38,8 +38,8 @@ from dbtier.engines.postgres.engine import connect
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.engines.postgres.topology import PgMember, client_dsn, pg_members
-from tests.clusters import (RESTORE_OFFSET, TEST_PORT_BASE, one_member, provisioned_by_flow, shared_tmpdir, spec_for_tests,
-                            write_spec)
+from tests.clusters import (RESTORE_OFFSET, TEST_PORT_BASE, one_member, provisioned_by_flow, shared_tmpdir,
+                            spec_for_tests, write_spec)
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -144,8 +144,9 @@ def test_the_ui_shows_a_failed_run_without_a_traceback(prefect_harness: None, id
 def test_a_drill_copy_on_the_clusters_own_ports_is_refused_when_the_spec_loads(idle: ClusterSpec) -> None:
     path = _spec_file(idle, backup={**idle.backup.model_dump(mode="json"), "restore_drill": {"port_offset": 1}})
     for argv in (["flows.restore_drill", "--spec", path], ["dbtier.cli", "status", "--spec", path]):
-        refused(run_cli(argv), "backup.restore_drill.port_offset: the restore drill's copy (postgres.ports + 1) would put its "
-                "postgres.ports.postgres (member 0) on port", "which is the cluster's postgres.ports.postgres (member 1)")
+        refused(run_cli(argv), "backup.restore_drill.port_offset: the restore drill's copy (postgres.ports + 1) "
+                "would put its postgres.ports.postgres (member 0) on port",
+                "which is the cluster's postgres.ports.postgres (member 1)")
     assert not os.path.exists(idle.cluster_dir)
 
 

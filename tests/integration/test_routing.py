@@ -364,7 +364,8 @@ def test_drills_through_the_router_lose_no_acknowledged_write(routed: str, spec:
 def test_no_password_reaches_a_log_line_of_the_drills_or_the_routers(routed: str, spec: ClusterSpec) -> None:
     assert len(RUNS) == 1, "run the module as a whole: the drill"
     lines = run_log_lines(RUNS)
-    assert any(f"the writer writes through router0's rw route (127.0.0.1:{spec.pg.ports.router})" in line for line in lines)
+    assert any(f"the writer writes through router0's rw route (127.0.0.1:{spec.pg.ports.router})" in line
+               for line in lines)
     for directory in [*(r.dir for r in routers(spec)), *(b.dir for b in bouncers(spec))]:
         for name in os.listdir(directory):
             if name.endswith(".log"):

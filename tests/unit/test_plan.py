@@ -65,8 +65,8 @@ def test_plan_on_the_command_line_touches_nothing(tmp_path: Path, monkeypatch: p
     assert not os.path.exists(tmp_path / "data"), "no data directory was created"
 
 
-def test_the_plan_of_a_spec_in_the_old_layout_says_where_its_settings_belong(tmp_path: Path,
-                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_plan_of_a_spec_in_the_old_layout_says_where_its_settings_belong(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = yaml.safe_load((SPECS / "default.yaml").read_text())
     data.update(data.pop("postgres"))  # PostgreSQL's settings at the top, as before the engine sections
     spec_file = tmp_path / "old.yaml"

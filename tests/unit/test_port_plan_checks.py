@@ -18,20 +18,25 @@ from flows._spec import port_warning
     [
         pytest.param({"backup": {"restore_drill": {"port_offset": 1}}},
                      "backup.restore_drill.port_offset: the restore drill's copy (postgres.ports + 1) would put its "
-                     "postgres.ports.postgres (member 0) on port 5433, which is the cluster's postgres.ports.postgres (member 1); "
+                     "postgres.ports.postgres (member 0) on port 5433, which is the cluster's "
+                     "postgres.ports.postgres (member 1); "
                      "choose an offset", id="drill-offset-1-on-member-1"),
         pytest.param({"backup": {"restore_drill": {"port_offset": 2}}, "members": 1, "etcd_members": 3},
-                     "the restore drill's copy (postgres.ports + 2) would put its postgres.ports.etcd (etcd member 0 client) on port "
-                     "2381, which is the cluster's postgres.ports.etcd (etcd member 1 client)", id="drill-offset-2-on-etcd-1"),
+                     "the restore drill's copy (postgres.ports + 2) would put its postgres.ports.etcd "
+                     "(etcd member 0 client) on port 2381, which is the cluster's postgres.ports.etcd "
+                     "(etcd member 1 client)", id="drill-offset-2-on-etcd-1"),
         pytest.param({"ports": {"postgres": 5432, "patroni": 5532, "etcd": 2379}},
-                     "ports: a restored copy (postgres.ports + 100) would put its postgres.ports.postgres (member 0) on port 5532, "
-                     "which is the cluster's postgres.ports.patroni (member 0); move one base port", id="restored-on-patroni"),
+                     "ports: a restored copy (postgres.ports + 100) would put its postgres.ports.postgres (member 0) "
+                     "on port 5532, which is the cluster's postgres.ports.patroni (member 0); move one base port",
+                     id="restored-on-patroni"),
         pytest.param({"ports": {"postgres": 5432, "patroni": 8008, "etcd": 5300}, "backup": {"restore_drill": {"port_offset": 132}}},
-                     "the restore drill's copy (postgres.ports + 132) would put its postgres.ports.etcd (etcd member 0 client) on port "
+                     "the restore drill's copy (postgres.ports + 132) would put its postgres.ports.etcd "
+                     "(etcd member 0 client) on port "
                      "5432, which is the cluster's postgres.ports.postgres (member 0)", id="drill-etcd-on-postgres"),
         pytest.param({"ports": {"postgres": 60000, "patroni": 8008, "etcd": 2379},
                       "backup": {"restore_drill": {"port_offset": 6000}}},
-                     "backup.restore_drill.port_offset: the restore drill's copy (postgres.ports + 6000) would need port 66000, "
+                     "backup.restore_drill.port_offset: the restore drill's copy (postgres.ports + 6000) "
+                     "would need port 66000, "
                      "past 65535", id="drill-past-65535"),
     ],
 )
@@ -57,7 +62,8 @@ def test_copies_clear_of_the_cluster_load(data: dict[str, Any]) -> None:
     build_spec(data, environ={})
 
 
-PLAN = [("postgres.ports.postgres (member 0)", 5432), ("postgres.ports.patroni (member 0)", 8008), ("postgres.ports.etcd (etcd member 0 client)", 40000)]
+PLAN = [("postgres.ports.postgres (member 0)", 5432), ("postgres.ports.patroni (member 0)", 8008),
+        ("postgres.ports.etcd (etcd member 0 client)", 40000)]
 
 
 @pytest.mark.parametrize(
@@ -90,12 +96,14 @@ def test_parse_range(text: str, parsed: tuple[int, int] | None) -> None:
 
 
 def test_copy_clash_names_both_fields() -> None:
-    assert copy_clash(PLAN, shifted(PLAN, 0)) == ("postgres.ports.postgres (member 0)", 5432, "postgres.ports.postgres (member 0)")
+    assert copy_clash(PLAN, shifted(PLAN, 0)) == ("postgres.ports.postgres (member 0)", 5432,
+                                                  "postgres.ports.postgres (member 0)")
     assert copy_clash(PLAN, shifted(PLAN, 1)) is None
 
 
 def test_a_spec_warns_for_its_copies_ports_too() -> None:
-    """A cluster below the range whose drill copy (postgres.ports + 300) lands inside it is warned about, not refused."""
+    """A cluster below the range whose drill copy (postgres.ports + 300) lands inside it is warned about, not
+    refused."""
     spec = build_spec({"ports": {"postgres": 32500, "patroni": 8008, "etcd": 2379}, "members": 1}, environ={})
     warning = port_warning(spec, (32768, 60999))
     assert warning is not None

@@ -28,13 +28,15 @@ def mongo(**fields: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("data", "plan"),
     [
-        pytest.param({"members": 1}, [("postgres.ports.postgres (member 0)", 5432), ("postgres.ports.patroni (member 0)", 8008),
+        pytest.param({"members": 1}, [("postgres.ports.postgres (member 0)", 5432),
+                                      ("postgres.ports.patroni (member 0)", 8008),
                                       ("postgres.ports.etcd (etcd member 0 client)", 2379),
                                       ("postgres.ports.etcd (etcd member 0 peer)", 2380)], id="postgres-one-member"),
         pytest.param({"members": 2, "etcd_members": 1, "routing": {"enabled": True}},
                      [("postgres.ports.postgres (member 0)", 5432), ("postgres.ports.patroni (member 0)", 8008),
                       ("postgres.ports.postgres (member 1)", 5433), ("postgres.ports.patroni (member 1)", 8009),
-                      ("postgres.ports.etcd (etcd member 0 client)", 2379), ("postgres.ports.etcd (etcd member 0 peer)", 2380),
+                      ("postgres.ports.etcd (etcd member 0 client)", 2379),
+                      ("postgres.ports.etcd (etcd member 0 peer)", 2380),
                       ("postgres.ports.router (rw route)", 5000), ("postgres.ports.router (ro route)", 5001),
                       ("postgres.ports.router (sync route)", 5002), ("postgres.ports.router (rw-pooled route)", 5003),
                       ("postgres.ports.router (ro-pooled route)", 5004), ("postgres.ports.router_stats", 7000),
@@ -105,7 +107,8 @@ def test_copy_plans(data: dict[str, Any], restored: list[int] | None, drill: lis
                      "65536, past 65535; choose lower base ports or a smaller offset", id="mongodb-drill-past-65535"),
         pytest.param({"backup": {"restore_drill": {"port_offset": 1}}},
                      "backup.restore_drill.port_offset: the restore drill's copy (postgres.ports + 1) would put its "
-                     "postgres.ports.postgres (member 0) on port 5433, which is the cluster's postgres.ports.postgres (member 1); choose "
+                     "postgres.ports.postgres (member 0) on port 5433, which is the cluster's postgres.ports.postgres "
+                     "(member 1); choose "
                      "an offset that moves the copy past every port of the cluster (the default is 300)",
                      id="postgres-drill-on-member-1-unchanged"),
     ],
@@ -153,11 +156,14 @@ def test_ephemeral_warning_names_the_engines_field(data: dict[str, Any], warning
     [
         pytest.param(mongo(), "mongodb.port (member 1)", "choose other ports (e.g. DBTIER_MONGODB__PORT=...)",
                      id="mongodb-member"),
-        pytest.param({}, "postgres.ports.postgres (member 0)", "choose other ports (e.g. DBTIER_POSTGRES__PORTS__POSTGRES=...)",
+        pytest.param({}, "postgres.ports.postgres (member 0)",
+                     "choose other ports (e.g. DBTIER_POSTGRES__PORTS__POSTGRES=...)",
                      id="postgres-member"),
-        pytest.param({}, "postgres.ports.etcd (etcd member 0 client)", "choose other ports (e.g. DBTIER_POSTGRES__PORTS__ETCD=...)",
+        pytest.param({}, "postgres.ports.etcd (etcd member 0 client)",
+                     "choose other ports (e.g. DBTIER_POSTGRES__PORTS__ETCD=...)",
                      id="etcd-member"),
-        pytest.param({}, "postgres.ports.router_stats", "choose other ports (e.g. DBTIER_POSTGRES__PORTS__ROUTER_STATS=...)",
+        pytest.param({}, "postgres.ports.router_stats",
+                     "choose other ports (e.g. DBTIER_POSTGRES__PORTS__ROUTER_STATS=...)",
                      id="no-member"),
     ],
 )

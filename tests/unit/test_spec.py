@@ -23,11 +23,13 @@ from dbtier.spec import (
 
 def test_default_spec_file_is_the_seed_layout() -> None:
     spec = load_spec(DEFAULT_SPEC_PATH, environ={})
-    assert (spec.name, spec.engine, spec.provider, spec.members, spec.pg.etcd_size(spec.members)) == ("dbtier", "postgres", "local", 3, 3)
+    assert (spec.name, spec.engine, spec.provider, spec.members, spec.pg.etcd_size(spec.members)) == (
+        "dbtier", "postgres", "local", 3, 3)
     ports = dict(port_plan(spec))
     assert [p for f, p in port_plan(spec) if f.startswith("postgres.ports.postgres")] == [5432, 5433, 5434]
     assert [p for f, p in port_plan(spec) if f.startswith("postgres.ports.patroni")] == [8008, 8009, 8010]
-    assert [p for f, p in port_plan(spec) if f.startswith("postgres.ports.etcd")] == [2379, 2380, 2381, 2382, 2383, 2384]
+    assert [p for f, p in port_plan(spec)
+            if f.startswith("postgres.ports.etcd")] == [2379, 2380, 2381, 2382, 2383, 2384]
     assert spec.routing.enabled and len(ports) == 12 + 5 + 1 + 3
     routed = ports
     assert [p for f, p in routed.items() if f.startswith("postgres.ports.router ")] == [5000, 5001, 5002, 5003, 5004]
@@ -57,7 +59,8 @@ def test_default_spec_file_is_the_seed_layout() -> None:
         ({"ports": {"postgres": 80}}, "postgres.ports.postgres:", "greater than or equal to 1024"),
         ({"postgres": {"port": 5432}}, "postgres.port:", "not a known field"),
         ({"postgres": 5432}, "postgres:", "valid dictionary"),
-        ({"ports": {"postgres": 6432}, "postgres": {"ports": {"postgres": 7432}}}, "ports.postgres: set both in the old "
+        ({"ports": {"postgres": 6432}, "postgres": {"ports": {"postgres": 7432}}},
+         "ports.postgres: set both in the old "
          "place (6432) and as postgres.ports.postgres (7432)", "keep postgres.ports.postgres only"),
         ({"memebers": 3}, "memebers:", "not a known field"),
         ({"allowed_client_networks": ["nonsense"]}, "allowed_client_networks:", "CIDR"),

@@ -171,11 +171,13 @@ class MongoEngine(Engine):
         return KEYFILE_MODE if path in {m.keyfile for m in members(spec)} else 0o600
 
     def required_programs(self, spec: ClusterSpec) -> list[tuple[str, str]]:
-        return [("mongodb.binaries.mongod", spec.mongo.binaries.mongod), ("mongodb.binaries.mongodump", spec.mongo.binaries.mongodump),
+        return [("mongodb.binaries.mongod", spec.mongo.binaries.mongod),
+                ("mongodb.binaries.mongodump", spec.mongo.binaries.mongodump),
                 ("binaries.python", spec.binaries.python)]  # the archivers' runtime (:mod:`dbtier.runtime`)
 
     def missing_program_fix(self, spec: ClusterSpec) -> str:
-        return "install MongoDB's server there (make setup does not), or set mongodb.binaries.mongod to where its mongod is"
+        return ("install MongoDB's server there (make setup does not), or set mongodb.binaries.mongod "
+                "to where its mongod is")
 
     def consensus_services(self, spec: ClusterSpec) -> list[Service]:
         return []  # a replica set elects by itself

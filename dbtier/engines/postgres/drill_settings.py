@@ -42,4 +42,5 @@ def writer_route(spec: ClusterSpec, settings: DrillSettings) -> tuple[str, str]:
                         "set routing.enabled: true and provision again, or drills.via: direct")
     if settings.via == "direct" or first is None:
         return client_dsn(spec), "through the multi-host DSN (direct to the members)"
-    return routed_dsn(spec, "rw", router=first), f"through {first.name}'s rw route ({first.host}:{spec.pg.ports.router})"
+    return (routed_dsn(spec, "rw", router=first),
+            f"through {first.name}'s rw route ({first.host}:{spec.pg.ports.router})")

@@ -180,7 +180,8 @@ class PostgresEngine(Engine):
         address), HAProxy on each host (:func:`dbtier.engines.postgres.routing.routers`), PgBouncer beside each member. HAProxy
         runs in the foreground as one process (no master-worker: the pid file names the process on the ports)."""
         services = [
-            Service(name=k.name, kind="keepalived", host=k.host, argv=keepalived_config.keepalived_argv(spec.pg.binaries.keepalived, k),
+            Service(name=k.name, kind="keepalived", host=k.host,
+                    argv=keepalived_config.keepalived_argv(spec.pg.binaries.keepalived, k),
                     pidfile=f"{k.dir}/run.pid", logfile=f"{k.dir}/keepalived.log", marker=k.config, ports=[],
                     reload_signal="HUP", as_root=True,
                     pre_start=[["/usr/sbin/sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"]])
@@ -203,19 +204,22 @@ class PostgresEngine(Engine):
     def required_programs(self, spec: ClusterSpec) -> list[tuple[str, str]]:
         """Patroni, etcd, PostgreSQL, pgBackRest, and what routing asks for.
 
-        >>> [field for field, _ in PostgresEngine().required_programs(ClusterSpec())]
-        ['postgres.binaries.patroni', 'postgres.binaries.etcd', 'postgres.binaries.pg_bin_dir', 'postgres.binaries.pgbackrest']
+        >>> [field for field, _ in PostgresEngine().required_programs(ClusterSpec())]  # doctest: +NORMALIZE_WHITESPACE
+        ['postgres.binaries.patroni', 'postgres.binaries.etcd', 'postgres.binaries.pg_bin_dir',
+         'postgres.binaries.pgbackrest']
         """
         binaries = spec.pg.binaries
         wanted = [("postgres.binaries.patroni", binaries.patroni), ("postgres.binaries.etcd", binaries.etcd),
-                  ("postgres.binaries.pg_bin_dir", f"{binaries.pg_bin_dir}/postgres"), ("postgres.binaries.pgbackrest", binaries.pgbackrest)]
+                  ("postgres.binaries.pg_bin_dir", f"{binaries.pg_bin_dir}/postgres"),
+                  ("postgres.binaries.pgbackrest", binaries.pgbackrest)]
         routers, poolers = routing_plan(spec.routing)
         if routers:
             wanted.append(("postgres.binaries.haproxy", binaries.haproxy))
         if poolers:
             wanted.append(("postgres.binaries.pgbouncer", binaries.pgbouncer))
         if spec.routing.vip is not None:  # keepalived, and the curl its check runs
-            wanted += [("postgres.binaries.keepalived", binaries.keepalived), ("routing.vip (its check)", "/usr/bin/curl")]
+            wanted += [("postgres.binaries.keepalived", binaries.keepalived),
+                       ("routing.vip (its check)", "/usr/bin/curl")]
         return wanted
 
     def exporter_services(self, spec: ClusterSpec) -> list[Service]:

@@ -104,8 +104,10 @@ def port_problems(spec: ClusterSpec) -> list[str]:
     """An exporter's port that the cluster (on any host: hosts share the port layout), the monitoring stack (on its
     host) or another exporter (on its host) already uses, one line each.
 
-    >>> port_problems(ClusterSpec(monitoring={"exporters": {"enabled": True, "postgres": 5433}}))[0]
-    'monitoring.exporters.postgres: pg0-exporter would listen on 127.0.0.1:5433, which is postgres.ports.postgres (member 1); choose another port'
+    >>> problem = port_problems(ClusterSpec(monitoring={"exporters": {"enabled": True, "postgres": 5433}}))[0]
+    >>> problem  # doctest: +NORMALIZE_WHITESPACE
+    'monitoring.exporters.postgres: pg0-exporter would listen on 127.0.0.1:5433, which is postgres.ports.postgres
+    (member 1); choose another port'
     >>> port_problems(ClusterSpec(monitoring={"exporters": {"enabled": True, "postgres": 9090}}))
     ['monitoring.exporters.postgres: pg0-exporter would listen on 127.0.0.1:9090, which is monitoring.ports.prometheus; choose another port']
     >>> port_problems(ClusterSpec(routing={"enabled": True}, monitoring={"exporters": {"enabled": True, "pgbouncer": 9188}}))

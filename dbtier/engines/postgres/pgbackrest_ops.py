@@ -155,7 +155,8 @@ def temp_config(provider: Provider, host_spec: ClusterSpec, spec: ClusterSpec, s
 def read_source_catalog(provider: Provider, target: ClusterSpec, source: ClusterSpec, secrets: BackupSecrets) -> Catalog:
     """The source's catalog, read from the target's first host through a temporary config (left nowhere)."""
     with temp_config(provider, target, source, secrets) as (runner, conf):
-        done = runner.run([*pgbackrest.base_argv(source.pg.binaries.pgbackrest, conf, source.name), "--output=json", "info"],
+        done = runner.run([*pgbackrest.base_argv(source.pg.binaries.pgbackrest, conf, source.name),
+                           "--output=json", "info"],
                           timeout=300)
     try:
         return parse_info(json.loads(done.out), source.name)
@@ -189,7 +190,8 @@ def last_archived_transaction(provider: Provider, target: ClusterSpec, source: C
                 file, decompress = stored
                 script = f"{shlex.join([*argv, 'repo-get', f'{directory}/{file}'])} | {shlex.join(decompress)} > {shlex.quote(f'{work}/{name}')}"
                 runner.run(["sh", "-c", script], timeout=120)
-                dump = runner.run([f"{source.pg.binaries.pg_bin_dir}/pg_waldump", "--rmgr=Transaction", f"{work}/{name}"],
+                dump = runner.run([f"{source.pg.binaries.pg_bin_dir}/pg_waldump", "--rmgr=Transaction",
+                                   f"{work}/{name}"],
                                   env={"TZ": "UTC"}, check=False, timeout=60)
                 runner.run(["rm", "-f", f"{work}/{name}"], check=False)
                 found = walscan.last_transaction(dump.out)

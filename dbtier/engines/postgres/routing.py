@@ -88,7 +88,8 @@ def bouncers(spec: ClusterSpec) -> list[Bouncer]:
     """
     if not routing_plan(spec.routing)[1]:
         return []
-    return [Bouncer(name=f"bouncer{m.index}", member=m, port=spec.pg.ports.pgbouncer + m.index) for m in pg_members(spec)]
+    return [Bouncer(name=f"bouncer{m.index}", member=m, port=spec.pg.ports.pgbouncer + m.index)
+            for m in pg_members(spec)]
 
 
 def bouncer_of(spec: ClusterSpec, member: PgMember) -> Bouncer | None:
