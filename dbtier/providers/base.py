@@ -58,6 +58,19 @@ class Runner(ABC):
     def make_dirs(self, path: str, mode: int = 0o700) -> None:
         """Create ``path`` and its parents; the leaf is owned by the OS user."""
 
+    def read_files(self, paths: Sequence[str]) -> list[bytes | None]:
+        """Each file's bytes, or None where :meth:`read_file` gives None; a remote runner reads them in one round
+        trip."""
+        return [self.read_file(path) for path in paths]
+
+    def write_files(self, files: Sequence[tuple[str, bytes, int]], dirs: Sequence[tuple[str, int]] = ()) -> None:
+        """:meth:`make_dirs` for each ``(path, mode)`` of ``dirs``, then :meth:`write_file` for each ``(path, data,
+        mode)`` of ``files``, in that order; a remote runner does them in one round trip."""
+        for path, mode in dirs:
+            self.make_dirs(path, mode)
+        for path, data, mode in files:
+            self.write_file(path, data, mode)
+
     @abstractmethod
     def list_dir(self, path: str) -> list[str] | None:
         """Names in a directory, or None when it does not exist."""

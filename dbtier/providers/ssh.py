@@ -30,6 +30,29 @@ PLACE_SCRIPT = (
     'install -o "$1" -g "$1" -m "$2" "$3" "$4.dbtier-tmp" && mv -f "$4.dbtier-tmp" "$4"; rc=$?; rm -f "$3"; exit $rc'
 )
 LIST_SCRIPT = 'test -d "$1" || exit 3; ls -A1 -- "$1"'
+#: Each readable file as ``+`` and its base64 on one line, any other as ``-`` (:meth:`SSHRunner.read_files`).
+READ_SCRIPT = 'for p; do if out=$(base64 -w0 -- "$p" 2>/dev/null); then printf "+%s\\n" "$out"; else echo -; fi; done'
+#: Directories (``d mode parent path``), then files uploaded into ``$1`` (``f mode name path``) put in place, owned
+#: by ``$2``; the upload directory is removed whatever happens (:meth:`SSHRunner.write_files`).
+WRITE_SCRIPT = (
+    'up=$1; owner=$2; shift 2; ( set -e; while [ $# -gt 0 ]; do if [ "$1" = d ]; then mkdir -p -m 755 "$3"; '
+    'install -d -o "$owner" -g "$owner" -m "$2" "$4"; else install -o "$owner" -g "$owner" -m "$2" "$up/$3" '
+    '"$4.dbtier-tmp"; mv -f "$4.dbtier-tmp" "$4"; fi; shift 4; done ); rc=$?; rm -rf "$up"; exit $rc'
+)
+
+
+def parse_read_files(out: str, count: int, argv: Sequence[str]) -> list[bytes | None]:
+    """The files :data:`READ_SCRIPT` printed, in order; a CommandFailed when it printed another number of them.
+
+    >>> parse_read_files("+aGk=\\n-\\n+\\n", 3, [])
+    [b'hi', None, b'']
+    """
+    import base64
+
+    lines = out.split("\n")[:count]
+    if len(lines) != count or any(line[:1] not in ("+", "-") for line in lines):
+        raise CommandFailed(list(argv), 0, out[:200], f"expected {count} files, read {len(out.splitlines())} lines")
+    return [base64.b64decode(line[1:]) if line.startswith("+") else None for line in lines]
 
 
 def as_user_argv(argv: Sequence[str], login_user: str, os_user: str, env: Mapping[str, str]) -> list[str]:
@@ -143,6 +166,32 @@ class SSHRunner(Runner):
         parent = path.rsplit("/", 1)[0] or "/"
         self.run_as_root(["mkdir", "-p", "-m", "755", parent])
         self.run_as_root(["install", "-d", "-o", self.os_user, "-g", self.os_user, "-m", f"{mode:o}", path])
+
+    def read_files(self, paths: Sequence[str]) -> list[bytes | None]:
+        if not paths:
+            return []
+        done = self.run(["sh", "-c", READ_SCRIPT, "sh", *paths])
+        return parse_read_files(done.out, len(paths), done.argv)
+
+    def write_files(self, files: Sequence[tuple[str, bytes, int]], dirs: Sequence[tuple[str, int]] = ()) -> None:
+        if not files and not dirs:
+            return
+        remote = f"/tmp/.dbtier-upload-{uuid.uuid4().hex}"
+        argv = ["sh", "-c", WRITE_SCRIPT, "sh", remote, self.os_user]
+        for path, mode in dirs:
+            argv += ["d", f"{mode:o}", path.rsplit("/", 1)[0] or "/", path]
+        try:
+            with self._lock:
+                sftp = self.conn.sftp()
+                sftp.mkdir(remote, 0o700)
+                for i, (path, data, mode) in enumerate(files):
+                    with sftp.open(f"{remote}/{i}", "wb") as fh:
+                        fh.chmod(0o600)  # before any byte is written: configs hold passwords
+                        fh.write(data)
+                    argv += ["f", f"{mode:o}", str(i), path]
+        except Exception as err:  # noqa: BLE001 - paramiko raises many types; keep the evidence
+            raise self._connect_error(err) from None
+        self.run_as_root(argv)
 
     def list_dir(self, path: str) -> list[str] | None:
         done = self.run(["sh", "-c", LIST_SCRIPT, "sh", path], check=False)
