@@ -166,14 +166,14 @@ def prepare_dirs(engine: Engine, provider: Provider, spec: ClusterSpec) -> str:
 
 
 def write_member_files(engine: Engine, provider: Provider, spec: ClusterSpec, service: Service, passwords: Passwords) -> str:
-    """Write a member's configuration files when their content changed."""
+    """Write a member's configuration files when their content changed (one read and one write per host)."""
     runner = provider.runner(spec, service.host)
-    changed = []
-    for path, content in engine.member_files(spec, service, passwords).items():
-        if runner.read_file(path) != content:
-            runner.make_dirs(path.rsplit("/", 1)[0], 0o700)
-            runner.write_file(path, content, engine.file_mode(spec, path))
-            changed.append(path.rsplit("/", 1)[-1])
+    files = engine.member_files(spec, service, passwords)
+    stale = [(path, content) for (path, content), now in zip(files.items(), runner.read_files(list(files)), strict=True)
+             if now != content]
+    runner.write_files([(path, content, engine.file_mode(spec, path)) for path, content in stale],
+                       list(dict.fromkeys((path.rsplit("/", 1)[0], 0o700) for path, _ in stale)))
+    changed = [path.rsplit("/", 1)[-1] for path, _ in stale]
     return f"{service.name}: wrote {', '.join(changed)}" if changed else f"{service.name}: configuration unchanged"
 
 

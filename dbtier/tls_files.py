@@ -8,7 +8,7 @@ machine that runs dbtier, and no sentence returned here carries a key.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dbtier import certs, workdir
 from dbtier.ca_store import CAStore
@@ -59,24 +59,41 @@ def ensure_ca(store: CAStore, spec: ClusterSpec, now: datetime.datetime) -> tupl
 
 @dataclass(frozen=True)
 class Installed:
-    """What a member holds for one certificate: the certificate, whether its key is the certificate's,
-    and the CA certificate beside it."""
+    """What a member holds for one certificate: the certificate, whether its key is the certificate's, the CA
+    certificate beside it, and (never shown) the key and the bundle."""
 
     cert_pem: bytes | None
     key_ok: bool
     ca_pem: bytes | None
+    key_pem: bytes | None = field(default=None, repr=False)
+    bundle_pem: bytes | None = field(default=None, repr=False)
 
 
-def read_installed(provider: Provider, spec: ClusterSpec, need: CertNeed) -> Installed:
-    runner = provider.runner(spec, need.host)
-    cert = runner.read_file(need.paths.cert)
-    key_ok = False
-    if cert is not None:
-        try:
-            key_ok = certs.key_matches(cert, runner.read_file(need.paths.key))
-        except CertificateError:
+#: One file to write through a runner: its path, its bytes and its mode (:meth:`Runner.write_files`).
+FileWrite = tuple[str, bytes, int]
+
+
+def read_all_installed(provider: Provider, spec: ClusterSpec, needs: list[CertNeed]) -> list[Installed]:
+    """What each of ``needs`` finds on its host, in order: one read of every file per host."""
+    by_host: dict[str, list[CertNeed]] = {}
+    for need in needs:
+        by_host.setdefault(need.host, []).append(need)
+    found: dict[int, Installed] = {}
+    for host, here in by_host.items():
+        paths = [p for need in here for p in (need.paths.cert, need.paths.key, need.paths.ca, need.bundle or "")]
+        contents = provider.runner(spec, host).read_files([p for p in paths if p])
+        read = iter(contents)
+        for need in here:
+            cert, key, ca = next(read), next(read), next(read)
+            bundle = next(read) if need.bundle else None
             key_ok = False
-    return Installed(cert_pem=cert, key_ok=key_ok, ca_pem=runner.read_file(need.paths.ca))
+            if cert is not None:
+                try:
+                    key_ok = certs.key_matches(cert, key)
+                except CertificateError:
+                    key_ok = False
+            found[id(need)] = Installed(cert_pem=cert, key_ok=key_ok, ca_pem=ca, key_pem=key, bundle_pem=bundle)
+    return [found[id(need)] for need in needs]
 
 
 def bundle_pem(cert_pem: bytes, key_pem: bytes) -> bytes:
@@ -88,44 +105,57 @@ def bundle_pem(cert_pem: bytes, key_pem: bytes) -> bytes:
     return cert_pem.rstrip(b"\n") + b"\n" + key_pem.rstrip(b"\n") + b"\n"
 
 
-def install(provider: Provider, spec: ClusterSpec, need: CertNeed, issued: certs.IssuedCert, ca_pem: bytes) -> None:
-    """Write the CA certificate, the key (0600) and then the certificate into the member's ``tls`` directory."""
-    runner = provider.runner(spec, need.host)
-    runner.make_dirs(need.paths.dir, DIR_MODE)
-    runner.write_file(need.paths.key, issued.key_pem, KEY_MODE)
-    runner.write_file(need.paths.cert, issued.cert_pem, CERT_MODE)
+def install_writes(need: CertNeed, issued: certs.IssuedCert, ca_pem: bytes, found: Installed) -> list[FileWrite]:
+    """The files that install ``issued`` for ``need``: the key (0600), then the certificate, the bundle where the
+    service wants one, and the CA certificate unless the member holds it already."""
+    writes = [(need.paths.key, issued.key_pem, KEY_MODE), (need.paths.cert, issued.cert_pem, CERT_MODE)]
     if need.bundle:
-        runner.write_file(need.bundle, bundle_pem(issued.cert_pem, issued.key_pem), KEY_MODE)
-    if runner.read_file(need.paths.ca) != ca_pem:
-        runner.write_file(need.paths.ca, ca_pem, CERT_MODE)
+        writes.append((need.bundle, bundle_pem(issued.cert_pem, issued.key_pem), KEY_MODE))
+    if found.ca_pem != ca_pem:
+        writes.append((need.paths.ca, ca_pem, CERT_MODE))
+    return writes
+
+
+def kept_writes(need: CertNeed, ca_pem: bytes, found: Installed) -> list[FileWrite]:
+    """What a kept certificate still needs: the cluster's CA certificate beside it, and a bundle that matches it."""
+    writes: list[FileWrite] = []
+    if found.ca_pem != ca_pem:
+        writes.append((need.paths.ca, ca_pem, CERT_MODE))
+    if need.bundle and found.cert_pem is not None:
+        bundle = bundle_pem(found.cert_pem, found.key_pem or b"")
+        if found.bundle_pem != bundle:
+            writes.append((need.bundle, bundle, KEY_MODE))
+    return writes
 
 
 def ensure_certificates(provider: Provider, spec: ClusterSpec, ca: CertAuthority, now: datetime.datetime,
                         rotate: bool = False) -> list[str]:
     """Issue and install every certificate that is missing, foreign, expired, lacking SANs, soon expiring or
     whose key is not its own (``rotate``: every one); keep the others. One sentence per certificate issued,
-    then the counts."""
+    then the counts. Each host's files are read in one round trip and written in one."""
     issued: list[str] = []
     kept = 0
-    for need in plan_for(provider, spec):
-        found = read_installed(provider, spec, need)
+    needs = plan_for(provider, spec)
+    dirs: dict[str, list[tuple[str, int]]] = {}
+    writes: dict[str, dict[str, FileWrite]] = {}  # per host, by path: a member's CA file is written once
+    for need, found in zip(needs, read_all_installed(provider, spec, needs), strict=True):
         reason = "rotated" if rotate else renewal_reason(need, found.cert_pem, found.key_ok, ca.cert_pem, now,
                                                          spec.tls.renew_before_days)
+        here = writes.setdefault(need.host, {})
         if reason is None:
             kept += 1
-            runner = provider.runner(spec, need.host)
-            if found.ca_pem != ca.cert_pem:
-                runner.write_file(need.paths.ca, ca.cert_pem, CERT_MODE)
-            if need.bundle and found.cert_pem is not None:  # the certificate holds: its bundle must match it
-                key_pem = runner.read_file(need.paths.key) or b""
-                if runner.read_file(need.bundle) != bundle_pem(found.cert_pem, key_pem):
-                    runner.write_file(need.bundle, bundle_pem(found.cert_pem, key_pem), KEY_MODE)
+            here.update({w[0]: w for w in kept_writes(need, ca.cert_pem, found)})
             continue
         leaf = certs.issue(ca, need.common_name, need.sans, now, spec.tls.cert_days)
-        install(provider, spec, need, leaf, ca.cert_pem)
+        dirs.setdefault(need.host, []).append((need.paths.dir, DIR_MODE))
+        here.update({w[0]: w for w in install_writes(need, leaf, ca.cert_pem, found)})
         info = certs.describe(leaf.cert_pem)
         issued.append(f"{need.label}: issued ({reason}), serial {info.serial:x}, {need.sans}, until "
                       f"{info.not_after:%Y-%m-%d}")
+    for host, files in writes.items():
+        wanted = list(dict.fromkeys(dirs.get(host, [])))
+        if files or wanted:
+            provider.runner(spec, host).write_files(list(files.values()), wanted)
     return [*issued, f"certificates of {spec.name}: {len(issued)} issued, {kept} reused"]
 
 
@@ -149,8 +179,8 @@ class CertRow:
 def survey(provider: Provider, spec: ClusterSpec, ca_pem: bytes, now: datetime.datetime) -> list[CertRow]:
     """Every certificate as the members hold it, judged against the CA ``ca_pem`` and ``now``."""
     rows = []
-    for need in plan_for(provider, spec):
-        found = read_installed(provider, spec, need)
+    needs = plan_for(provider, spec)
+    for need, found in zip(needs, read_all_installed(provider, spec, needs), strict=True):
         reason = renewal_reason(need, found.cert_pem, found.key_ok, ca_pem, now, spec.tls.renew_before_days)
         if reason is None and found.ca_pem != ca_pem:
             reason = f"{need.paths.ca} is not the cluster's CA certificate"
@@ -167,8 +197,9 @@ def survey(provider: Provider, spec: ClusterSpec, ca_pem: bytes, now: datetime.d
 def first_expiry(provider: Provider, spec: ClusterSpec) -> datetime.datetime | None:
     """When the first certificate the members hold expires (None: TLS off, or none installed yet)."""
     ends = []
-    for need in plan_for(provider, spec) if spec.tls.enabled else []:
-        pem = read_installed(provider, spec, need).cert_pem
+    needs = plan_for(provider, spec) if spec.tls.enabled else []
+    for found in read_all_installed(provider, spec, needs):
+        pem = found.cert_pem
         if pem is not None:
             try:
                 ends.append(certs.describe(pem).not_after)
