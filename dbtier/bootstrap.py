@@ -244,7 +244,7 @@ def start_exporters(engine: Engine, provider: Provider, spec: ClusterSpec, passw
     for service in services:
         runner = provider.runner(spec, service.host)
         if runner.run(["test", "-x", service.argv[0]], check=False).rc != 0:
-            problems.append(f"binaries.{service.kind.replace('-', '_')}: {service.argv[0]} is missing on "
+            problems.append(f"{program_field(spec, service.argv[0])}: {service.argv[0]} is missing on "
                             f"{service.host} or not executable by {spec.os_user!r}; run 'make setup' there (or turn "
                             "monitoring.exporters.enabled off)")
     if problems:
@@ -257,6 +257,30 @@ def start_exporters(engine: Engine, provider: Provider, spec: ClusterSpec, passw
         said.append(apply_service_files(engine, provider, spec, service, passwords))
         said.append(ensure_running(provider, spec, service))
     return said
+
+
+def program_field(spec: ClusterSpec, program: str) -> str:
+    """The spec field that names ``program`` (a ``binaries`` entry, in the engine's section or shared), or
+    ``binaries`` when none does.
+
+    >>> program_field(ClusterSpec(), "/usr/bin/prometheus-postgres-exporter")
+    'postgres.binaries.postgres_exporter'
+    >>> program_field(ClusterSpec(engine="mongodb"), "/usr/bin/prometheus-node-exporter")
+    'binaries.node_exporter'
+    """
+    def walk(node: object, path: str) -> str | None:
+        if not isinstance(node, dict):
+            return None
+        for key, value in node.items():
+            here = f"{path}{key}"
+            if path.endswith("binaries.") and value == program:
+                return here
+            found = walk(value, f"{here}.")
+            if found:
+                return found
+        return None
+
+    return walk(spec.model_dump(mode="json"), "") or "binaries"
 
 
 def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:

@@ -80,3 +80,28 @@ def test_the_local_runner_batches_are_its_single_operations_in_order(tmp_path: P
     assert [stat.S_IMODE((target / n).stat().st_mode) for n in ("x", "y")] == [0o600, 0o640]
     assert runner.read_files([str(target / "x"), str(target / "none"), str(target / "y")]) == [b"1", None, b"2"]
     assert runner.read_files([]) == []
+
+
+def test_a_missing_exporter_is_refused_naming_the_spec_field_that_places_it() -> None:
+    from dbtier import bootstrap
+    from dbtier.engines.base import get_engine
+    from dbtier.errors import PreflightError
+    from dbtier.secrets import Passwords
+    from dbtier.spec import ClusterSpec
+    from tests.file_hosts import Completed, FileProvider, FileRunner
+
+    class NothingInstalled(FileRunner):
+        def answer(self, argv: list[str]) -> Completed:
+            assert argv[:2] == ["test", "-x"], argv
+            return Completed(argv, 1, "", "")
+
+    class Hosts(FileProvider):
+        runner_class = NothingInstalled
+
+    spec = ClusterSpec(members=1, postgres={"etcd_members": 1}, monitoring={"exporters": {"enabled": True}})
+    provider = Hosts()
+    with pytest.raises(PreflightError) as info:
+        bootstrap.start_exporters(get_engine(spec), provider, spec, Passwords())
+    assert info.value.one_line().startswith("postgres.binaries.postgres_exporter: /usr/bin/prometheus-postgres-exporter "
+                                            "is missing on 127.0.0.1 or not executable by 'dbtier'; run 'make setup'")
+    assert all(c[:2] == ["test", "-x"] for r in provider.runners.values() for c in r.commands), "nothing started"
