@@ -590,10 +590,11 @@ def _foreign(dotted: str, owner: str, engine: str, where: str | None = None) -> 
     return f"{dotted}: belongs to engine {owner}{place}, and this spec's engine is {engine}; remove it{fix}"
 
 
-def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``data`` in the layout of engine sections, and the old places it moved (``"ports -> postgres.ports"``).
+def migrate_layout(data: Mapping[str, Any], engine: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """``data`` in the layout of engine sections for ``engine`` (default: the one ``data`` names), and the old places
+    it moved (``"ports -> postgres.ports"``).
 
-    The engine's section is filled in when absent. The other engine's section, or one of its settings in the old
+    The other engine's section, or one of its settings in the old
     place, is dropped when it holds only that engine's defaults (a spec saved before the sections wrote every field)
     and refused in one line (ValueError) otherwise, as is a setting given both in the old place and in the section.
 
@@ -602,10 +603,10 @@ def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     ({'binaries': {'python': '/py'}, 'postgres': {'ports': {'postgres': 6432}, 'binaries': {'patroni': '/p'}}},
      ['ports -> postgres.ports', 'binaries.patroni -> postgres.binaries.patroni'])
     >>> migrate_layout({"engine": "mongodb", "postgres": None})
-    ({'engine': 'mongodb', 'mongodb': {}}, [])
+    ({'engine': 'mongodb'}, [])
     >>> migrate_layout({"engine": "mongodb", "patroni": {"ttl": 30},
     ...                 "binaries": {"patroni": "/opt/dbtier/venv/bin/patroni"}})
-    ({'engine': 'mongodb', 'mongodb': {}}, [])
+    ({'engine': 'mongodb'}, [])
     >>> migrate_layout({"engine": "mongodb", "patroni": {"ttl": 40}})  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
@@ -613,7 +614,7 @@ def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     (the replica set elects by itself: mongodb.election_timeout_ms)
     """
     out = _deep_copy(data)
-    engine = out.get("engine", "postgres")
+    engine = engine or out.get("engine", "postgres")
     if engine not in ENGINE_SECTIONS:
         return out, []  # validation names the engine field
     for other in ENGINE_SECTIONS:
@@ -623,8 +624,6 @@ def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if other != engine:
             out.pop(other, None)
     section = out.get(engine)
-    if section is None:
-        section = out[engine] = {}
     moved: list[str] = []
     for owner, places in OLD_PLACES.items():
         for dotted in places:
@@ -639,17 +638,15 @@ def migrate_layout(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 if parent and not holder:
                     out.pop(parent)
                 continue
+            if section is None:
+                section = out[engine] = {}
             if not isinstance(section, dict):
                 return out, moved  # validation names the section
             value = holder.pop(leaf)
             target = section.setdefault(parent, {}) if parent else section
             if not isinstance(target, dict):
                 return out, moved
-            if leaf in target and target[leaf] != value:
-                merged = _merge_new(target[leaf], value, f"{engine}.{dotted}", dotted)
-                target[leaf] = merged
-            else:
-                target[leaf] = value
+            target[leaf] = _merge_new(target[leaf], value, f"{engine}.{dotted}", dotted) if leaf in target else value
             moved.append(f"{dotted} -> {engine}.{dotted}")
             if parent and not holder:
                 out.pop(parent)
@@ -729,8 +726,14 @@ class ClusterSpec(_Model):
     @model_validator(mode="before")
     @classmethod
     def _engine_section(cls, data: Any) -> Any:
-        """The engine's section filled in, the old layout moved into it, the other engine's refused."""
-        return migrate_layout(data)[0] if isinstance(data, Mapping) else data
+        """The old layout moved into the engine's section, the other engine's refused, the engine's filled in."""
+        if not isinstance(data, Mapping):
+            return data
+        out = migrate_layout(data)[0]
+        engine = out.get("engine", "postgres")
+        if engine in ENGINE_SECTIONS and out.get(engine) is None:
+            out[engine] = {}
+        return out
 
     @property
     def pg(self) -> PostgresSettings:
@@ -834,9 +837,10 @@ class ClusterSpec(_Model):
 
     @model_validator(mode="after")
     def _etcd_size(self) -> ClusterSpec:
-        if self.postgres is not None and self.postgres.etcd_size(self.members) % 2 == 0:
+        size = self.postgres.etcd_size(self.members) if self.postgres is not None else 1  # a replica set runs none
+        if size % 2 == 0:
             raise ValueError(
-                f"postgres.etcd_members: {self.postgres.etcd_size(self.members)} is even; etcd needs an odd member "
+                f"postgres.etcd_members: {size} is even; etcd needs an odd member "
                 "count (1, 3, 5 or 7): set postgres.etcd_members to an odd number"
             )
         return self
@@ -1053,16 +1057,7 @@ def apply_env_overrides(data: Mapping[str, Any], environ: Mapping[str, str]) -> 
             node = child
         node[path[-1]] = yaml.safe_load(environ[key]) if environ[key] != "" else ""
     engine = tree.get("engine", data.get("engine", "postgres"))
-    base, _ = migrate_layout({**data, "engine": engine})
-    over, _ = migrate_layout({**tree, "engine": engine})
-    if over.get(engine) == {}:  # filled in by the migration, not set by a variable
-        over.pop(engine)
-    merged = _deep_merge(base, over)
-    if "engine" not in data and "engine" not in tree:
-        merged.pop("engine")
-    if not merged.get(engine) and engine not in data:  # nothing sets the section: leave it to the defaults
-        merged.pop(engine, None)
-    return merged
+    return _deep_merge(migrate_layout(data, engine)[0], migrate_layout(tree, engine)[0])
 
 
 def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
