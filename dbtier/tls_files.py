@@ -75,15 +75,15 @@ FileWrite = tuple[str, bytes, int]
 
 def read_all_installed(provider: Provider, spec: ClusterSpec, needs: list[CertNeed]) -> list[Installed]:
     """What each of ``needs`` finds on its host, in order: one read of every file per host."""
-    by_host: dict[str, list[CertNeed]] = {}
-    for need in needs:
-        by_host.setdefault(need.host, []).append(need)
-    found: dict[int, Installed] = {}
-    for host, here in by_host.items():
-        paths = [p for need in here for p in (need.paths.cert, need.paths.key, need.paths.ca, need.bundle or "")]
-        contents = provider.runner(spec, host).read_files([p for p in paths if p])
-        read = iter(contents)
-        for need in here:
+    by_host: dict[str, list[int]] = {}
+    for i, need in enumerate(needs):
+        by_host.setdefault(need.host, []).append(i)
+    found: list[Installed | None] = [None] * len(needs)
+    for host, indexes in by_host.items():
+        here = [needs[i] for i in indexes]
+        paths = [p for need in here for p in (need.paths.cert, need.paths.key, need.paths.ca, need.bundle) if p]
+        read = iter(provider.runner(spec, host).read_files(paths))
+        for i, need in zip(indexes, here, strict=True):
             cert, key, ca = next(read), next(read), next(read)
             bundle = next(read) if need.bundle else None
             key_ok = False
@@ -92,8 +92,8 @@ def read_all_installed(provider: Provider, spec: ClusterSpec, needs: list[CertNe
                     key_ok = certs.key_matches(cert, key)
                 except CertificateError:
                     key_ok = False
-            found[id(need)] = Installed(cert_pem=cert, key_ok=key_ok, ca_pem=ca, key_pem=key, bundle_pem=bundle)
-    return [found[id(need)] for need in needs]
+            found[i] = Installed(cert_pem=cert, key_ok=key_ok, ca_pem=ca, key_pem=key, bundle_pem=bundle)
+    return [f for f in found if f is not None]
 
 
 def bundle_pem(cert_pem: bytes, key_pem: bytes) -> bytes:

@@ -143,15 +143,23 @@ class SSHRunner(Runner):
     def upload(self, data: bytes) -> str:
         """Copy ``data`` over SFTP to a fresh file only the login user can read; return its path."""
         remote = f"/tmp/.dbtier-upload-{uuid.uuid4().hex}"
+        self._put({remote: data})
+        return remote
+
+    def _put(self, files: Mapping[str, bytes], directory: str | None = None) -> None:
+        """Copy each ``remote path: data`` over SFTP, only the login user able to read it; ``directory`` (mode 0700)
+        first when given."""
         try:
             with self._lock:
                 sftp = self.conn.sftp()
-                with sftp.open(remote, "wb") as fh:
-                    fh.chmod(0o600)  # before any byte is written: configs hold passwords
-                    fh.write(data)
+                if directory is not None:
+                    sftp.mkdir(directory, 0o700)
+                for remote, data in files.items():
+                    with sftp.open(remote, "wb") as fh:
+                        fh.chmod(0o600)  # before any byte is written: configs hold passwords
+                        fh.write(data)
         except Exception as err:  # noqa: BLE001 - paramiko raises many types; keep the evidence
             raise self._connect_error(err) from None
-        return remote
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         remote = self.upload(data)
@@ -163,9 +171,7 @@ class SSHRunner(Runner):
         self.run_as_root(["sh", "-c", PLACE_SCRIPT, "sh", "root", f"{mode:o}", remote, path])
 
     def make_dirs(self, path: str, mode: int = 0o700) -> None:
-        parent = path.rsplit("/", 1)[0] or "/"
-        self.run_as_root(["mkdir", "-p", "-m", "755", parent])
-        self.run_as_root(["install", "-d", "-o", self.os_user, "-g", self.os_user, "-m", f"{mode:o}", path])
+        self.write_files([], [(path, mode)])
 
     def read_files(self, paths: Sequence[str]) -> list[bytes | None]:
         if not paths:
@@ -180,17 +186,10 @@ class SSHRunner(Runner):
         argv = ["sh", "-c", WRITE_SCRIPT, "sh", remote, self.os_user]
         for path, mode in dirs:
             argv += ["d", f"{mode:o}", path.rsplit("/", 1)[0] or "/", path]
-        try:
-            with self._lock:
-                sftp = self.conn.sftp()
-                sftp.mkdir(remote, 0o700)
-                for i, (path, data, mode) in enumerate(files):
-                    with sftp.open(f"{remote}/{i}", "wb") as fh:
-                        fh.chmod(0o600)  # before any byte is written: configs hold passwords
-                        fh.write(data)
-                    argv += ["f", f"{mode:o}", str(i), path]
-        except Exception as err:  # noqa: BLE001 - paramiko raises many types; keep the evidence
-            raise self._connect_error(err) from None
+        for i, (path, _, mode) in enumerate(files):
+            argv += ["f", f"{mode:o}", str(i), path]
+        if files:
+            self._put({f"{remote}/{i}": data for i, (_, data, _) in enumerate(files)}, directory=remote)
         self.run_as_root(argv)
 
     def list_dir(self, path: str) -> list[str] | None:
