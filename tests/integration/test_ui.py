@@ -28,6 +28,7 @@ from dbtier.engines.base import get_engine
 from dbtier.procs import stop_child
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec
+from tests.conftest import QUIET_SERVER
 from tests.clusters import TEST_PORT_BASE, listening, shared_tmpdir, spec_for_tests, stopped_at_exit, write_spec
 
 pytestmark = pytest.mark.cluster
@@ -45,7 +46,8 @@ def server() -> Iterator[str]:
     assert not listening(SERVER_PORT), f"port {SERVER_PORT} is taken"
     home = tempfile.mkdtemp(prefix="dbtier-ui-prefect-")
     url = f"http://127.0.0.1:{SERVER_PORT}/api"
-    env = {**os.environ, "PREFECT_HOME": home, "PREFECT_API_URL": url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**{k: v for k, v in os.environ.items() if k not in QUIET_SERVER}, "PREFECT_HOME": home, "PREFECT_API_URL": url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     with open(os.path.join(home, "server.log"), "wb") as log:
         proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(SERVER_PORT)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
