@@ -14,7 +14,7 @@ from prefect.variables import Variable
 
 from blocks.ca import forget_ca
 from blocks.hostkeys import variable_name as pins_variable
-from blocks.passwords import forget_passwords, load_secret
+from blocks.passwords import forget_passwords, load_secret, load_secrets
 from dbtier.ca_store import ca_cert_variable, ca_key_block
 from dbtier.cleanup import cipher_record_name, cluster_of_cipher_record, keep_cipher_reason, kept_cipher_sentence
 from dbtier.lock import lock_name
@@ -55,8 +55,8 @@ def cipher_users(block: str) -> dict[str, bool]:
 
 def cluster_blocks(spec: ClusterSpec) -> list[str]:
     """The Secret blocks and variables that carry this cluster's name (its lock aside)."""
-    names = [role.block(spec.name) for role in secret_roles(spec) if load_secret(role.block(spec.name)) is not None]
-    names += [ca_key_block(spec.name)] if load_secret(ca_key_block(spec.name)) is not None else []
+    found = load_secrets([*(role.block(spec.name) for role in secret_roles(spec)), ca_key_block(spec.name)])
+    names = [name for name, value in found.items() if value is not None]
     return names + [v for v in (pins_variable(spec.name), cipher_record_name(spec.name), ca_cert_variable(spec.name))
                     if Variable.get(v, default=None) is not None]
 
