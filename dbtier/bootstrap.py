@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
 
 from dbtier import procs
 from dbtier.engines.base import ClusterStatus, Engine
@@ -18,6 +20,9 @@ from dbtier.providers.base import Provider, Runner
 from dbtier.secrets import Passwords
 from dbtier.spec import ClusterSpec
 from dbtier.supervisors import unit_name
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from dbtier.ca_store import CAStore
@@ -285,23 +290,44 @@ def program_field(spec: ClusterSpec, program: str) -> str:
 
 def stop_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
     """Stop the exporters and routers first, then the archivers (each writes the slice it holds), then members
-    (Patroni stops its postmaster), then the consensus store; by pid only."""
-    sentences = []
+    (Patroni stops its postmaster), then the consensus store; by pid only. The services of a stage stop at once but
+    the consensus store's, one by one: its leader hands leadership to a peer still up as it stops (measured on a
+    lab of three hosts over SSH: the members stopped at once in 4.0 s, not 8; etcd's three, stopped at once,
+    took 7.5 s, the last one waiting for peers that were stopping too)."""
     optional = {s.name for s in engine.exporter_services(spec)}
     if not engine.archives(spec):
         optional |= {s.name for s in engine.archiver_services(spec)}
-    for service in (engine.exporter_services(spec) + engine.router_services(spec) + engine.archiver_services(spec)
-                    + engine.member_services(spec) + engine.consensus_services(spec)):
+
+    def stop(service: Service) -> list[str]:
         runner = provider.runner(spec, service.host)
         said = provider.supervisor(spec, service.host).stop(runner, service, timeout=60)
         if service.name in optional and said.startswith(f"{service.name} was not running"):
-            continue  # only 'make monitor' starts exporters, only an archiving spec archivers: none to speak of
-        sentences.append(said)
+            return []  # only 'make monitor' starts exporters, only an archiving spec archivers: none to speak of
+        sentences = [said]
         for _field, port in service.ports:
             owner_dir = engine.owned_port(spec, service, port)
             if owner_dir:
                 sentences.append(_stop_orphan_postmaster(runner, spec, owner_dir, service.name))
-    return [s for s in sentences if s]
+        return sentences
+
+    stages = [at_once(stop, engine.exporter_services(spec) + engine.router_services(spec)),
+              at_once(stop, engine.archiver_services(spec)), at_once(stop, engine.member_services(spec)),
+              [stop(service) for service in engine.consensus_services(spec)]]
+    return [said for stage in stages for sentences in stage for said in sentences if said]
+
+
+def at_once(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``work`` of each item, all at once in threads, the answers in the items' order; the first item's error is
+    raised once every one has ended (none is left running).
+
+    >>> at_once(lambda n: n * n, [1, 2, 3])
+    [1, 4, 9]
+    """
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        futures = [pool.submit(work, item) for item in items]
+    return [future.result() for future in futures]
 
 
 def _live_postmaster(runner: Runner, data_dir: str) -> int | None:
