@@ -381,22 +381,27 @@ def wipe(engine: Engine, provider: Provider, spec: ClusterSpec) -> str:
     hosts = check_wipe(engine, provider, spec)
     if not hosts:
         return f"nothing to wipe: no {spec.cluster_dir} on {', '.join(cluster_hosts(engine, spec))}"
-    said: list[str] = []
-    for host in hosts:
+
+    def clear(host: str) -> list[str]:
         runner = provider.runner(spec, host)
-        services = [s for s in with_exporters(engine, spec) if s.host == host]
-        said += provider.supervisor(spec, host).remove(runner, services)
+        said = provider.supervisor(spec, host).remove(runner, [s for s in with_exporters(engine, spec) if s.host == host])
         runner.remove_tree(spec.cluster_dir)
+        return said
+
+    said = [line for lines in at_once(clear, hosts) for line in lines]  # each host at once
     return "; ".join([*said, f"wiped {spec.cluster_dir} on {', '.join(hosts)}"])
 
 
 def running_services(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[str]:
     """Names of the services whose pid file points at a live process of theirs (exporters included)."""
-    names = []
-    for service in with_exporters(engine, spec):
-        if procs.running_pid(provider.runner(spec, service.host), service) is not None:
-            names.append(service.name)
-    return names
+    services = with_exporters(engine, spec)
+
+    def running_on(host: str) -> set[str]:
+        runner = provider.runner(spec, host)
+        return {s.name for s in services if s.host == host and procs.running_pid(runner, s) is not None}
+
+    running = set().union(*at_once(running_on, sorted({s.host for s in services})))  # each host at once
+    return [s.name for s in services if s.name in running]
 
 
 def pid_file_problems(engine: Engine, provider: Provider, spec: ClusterSpec) -> list[procs.PidMismatch]:
