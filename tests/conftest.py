@@ -12,12 +12,14 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-#: What no test reads back from the harness's API server, not recorded there: task runs and events (flow runs,
-#: their states and logs, blocks and artifacts are recorded as always). Measured: a flow of 200 tasks cost that
-#: server 7.3 s of CPU with them, 1.8 s without, and the harness servers were a fifth of the suite's CPU on 2 cores.
-#: The UI suite's own ``prefect server start`` runs without this, as a user's server does.
+#: What no test reads back from the harness's API server, not recorded there: task runs and events, and no
+#: automation triggers (dbtier defines none); flow runs, their states and logs, blocks and artifacts are recorded
+#: as always. Measured: a flow of 200 tasks cost that server 7.3 s of CPU with the task-run recorder, 1.8 s without,
+#: 1.0 s without the triggers too; the harness servers were a fifth of the suite's CPU on 2 cores. The UI suite's
+#: own ``prefect server start`` runs without this, as a user's server does.
 QUIET_SERVER = {"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
-                "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false"}
+                "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+                "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
 _PREFECT_HOME = tempfile.mkdtemp(prefix="dbtier-test-prefect-")
 os.environ.update(
     {
