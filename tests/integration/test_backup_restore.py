@@ -33,9 +33,8 @@ from dbtier.errors import DrillFailed, PreflightError, RestoreError
 from dbtier.providers.base import get_provider
 from dbtier.spec import ClusterSpec, build_spec
 from dbtier.engines.postgres.topology import client_dsn
-from tests.clusters import (RESTORE_OFFSET, dbtier_metric, listening, run_log_lines, shared_tmpdir, spec_for_tests,
-                            stopped_at_exit,
-                            write_spec)
+from tests.clusters import (RESTORE_OFFSET, dbtier_metric, listening, one_member, run_log_lines, shared_tmpdir,
+                            spec_for_tests, stopped_at_exit, write_spec)
 
 pytestmark = pytest.mark.cluster
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,9 +105,11 @@ def test_point_in_time_restore_brings_back_exactly_the_rows_before_the_target(
     bootstrap.stop_services(get_engine(at_t), get_provider(at_t), at_t)
     bootstrap.wipe(get_engine(at_t), get_provider(at_t), at_t)
 
-    latest = derive_target(spec, "bk-latest", RESTORE_OFFSET)
+    # Latest into a copy of one member (its rows and timeline are what this checks; the three-member restore is above).
+    latest = build_spec(one_member(derive_target(spec, "bk-latest", RESTORE_OFFSET)), environ={})
     restored_cleanup.append(latest)
-    restore(spec_path=cluster_with_full_backup, target="latest", into="bk-latest", port_offset=RESTORE_OFFSET)
+    restore(spec_path=cluster_with_full_backup, target="latest",
+            target_spec_path=write_spec(latest, os.path.join(spec.data_root, "bk-latest.yaml")))
     assert _count(latest) == 80, "latest has every row"
 
     # The copy archives into a stanza of its own, on its new timeline; the source's archive stays on timeline 1.
