@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from blocks.api import POINT_AT_IT, missing_block_advice, prefect_api, which_api
 from dbtier.errors import BlockMissing
-from dbtier.secrets import Passwords, secret_roles
+from dbtier.secrets import Passwords, SecretRole, secret_roles
 from dbtier.spec import ClusterSpec
 
 
@@ -37,13 +37,19 @@ def load_secrets(names: Sequence[str]) -> dict[str, str | None]:
     return values
 
 
+def _role_secrets(spec: ClusterSpec) -> list[tuple[SecretRole, str, str | None]]:
+    """Each of the cluster's secret roles, its block's name and its value (None: no such block), read at once."""
+    named = [(role, role.block(spec.name)) for role in secret_roles(spec)]
+    found = load_secrets([name for _role, name in named])
+    return [(role, name, found[name]) for role, name in named]
+
+
 def refuse_lost_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
     """The names of the cluster's missing Secret blocks; refused (exit 2) when the cluster was ``initialised``
     with them: its blocks are in another Prefect API, and new passwords would lock Patroni out."""
-    roles = secret_roles(spec)
-    found = load_secrets([role.block(spec.name) for role in roles])
-    missing = [name for name, value in found.items() if value is None]
-    lost = [name for name in missing if name in {role.block(spec.name) for role in roles if role.core}]
+    secrets = _role_secrets(spec)
+    missing = [name for _role, name, value in secrets if value is None]
+    lost = [name for role, name, value in secrets if value is None and role.core]
     if lost and initialised:
         raise BlockMissing(
             f"{lost[0]}: no such Secret block in {which_api()}, but cluster {spec.name} under {spec.cluster_dir} "
@@ -78,23 +84,17 @@ def ensure_passwords(spec: ClusterSpec, initialised: bool) -> list[str]:
 
 def load_passwords(spec: ClusterSpec) -> Passwords:
     """The cluster's passwords from their Secret blocks."""
-    roles = secret_roles(spec)
-    found = load_secrets([role.block(spec.name) for role in roles])
     values = {}
-    for role in roles:
-        value = found[role.block(spec.name)]
+    for role, name, value in _role_secrets(spec):
         if value is None:
-            raise BlockMissing(missing_block_advice(spec, role.block(spec.name)))
+            raise BlockMissing(missing_block_advice(spec, name))
         values[role.name] = value
     return Passwords(**values)
 
 
 def forget_passwords(spec: ClusterSpec) -> str:
     """Delete the cluster's secret blocks (its data is gone: nothing can use them any more)."""
-    found = load_secrets([role.block(spec.name) for role in secret_roles(spec)])
-    gone = []
-    for name, value in found.items():
-        if value is not None:
-            Secret.delete(name)
-            gone.append(name)
+    gone = [name for _role, name, value in _role_secrets(spec) if value is not None]
+    for name in gone:
+        Secret.delete(name)
     return f"Secret blocks {', '.join(gone)} deleted" if gone else f"no secret block of {spec.name} to delete"
