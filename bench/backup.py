@@ -38,7 +38,7 @@ from uuid import UUID
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import remove_cluster, stop_popen  # noqa: E402
+from common import PREFECT_ENV, remove_cluster, stop_popen  # noqa: E402
 from dbtier import bootstrap, procs  # noqa: E402
 from dbtier.engines.postgres import pgbackrest, pgbackrest_ops  # noqa: E402
 from dbtier.engines.postgres.wal_archive import ArchiverStats, judge_archive  # noqa: E402
@@ -61,7 +61,6 @@ SERVER_PORT = 30285  # the Prefect server
 BARE_PG_PORT = 30298  # the bare postgres on the bare restore
 ROWS_BEFORE, ROWS_AFTER = 1000, 500
 LONG = 6 * 3600.0  # command timeout: a large --scale takes long, and nothing here should hang forever
-PREFECT_ENV = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
 TASK_SUFFIX = re.compile(r"-[0-9a-z]{3}$")  # Prefect's default task run name: "<task>-<3 random characters>"
 
 BARE_BACKUP = "pgbackrest backup --type=full, bare"

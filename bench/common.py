@@ -20,6 +20,9 @@ from dbtier.providers.base import get_provider  # noqa: E402
 from dbtier.secrets import Passwords  # noqa: E402
 from dbtier.spec import ClusterSpec  # noqa: E402
 
+#: A benchmark's Prefect: no telemetry from its temporary server, warnings only.
+PREFECT_ENV = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+
 
 def provision_plain(spec: ClusterSpec, passwords: Passwords, ca_store: CAStore | None = None) -> None:
     """The provision flow's steps, in its order, as plain calls: the baseline the flow is measured against.

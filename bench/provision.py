@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import provision_plain  # noqa: E402
+from common import PREFECT_ENV, provision_plain  # noqa: E402
 from dbtier import bootstrap  # noqa: E402
 from dbtier.ca_store import FILE_CA_STORE  # noqa: E402
 from dbtier.engines.base import get_engine  # noqa: E402
@@ -56,7 +56,6 @@ def bare(spec: ClusterSpec) -> float:
     return time.monotonic() - started
 
 
-PREFECT_ENV = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
 SERVER_PORT = 30090
 #: One Prefect home for the timed runs, its database created before timing starts: a warm machine.
 WARM_PREFECT_HOME = tempfile.mkdtemp(prefix="dbtier-bench-prefect-")
