@@ -89,6 +89,18 @@ class LabState:
     def cgroup(self, host: LabHost) -> Path:
         return CGROUP_ROOT / f"dbtier-lab-{self.name}-{host.index}"
 
+    def launcher_args(self, host: LabHost) -> tuple[str, str]:
+        """The arguments that tell this host's launcher from any other lab's (see :func:`holds_args`)."""
+        return "dbtier.lab.host", str(self.host_dir(host) / "host.json")
+
+    @property
+    def s3_args(self) -> tuple[str, str, str]:
+        return "dbtier.lab.s3", "--bind", self.plan.gateway
+
+    @property
+    def pve_args(self) -> tuple[str, str]:
+        return "--lab", self.name
+
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / "lab.json.tmp"
@@ -113,27 +125,48 @@ def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str
     return done
 
 
-def _alive(pid: int | None, marker: str) -> bool:
-    """True when ``pid`` runs and its command line holds ``marker`` (so a reused PID is never signalled)."""
+def holds_args(cmdline: bytes, marker: tuple[str, ...]) -> bool:
+    r"""True when the arguments ``marker`` appear in a row in ``cmdline`` (as ``/proc/PID/cmdline`` holds it).
+
+    A marker names one lab's own process (its host's config file, its lab's name), not just the kind: PIDs wrap
+    on a busy machine, and another lab's launcher under a stale PID must never be taken for this one's.
+
+    >>> line = b"python\0-m\0dbtier.lab.host\0/l/tnet/hosts/tnet-1/host.json\0"
+    >>> holds_args(line, ("dbtier.lab.host", "/l/tnet/hosts/tnet-1/host.json"))
+    True
+    >>> holds_args(line, ("dbtier.lab.host", "/l/tnet/hosts/tnet-2/host.json"))
+    False
+    >>> holds_args(b"python\0-m\0dbtier.lab.pve\0--lab\0tnet2\0", ("--lab", "tnet"))
+    False
+    >>> holds_args(b"", ("--lab", "tnet"))
+    False
+    """
+    args = cmdline.decode(errors="replace").split("\0")
+    width = len(marker)
+    return any(tuple(args[i:i + width]) == marker for i in range(len(args) - width + 1))
+
+
+def pid_runs(pid: int | None, marker: tuple[str, ...]) -> bool:
+    """True when ``pid`` runs with ``marker`` among its arguments (so a reused PID is never signalled)."""
     if not pid:
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return marker in cmdline
+    return holds_args(cmdline, marker)
 
 
-def _stop_pid(pid: int | None, marker: str, grace: float = 10) -> None:
-    if not _alive(pid, marker):
+def _stop_pid(pid: int | None, marker: tuple[str, ...], grace: float = 10) -> None:
+    if not pid_runs(pid, marker):
         return
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while _alive(pid, marker) and time.monotonic() < deadline:
+    while pid_runs(pid, marker) and time.monotonic() < deadline:
         _reap(pid)
         time.sleep(0.1)
-    if _alive(pid, marker):
+    if pid_runs(pid, marker):
         os.kill(pid, signal.SIGKILL)
     _reap(pid)
 
@@ -181,7 +214,7 @@ def up(name: str = "lab", hosts: int = 3, subnet: str | None = None, progress: A
     plans.check_name(name)
     existing = LabState.load(name)
     if existing is not None:
-        if existing.ready and all(_alive(existing.launchers.get(h.name), "dbtier.lab.host")
+        if existing.ready and all(pid_runs(existing.launchers.get(h.name), existing.launcher_args(h))
                                   for h in existing.plan.hosts):
             progress(f"lab {name} is already up")
             return existing
@@ -285,7 +318,7 @@ def boot_host(state: LabState, host: LabHost, wait: bool = True) -> int:
                         bridge=state.plan.bridge, veth=host.veth, address=host.interface)
     config.save(base / "host.json")
     with open(base / "console.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "dbtier.lab.host", str(base / "host.json")], cwd=REPO_ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", *state.launcher_args(host)], cwd=REPO_ROOT,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     state.launchers[host.name] = proc.pid
     state.save()
@@ -298,12 +331,9 @@ def wait_ssh(state: LabState, host: LabHost, limit: float = 180, launcher: subpr
     """Until a command over the host's sshd completes and systemd has finished booting."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if launcher is not None and launcher.poll() is not None:
-            tail = (state.host_dir(host) / "console.log").read_text(errors="replace")[-1500:]
-            raise LabError(f"lab {state.name}: {host.name} stopped while booting (its launcher exited with "
-                           f"{launcher.returncode}): {' '.join(tail.split()) or 'nothing on its console'}")
-        if not _alive(state.launchers.get(host.name), "dbtier.lab.host"):
-            break
+        gone = _launcher_gone(state, host, launcher)
+        if gone is not None:
+            raise LabError(f"lab {state.name}: {host.name} stopped while booting ({gone}): {_console_tail(state, host)}")
         try:
             done = subprocess.run(ssh_argv(state, host, "systemctl is-system-running --wait || true"),
                                   capture_output=True, text=True, timeout=60)
@@ -312,8 +342,40 @@ def wait_ssh(state: LabState, host: LabHost, limit: float = 180, launcher: subpr
         if done.returncode == 0 and done.stdout.strip() in ("running", "degraded"):
             return
         time.sleep(0.3)
+    raise LabError(f"lab {state.name}: {host.name} did not boot within {limit:.0f} s: {_console_tail(state, host)}")
+
+
+def _console_tail(state: LabState, host: LabHost) -> str:
     tail = (state.host_dir(host) / "console.log").read_text(errors="replace")[-1500:]
-    raise LabError(f"lab {state.name}: {host.name} did not boot within {limit:.0f} s: {' '.join(tail.split())}")
+    return " ".join(tail.split()) or "nothing on its console"
+
+
+def _launcher_gone(state: LabState, host: LabHost, launcher: subprocess.Popen[bytes] | None) -> str | None:
+    """None while the host's launcher runs; else how it ended, as far as this process can tell."""
+    if launcher is not None:
+        return None if launcher.poll() is None else f"its launcher exited: {exit_cause(launcher.returncode)}"
+    pid = state.launchers.get(host.name)
+    if pid_runs(pid, state.launcher_args(host)):
+        return None
+    reaped, status = 0, 0
+    if pid:  # the launcher is this process's child when this process booted it (a drill's power-on)
+        with contextlib.suppress(ChildProcessError):
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+    how = exit_cause(os.waitstatus_to_exitcode(status)) if reaped else "its exit status is not known here"
+    return f"its launcher (pid {pid}) is gone: {how}"
+
+
+def exit_cause(code: int | None) -> str:
+    """A process's end in words, from a Popen-style return code.
+
+    >>> exit_cause(1), exit_cause(-15), exit_cause(0)
+    ('exit status 1', 'killed by SIGTERM', 'exit status 0')
+    """
+    if code is None:
+        return "still running"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"
 
 
 def _start_s3(state: LabState) -> None:
@@ -390,7 +452,7 @@ def s3_settings(state: LabState) -> dict[str, Any]:
 
 
 def host_running(state: LabState, host: LabHost) -> bool:
-    return _alive(state.launchers.get(host.name), "dbtier.lab.host")
+    return pid_runs(state.launchers.get(host.name), state.launcher_args(host))
 
 
 def freeze(state: LabState, host: LabHost) -> str:
@@ -413,11 +475,11 @@ def kill(state: LabState, host: LabHost) -> str:
             time.sleep(0.05)
     pid = state.launchers.get(host.name)
     deadline = time.monotonic() + 10
-    while _alive(pid, "dbtier.lab.host") and time.monotonic() < deadline:
+    while pid_runs(pid, state.launcher_args(host)) and time.monotonic() < deadline:
         assert pid is not None
         _reap(pid)
         time.sleep(0.05)
-    _stop_pid(pid, "dbtier.lab.host", grace=2)
+    _stop_pid(pid, state.launcher_args(host), grace=2)
     remove_cgroup(cgroup)
     if _link_exists(host.veth):
         _run(["ip", "link", "del", host.veth], check=False)
@@ -443,8 +505,8 @@ def down(name: str = "lab", progress: Any = print) -> list[str]:
             if host.name in state.launchers or state.cgroup(host).exists():
                 kill(state, host)
                 done.append(f"{host.name} stopped")
-        _stop_pid(state.s3_pid, "dbtier.lab.s3")
-        _stop_pid(state.pve_pid, "dbtier.lab.pve")
+        _stop_pid(state.s3_pid, state.s3_args)
+        _stop_pid(state.pve_pid, state.pve_args)
         if _link_exists(lab.bridge):
             _run(["ip", "link", "del", lab.bridge])
             done.append(f"bridge {lab.bridge} removed")
@@ -487,8 +549,8 @@ def status(name: str = "lab") -> dict[str, Any] | None:
         hosts.append({"name": host.name, "address": host.address,
                       "state": "frozen" if frozen else "running" if running else "down", "services": services})
     return {"name": name, "subnet": lab.subnet, "bridge": lab.bridge, "gateway": lab.gateway,
-            "s3": f"https://{lab.gateway}:{plans.S3_PORT}" if _alive(state.s3_pid, "dbtier.lab.s3") else None,
-            "pve": f"https://{lab.gateway}:{plans.PVE_PORT}" if _alive(state.pve_pid, "dbtier.lab.pve") else None,
+            "s3": f"https://{lab.gateway}:{plans.S3_PORT}" if pid_runs(state.s3_pid, state.s3_args) else None,
+            "pve": f"https://{lab.gateway}:{plans.PVE_PORT}" if pid_runs(state.pve_pid, state.pve_args) else None,
             "ssh_spec": str(state.public / "ssh-spec.yaml"), "proxmox_spec": str(state.public / "proxmox-spec.yaml"),
             "key_file": state.key_file, "hosts": hosts}
 

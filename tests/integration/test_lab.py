@@ -309,11 +309,10 @@ def test_teardown_then_lab_down_leaves_nothing(provisioned: str, the_lab: LabSta
     teardown(spec_path=provisioned, wipe=True)
     assert vip_holders(the_lab) == [], "keepalived stopped: no host holds the virtual IP"
     assert on_host(the_lab, "tlab-1", f"ls -A {HOST_DATA_ROOT}/{NAME} 2>/dev/null | wc -l").stdout.strip() == "0"
-    pids = [p for p in the_lab.launchers.values()]
+    launchers = [(the_lab.launchers.get(h.name), the_lab.launcher_args(h)) for h in the_lab.plan.hosts]
     lab.down(NAME, progress=lambda _line: None)
     assert lab.down(NAME, progress=lambda _line: None) == [], "a second down is a no-op"
-    assert not any(Path(f"/proc/{p}").exists() and b"dbtier.lab.host" in Path(f"/proc/{p}/cmdline").read_bytes()
-                   for p in pids)
+    assert not any(lab.pid_runs(pid, args) for pid, args in launchers)
     assert subprocess.run(["ip", "link", "show", the_lab.plan.bridge], capture_output=True).returncode != 0
     assert not the_lab.dir.exists()
     assert not any(the_lab.plan.bridge in line or str(the_lab.dir) in line

@@ -35,9 +35,10 @@ def leftovers(state: LabState) -> list[str]:
     found += [f"veth {h.veth}" for h in state.plan.hosts
               if subprocess.run(["ip", "link", "show", h.veth], capture_output=True).returncode == 0]
     found += [str(p) for p in Path("/sys/fs/cgroup/unified").glob(f"dbtier-lab-{NAME}-*")]
-    found += [f"pid {pid}" for pid in [*state.launchers.values(), state.s3_pid, state.pve_pid]
-              if pid and Path(f"/proc/{pid}/cmdline").exists()
-              and b"dbtier.lab" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    found += [f"pid {pid}" for pid, args in [*((state.launchers.get(h.name), state.launcher_args(h))
+                                                for h in state.plan.hosts),
+                                              (state.s3_pid, state.s3_args), (state.pve_pid, state.pve_args)]
+              if lab.pid_runs(pid, args)]
     found += [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
               if str(state.dir) in line.split()[1]]
     if state.dir.exists():
