@@ -135,11 +135,17 @@ class MongoDBSettings(_Model):
 
 
 class Timeouts(_Model):
-    """How long provision waits for each phase, in seconds."""
+    """How long provision waits for each phase, in seconds (every engine's; PostgreSQL's own are
+    ``postgres.timeouts``)."""
 
-    etcd_quorum: int = Field(60, ge=1)
     healthy: int = Field(180, ge=1)
     replica_read: int = Field(60, ge=1)
+
+
+class PostgresTimeouts(_Model):
+    """How long provision waits for PostgreSQL's own phases, in seconds."""
+
+    etcd_quorum: int = Field(60, ge=1, description="etcd has a leader and every member answers")
     routes: int = Field(60, ge=1, description="every router's routes agree with Patroni")
 
 
@@ -545,7 +551,8 @@ class FirewallSettings(_Model):
 
 class PostgresSettings(_Model):
     """The section of ``engine: postgres``: PostgreSQL managed by Patroni with an etcd of ``etcd_members`` (default:
-    one per member), its ports, Patroni's timing, the server's parameters, pgaudit and the binaries."""
+    one per member), its ports, Patroni's timing, the server's parameters, pgaudit, the routers and poolers
+    (HAProxy, PgBouncer), how long provision waits for etcd and the routes, and the binaries."""
 
     ports: Ports = Ports()
     patroni: PatroniTiming = PatroniTiming()
@@ -553,6 +560,8 @@ class PostgresSettings(_Model):
     synchronous_mode: bool = False
     postgresql_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     audit: AuditSettings = AuditSettings()
+    routing: RoutingSettings = RoutingSettings()
+    timeouts: PostgresTimeouts = PostgresTimeouts()
     binaries: PostgresBinaries = PostgresBinaries()
 
     def etcd_size(self, members: int) -> int:
@@ -570,7 +579,8 @@ ENGINE_SECTIONS: dict[str, type[_Model]] = {"postgres": PostgresSettings, "mongo
 #: Where each engine's settings sat before they had a section (top-level fields, and some of ``binaries``): a spec
 #: in that layout still loads (:func:`migrate_layout` moves them), and ``DBTIER_*`` variables may still name them.
 OLD_PLACES: dict[str, tuple[str, ...]] = {
-    "postgres": ("ports", "patroni", "etcd_members", "synchronous_mode", "postgresql_parameters", "audit",
+    "postgres": ("ports", "patroni", "etcd_members", "synchronous_mode", "postgresql_parameters", "audit", "routing",
+                 "timeouts.etcd_quorum", "timeouts.routes",
                  *(f"binaries.{name}" for name in PostgresBinaries.model_fields)),
     "mongodb": tuple(f"binaries.{name}" for name in MongoDBBinaries.model_fields),
 }
@@ -579,6 +589,10 @@ OLD_PLACES: dict[str, tuple[str, ...]] = {
 _INSTEAD = {("postgres", "mongodb"): {"ports": "member i's mongod listens on mongodb.port + i",
                                       "patroni": "the replica set elects by itself: mongodb.election_timeout_ms",
                                       "etcd_members": "the replica set elects by itself, without etcd",
+                                      "timeouts.etcd_quorum": "the replica set elects by itself, without etcd",
+                                      "routing": "HAProxy and PgBouncer route PostgreSQL only; a replica set's "
+                                      "clients use its replica-set URI, dbtier dsn",
+                                      "timeouts.routes": "HAProxy and PgBouncer route PostgreSQL only",
                                       "backup.restore_drill.check_query": "it is SQL; the drill of a replica set "
                                       "checks its marker documents, validate and the application user"}}
 
@@ -718,7 +732,6 @@ class ClusterSpec(_Model):
     binaries: Binaries = Binaries()
     timeouts: Timeouts = Timeouts()
     tls: TlsSettings = TlsSettings()
-    routing: RoutingSettings = RoutingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     postgres: PostgresSettings | None = Field(None, description="engine postgres's section (filled in when absent)")
     mongodb: MongoDBSettings | None = Field(None, description="engine mongodb's section (filled in when absent)")
@@ -794,32 +807,27 @@ class ClusterSpec(_Model):
         return self
 
     @model_validator(mode="after")
-    def _routing_engine(self) -> ClusterSpec:
-        if self.engine == "mongodb" and self.routing.enabled:
-            raise ValueError("routing: HAProxy and PgBouncer route PostgreSQL only; set routing.enabled: false for "
-                             "engine mongodb")
-        return self
-
-    @model_validator(mode="after")
     def _vip_placement(self) -> ClusterSpec:
-        vip = self.routing.vip
-        if vip is None:
+        routing = self.postgres.routing if self.postgres is not None else None
+        vip = routing.vip if routing is not None else None
+        if routing is None or vip is None:
             return self
-        if not self.routing.enabled:
-            raise ValueError("routing.vip: a virtual IP leads to the routers, and routing is off; set routing.enabled: "
-                             "true, or drop routing.vip")
+        if not routing.enabled:
+            raise ValueError("postgres.routing.vip: a virtual IP leads to the routers, and routing is off; set "
+                             "postgres.routing.enabled: true, or drop postgres.routing.vip")
         if self.provider == "local":
-            raise ValueError("routing.vip: the local provider runs every member on this machine; a virtual IP needs "
-                             "member hosts on one network (providers ssh and proxmox); drop routing.vip")
+            raise ValueError("postgres.routing.vip: the local provider runs every member on this machine; a virtual IP "
+                             "needs member hosts on one network (providers ssh and proxmox); drop postgres.routing.vip")
         hosts = (self.ssh.hosts if self.provider == "ssh" and self.ssh else [])
         if any(h.address == vip.address for h in hosts):
-            raise ValueError(f"routing.vip.address: {vip.address} is a member host's own address; choose an unused one")
+            raise ValueError(f"postgres.routing.vip.address: {vip.address} is a member host's own address; choose an "
+                             "unused one")
         shared = (self.provider == "ssh" and len({h.address for h in hosts}) < self.members) or (
             self.provider == "proxmox" and self.proxmox is not None and self.proxmox.layout == "single")
         if shared:
-            raise ValueError("routing.vip: members share a host, and the virtual IP follows the primary from host to "
-                             "host; give each member a host of its own (ssh.hosts, proxmox layout per-member), or "
-                             "drop routing.vip")
+            raise ValueError("postgres.routing.vip: members share a host, and the virtual IP follows the primary from "
+                             "host to host; give each member a host of its own (ssh.hosts, proxmox layout per-member), "
+                             "or drop postgres.routing.vip")
         return self
 
     @model_validator(mode="after")
@@ -901,7 +909,7 @@ class EngineLayout(NamedTuple):
 
 def postgres_layout(spec: ClusterSpec) -> list[tuple[str, int]]:
     """PostgreSQL's: each member's PostgreSQL and Patroni, etcd, and the routers and poolers (:func:`layout_plan`)."""
-    return layout_plan(spec.pg.ports, spec.members, spec.pg.etcd_size(spec.members), routing_plan(spec.routing))
+    return layout_plan(spec.pg.ports, spec.members, spec.pg.etcd_size(spec.members), routing_plan(spec.pg.routing))
 
 
 def postgres_copy_layout(spec: ClusterSpec) -> list[tuple[str, int]]:

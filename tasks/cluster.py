@@ -105,7 +105,7 @@ def start_service(spec: ClusterSpec, name: str) -> str:
 @task(cache_policy=NONE)
 def wait_for_consensus(spec: ClusterSpec) -> None:
     engine, _ = _parts(spec)
-    log_sentences(engine.wait_consensus(spec, spec.timeouts.etcd_quorum))
+    log_sentences(engine.wait_consensus(spec))
 
 
 @task(cache_policy=NONE)
@@ -132,7 +132,7 @@ def configure_router(spec: ClusterSpec, name: str) -> None:
 def wait_for_routes(spec: ClusterSpec) -> str:
     """Every route of every router lands where Patroni says (rw on the leader, ro on a replica...)."""
     engine, _ = _parts(spec)
-    sentence = engine.wait_routes(spec, load_passwords(spec), spec.timeouts.routes)
+    sentence = engine.wait_routes(spec, load_passwords(spec))
     log_sentences(sentence)
     return sentence
 

@@ -33,13 +33,12 @@ def spec_for_tests(name: str, block: int, data_root: str, **fields: Any) -> Clus
     backup["restore_drill"] = {"port_offset": DRILL_OFFSET, **backup.get("restore_drill", {})}
     postgres = {"ports": {"postgres": base, "patroni": base + 20, "etcd": base + 40, "router": base + 60,
                           "router_stats": base + 65, "pgbouncer": base + 80},
-                "patroni": FAST_TIMING}
-    postgres.update({key: fields.pop(key) for key in OLD_PLACES["postgres"] if key in fields})  # patroni=...
+                "patroni": FAST_TIMING, "routing": {"enabled": False}}
+    postgres.update({key: fields.pop(key) for key in OLD_PLACES["postgres"] if key in fields})  # patroni=, routing=
     postgres.update(fields.pop("postgres", None) or {})
     data: dict[str, Any] = {
         "name": name,
         "postgres": postgres,
-        "routing": {"enabled": False},
         "monitoring": {"ports": {"prometheus": base + 70, "alertmanager": base + 71, "node_exporter": base + 72},
                        "exporters": {"postgres": base + 74, "pgbouncer": base + 77, "node": base + 83}},
         "data_root": data_root,

@@ -53,8 +53,9 @@ def lab_spec_file(state: LabState, which: str, directory: Path, members: int | N
     lab's blocks saved in the current Prefect API. ``members``: only the first hosts carry the cluster (the others
     stay outside it); ``fields`` replace the spec's own."""
     data: dict[str, Any] = yaml.safe_load((state.public / f"{which}-spec.yaml").read_text())
-    data.setdefault("postgres", {})["patroni"] = FAST_TIMING
-    data["routing"] = {"enabled": False}  # the routing suites turn it on
+    postgres = data.setdefault("postgres", {})
+    postgres["patroni"] = FAST_TIMING
+    postgres["routing"] = fields.pop("routing", {"enabled": False})  # the routing suites turn it on
     if members is not None and which == "ssh":
         data["members"] = members
         data["ssh"]["hosts"] = data["ssh"]["hosts"][:members]

@@ -58,12 +58,13 @@ def derive_target(source: ClusterSpec, name: str, port_offset: int) -> ClusterSp
     >>> (t.name, t.pg.ports.postgres, t.pg.ports.patroni, t.pg.ports.etcd, t.data_root, t.host_owner)
     ('dbtier-restored', 5532, 8108, 2479, '/var/lib/dbtier', 'dbtier')
     """
+    from dbtier.engines.base import get_engine
+
     if name == source.name:
         raise SpecError(f"target name: {name!r} is the source's own name; pick another (or restore --in-place)")
-    # Its own routers on the moved ports, but never the source's virtual IP (one VRRP group, one address).
-    routing = {**source.routing.model_dump(), "vip": None}
-    return _rebuild(source, name=name, **shifted_port_fields(source, port_offset), restore_from=None,
-                    hosts_of=source.host_owner, routing=routing)
+    target = _rebuild(source, name=name, **shifted_port_fields(source, port_offset), restore_from=None,
+                      hosts_of=source.host_owner)
+    return _rebuild(target, **get_engine(target).copy_changes(target))
 
 
 def shifted_port_fields(spec: ClusterSpec, offset: int) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def shifted_port_fields(spec: ClusterSpec, offset: int) -> dict[str, Any]:
 
 
 def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
-    """The restore drill's copy: one member, ports moved by the drill's offset, no routers, and what the engine
+    """The restore drill's copy: one member, ports moved by the drill's offset, and what the engine
     changes for a throwaway copy (:meth:`~dbtier.engines.base.Engine.throwaway_changes`: no archiving of its own).
 
     >>> t = throwaway_spec(ClusterSpec())
@@ -101,8 +102,7 @@ def throwaway_spec(source: ClusterSpec) -> ClusterSpec:
     drill = source.backup.restore_drill
     name = f"{source.name[:25]}-drill"
     target = derive_target(source, name if name != source.name else f"{source.name[:26]}-copy", drill.port_offset)
-    changes: dict[str, Any] = {"members": 1, **get_engine(target).throwaway_changes(target),
-                               "routing": {**target.routing.model_dump(), "enabled": False, "vip": None}}
+    changes: dict[str, Any] = {"members": 1, **get_engine(target).throwaway_changes(target)}
     if target.proxmox is not None and target.proxmox.layout == "per-member":  # its one member: in the first one
         proxmox = target.proxmox.model_dump(mode="json")
         changes["proxmox"] = {**proxmox, "containers": proxmox["containers"][:1]}

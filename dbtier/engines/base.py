@@ -197,8 +197,9 @@ class Engine(ABC):
     def connect_hint(self, dsn: str, password_command: str) -> str:
         """A shell line that connects to ``dsn`` with the password ``password_command`` prints."""
 
-    def wait_routes(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
-        """Block until every router sends each route where the cluster says it should; return a sentence."""
+    def wait_routes(self, spec: ClusterSpec, passwords: Passwords) -> str:
+        """Block until every router sends each route where the cluster says it should (for as long as the engine's
+        own settings say); return a sentence."""
         return "no routers: clients use the multi-host DSN"
 
     def router_views(self, spec: ClusterSpec) -> tuple[list[str], list[str]]:
@@ -230,8 +231,9 @@ class Engine(ABC):
         """The data dir whose live postmaster/mongod may legitimately hold ``port`` for ``service``."""
 
     @abstractmethod
-    def wait_consensus(self, spec: ClusterSpec, timeout: float) -> str:
-        """Block until the consensus store has quorum; return a sentence."""
+    def wait_consensus(self, spec: ClusterSpec) -> str:
+        """Block until the consensus store has quorum (for as long as the engine's own settings say); return a
+        sentence."""
 
     @abstractmethod
     def secure_consensus(self, spec: ClusterSpec, passwords: Passwords) -> str:
@@ -459,6 +461,12 @@ class Engine(ABC):
 
     # -- the restore drill: its copy, its markers and its checks (PostgreSQL: .postgres.restore_drill; MongoDB:
     # .mongodb.restore_drill); the verdict is shared (dbtier.backup.drill) ------------------------------------------
+
+    def copy_changes(self, spec: ClusterSpec) -> dict[str, Any]:
+        """What a copy of the cluster on its hosts (a restore's new cluster, the restore drill's copy; ``spec``: the
+        copy, on its own ports) must not share with it, in the form of :meth:`throwaway_changes`; nothing unless
+        the engine says."""
+        return {}
 
     @abstractmethod
     def throwaway_changes(self, spec: ClusterSpec) -> dict[str, Any]:

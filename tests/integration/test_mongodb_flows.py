@@ -50,7 +50,7 @@ def _os_user() -> str:
 def flows_spec(data_root: str, binaries: dict[str, str]) -> ClusterSpec:
     return build_spec({
         "name": NAME, "engine": "mongodb", "provider": "local", "members": 3, "host": "127.0.0.1",
-        "data_root": data_root, "os_user": _os_user(), "routing": {"enabled": False},
+        "data_root": data_root, "os_user": _os_user(),
         "mongodb": {"port": PORT, "oplog_slice_s": 2, "election_timeout_ms": 5000,
                     "binaries": {"mongod": binaries["mongod"], "mongodump": binaries["mongodump"],
                                  "mongorestore": binaries["mongorestore"]}},

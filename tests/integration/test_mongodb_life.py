@@ -63,7 +63,7 @@ def _os_user() -> str:
 def life_spec(name: str, port: int, member_count: int, data_root: str, mongod: str) -> ClusterSpec:
     return build_spec({
         "name": name, "engine": "mongodb", "provider": "local", "members": member_count, "host": "127.0.0.1",
-        "data_root": data_root, "os_user": _os_user(), "routing": {"enabled": False}, "tls": {"enabled": False},
+        "data_root": data_root, "os_user": _os_user(), "tls": {"enabled": False},
         "mongodb": {"port": port, "oplog_slice_s": SLICE_S, "election_timeout_ms": 5000,
                     "binaries": {"mongod": mongod}},
         "backup": {"repositories": [{"type": "fs", "path": f"{data_root}/repo"}]},

@@ -53,7 +53,7 @@ def busy_port(spec: ClusterSpec) -> Iterator[int]:
         ("postgres: {patroni: {ttl: 10}}\n", "postgres.patroni.ttl: must be at least 20"),
         ("patroni: {ttl: 10}\n", "postgres.patroni.ttl: must be at least 20"),  # the old place: read, then refused
         ("engine: oracle\n", "engine: must be 'postgres'"),
-        ("routing: {enabled: true}\npostgres: {ports: {router: 5433}}\n",
+        ("postgres: {routing: {enabled: true}, ports: {router: 5433}}\n",
          "postgres.ports.router (rw route): port 5433 is also postgres.ports.postgres (member 1); move one base port"),
     ],
 )

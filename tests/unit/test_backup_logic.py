@@ -805,11 +805,12 @@ def test_throwaway_spec(fields: dict[str, Any], name: str, postgres_port: int) -
     ],
 )
 def test_with_restore_from_raises_healthy_timeout(healthy: int, timeout_s: float, expected: int) -> None:
-    target = build_spec({"name": "restored", "ports": {"postgres": 5532, "patroni": 8108, "etcd": 2479},
-                         "timeouts": {"healthy": healthy, "etcd_quorum": 45}}, environ={})
+    target = build_spec({"name": "restored", "timeouts": {"healthy": healthy},
+                         "postgres": {"ports": {"postgres": 5532, "patroni": 8108, "etcd": 2479},
+                                      "timeouts": {"etcd_quorum": 45}}}, environ={})
     spec = with_restore_from(target, DEFAULT, SOURCE_CONF, ["--set=20261126-010203F"], timeout_s)
     assert spec.timeouts.healthy == expected
-    assert (spec.timeouts.etcd_quorum, spec.timeouts.replica_read) == (45, 60)
+    assert (spec.pg.timeouts.etcd_quorum, spec.timeouts.replica_read) == (45, 60)
 
 
 def test_restore_from_round_trip() -> None:

@@ -27,7 +27,7 @@ VIP = "10.0.0.50"
 def spec_with(vip: dict[str, Any] | None = None, **fields: Any) -> ClusterSpec:
     data: dict[str, Any] = {"provider": "ssh", "ssh": {"key_file": "/k", "hosts": [{"address": h} for h in HOSTS]},
                             "backup": {"repositories": [{"type": "fs", "shared": True}]},
-                            "routing": {"enabled": True, "vip": {"address": VIP, **(vip or {})}}}
+                            "postgres": {"routing": {"enabled": True, "vip": {"address": VIP, **(vip or {})}}}}
     data.update(fields)
     return build_spec(data, environ={})
 
@@ -35,13 +35,18 @@ def spec_with(vip: dict[str, Any] | None = None, **fields: Any) -> ClusterSpec:
 @pytest.mark.parametrize(
     ("data", "words"),
     [
-        ({"routing": {"vip": {"address": VIP}}}, "routing.vip: a virtual IP leads to the routers, and routing is off"),
-        ({"provider": "local", "ssh": None}, "routing.vip: the local provider runs every member on this machine"),
-        ({"routing": {"enabled": True, "vip": {"address": "10.0.0.12"}}}, "routing.vip.address: 10.0.0.12 is a member host's"),
-        ({"routing": {"enabled": True, "vip": {"address": "10.0.0"}}}, "routing.vip.address: must be an IPv4 address"),
-        ({"ssh": {"key_file": "/k", "hosts": [{"address": HOSTS[0]}]}}, "routing.vip: members share a host"),
-        ({"routing": {"enabled": True, "vip": {"address": VIP, "virtual_router_id": 0}}}, "virtual_router_id"),
-        ({"routing": {"enabled": True, "vip": {"address": VIP, "interface": "eth0; rm"}}}, "routing.vip.interface"),
+        ({"postgres": {"routing": {"vip": {"address": VIP}}}},
+         "postgres.routing.vip: a virtual IP leads to the routers, and routing is off"),
+        ({"provider": "local", "ssh": None}, "postgres.routing.vip: the local provider runs every member on this machine"),
+        ({"postgres": {"routing": {"enabled": True, "vip": {"address": "10.0.0.12"}}}},
+         "postgres.routing.vip.address: 10.0.0.12 is a member host's"),
+        ({"postgres": {"routing": {"enabled": True, "vip": {"address": "10.0.0"}}}},
+         "postgres.routing.vip.address: must be an IPv4 address"),
+        ({"ssh": {"key_file": "/k", "hosts": [{"address": HOSTS[0]}]}}, "postgres.routing.vip: members share a host"),
+        ({"postgres": {"routing": {"enabled": True, "vip": {"address": VIP, "virtual_router_id": 0}}}},
+         "postgres.routing.vip.virtual_router_id"),
+        ({"postgres": {"routing": {"enabled": True, "vip": {"address": VIP, "interface": "eth0; rm"}}}},
+         "postgres.routing.vip.interface"),
     ],
 )
 def test_a_virtual_ip_the_cluster_cannot_have_is_refused_naming_the_field(data: dict[str, Any], words: str) -> None:
@@ -86,8 +91,9 @@ def test_keepalived_runs_as_root_under_systemd_after_allowing_a_non_local_bind()
 
 def test_copies_of_the_cluster_never_take_its_virtual_ip() -> None:
     spec = spec_with(members=1, ssh={"key_file": "/k", "hosts": [{"address": HOSTS[0]}]})
-    assert derive_target(spec, "copy", 100).routing.vip is None
-    assert throwaway_spec(spec).routing.vip is None
+    assert spec.pg.routing.vip is not None
+    assert derive_target(spec, "copy", 100).pg.routing.vip is None
+    assert throwaway_spec(spec).pg.routing.vip is None
     assert kc.keepers(derive_target(spec, "copy", 100)) == []
 
 

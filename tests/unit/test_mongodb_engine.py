@@ -29,7 +29,7 @@ def mongo_spec(**fields: Any) -> ClusterSpec:
 
 def test_the_sample_loads_with_the_defaults() -> None:
     spec = load_spec(SAMPLE, environ={})
-    assert (spec.engine, spec.members, spec.routing.enabled) == ("mongodb", 3, False)
+    assert (spec.engine, spec.members) == ("mongodb", 3)
     assert spec.mongo.model_dump() == {"replset": "rs0", "port": 27017, "election_timeout_ms": 10000,
                                          "oplog_size_mb": None, "oplog_slice_s": 60, "oplog_archiving": True,
                                          "max_lag_s": 30, "binaries": {"mongod": "/usr/bin/mongod",
@@ -47,8 +47,11 @@ def test_postgres_stays_the_default_engine() -> None:
     ("fields", "message"),
     [
         ({"routing": {"enabled": True}},
-         "invalid cluster spec: routing: HAProxy and PgBouncer route PostgreSQL only; set routing.enabled: false for "
-         "engine mongodb"),
+         "invalid cluster spec: routing: belongs to engine postgres (now postgres.routing), and this spec's engine is "
+         "mongodb; remove it (HAProxy and PgBouncer route PostgreSQL only; a replica set's clients use its "
+         "replica-set URI, dbtier dsn)"),
+        ({"postgres": {"routing": {"enabled": True}}},
+         "invalid cluster spec: postgres: is the section of engine postgres, and this spec's engine is mongodb"),
         ({"mongodb": {"replset": "rs 0"}}, "invalid cluster spec: mongodb.replset: String should match pattern"),
         ({"mongodb": {"replset": ""}}, "invalid cluster spec: mongodb.replset: String should match pattern"),
         ({"mongodb": {"port": 80}}, "invalid cluster spec: mongodb.port: Input should be greater than or equal to 1024"),

@@ -74,7 +74,8 @@ def test_the_plan_of_a_spec_in_the_old_layout_says_where_its_settings_belong(
     assert main(["--plan", "--spec", str(spec_file)]) == 0
     captured = capsys.readouterr()
     assert captured.err == (f"dbtier: warning: spec {spec_file}: ports, patroni, etcd_members, synchronous_mode, "
-                            "postgresql_parameters, audit, binaries.patroni and 3 more are in the old place and read "
+                            "postgresql_parameters, audit, routing, timeouts.etcd_quorum, timeouts.routes, "
+                            "binaries.patroni and 3 more are in the old place and read "
                             "under postgres:; move them there (deployments/clusters/default.yaml shows the layout)\n")
     assert "postgres.ports.postgres 5432, postgres.ports.patroni 8008" in captured.out
 

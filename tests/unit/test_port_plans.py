@@ -14,7 +14,7 @@ from dbtier.spec import REPO_ROOT, build_spec, drill_copy_plan, port_plan, resto
 from flows._cli import cluster_ports
 from flows._spec import port_warning
 
-MONGO: dict[str, Any] = {"engine": "mongodb", "routing": {"enabled": False}}
+MONGO: dict[str, Any] = {"engine": "mongodb"}
 EPHEMERAL = (32768, 60999)
 RANGE_TAIL = ("lie in the kernel's ephemeral port range 32768-60999 (net.ipv4.ip_local_port_range), where an outgoing "
               "connection can hold them; choose base ports below 32768, or narrow that range")

@@ -30,7 +30,7 @@ def test_default_spec_file_is_the_seed_layout() -> None:
     assert [p for f, p in port_plan(spec) if f.startswith("postgres.ports.patroni")] == [8008, 8009, 8010]
     assert [p for f, p in port_plan(spec)
             if f.startswith("postgres.ports.etcd")] == [2379, 2380, 2381, 2382, 2383, 2384]
-    assert spec.routing.enabled and len(ports) == 12 + 5 + 1 + 3
+    assert spec.pg.routing.enabled and len(ports) == 12 + 5 + 1 + 3
     routed = ports
     assert [p for f, p in routed.items() if f.startswith("postgres.ports.router ")] == [5000, 5001, 5002, 5003, 5004]
     assert routed["postgres.ports.router_stats"] == 7000
@@ -156,6 +156,8 @@ synchronous_mode: true
 etcd_members: 1
 postgresql_parameters: {work_mem: 64MB}
 audit: {log: ddl}
+routing: {enabled: true, pooler: {enabled: false}}
+timeouts: {healthy: 90, etcd_quorum: 45, routes: 30}
 binaries: {pgbackrest: /opt/pgbackrest, node_exporter: /opt/node}
 """
 
@@ -167,7 +169,10 @@ postgres:
   etcd_members: 1
   postgresql_parameters: {work_mem: 64MB}
   audit: {log: ddl}
+  routing: {enabled: true, pooler: {enabled: false}}
+  timeouts: {etcd_quorum: 45, routes: 30}
   binaries: {pgbackrest: /opt/pgbackrest}
+timeouts: {healthy: 90}
 binaries: {node_exporter: /opt/node}
 """
 
@@ -181,11 +186,13 @@ def test_a_spec_in_the_old_layout_loads_as_the_new_and_says_what_moved(tmp_path:
     assert (spec.pg.ports.postgres, spec.pg.patroni.ttl, spec.pg.synchronous_mode, spec.pg.etcd_size(spec.members),
             spec.pg.postgresql_parameters, spec.pg.audit.log, spec.pg.binaries.pgbackrest, spec.binaries.node_exporter
             ) == (6432, 40, True, 1, {"work_mem": "64MB"}, "ddl", "/opt/pgbackrest", "/opt/node")
+    assert (spec.pg.routing.enabled, spec.pg.routing.pooler.enabled, spec.pg.timeouts.etcd_quorum,
+            spec.pg.timeouts.routes, spec.timeouts.healthy) == (True, False, 45, 30, 90)
     assert layout_notice(new, environ={}) is None
     assert layout_notice(old, environ={}) == (
-        f"spec {old}: ports, patroni, etcd_members, synchronous_mode, postgresql_parameters, audit, "
-        "binaries.pgbackrest are in the old place and read under postgres:; move them there "
-        "(deployments/clusters/default.yaml shows the layout)")
+        f"spec {old}: ports, patroni, etcd_members, synchronous_mode, postgresql_parameters, audit, routing, "
+        "timeouts.etcd_quorum, timeouts.routes, binaries.pgbackrest are in the old place and read under postgres:; "
+        "move them there (deployments/clusters/default.yaml shows the layout)")
 
 
 SAVED_BEFORE = Path(__file__).parent / "specs_saved_before_sections"
@@ -213,9 +220,16 @@ def test_a_spec_saved_before_the_sections_loads(name: str, engine: str, ports: t
 def test_the_other_engines_settings_away_from_their_defaults_are_still_refused() -> None:
     for data, words in (({"mongodb": {"replset": "rs0"}, "binaries": {"mongod": "/usr/bin/mongod"}}, None),
                         ({"mongodb": {"replset": "rs1"}}, "mongodb: is the section of engine mongodb"),
-                        ({"binaries": {"mongod": "/opt/mongod"}}, "binaries.mongod: belongs to engine mongodb")):
+                        ({"binaries": {"mongod": "/opt/mongod"}}, "binaries.mongod: belongs to engine mongodb"),
+                        ({"engine": "mongodb", "routing": {"enabled": False}, "timeouts": {"etcd_quorum": 60}}, None),
+                        ({"engine": "mongodb", "routing": {"enabled": True}},
+                         "routing: belongs to engine postgres .now postgres.routing., and this spec's engine is "
+                         "mongodb; remove it .HAProxy and PgBouncer route PostgreSQL only"),
+                        ({"engine": "mongodb", "timeouts": {"etcd_quorum": 30}},
+                         "timeouts.etcd_quorum: belongs to engine postgres")):
         if words is None:
-            assert build_spec(data, environ={}).mongodb is None
+            spec = build_spec(data, environ={})
+            assert (spec.mongodb if spec.engine == "postgres" else spec.postgres) is None
         else:
             with pytest.raises(SpecError, match=words):
                 build_spec(data, environ={})

@@ -199,7 +199,7 @@ class MongoEngine(Engine):
     def owned_port(self, spec: ClusterSpec, service: Service, port: int) -> str | None:
         return None  # no orphan mongod is adopted: a port in use is refused
 
-    def wait_consensus(self, spec: ClusterSpec, timeout: float) -> str:
+    def wait_consensus(self, spec: ClusterSpec) -> str:
         return "no consensus store: the replica set elects its primary itself"
 
     def secure_consensus(self, spec: ClusterSpec, passwords: Passwords) -> str:

@@ -212,12 +212,12 @@ class PostgresEngine(Engine):
         wanted = [("postgres.binaries.patroni", binaries.patroni), ("postgres.binaries.etcd", binaries.etcd),
                   ("postgres.binaries.pg_bin_dir", f"{binaries.pg_bin_dir}/postgres"),
                   ("postgres.binaries.pgbackrest", binaries.pgbackrest)]
-        routers, poolers = routing_plan(spec.routing)
+        routers, poolers = routing_plan(spec.pg.routing)
         if routers:
             wanted.append(("postgres.binaries.haproxy", binaries.haproxy))
         if poolers:
             wanted.append(("postgres.binaries.pgbouncer", binaries.pgbouncer))
-        if spec.routing.vip is not None:  # keepalived, and the curl its check runs
+        if spec.pg.routing.vip is not None:  # keepalived, and the curl its check runs
             wanted += [("postgres.binaries.keepalived", binaries.keepalived),
                        ("routing.vip (its check)", "/usr/bin/curl")]
         return wanted
@@ -260,10 +260,11 @@ class PostgresEngine(Engine):
 
         return pg_alerts.alert_rules(spec, thresholds)
 
-    def wait_routes(self, spec: ClusterSpec, passwords: Passwords, timeout: float) -> str:
+    def wait_routes(self, spec: ClusterSpec, passwords: Passwords) -> str:
+        """Within ``postgres.timeouts.routes``."""
         if not routing.routers(spec):
-            return super().wait_routes(spec, passwords, timeout)
-        return pg_routes.wait_routes(spec, passwords, lambda: fetch_cluster(spec), timeout)
+            return super().wait_routes(spec, passwords)
+        return pg_routes.wait_routes(spec, passwords, lambda: fetch_cluster(spec), spec.pg.timeouts.routes)
 
     def router_views(self, spec: ClusterSpec) -> tuple[list[str], list[str]]:
         """Each router's HAProxy stats against Patroni's ``/cluster`` (see :mod:`pg_routes`)."""
@@ -310,8 +311,9 @@ class PostgresEngine(Engine):
         member = pg_member(spec, service.name)
         return member.data_dir if port == member.pg_port else None
 
-    def wait_consensus(self, spec: ClusterSpec, timeout: float) -> str:
-        return etcd.wait_for_quorum(spec, timeout)
+    def wait_consensus(self, spec: ClusterSpec) -> str:
+        """etcd's quorum, within ``postgres.timeouts.etcd_quorum``."""
+        return etcd.wait_for_quorum(spec, spec.pg.timeouts.etcd_quorum)
 
     def secure_consensus(self, spec: ClusterSpec, passwords: Passwords) -> str:
         return etcd_auth.secure(spec, passwords)
@@ -649,16 +651,32 @@ class PostgresEngine(Engine):
 
     # -- the restore drill: :mod:`dbtier.engines.postgres.restore_drill` ------------------------------------------
 
+    def copy_changes(self, spec: ClusterSpec) -> dict[str, Any]:
+        """Its own routers on its own ports, but never the source's virtual IP (one VRRP group, one address).
+
+        >>> vip = {"address": "10.0.0.9", "interface": "eth0"}
+        >>> hosts = [{"address": f"10.0.0.{i}"} for i in (1, 2, 3)]
+        >>> spec = ClusterSpec(provider="ssh", ssh={"user": "u", "key_file": "/k", "hosts": hosts},
+        ...                    backup={"repositories": [{"type": "fs", "shared": True}]},
+        ...                    postgres={"routing": {"enabled": True, "vip": vip}})
+        >>> PostgresEngine().copy_changes(spec)["postgres"]["routing"]["vip"], spec.pg.routing.vip.address
+        (None, '10.0.0.9')
+        """
+        pg = spec.pg.model_dump(mode="json")
+        return {"postgres": {**pg, "routing": {**pg["routing"], "vip": None}}}
+
     def throwaway_changes(self, spec: ClusterSpec) -> dict[str, Any]:
-        """One etcd member, no WAL archiving (``archive_mode: off``), no synchronous standby to wait for.
+        """One etcd member, no WAL archiving (``archive_mode: off``), no synchronous standby to wait for, no routers.
 
         >>> c = PostgresEngine().throwaway_changes(ClusterSpec())["postgres"]
-        >>> c["etcd_members"], c["postgresql_parameters"]["archive_mode"], c["synchronous_mode"]
-        (1, 'off', False)
+        >>> c["etcd_members"], c["postgresql_parameters"]["archive_mode"], c["synchronous_mode"], c["routing"]["enabled"]
+        (1, 'off', False, False)
         """
         pg = spec.pg
-        return {"postgres": {**pg.model_dump(mode="json"), "etcd_members": 1, "synchronous_mode": False,
-                             "postgresql_parameters": {**pg.postgresql_parameters, "archive_mode": "off"}}}
+        dumped = pg.model_dump(mode="json")
+        return {"postgres": {**dumped, "etcd_members": 1, "synchronous_mode": False,
+                             "postgresql_parameters": {**pg.postgresql_parameters, "archive_mode": "off"},
+                             "routing": {**dumped["routing"], "enabled": False, "vip": None}}}
 
     def write_restore_marker(self, spec: ClusterSpec, passwords: Passwords) -> Marker:
         """Rows of table ``dbtier_restore_drill`` around the server's clock (the target is that time)."""

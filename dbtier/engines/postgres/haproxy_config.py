@@ -45,7 +45,7 @@ def check_path(spec: ClusterSpec, route: str) -> str:
     >>> check_path(ClusterSpec(), "ro")
     '/replica?lag=16777216'
     """
-    return CHECKS[route].format(lag=spec.routing.replica_max_lag_bytes)
+    return CHECKS[route].format(lag=spec.pg.routing.replica_max_lag_bytes)
 
 
 def _check_options(spec: ClusterSpec, router: Router, member: PgMember) -> str:
@@ -147,7 +147,7 @@ def render_haproxy_config(spec: ClusterSpec, router: Router) -> str:
     >>> "check-ssl verify required ca-file /var/lib/dbtier/dbtier/router0/tls/ca.crt" in cfg
     True
     """
-    check = spec.routing.check
+    check = spec.pg.routing.check
     lines = [
         f"# HAProxy {router.name} of cluster {spec.name} on {router.host} (rendered by dbtier)",
         "global",

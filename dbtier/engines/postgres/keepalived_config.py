@@ -51,7 +51,7 @@ def keepers(spec: ClusterSpec) -> list[Keeper]:
     >>> [(k.name, k.host, k.config) for k in keepers(spec)]
     [('vip0', '10.0.0.11', '/var/lib/dbtier/dbtier/pg0/keepalived/keepalived.conf')]
     """
-    if spec.routing.vip is None:
+    if spec.pg.routing.vip is None:
         return []
     return [Keeper(name=f"vip{m.index}", member=m) for m in pg_members(spec)]
 
@@ -79,7 +79,7 @@ def render_keepalived_config(spec: ClusterSpec, keeper: Keeper) -> str:
     >>> [line.strip() for line in conf.splitlines() if line.strip().startswith(("unicast", "10.0.0", "virtual_router_id"))]
     ['virtual_router_id 7', 'unicast_src_ip 10.0.0.12', 'unicast_peer {', '10.0.0.11', '10.0.0.13', '10.0.0.50/24 dev eth0']
     """
-    vip: VipSettings | None = spec.routing.vip
+    vip: VipSettings | None = spec.pg.routing.vip
     if vip is None:
         raise ValueError("routing.vip: no virtual IP in the spec")
     member = keeper.member

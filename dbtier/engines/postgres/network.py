@@ -324,7 +324,7 @@ def etcd_minority(drill: Drill) -> DrillResult:
                        f"cut etcd member {victim.name}{role} on {victim.host} off from the other etcd members")
         drill.hold(hold)
         drill.restore()
-        drill.notes.append(drill.engine.wait_consensus(spec, spec.timeouts.etcd_quorum))
+        drill.notes.append(drill.engine.wait_consensus(spec))
         drill.healthy_then_tail()
     expect = drill.expect(False, max_gap_s=drill.settings.etcd_member_loss_max_gap_s)
     return drill.finish(fault_at, leader, expect)

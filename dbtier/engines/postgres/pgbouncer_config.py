@@ -237,7 +237,7 @@ def render_pgbouncer_ini(spec: ClusterSpec, bouncer: Bouncer) -> str:
     >>> [line for line in ini.splitlines() if line.startswith(("listen", "auth_type", "pool_mode"))]
     ['listen_addr = 127.0.0.1', 'listen_port = 6432', 'auth_type = hba', 'pool_mode = transaction']
     """
-    pooler = spec.routing.pooler
+    pooler = spec.pg.routing.pooler
     lines = [
         f"; PgBouncer {bouncer.name} beside {bouncer.member.name} of cluster {spec.name} (rendered by dbtier)",
         "[databases]",

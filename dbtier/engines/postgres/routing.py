@@ -70,7 +70,7 @@ def routers(spec: ClusterSpec) -> list[Router]:
     >>> routers(ClusterSpec())
     []
     """
-    if not routing_plan(spec.routing)[0]:
+    if not routing_plan(spec.pg.routing)[0]:
         return []
     hosts: list[str] = []
     for member in pg_members(spec):
@@ -86,7 +86,7 @@ def bouncers(spec: ClusterSpec) -> list[Bouncer]:
     >>> [(b.name, b.port, b.dir) for b in bouncers(ClusterSpec(members=2, etcd_members=1, routing={"enabled": True}))]
     [('bouncer0', 6432, '/var/lib/dbtier/dbtier/pg0/pgbouncer'), ('bouncer1', 6433, '/var/lib/dbtier/dbtier/pg1/pgbouncer')]
     """
-    if not routing_plan(spec.routing)[1]:
+    if not routing_plan(spec.pg.routing)[1]:
         return []
     return [Bouncer(name=f"bouncer{m.index}", member=m, port=spec.pg.ports.pgbouncer + m.index)
             for m in pg_members(spec)]
@@ -132,7 +132,7 @@ def route_problem(spec: ClusterSpec, route: str, pooled: bool) -> str | None:
         return f"--route: {route!r} is not a route; choose one of {', '.join(ROUTES)}"
     if pooled and route not in POOLED_ROUTES:
         return f"--pooled: the {route} route has no pooled variant; pooled routes are {' and '.join(POOLED_ROUTES)}"
-    routers_on, poolers_on = routing_plan(spec.routing)
+    routers_on, poolers_on = routing_plan(spec.pg.routing)
     if route != "direct" and not routers_on:
         return (f"routing.enabled: routing is off on cluster {spec.name}, so only --route direct exists; "
                 "set routing.enabled: true and provision again")
@@ -166,7 +166,7 @@ def routed_dsn(spec: ClusterSpec, route: str = "rw", pooled: bool = False, ca_fi
         raise SpecError(problem)
     if route == "direct":
         return client_dsn(spec, user=user, database=database, ca_file=ca_file)
-    host = router.host if router else (spec.routing.vip.address if spec.routing.vip else routers(spec)[0].host)
+    host = router.host if router else (spec.pg.routing.vip.address if spec.pg.routing.vip else routers(spec)[0].host)
     options = "".join(f"&{key}={quote(value, safe='/')}" for key, value in libpq_tls(spec, ca_file).items())
     return (f"postgresql://{user or spec.app.user}@{host}:{listener_port(spec, route, pooled)}/"
             f"{database or spec.app.database}?connect_timeout=3{options}")
@@ -179,7 +179,7 @@ def router_addresses(spec: ClusterSpec) -> list[str]:
     >>> router_addresses(ClusterSpec(routing={"enabled": True}))
     ['127.0.0.1']
     """
-    vip = [spec.routing.vip.address] if spec.routing.vip else []
+    vip = [spec.pg.routing.vip.address] if spec.pg.routing.vip else []
     return [r.host for r in routers(spec)] + vip
 
 
@@ -190,4 +190,4 @@ def bind_addresses(spec: ClusterSpec, router: Router) -> list[str]:
     >>> bind_addresses(ClusterSpec(routing={"enabled": True}), routers(ClusterSpec(routing={"enabled": True}))[0])
     ['127.0.0.1']
     """
-    return [router.host] + ([spec.routing.vip.address] if spec.routing.vip else [])
+    return [router.host] + ([spec.pg.routing.vip.address] if spec.pg.routing.vip else [])
