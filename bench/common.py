@@ -43,7 +43,7 @@ def provision_plain(spec: ClusterSpec, passwords: Passwords, ca_store: CAStore |
         runner.write_file(pgbackrest.pgpass_path(spec), (pgbackrest.pgpass_line(passwords.superuser) + "\n").encode())
     for service in engine.consensus_services(spec):
         bootstrap.ensure_running(provider, spec, service)
-    engine.wait_consensus(spec, 60)
+    engine.wait_consensus(spec)
     engine.secure_consensus(spec, passwords)
     for service in engine.member_services(spec):
         bootstrap.write_member_files(engine, provider, spec, service, passwords)

@@ -107,7 +107,7 @@ def set_up(spec: ClusterSpec) -> str:
     for service in engine.router_services(spec):  # the provision flow's routing steps
         bootstrap.apply_service_files(engine, provider, spec, service, passwords)
         bootstrap.ensure_running(provider, spec, service)
-    engine.wait_routes(spec, passwords, spec.timeouts.routes)
+    engine.wait_routes(spec, passwords)
     print(f"{spec.name}: provisioned (3 members + 3 etcd, HAProxy, 3 PgBouncers, TLS on) in "
           f"{time.monotonic() - started:.1f} s", flush=True)
     exporters = bootstrap.start_exporters(engine, provider, spec, passwords)  # make monitor's step

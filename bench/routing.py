@@ -127,7 +127,7 @@ def provision(spec: ClusterSpec, passwords: Passwords) -> tuple[float, str]:
         bootstrap.apply_service_files(engine, provider, spec, service, passwords)
         bootstrap.ensure_running(provider, spec, service)
     engine.wait_healthy(spec, spec.timeouts.healthy)
-    said = engine.wait_routes(spec, passwords, spec.timeouts.routes)
+    said = engine.wait_routes(spec, passwords)
     return time.monotonic() - started, said
 
 
@@ -259,7 +259,7 @@ def drill(spec: ClusterSpec, passwords: Passwords, scenario: str, via: str) -> O
     """One drill, the writer ``via`` the router or direct; it starts once every route agrees with Patroni."""
     started = time.monotonic()
     try:
-        get_engine(spec).wait_routes(spec, passwords, spec.timeouts.routes)
+        get_engine(spec).wait_routes(spec, passwords)
         verdict = scenarios.run(spec, scenario, DRILL_SETTINGS[via], passwords.app,
                                 rest_login=rest_login(passwords)).verdict
     except DbtierError as err:
@@ -364,7 +364,7 @@ def run(root: str, args: argparse.Namespace, busy: Busy, cleanup: contextlib.Exi
     stop_clients()
     drills = run_drills(spec, passwords, args)
     print(f"\n{load_table(loads, args)}\n\n{storm_table(storms, args.seconds)}\n\n{drill_table(drills)}\n")
-    pooler = spec.routing.pooler
+    pooler = spec.pg.routing.pooler
     print(f"(max_connections {MAX_CONNECTIONS} for this bench, so that {STORM_CLIENTS} direct clients fit: the direct "
           f"storm runs {STORM_CLIENTS} clients like the pooled one; PgBouncer {pooler.pool_mode} mode, default_pool_size "
           f"{pooler.default_pool_size}; synchronous_mode off; RTO: fault to the first write acknowledged by the new "

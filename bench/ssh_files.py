@@ -62,7 +62,8 @@ def main() -> int:
                                        "user": "root", "key_file": sshd.key_file, "install_packages": False})
             runner = get_provider(spec).runner(spec, "127.0.0.1")
             runner.read_file("/etc/hostname")  # the connection, opened before anything is timed
-            slow, fast = [], []
+            slow: list[float] = []
+            fast: list[float] = []
             for r in range(args.rounds):
                 for kind, measure, times in (("single", one_by_one, slow), ("batch", batched, fast)):
                     here = f"{root}/{kind}{r}"

@@ -103,7 +103,7 @@ def warm_up(spec: ClusterSpec) -> None:
 
     import dbtier.tls_files  # noqa: F401
 
-    b = spec.binaries
+    b = spec.pg.binaries
     for argv in ([b.patroni, "--version"], [b.etcd, "--version"], [f"{b.pg_bin_dir}/postgres", "--version"]):
         subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
