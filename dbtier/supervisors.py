@@ -140,7 +140,7 @@ class Processes(Supervisor):
         if service.as_root:
             raise ProvisionError(f"{service.host}: {service.name} ({service.kind}) runs as root, which dbtier does only "
                                  "under systemd, and this host does not run systemd; drop what needs it from the "
-                                 "spec (routing.vip for keepalived)")
+                                 "spec (postgres.routing.vip for keepalived)")
         return procs.start(runner, service)
 
     def stop(self, runner: Runner, service: Service, timeout: float) -> str:

@@ -383,7 +383,7 @@ def _start_s3(state: LabState) -> None:
 
     lab = state.plan
     log_path = state.private / "s3" / "s3.log"
-    argv = [sys.executable, "-m", "dbtier.lab.s3", "--bind", lab.gateway, "--port", str(plans.S3_PORT),
+    argv = [sys.executable, "-m", *state.s3_args, "--port", str(plans.S3_PORT),
             "--cert", str(state.private / "s3" / "s3.pem"), "--key", str(state.private / "s3" / "s3.key")]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -408,7 +408,7 @@ def _start_pve(state: LabState, limit: float = 60) -> None:
     nodes = ",".join(f"pve{h.index}" for h in lab.hosts)
     argv = [sys.executable, "-m", "dbtier.lab.pve", "--listen", f"{lab.gateway}:{plans.PVE_PORT}",
             "--state-dir", str(state.private / "pve"), "--nodes", nodes,
-            "--backend", "dbtier.lab.power:backend_for", "--lab", state.name]
+            "--backend", "dbtier.lab.power:backend_for", *state.pve_args]
     with open(state.private / "pve" / "pve.log", "wb") as log:
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

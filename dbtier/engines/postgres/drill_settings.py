@@ -34,12 +34,12 @@ def writer_route(spec: ClusterSpec, settings: DrillSettings) -> tuple[str, str]:
     >>> writer_route(ClusterSpec(), DrillSettings(via="router"))
     Traceback (most recent call last):
     ...
-    dbtier.errors.SpecError: drills.via: router asks for the rw route, but routing is off on cluster dbtier; set routing.enabled: true and provision again, or drills.via: direct
+    dbtier.errors.SpecError: drills.via: router asks for the rw route, but routing is off on cluster dbtier; set postgres.routing.enabled: true and provision again, or drills.via: direct
     """
     first = next(iter(routers(spec)), None)
     if settings.via == "router" and first is None:
         raise SpecError(f"drills.via: router asks for the rw route, but routing is off on cluster {spec.name}; "
-                        "set routing.enabled: true and provision again, or drills.via: direct")
+                        "set postgres.routing.enabled: true and provision again, or drills.via: direct")
     if settings.via == "direct" or first is None:
         return client_dsn(spec), "through the multi-host DSN (direct to the members)"
     return (routed_dsn(spec, "rw", router=first),

@@ -219,7 +219,7 @@ class PostgresEngine(Engine):
             wanted.append(("postgres.binaries.pgbouncer", binaries.pgbouncer))
         if spec.pg.routing.vip is not None:  # keepalived, and the curl its check runs
             wanted += [("postgres.binaries.keepalived", binaries.keepalived),
-                       ("routing.vip (its check)", "/usr/bin/curl")]
+                       ("postgres.routing.vip (its check)", "/usr/bin/curl")]
         return wanted
 
     def exporter_services(self, spec: ClusterSpec) -> list[Service]:

@@ -81,7 +81,7 @@ def render_keepalived_config(spec: ClusterSpec, keeper: Keeper) -> str:
     """
     vip: VipSettings | None = spec.pg.routing.vip
     if vip is None:
-        raise ValueError("routing.vip: no virtual IP in the spec")
+        raise ValueError("postgres.routing.vip: no virtual IP in the spec")
     member = keeper.member
     peers = sorted({m.host for m in pg_members(spec)} - {member.host})
     script = f"chk_{spec.name.replace('-', '_')}_primary"

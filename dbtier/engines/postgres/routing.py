@@ -124,9 +124,9 @@ def route_problem(spec: ClusterSpec, route: str, pooled: bool) -> str | None:
     >>> route_problem(ClusterSpec(routing={"enabled": True}), "sync", pooled=True)
     '--pooled: the sync route has no pooled variant; pooled routes are rw and ro'
     >>> route_problem(ClusterSpec(), "ro", pooled=False)
-    'routing.enabled: routing is off on cluster dbtier, so only --route direct exists; set routing.enabled: true and provision again'
+    'postgres.routing.enabled: routing is off on cluster dbtier, so only --route direct exists; set postgres.routing.enabled: true and provision again'
     >>> route_problem(ClusterSpec(routing={"enabled": True, "pooler": {"enabled": False}}), "rw", pooled=True)
-    'routing.pooler.enabled: the pooler is off on cluster dbtier; drop --pooled, or set routing.pooler.enabled: true and provision again'
+    'postgres.routing.pooler.enabled: the pooler is off on cluster dbtier; drop --pooled, or set postgres.routing.pooler.enabled: true and provision again'
     """
     if route not in ROUTES:
         return f"--route: {route!r} is not a route; choose one of {', '.join(ROUTES)}"
@@ -134,11 +134,11 @@ def route_problem(spec: ClusterSpec, route: str, pooled: bool) -> str | None:
         return f"--pooled: the {route} route has no pooled variant; pooled routes are {' and '.join(POOLED_ROUTES)}"
     routers_on, poolers_on = routing_plan(spec.pg.routing)
     if route != "direct" and not routers_on:
-        return (f"routing.enabled: routing is off on cluster {spec.name}, so only --route direct exists; "
-                "set routing.enabled: true and provision again")
+        return (f"postgres.routing.enabled: routing is off on cluster {spec.name}, so only --route direct exists; "
+                "set postgres.routing.enabled: true and provision again")
     if pooled and not poolers_on:
-        return (f"routing.pooler.enabled: the pooler is off on cluster {spec.name}; drop --pooled, or set "
-                "routing.pooler.enabled: true and provision again")
+        return (f"postgres.routing.pooler.enabled: the pooler is off on cluster {spec.name}; drop --pooled, or set "
+                "postgres.routing.pooler.enabled: true and provision again")
     return None
 
 
