@@ -51,9 +51,4 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   quietly "$VENV/bin/pip" install -e '.[dev]'
   touch "$stamp"
 fi
-# The project's own modules byte-compiled once: where Python is told not to write bytecode (this machine's
-# PYTHONDONTWRITEBYTECODE=1), every dbtier command, flow and service compiled them again at each start
-# (measured: 1.1 s of CPU for each `python -m flows.*`; the CLI tests' file 43 s -> 37 s). An edited file's
-# stale bytecode is ignored (its source is newer) until the next setup compiles it again.
-quietly "$VENV/bin/python" -m compileall -q -j 0 dbtier flows tasks blocks deployments tests bench
 say "project venv ready: $VENV"
